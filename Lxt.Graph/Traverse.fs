@@ -1,0 +1,32 @@
+// Generic graph walks, written once: topological order and bottom-up rebuilding with a node-local function.
+module Lxt.Graph.Traverse
+
+open System.Collections.Generic
+
+/// All nodes reachable from `roots`, operands before users (iterative: deep graphs do not overflow the stack).
+let topo (roots: Node seq) : Node[] =
+    let seen = HashSet<Node>(HashIdentity.Reference)
+    let order = ResizeArray<Node>()
+    let stack = Stack<struct (Node * bool)>()
+    for r in roots do stack.Push(struct (r, false))
+    while stack.Count > 0 do
+        let struct (n, expanded) = stack.Pop()
+        if expanded then order.Add n
+        elif seen.Add n then
+            stack.Push(struct (n, true))
+            for c in List.rev n.Children do
+                if not (seen.Contains c) then stack.Push(struct (c, false))
+    order.ToArray()
+
+/// Rebuilds the graphs under `roots` bottom-up: each node is first rebuilt over its mapped operands, then passed
+/// to `f`. Shared subgraphs are visited once. Returns the map from old to new nodes.
+let mapBottomUp (f: Node -> Node) (roots: Node seq) : IReadOnlyDictionary<Node, Node> =
+    let mapped = Dictionary<Node, Node>(HashIdentity.Reference)
+    for n in topo roots do
+        let kids = n.Children |> List.map (fun c -> mapped.[c])
+        mapped.[n] <- f (Ops.withChildren n kids)
+    mapped :> _
+
+/// The first node under `roots` carrying `name`, if any.
+let tryFindNamed (name: string) (roots: Node seq) =
+    topo roots |> Array.tryFind (fun n -> n.Name = Some name)

@@ -1,0 +1,180 @@
+// Specifications of the graph core: hash-consing, shape errors, autodiff against finite differences, rewrites, plans.
+module Lxt.Tests.GraphTests
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open Lxt.Graph
+open Lxt.Graph.Ops
+
+let private config n = { FsCheckConfig.defaultConfig with maxTest = n }
+
+/// Σ (output ⊙ w) for fixed pseudo-random weights w: a scalar loss whose gradient exercises every output element.
+let private lossOf (seed: int) (out: Node) =
+    let rng = Random(seed + 7)
+    let w = constant out.Shape (Array.init (Shape.numel out.Shape) (fun _ -> rng.NextDouble() * 2.0 - 1.0))
+    reduceSum [ 0 .. out.Shape.Length - 1 ] false (mul out w)
+
+let private floatLeaves (root: Node) =
+    Traverse.topo [ root ] |> Array.filter (fun n -> match n.Op with Input _ | Parameter _ -> n.DType = Float | _ -> false) |> List.ofArray
+
+let private leafName (n: Node) = match n.Op with Input s | Parameter s -> s | _ -> failwith "not a leaf"
+
+/// Checks the VJP builder's gradients against central differences of the reference evaluator.
+let private gradientMatchesFiniteDifferences (sample: RandomGraphs.Sample) (seed: int) =
+    let loss = lossOf seed sample.Output
+    let leaves = floatLeaves loss
+    let grads = Evaluate.reference sample.Values (Autodiff.vjp [ loss, scalar 1.0 ] leaves)
+    let h = 1e-5
+    List.zip leaves (List.ofArray grads)
+    |> List.forall (fun (leaf, g) ->
+        let name = leafName leaf
+        let x = sample.Values.[name]
+        Array.indexed x |> Array.forall (fun (i, xi) ->
+            let at v = (Evaluate.reference1 (sample.Values.Add(name, Array.updateAt i v x)) loss).[0]
+            let fd = (at (xi + h) - at (xi - h)) / (2.0 * h)
+            let ok = Math.Abs(fd - g.[i]) <= 1e-6 * (1.0 + Math.Abs fd)
+            if not ok then printfn "%s: d/d%s[%d] vjp %g vs finite difference %g" sample.Description name i g.[i] fd
+            ok))
+
+let private sampleOf op seed = RandomGraphs.build (seed &&& 0x7fffffff) 3 (Some op)
+
+/// Wraps nodes of a graph in identities the simplifier should remove, plus foldable constant subtrees.
+let private decorate (seed: int) (root: Node) =
+    let rng = Random seed
+    let mapped =
+        Traverse.mapBottomUp (fun n ->
+            match (if n.DType = Int then 6 else rng.Next 7) with
+            | 0 -> mul n (fill n.Shape 1.0)
+            | 1 -> add (fill n.Shape 0.0) n
+            | 2 -> neg (neg n)
+            | 3 -> reshape n.Shape (reshape [| -1 |] n)
+            | 4 -> gradientScale 1.0 (gradientScale 2.0 n)
+            | 5 when n.Shape.Length > 0 -> add n (mul (constant [| n.Shape.[n.Shape.Length - 1] |] (Array.init n.Shape.[n.Shape.Length - 1] float)) (scalar 0.0))
+            | _ -> n) [ root ]
+    mapped.[root]
+
+let private throwsWith<'e when 'e :> exn> (fragments: string list) (f: unit -> unit) =
+    let e = Expect.throwsC f id
+    Expect.isTrue (e :? 'e) (sprintf "expected %s, got %s: %s" typeof<'e>.Name (e.GetType().Name) e.Message)
+    for fragment in fragments do Expect.stringContains e.Message fragment "the message names what was wrong"
+
+let tests =
+    testList "graph" [
+        testList "hash-consing" [
+            test "equal subgraphs are one node" {
+                let x = input "x" [| 2; 3 |] Float
+                let a = tanh (add x (scalar 1.0))
+                let b = tanh (add x (scalar 1.0))
+                Expect.isTrue (obj.ReferenceEquals(a, b)) "the same expression built twice is the same node"
+                Expect.isFalse (obj.ReferenceEquals(named "h" a, a)) "a name makes a distinct node"
+                Expect.isTrue (obj.ReferenceEquals(named "h" a, named "h" b)) "and the same name the same node"
+            }
+            test "constants intern by content" {
+                Expect.isTrue (obj.ReferenceEquals(constant [| 2 |] [| 1.0; 2.0 |], constant [| 2 |] [| 1.0; 2.0 |])) "same values"
+                Expect.isFalse (obj.ReferenceEquals(constant [| 2 |] [| 1.0; 2.0 |], constant [| 2 |] [| 1.0; 3.0 |])) "other values"
+            }
+        ]
+        testList "shape errors are typed and name the nodes" [
+            test "matmul with mismatched inner dimensions" {
+                let a = named "model.q_proj" (input "a" [| 4; 32 |] Float)
+                throwsWith<GraphShapeException> [ "model.q_proj"; "[16, 8]"; "32" ] (fun () -> matmul a (input "b" [| 16; 8 |] Float) |> ignore)
+            }
+            test "elementwise shapes that do not broadcast" {
+                throwsWith<GraphShapeException> [ "[2, 3]"; "[4]" ] (fun () -> add (input "a" [| 2; 3 |] Float) (input "b" [| 4 |] Float) |> ignore)
+            }
+            test "unknown axis" {
+                throwsWith<GraphShapeException> [ "axis 5" ] (fun () -> softmax 5 (input "a" [| 2; 3 |] Float) |> ignore)
+                throwsWith<GraphShapeException> [ "axis 3" ] (fun () -> reduceSum [ 3 ] false (input "a" [| 2; 3 |] Float) |> ignore)
+            }
+            test "reshape that changes the element count" {
+                throwsWith<GraphShapeException> [ "[2, 3]"; "[4, 2]" ] (fun () -> reshape [| 4; 2 |] (input "a" [| 2; 3 |] Float) |> ignore)
+            }
+            test "gather with float indices, concat with mismatched parts, bad permutation, bad slice" {
+                throwsWith<GraphShapeException> [ "integers" ] (fun () -> gather (input "t" [| 5; 2 |] Float) (input "i" [| 3 |] Float) |> ignore)
+                throwsWith<GraphShapeException> [ "concat" ] (fun () -> concat 0 [ input "a" [| 2; 3 |] Float; input "b" [| 2; 4 |] Float ] |> ignore)
+                throwsWith<GraphShapeException> [ "permutation" ] (fun () -> permute [ 0; 0 ] (input "a" [| 2; 3 |] Float) |> ignore)
+                throwsWith<GraphShapeException> [ "range 1..5" ] (fun () -> slice 1 1 5 (input "a" [| 2; 3 |] Float) |> ignore)
+            }
+            test "a bad binding names the input" {
+                let x = input "tokens" [| 3 |] Int
+                let e = gather (input "table" [| 4; 2 |] Float) x
+                throwsWith<BindingException> [ "index 9"; "table" ] (fun () ->
+                    Evaluate.reference1 (Map [ "tokens", [| 0.0; 9.0; 1.0 |]; "table", Array.zeroCreate 8 ]) e |> ignore)
+                throwsWith<BindingException> [ "tokens" ] (fun () ->
+                    use exe = new Executable(Plan.compile [ e ], new ReferenceBackend())
+                    exe.Run(Collections.Generic.Dictionary()) |> ignore)
+                throwsWith<BindingException> [ "table"; "8" ] (fun () ->
+                    Evaluate.reference1 (Map [ "tokens", [| 0.0; 1.0; 1.0 |]; "table", Array.zeroCreate 7 ]) e |> ignore)
+            }
+            test "a missing derivative names the op" {
+                let x = input "x" [| 1; 1; 3; 3 |] Float
+                let w = input "w" [| 1; 1; 2; 2 |] Float
+                let g = Autodiff.vjp [ conv2d (1, 1) (0, 0) x w, fill [| 1; 1; 2; 2 |] 1.0 ] [ x ] |> List.head
+                throwsWith<MissingDerivativeException> [ "Conv2dGradInput" ] (fun () -> Autodiff.vjp [ g, fill g.Shape 1.0 ] [ w ] |> ignore)
+            }
+        ]
+        testList "autodiff agrees with central finite differences (float64)" [
+            for op in RandomGraphs.opNames ->
+                testPropertyWithConfig (config 8) op (fun (seed: int) -> gradientMatchesFiniteDifferences (sampleOf op seed) seed)
+            testPropertyWithConfig (config 30) "random graphs of depth 5" (fun (seed: int) ->
+                gradientMatchesFiniteDifferences (RandomGraphs.build (seed &&& 0x7fffffff) 5 None) seed)
+        ]
+        testList "the ops LRP needs" [
+            test "stop-gradient blocks and gradient-scale multiplies the gradient, both identity forward" {
+                let x = input "x" [| 3 |] Float
+                let y = add (mul (stopGradient (tanh x)) x) (gradientScale 0.25 (square x))
+                let values = Map [ "x", [| 0.5; -1.0; 2.0 |] ]
+                let v = Evaluate.reference1 values y
+                let g = (Evaluate.reference values (Autodiff.vjp [ y, fill [| 3 |] 1.0 ] [ x ])).[0]
+                for i in 0 .. 2 do
+                    let xi = values.["x"].[i]
+                    Expect.floatClose Accuracy.veryHigh v.[i] (Math.Tanh xi * xi + xi * xi) "forward is unchanged"
+                    Expect.floatClose Accuracy.veryHigh g.[i] (Math.Tanh xi + 0.25 * 2.0 * xi) "backward: tanh(x) treated as constant, square's gradient × 0.25"
+            }
+        ]
+        testList "rewrites" [
+            testPropertyWithConfig (config 60) "the simplifier never changes a graph's value" (fun (seed: int) ->
+                let s = RandomGraphs.build (seed &&& 0x7fffffff) 4 None
+                let decorated = decorate seed s.Output
+                let simplified = Rewrite.simplify [ decorated ] |> List.head
+                let a, b = Evaluate.reference1 s.Values decorated, Evaluate.reference1 s.Values simplified
+                Array.forall2 (fun (x: float) y -> Math.Abs(x - y) <= 1e-12 * (1.0 + Math.Abs x)) a b)
+            testPropertyWithConfig (config 60) "rewriting to a fixpoint is idempotent" (fun (seed: int) ->
+                let decorated = decorate seed (RandomGraphs.build (seed &&& 0x7fffffff) 4 None).Output
+                let once = Rewrite.simplify [ decorated ] |> List.head
+                obj.ReferenceEquals(once, Rewrite.simplify [ once ] |> List.head))
+            test "the simplifier removes what it should" {
+                let x = input "x" [| 2; 3 |] Float
+                let messy = gradientScale 1.0 (neg (neg (mul (reshape [| 2; 3 |] (reshape [| 6 |] x)) (fill [| 2; 3 |] 1.0))))
+                Expect.isTrue (obj.ReferenceEquals(Rewrite.simplify [ messy ] |> List.head, x)) "all identities are gone"
+                let folded = Rewrite.simplify [ add x (mul (constant [| 3 |] [| 1.0; 2.0; 3.0 |]) (scalar 2.0)) ] |> List.head
+                match folded.Op with
+                | Binary(Add, a, { Op = Constant c }) when obj.ReferenceEquals(a, x) -> Expect.equal c.Values [| 2.0; 4.0; 6.0 |] "folded"
+                | _ -> failtestf "constant subtree not folded: %O" folded
+            }
+            test "a rule that loops is stopped with a typed error" {
+                let flip = Rewrite.rule "flip" (fun n -> match n.Op with Unary(Tanh, x) -> Some(neg (neg (tanh (add x (scalar 0.0))))) | _ -> None)
+                throwsWith<RewriteLoopException> [ "flip" ] (fun () -> Rewrite.applyWithGuard 1000 [ flip ] [ tanh (input "x" [| 2 |] Float) ] |> ignore)
+            }
+            test "names survive rewriting" {
+                let x = input "x" [| 2 |] Float
+                let h = named "layer.act" (mul (tanh x) (fill [| 2 |] 1.0))
+                let r = Rewrite.simplify [ h ] |> List.head
+                Expect.equal r.Name (Some "layer.act") "the replacement carries the name"
+            }
+        ]
+        testList "plans" [
+            test "buffers are freed at last use and reused" {
+                let x = input "x" [| 1000 |] Float
+                let chain = List.fold (fun acc i -> if i % 2 = 0 then tanh acc else sin acc) x [ 1 .. 50 ]
+                let plan = Plan.compile [ chain ]
+                use exe = new Executable(plan, new ReferenceBackend())
+                let b = (exe.Backend).Allocate 1000
+                let outs = exe.Run(dict [ "x", b ] |> Collections.Generic.Dictionary)
+                exe.Recycle outs
+                Expect.isLessThanOrEqual exe.PeakIntermediateBytes (3L * 8000L) "a chain needs at most three live buffers"
+            }
+        ]
+    ]
