@@ -34,6 +34,7 @@ module Plan =
 /// last use into a pool and reused by later steps and later runs.
 type Executable(plan: Plan, backend: IBackend) =
     let persistent = Dictionary<Node, IBuffer>(HashIdentity.Reference)
+    let borrowed = HashSet<IBuffer>(HashIdentity.Reference)
     let pool = Dictionary<int, Stack<IBuffer>>()
     let mutable peakBytes = 0L
     let mutable liveBytes = 0L
@@ -73,16 +74,20 @@ type Executable(plan: Plan, backend: IBackend) =
     /// Largest number of bytes held by intermediate buffers at once (a measure of the plan's peak memory).
     member _.PeakIntermediateBytes = peakBytes
 
-    /// Binds a parameter's value (takes ownership of the buffer). Parameters not in the plan are ignored.
-    member _.BindParameter(name: string, value: IBuffer) =
+    /// Binds a parameter's value. An owned buffer is disposed with the executable; a borrowed one (owned = false,
+    /// e.g. weights shared by several plans) is left to its owner. Parameters not in the plan are ignored.
+    member _.BindParameter(name: string, value: IBuffer, owned: bool) =
         match plan.Leaves |> Array.tryFind (fun n -> n.Op = Parameter name) with
         | Some n ->
             checkLength n value
             match persistent.TryGetValue n with
-            | true, old when not (obj.ReferenceEquals(old, value)) -> old.Dispose()
+            | true, old when not (obj.ReferenceEquals(old, value)) && not (borrowed.Remove old) -> old.Dispose()
             | _ -> ()
             persistent.[n] <- value
-        | None -> value.Dispose()
+            if not owned then borrowed.Add value |> ignore
+        | None -> if owned then value.Dispose()
+
+    member this.BindParameter(name: string, value: IBuffer) = this.BindParameter(name, value, true)
 
     member _.IsBound(name: string) =
         plan.Leaves |> Array.exists (fun n -> n.Op = Parameter name && persistent.ContainsKey n)
@@ -143,7 +148,7 @@ type Executable(plan: Plan, backend: IBackend) =
 
     interface IDisposable with
         member _.Dispose() =
-            for b in persistent.Values do b.Dispose()
+            for b in persistent.Values do if not (borrowed.Contains b) then b.Dispose()
             persistent.Clear()
             for s in pool.Values do for b in s do b.Dispose()
             pool.Clear()

@@ -1,0 +1,175 @@
+// Session: a model's graph compiled to a plan on a backend, weights bound once, run many times.
+using System.Numerics.Tensors;
+using Lxt.Graph;
+
+namespace Lxt;
+
+/// <summary>Where and in which precision graphs run.</summary>
+public enum Device
+{
+    /// <summary>float32 on the CPU, SIMD and multi-threaded.</summary>
+    Cpu,
+    /// <summary>float64 reference interpreter: slow, exact semantics.</summary>
+    Reference,
+}
+
+public static class Backends
+{
+    /// <summary>A new backend for <paramref name="device"/>; <paramref name="threads"/> 0 = all cores.</summary>
+    public static IBackend Create(Device device, int threads = 0) => device switch
+    {
+        Device.Reference => new ReferenceBackend(),
+        Device.Cpu => new ReferenceBackend(), // CPUSWAP
+        _ => throw new ArgumentOutOfRangeException(nameof(device)),
+    };
+}
+
+/// <summary>A computed tensor: shape and values (float32, and float64 when computed in float64).</summary>
+public sealed class TensorValue
+{
+    internal TensorValue(int[] shape, float[] values, double[]? doubles)
+    {
+        Shape = shape;
+        Values = values;
+        Float64 = doubles;
+    }
+
+    public IReadOnlyList<int> Shape { get; }
+    public float[] Values { get; }
+    /// <summary>The values in float64 when the backend computed in float64; otherwise null.</summary>
+    public double[]? Float64 { get; }
+    public ReadOnlySpan<float> Span => Values;
+    public double this[int index] => Float64 is { } d ? d[index] : Values[index];
+    /// <summary>The values as float64 (exact copies of float32 values where that was the precision).</summary>
+    public double[] ToDoubleArray() => Float64 is { } d ? (double[])d.Clone() : Values.Select(v => (double)v).ToArray();
+}
+
+/// <summary>
+/// Runs graphs over one model's weights on one backend. Parameters are uploaded once (and checked for shape and
+/// NaN); intermediate buffers are pooled across runs. Not thread-safe; dispose to free backend memory.
+/// </summary>
+public sealed class Session : IDisposable
+{
+    private readonly IWeightSource _weights;
+    private readonly IReadOnlyDictionary<string, IReadOnlyList<int>> _parameterShapes;
+    private readonly Dictionary<string, IBuffer> _uploaded = new();
+    private readonly Dictionary<Node[], Executable> _plans = new(new NodeArrayComparer());
+
+    public Session(Model model, IWeightSource weights, Device device = Device.Cpu, int threads = 0)
+        : this(model, weights, Backends.Create(device, threads)) { }
+
+    public Session(Model model, IWeightSource weights, IBackend backend)
+    {
+        Model = model;
+        _weights = weights;
+        _parameterShapes = model.Parameters;
+        Backend = backend;
+    }
+
+    public Model Model { get; }
+    public IBackend Backend { get; }
+
+    /// <summary>Bytes of intermediate buffers held at once by the plans run so far (their peak).</summary>
+    public long PeakIntermediateBytes => _plans.Values.Select(p => p.PeakIntermediateBytes).DefaultIfEmpty(0).Max();
+
+    /// <summary>Runs the model's outputs on the given inputs (name → values; integer inputs as whole numbers).</summary>
+    public IReadOnlyDictionary<string, TensorValue> Run(IReadOnlyDictionary<string, float[]> inputs, CancellationToken cancellation = default)
+    {
+        var names = Model.Outputs.Keys.ToArray();
+        var values = Evaluate(names.Select(n => Model.Outputs[n]).ToArray(), inputs, cancellation);
+        return names.Select((n, i) => (n, values[i])).ToDictionary(p => p.n, p => p.Item2);
+    }
+
+    /// <summary>Evaluates any nodes over this model's parameters (used by explanations for rewritten graphs).</summary>
+    public TensorValue[] Evaluate(IReadOnlyList<Expr> outputs, IReadOnlyDictionary<string, float[]> inputs, CancellationToken cancellation = default)
+    {
+        cancellation.ThrowIfCancellationRequested();
+        var nodes = outputs.Select(o => o.Node).ToArray();
+        if (!_plans.TryGetValue(nodes, out var exe))
+        {
+            exe = new Executable(PlanModule.compile(Microsoft.FSharp.Collections.ListModule.OfArray(nodes)), Backend);
+            _plans[nodes] = exe;
+        }
+        foreach (var p in PlanModule.parameters(exe.Plan))
+        {
+            var name = ((Op.Parameter)p.Op).name;
+            if (!exe.IsBound(name)) exe.BindParameter(name, Upload(name, p.Shape), owned: false);
+        }
+        var feeds = new Dictionary<string, IBuffer>();
+        try
+        {
+            foreach (var input in PlanModule.inputs(exe.Plan))
+            {
+                var name = ((Op.Input)input.Op).name;
+                if (!inputs.TryGetValue(name, out var host))
+                    throw new BindingException($"no value was given for input '{name}' [{string.Join(", ", input.Shape)}]");
+                if (host.Length != ShapeModule.numel(input.Shape))
+                    throw new BindingException($"input '{name}' has {host.Length} values, its shape [{string.Join(", ", input.Shape)}] needs {ShapeModule.numel(input.Shape)}");
+                var buffer = Backend.Allocate(host.Length);
+                Backend.Upload(host, buffer);
+                feeds[name] = buffer;
+            }
+            var outs = exe.Run(feeds);
+            try
+            {
+                return outs.Select((b, i) => Download(b, nodes[i].Shape)).ToArray();
+            }
+            finally { exe.Recycle(outs); }
+        }
+        finally
+        {
+            foreach (var b in feeds.Values) b.Dispose();
+        }
+    }
+
+    private IBuffer Upload(string name, int[] shape)
+    {
+        // one upload per parameter, shared by all plans (weights are the bulk of memory)
+        if (_uploaded.TryGetValue(name, out var shared)) return shared;
+        if (!_weights.Contains(name)) throw new BindingException($"the weights have no value for parameter '{name}' [{string.Join(", ", shape)}]");
+        var values = _weights.Read(name, shape);
+        int bad = FirstNonFinite(values);
+        if (bad >= 0) throw new BindingException($"weight '{name}' holds {values[bad]} at element {bad}");
+        var buffer = Backend.Allocate(values.Length);
+        Backend.Upload(values, buffer);
+        _uploaded[name] = buffer;
+        return buffer;
+    }
+
+    private static int FirstNonFinite(ReadOnlySpan<float> values)
+    {
+        // Σ 0·v is NaN exactly when some v is NaN or ±∞: one vectorised pass, then a scan only on failure
+        if (float.IsFinite(TensorPrimitives.Dot(values, values) * 0f + TensorPrimitives.Sum(values) * 0f)) return -1;
+        for (int i = 0; i < values.Length; i++) if (!float.IsFinite(values[i])) return i;
+        return -1;
+    }
+
+    private TensorValue Download(IBuffer buffer, int[] shape)
+    {
+        var floats = new float[buffer.Length];
+        double[]? doubles = null;
+        if (Backend.IsDoublePrecision)
+        {
+            doubles = new double[buffer.Length];
+            Backend.DownloadDouble(buffer, doubles);
+            for (int i = 0; i < doubles.Length; i++) floats[i] = (float)doubles[i];
+        }
+        else Backend.Download(buffer, floats);
+        return new TensorValue(shape, floats, doubles);
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in _plans.Values) ((IDisposable)p).Dispose();
+        _plans.Clear();
+        foreach (var b in _uploaded.Values) b.Dispose();
+        _uploaded.Clear();
+        Backend.Dispose();
+    }
+
+    private sealed class NodeArrayComparer : IEqualityComparer<Node[]>
+    {
+        public bool Equals(Node[]? x, Node[]? y) => x!.Length == y!.Length && x.Zip(y).All(p => ReferenceEquals(p.First, p.Second));
+        public int GetHashCode(Node[] nodes) => nodes.Aggregate(17, (h, n) => h * 31 + n.Id);
+    }
+}
