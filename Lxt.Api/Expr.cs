@@ -77,6 +77,8 @@ public sealed class Expr : IEquatable<Expr>
     public Expr Gather(Expr indices) => new(Ops.gather(Node, indices.Node));
     public Expr Conv2d(Expr weight, int stride, int padding = 0) =>
         new(Ops.conv2d(stride, stride, padding, padding, Node, weight.Node));
+    /// <summary>1 at the k largest entries of each row (last axis), else 0; no gradient (mixture-of-experts routing).</summary>
+    public Expr TopKMask(int k) => new(Ops.topKMask(k, Node));
     /// <summary>Identity forward; no gradient flows back.</summary>
     public Expr StopGradient() => new(Ops.stopGradient(Node));
     /// <summary>Identity forward; the gradient flowing back is multiplied by <paramref name="factor"/>.</summary>

@@ -23,7 +23,7 @@ let private zerosLike (n: Node) = fill n.Shape 0.0
 let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
     let grad (x: Node) f = x, (fun () -> sumTo x.Shape (f ()))
     match y.Op with
-    | Input _ | Parameter _ | Constant _ | Fill _ | StopGradient _ -> []
+    | Input _ | Parameter _ | Constant _ | Fill _ | StopGradient _ | TopKMask _ -> []
     | GradientScale(c, x) -> [ grad x (fun () -> scale c g) ]
     | Unary(o, x) ->
         let d () =

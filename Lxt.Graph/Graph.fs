@@ -69,6 +69,8 @@ type Op =
     | Conv2dGradWeight of stride: (int * int) * padding: (int * int) * x: Node * grad: Node
     | StopGradient of x: Node
     | GradientScale of factor: float * x: Node
+    /// 1.0 at the k largest entries of each row (last axis), else 0.0; ties go to the lower index. No gradient.
+    | TopKMask of k: int * x: Node
     // Structural equality whose node comparisons are identity: interned children make this shallow.
     override this.Equals(o) =
         match o with
@@ -94,6 +96,7 @@ type Op =
             | Conv2dGradWeight(s1, p1, x1, w1), Conv2dGradWeight(s2, p2, x2, w2) ->
                 s1 = s2 && p1 = p2 && x1 === x2 && w1 === w2
             | GradientScale(f1, x1), GradientScale(f2, x2) -> f1.Equals f2 && x1 === x2
+            | TopKMask(k1, x1), TopKMask(k2, x2) -> k1 = k2 && x1 === x2
             | _ -> false
         | _ -> false
     override this.GetHashCode() =
@@ -105,7 +108,7 @@ type Op =
         | Fill v | GradientScale(v, _) -> kids * 17 + v.GetHashCode()
         | Unary(o, _) -> kids * 17 + o.GetHashCode()
         | Binary(o, _, _) -> kids * 17 + o.GetHashCode()
-        | Softmax(a, _) -> kids * 17 + a
+        | Softmax(a, _) | TopKMask(a, _) -> kids * 17 + a
         | Reduce(o, ax, k, _) -> kids * 17 + hash (o, List.ofArray ax, k)
         | Permute(p, _) -> kids * 17 + hash (List.ofArray p)
         | Slice(a, s, e, _) -> kids * 17 + hash (a, s, e)
@@ -118,7 +121,7 @@ type Op =
         match op with
         | Input _ | Parameter _ | Constant _ | Fill _ -> []
         | Unary(_, x) | Softmax(_, x) | Reduce(_, _, _, x) | Broadcast x | Reshape x | Permute(_, x)
-        | Slice(_, _, _, x) | StopGradient x | GradientScale(_, x) -> [ x ]
+        | Slice(_, _, _, x) | StopGradient x | GradientScale(_, x) | TopKMask(_, x) -> [ x ]
         | Binary(_, a, b) | MatMul(a, b) | Gather(a, b) | ScatterAdd(a, b)
         | Conv2d(_, _, a, b) | Conv2dGradInput(_, _, a, b) | Conv2dGradWeight(_, _, a, b) -> [ a; b ]
         | Where(c, a, b) -> [ c; a; b ]

@@ -101,6 +101,10 @@ let rec make (op: Op) (given: Shape) (dtype: DType) (name: string option) : Node
                 fail "conv2d-grad-weight: %s and %s do not fit weight shape %s" (d x) (d g) (Shape.show given)
             given, Float
         | StopGradient x | GradientScale(_, x) -> x.Shape, x.DType
+        | TopKMask(k, x) ->
+            if x.Shape.Length < 1 || k < 1 || k > x.Shape.[x.Shape.Length - 1] then
+                fail "top-k: k = %d does not fit the last axis of %s" k (d x)
+            x.Shape, Float
     Intern.node op (Array.copy shape) dt name
 
 /// The same node under a (new) name; names address nodes for latent relevance and errors.
@@ -129,6 +133,7 @@ let withChildren (n: Node) (kids: Node list) : Node =
         | Conv2dGradWeight(s, p, _, _), [ x; g ] -> Conv2dGradWeight(s, p, x, g)
         | StopGradient _, [ x ] -> StopGradient x
         | GradientScale(f, _), [ x ] -> GradientScale(f, x)
+        | TopKMask(k, _), [ x ] -> TopKMask(k, x)
         | _ -> fail "rebuild: %s takes %d operands, got %d" (d n) n.Children.Length kids.Length
     if List.forall2 (===) kids n.Children then n else make op n.Shape n.DType n.Name
 
@@ -218,3 +223,5 @@ let conv2d stride padding x w = make (Conv2d(stride, padding, x, w)) [||] Float 
 let stopGradient (x: Node) = match x.Op with StopGradient _ | Constant _ | Fill _ -> x | _ -> make (StopGradient x) [||] Float None
 /// Identity forward; the gradient flowing back through it is multiplied by `factor`.
 let gradientScale (factor: float) x = make (GradientScale(factor, x)) [||] Float None
+/// 1.0 at the k largest entries of each row (last axis), else 0.0 (mixture-of-experts routing). No gradient flows through it.
+let topKMask (k: int) x = make (TopKMask(k, x)) [||] Float None

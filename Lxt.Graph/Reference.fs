@@ -138,6 +138,13 @@ let evaluate (n: Node) (args: float[][]) : float[] =
             | Max -> Array.max vals)
     | Broadcast x -> let rx = broadcastRead args.[0] x.Shape n.Shape in each rx
     | Reshape _ | StopGradient _ | GradientScale _ -> Array.blit args.[0] 0 out 0 out.Length
+    | TopKMask(k, x) ->
+        let width = x.Shape.[x.Shape.Length - 1]
+        for row in 0 .. out.Length / width - 1 do
+            let values = Array.sub args.[0] (row * width) width
+            // stable: equal values keep index order, so ties go to the lower index
+            Array.indexed values |> Array.sortWith (fun (i, a) (j, b) -> if a <> b then compare b a else compare i j)
+            |> Array.take k |> Array.iter (fun (i, _) -> out.[row * width + i] <- 1.0)
     | Permute(perm, x) ->
         let st = Shape.strides x.Shape
         each (fun idx ->
