@@ -64,13 +64,18 @@ public sealed class GraphBuilder
         return s.Parameter("weight", vocabulary, dim).Gather(ids).Named(s.Prefix);
     }
 
-    /// <summary>RMSNorm: x · rsqrt(mean(x²) + ε) · w over the last axis; <paramref name="unitOffset"/> scales by (1 + w) as Gemma does.</summary>
-    public Expr RmsNorm(string name, Expr x, double eps, bool unitOffset = false)
+    /// <summary>RMSNorm: x · rsqrt(mean(x²) + ε) · w over the last axis; <paramref name="unitOffset"/> scales by (1 + w) as Gemma
+    /// does. <paramref name="float32"/> rounds the normalisation to float32 as Hugging Face computes it (the weight
+    /// product too when <paramref name="unitOffset"/>, as Gemma does), which matters only in float64.</summary>
+    public Expr RmsNorm(string name, Expr x, double eps, bool unitOffset = false, bool float32 = false)
     {
         var s = Scope(name);
         var w = s.Parameter("weight", x.Shape[^1]);
-        var normed = x * (x.Square().Mean(-1, keepDims: true) + eps).Rsqrt();
-        return (normed * (unitOffset ? w + 1.0 : w)).Named(s.Prefix);
+        Expr R(Expr e) => float32 ? e.RoundToFloat32() : e;
+        var xr = R(x);
+        var normed = R(xr * R(R(R(R(xr.Square()).Mean(-1, keepDims: true)) + eps).Rsqrt()));
+        var y = unitOffset ? R(normed * (w + 1.0)) : normed * w;
+        return y.Named(s.Prefix);
     }
 
     /// <summary>LayerNorm: (x − mean) · rsqrt(var + ε) · w + b over the last axis.</summary>
@@ -111,8 +116,8 @@ public sealed class GraphBuilder
         var vh = Heads(v, kv);
         if (o.QkNormEps is double eps)
         {
-            qh = Scope(o.QueryNormName).RmsNorm("", qh, eps, o.QkNormUnitOffset);
-            kh = Scope(o.KeyNormName).RmsNorm("", kh, eps, o.QkNormUnitOffset);
+            qh = Scope(o.QueryNormName).RmsNorm("", qh, eps, o.QkNormUnitOffset, o.NormInFloat32);
+            kh = Scope(o.KeyNormName).RmsNorm("", kh, eps, o.QkNormUnitOffset, o.NormInFloat32);
         }
         if (o.Rotary is { } rope)
         {
@@ -135,7 +140,8 @@ public sealed class GraphBuilder
                     keep[i * t + j] = (!o.Causal || j <= i) && (o.SlidingWindow is not int w || i - j < w) ? 1 : 0;
             scores = Expr.Where(Constant(keep, t, t), scores, Scalar(double.NegativeInfinity));
         }
-        var weights = scores.Softmax(-1).Named(PathOf("attn_weights"));
+        var weights = o.SoftmaxInFloat32 ? scores.RoundToFloat32().Softmax(-1).RoundToFloat32() : scores.Softmax(-1);
+        weights = weights.Named(PathOf("attn_weights"));
         return weights.MatMul(vh).Permute(1, 0, 2).Reshape(t, h * d);
     }
 
@@ -177,6 +183,10 @@ public sealed record AttentionOptions(int Heads, int KeyValueHeads, int HeadDim)
     /// <summary>Per-head RMSNorm of queries and keys (Qwen3, Gemma 3) with this ε.</summary>
     public double? QkNormEps { get; init; }
     public bool QkNormUnitOffset { get; init; }
+    /// <summary>Whether the q/k norms round to float32 (see <see cref="GraphBuilder.RmsNorm"/>).</summary>
+    public bool NormInFloat32 { get; init; }
+    /// <summary>Whether the softmax rounds to float32, as Hugging Face's eager attention computes it.</summary>
+    public bool SoftmaxInFloat32 { get; init; }
     public int? SlidingWindow { get; init; }
     public double? SoftCap { get; init; }
     public string QueryName { get; init; } = "q_proj";
@@ -187,12 +197,32 @@ public sealed record AttentionOptions(int Heads, int KeyValueHeads, int HeadDim)
     public string KeyNormName { get; init; } = "k_norm";
 }
 
-/// <summary>Rotary position embedding (rotate-half layout, as Hugging Face) for the positions 0..T−1.</summary>
+/// <summary>
+/// Rotary position embedding (rotate-half layout) for positions 0..T−1. As in Hugging Face, the angles, cos and sin
+/// are computed in float32 whatever the model's precision, and <see cref="FrequencyDType"/> rounds the inverse
+/// frequencies the way a checkpoint loaded in that dtype holds them.
+/// </summary>
 public sealed record RotaryEmbedding(double[] InverseFrequencies, double AttentionScaling = 1.0)
 {
-    /// <summary>The default RoPE frequencies θ^(−2i/d).</summary>
+    /// <summary>"float32" (default) or "bfloat16" / "float16": the dtype the inverse-frequency buffer is stored in.</summary>
+    public string FrequencyDType { get; init; } = "float32";
+
+    /// <summary>The default RoPE frequencies θ^(−2i/d), computed in float32 as transformers does.</summary>
     public static RotaryEmbedding Default(int headDim, double theta) =>
-        new(Enumerable.Range(0, headDim / 2).Select(i => 1.0 / Math.Pow(theta, 2.0 * i / headDim)).ToArray());
+        new(Enumerable.Range(0, headDim / 2).Select(i => (double)(1f / MathF.Pow((float)theta, (float)(2 * i) / headDim))).ToArray());
+
+    private float Stored(double f) => FrequencyDType switch
+    {
+        "bfloat16" => BitConverter.Int32BitsToSingle((int)RoundToBFloat16(BitConverter.SingleToInt32Bits((float)f))),
+        "float16" => (float)(Half)(float)f,
+        _ => (float)f,
+    };
+
+    private static uint RoundToBFloat16(int bits)
+    {
+        uint u = (uint)bits;
+        return (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000;
+    }
 
     /// <summary>x [heads, T, d] ↦ x·cos + rotate_half(x)·sin, with cos/sin constants of the positions.</summary>
     internal Expr Apply(GraphBuilder b, Expr x)
@@ -201,12 +231,13 @@ public sealed record RotaryEmbedding(double[] InverseFrequencies, double Attenti
         if (2 * half != d) throw new GraphShapeException($"rotary embedding with {half} frequencies does not fit head size {d}");
         var cos = new double[t * d];
         var sin = new double[t * d];
+        float scaling = (float)AttentionScaling;
         for (int p = 0; p < t; p++)
             for (int i = 0; i < d; i++)
             {
-                double angle = p * InverseFrequencies[i % half];
-                cos[p * d + i] = Math.Cos(angle) * AttentionScaling;
-                sin[p * d + i] = Math.Sin(angle) * AttentionScaling;
+                float angle = Stored(InverseFrequencies[i % half]) * p;
+                cos[p * d + i] = MathF.Cos(angle) * scaling;
+                sin[p * d + i] = MathF.Sin(angle) * scaling;
             }
         var rotated = Expr.Concat(-1, -x.Slice(2, half, d), x.Slice(2, 0, half));
         return x * b.Constant(cos, t, d) + rotated * b.Constant(sin, t, d);

@@ -19,6 +19,9 @@ type DType =
 type UnaryOp =
     | Neg | Exp | Log | Sqrt | Rsqrt | Tanh | Sigmoid | Erf
     | GeluErf | GeluTanh | Silu | Relu | Abs | Sign | Reciprocal | Sin | Cos | Square
+    /// Rounds to the nearest float32 (identity in float32 backends): reproduces models that compute a part in
+    /// float32 whatever their precision. Its derivative is taken as 1.
+    | RoundToFloat32
 
 /// Pointwise functions of two broadcast arguments. Comparisons give 1.0 or 0.0.
 type BinaryOp =

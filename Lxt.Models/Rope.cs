@@ -11,7 +11,13 @@ internal static class Rope
         double theta = parameters?.Double("rope_theta", c.Double("rope_theta", fallbackTheta)) ?? c.Double("rope_theta", fallbackTheta);
         int dim = (int)(headDim * (parameters?.Double("partial_rotary_factor", c.Double("partial_rotary_factor", 1.0)) ?? 1.0));
         if (dim != headDim) throw new ModelConfigException($"{c.Source}: partial rotary embeddings (partial_rotary_factor) are not supported");
-        var inv = Enumerable.Range(0, dim / 2).Select(i => 1.0 / Math.Pow(theta, 2.0 * i / dim)).ToArray();
+        var inv = RotaryEmbedding.Default(dim, theta).InverseFrequencies;
+        string stored = c.String("dtype", c.String("torch_dtype", "float32"));
+        return WithType(c, scaling, inv) with { FrequencyDType = stored };
+    }
+
+    private static RotaryEmbedding WithType(ModelConfig c, ModelConfig? scaling, double[] inv)
+    {
         string type = scaling is null ? "default" : scaling.String("rope_type", scaling.String("type", "default"));
         switch (type)
         {

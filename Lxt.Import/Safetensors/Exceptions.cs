@@ -3,7 +3,7 @@ using System.Text;
 namespace Lxt.Import;
 
 /// <summary>Base class of every error raised while importing model weights.</summary>
-public class LxtImportException : Exception
+public class LxtImportException : Lxt.Graph.LxtException
 {
     public LxtImportException(string message) : base(message) { }
     public LxtImportException(string message, Exception? innerException) : base(message, innerException) { }
