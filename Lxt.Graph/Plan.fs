@@ -121,8 +121,10 @@ type Executable(plan: Plan, backend: IBackend) =
                 owned.[b] <- owned.[b] - 1
                 if owned.[b] = 0 then owned.Remove b |> ignore; give b
             | _ -> ()
+        // rounding to float32 is the identity on a float32 backend
+        let isView (n: Node) = Plan.isView n || (not backend.IsDoublePrecision && n.Op = Unary(RoundToFloat32, n.Children.Head))
         plan.Steps |> Array.iteri (fun i n ->
-            if Plan.isView n then
+            if isView n then
                 let b = value.[n.Children.Head]
                 value.[n] <- b
                 if owned.ContainsKey b then owned.[b] <- owned.[b] + 1
