@@ -34,7 +34,7 @@ public static unsafe partial class Sgemm
         if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
         {
             MR = 14; NR = 32; Kernel = &Kernel512_14x32; KernelName = "avx512 14x32";
-            KC = 256; MC = 14 * 12; NC = 512;
+            KC = 256; MC = 14 * 12; NC = 32 * 64;
         }
         else if (Vector256.IsHardwareAccelerated && Fma.IsSupported && Avx.IsSupported)
         {
@@ -46,6 +46,7 @@ public static unsafe partial class Sgemm
             MR = 4; NR = 8; Kernel = &KernelScalar_4x8; KernelName = "scalar 4x8";
             KC = 256; MC = 4 * 32; NC = 1024;
         }
+        // tuning overrides: LXT_SGEMM_KC (depth), LXT_SGEMM_MC / LXT_SGEMM_NC (in units of MR / NR), LXT_SGEMM_ORDER (1: jr outer)
         KC = EnvInt("LXT_SGEMM_KC", KC);
         JrOuter = EnvInt("LXT_SGEMM_ORDER", JrOuter ? 1 : 2) == 1;
         MC = EnvInt("LXT_SGEMM_MC", MC / MR) * MR;
@@ -283,7 +284,11 @@ public static unsafe partial class Sgemm
         {
             int rows = Math.Min(mr, mc - ir);
             float* d = dst + (nint)ir * kc;
-            if (!transA)
+            if (!transA && Avx.IsSupported && kc >= 8)
+            {
+                PackATransposed8(a + (nint)(i0 + ir) * lda + p0, lda, rows, kc, d);
+            }
+            else if (!transA)
             {
                 // op(A)[i][p] = a[i*lda + p]
                 for (int r = 0; r < rows; r++)
@@ -316,6 +321,58 @@ public static unsafe partial class Sgemm
             }
         }
     }
+
+    // Packs `rows` (≤ MR) rows of row-major A (stride lda), columns 0..kc, into one micro-panel d[p*MR + r] using 8×8
+    // transposes. Every store writes 8 floats; when MR is not a multiple of 8, the last row group of column p spills into
+    // the first slots of column p+1. Groups are therefore stored last-to-first and columns in increasing order, so every
+    // spill is overwritten afterwards; the final spill lands in the next panel (packed later) or in the scratch slack.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackATransposed8(float* src, int lda, int rows, int kc, float* d)
+    {
+        int mr = MR;
+        int groups = (mr + 7) >> 3;
+        int p = 0;
+        for (; p + 8 <= kc; p += 8)
+        {
+            float* dp = d + (nint)p * mr;
+            for (int g = groups - 1; g >= 0; g--)
+            {
+                int r0 = g * 8;
+                Vector256<float> x0 = Row(src, lda, r0 + 0, rows, p), x1 = Row(src, lda, r0 + 1, rows, p);
+                Vector256<float> x2 = Row(src, lda, r0 + 2, rows, p), x3 = Row(src, lda, r0 + 3, rows, p);
+                Vector256<float> x4 = Row(src, lda, r0 + 4, rows, p), x5 = Row(src, lda, r0 + 5, rows, p);
+                Vector256<float> x6 = Row(src, lda, r0 + 6, rows, p), x7 = Row(src, lda, r0 + 7, rows, p);
+                var t0 = Avx.UnpackLow(x0, x1); var t1 = Avx.UnpackHigh(x0, x1);
+                var t2 = Avx.UnpackLow(x2, x3); var t3 = Avx.UnpackHigh(x2, x3);
+                var t4 = Avx.UnpackLow(x4, x5); var t5 = Avx.UnpackHigh(x4, x5);
+                var t6 = Avx.UnpackLow(x6, x7); var t7 = Avx.UnpackHigh(x6, x7);
+                var s0 = Avx.Shuffle(t0, t2, 0x44); var s1 = Avx.Shuffle(t0, t2, 0xEE);
+                var s2 = Avx.Shuffle(t1, t3, 0x44); var s3 = Avx.Shuffle(t1, t3, 0xEE);
+                var s4 = Avx.Shuffle(t4, t6, 0x44); var s5 = Avx.Shuffle(t4, t6, 0xEE);
+                var s6 = Avx.Shuffle(t5, t7, 0x44); var s7 = Avx.Shuffle(t5, t7, 0xEE);
+                float* o = dp + r0;
+                Avx.Store(o, Avx.Permute2x128(s0, s4, 0x20));
+                Avx.Store(o + mr, Avx.Permute2x128(s1, s5, 0x20));
+                Avx.Store(o + 2 * mr, Avx.Permute2x128(s2, s6, 0x20));
+                Avx.Store(o + 3 * mr, Avx.Permute2x128(s3, s7, 0x20));
+                Avx.Store(o + 4 * mr, Avx.Permute2x128(s0, s4, 0x31));
+                Avx.Store(o + 5 * mr, Avx.Permute2x128(s1, s5, 0x31));
+                Avx.Store(o + 6 * mr, Avx.Permute2x128(s2, s6, 0x31));
+                Avx.Store(o + 7 * mr, Avx.Permute2x128(s3, s7, 0x31));
+            }
+        }
+        for (; p < kc; p++)
+        {
+            float* dd = d + (nint)p * mr;
+            int r = 0;
+            for (; r < rows; r++) dd[r] = src[(nint)r * lda + p];
+            for (; r < mr; r++) dd[r] = 0f;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Row(float* src, int lda, int r, int rows, int p)
+        => r < rows ? Avx.LoadVector256(src + (nint)r * lda + p) : Vector256<float>.Zero;
 
     // Packs op(B)[p0..p0+kc, j0..j0+nc] into micro-panels of NR columns: panel[p*NR + j], zero-padded columns.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -433,7 +490,7 @@ public static unsafe partial class Sgemm
 
         private Scratch()
         {
-            long aLen = Round16((long)MC * KC), bLen = Round16((long)NC * KC), tLen = Round16((long)MR * NR);
+            long aLen = Round16((long)MC * KC + 16), bLen = Round16((long)NC * KC), tLen = Round16((long)MR * NR);
             _storage = GC.AllocateUninitializedArray<float>((int)(aLen + bLen + tLen + 16), pinned: true);
             float* p = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_storage));
             p = (float*)(((nint)p + 63) & ~(nint)63);

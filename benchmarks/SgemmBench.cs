@@ -27,34 +27,52 @@ internal static unsafe class SgemmBench
         }
         if (threads < 1) { Console.Error.WriteLine("--threads must be >= 1"); return 2; }
 
-        var (peak1, isa) = FmaPeak.Measure();
-        double peak = peak1 * threads;
-        Console.WriteLine($"fma peak: {peak:F1} GFLOP/s ({isa}, {threads} thread{(threads == 1 ? "" : "s")})");
         Console.WriteLine($"kernel: {Sgemm.KernelName}");
-
         var blas = OpenBlas.TryLoad(threads, out string blasInfo);
         if (blas is null) Console.WriteLine(blasInfo);
 
-        foreach (int n in sizes)
+        var (peak1, isa) = FmaPeak.Measure();
+        double peak = peak1 * threads; // peak of one core times the thread count
+        Console.WriteLine($"fma peak: {peak:F1} GFLOP/s ({isa}, {threads} thread{(threads == 1 ? "" : "s")})");
+
+        // All Lxt runs first, then OpenBLAS: OpenBLAS worker threads keep spinning for a while after a call and
+        // would steal cores from whatever runs next.
+        var lxt = new double[sizes.Length];
+        var results = new float[sizes.Length][];
+        for (int s = 0; s < sizes.Length; s++)
         {
-            var rng = new Random(n);
-            float[] a = RandomMatrix(rng, n * n), b = RandomMatrix(rng, n * n), c = new float[n * n];
-            double flops = 2.0 * n * n * n;
-            int r = n <= 512 ? reps * 4 : n <= 1024 ? reps * 2 : reps;
-            double lxt = BestGflops(flops, r, () => Sgemm.Multiply(false, false, n, n, n, a, n, b, n, c, n, false, threads));
-            string other = "OpenBLAS n/a";
-            if (blas is not null)
-            {
-                float[] c2 = new float[n * n];
-                double ob = BestGflops(flops, r, () => blas.Sgemm(n, n, n, a, b, c2));
-                other = $"OpenBLAS {ob:F1} GFLOP/s";
-                double maxDiff = 0;
-                for (int i = 0; i < c.Length; i++) maxDiff = Math.Max(maxDiff, Math.Abs(c[i] - c2[i]));
-                if (maxDiff > 1e-3 * Math.Sqrt(n)) Console.WriteLine($"warning: results differ from OpenBLAS by {maxDiff}");
-            }
-            Console.WriteLine($"sgemm {n}: {lxt:F1} GFLOP/s = {100 * lxt / peak:F0}% of peak ({other})");
+            int n = sizes[s];
+            var (a, b) = Inputs(n);
+            var c = new float[n * n];
+            lxt[s] = BestGflops(2.0 * n * n * n, Reps(n, reps), () => Sgemm.Multiply(false, false, n, n, n, a, n, b, n, c, n, false, threads));
+            results[s] = c;
         }
+        var other = new string[sizes.Length];
+        for (int s = 0; s < sizes.Length; s++)
+        {
+            other[s] = "OpenBLAS n/a";
+            if (blas is null) continue;
+            int n = sizes[s];
+            var (a, b) = Inputs(n);
+            var c2 = new float[n * n];
+            double ob = BestGflops(2.0 * n * n * n, Reps(n, reps), () => blas.Sgemm(n, n, n, a, b, c2));
+            other[s] = $"OpenBLAS {ob:F1} GFLOP/s";
+            double maxDiff = 0;
+            float[] c = results[s];
+            for (int i = 0; i < c.Length; i++) maxDiff = Math.Max(maxDiff, Math.Abs(c[i] - c2[i]));
+            if (maxDiff > 1e-3 * Math.Sqrt(n)) Console.WriteLine($"warning: {n}: results differ from OpenBLAS by {maxDiff}");
+        }
+        for (int s = 0; s < sizes.Length; s++)
+            Console.WriteLine($"sgemm {sizes[s]}: {lxt[s]:F1} GFLOP/s = {100 * lxt[s] / peak:F0}% of peak ({other[s]})");
         return 0;
+    }
+
+    private static int Reps(int n, int reps) => n <= 512 ? reps * 4 : n <= 1024 ? reps * 2 : reps;
+
+    private static (float[] a, float[] b) Inputs(int n)
+    {
+        var rng = new Random(n);
+        return (RandomMatrix(rng, n * n), RandomMatrix(rng, n * n));
     }
 
     private static float[] RandomMatrix(Random rng, int len)
