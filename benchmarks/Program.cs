@@ -1,0 +1,27 @@
+using Lxt.Benchmarks;
+
+// Usage: dotnet run -c Release --project benchmarks -- <name> [options]
+if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+{
+    Usage();
+    return 0;
+}
+
+var rest = args.Skip(1).ToArray();
+switch (args[0].ToLowerInvariant())
+{
+    case "sgemm":
+        return SgemmBench.Run(rest);
+    default:
+        Console.Error.WriteLine($"unknown benchmark '{args[0]}'");
+        Usage();
+        return 2;
+}
+
+static void Usage()
+{
+    Console.WriteLine("usage: Lxt.Benchmarks <benchmark> [options]");
+    Console.WriteLine("benchmarks:");
+    Console.WriteLine("  sgemm [--threads N] [--sizes 512,1024,2048] [--reps R]");
+    Console.WriteLine("        FP32 FMA peak of one core, Lxt SGEMM vs OpenBLAS cblas_sgemm (default 1 thread)");
+}
