@@ -5,7 +5,7 @@ open Expecto
 open Expecto.Impl
 
 let all =
-    testList "lxt" [ GraphTests.tests ]
+    testList "lxt" [ GraphTests.tests; CpuBackendTests.tests ]
 
 [<EntryPoint>]
 let main argv =
