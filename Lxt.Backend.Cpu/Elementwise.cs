@@ -1,7 +1,6 @@
 // Pointwise ops: unary functions, broadcast binary ops, where, fill. TensorPrimitives does the arithmetic on contiguous
 // runs; the few functions it lacks (erf, GELU, comparisons, select) are short vector loops here.
 using System.Numerics;
-using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using Lxt.Graph;
 using TP = System.Numerics.Tensors.TensorPrimitives;
@@ -15,8 +14,8 @@ internal static class Elementwise
     public static void Unary(UnaryOp op, float[] x, float[] y, int n, int threads)
     {
         int tag = op.Tag;
-        long cost = 4;
-        Kernels.For((n + Chunk - 1) / Chunk, Chunk * cost, threads, (s, e) =>
+        const long costPerElement = 4; // most of these are transcendental
+        Kernels.For((n + Chunk - 1) / Chunk, Chunk * costPerElement, threads, (s, e) =>
         {
             int start = s * Chunk, end = Math.Min(n, e * Chunk);
             UnaryRun(tag, x.AsSpan(start, end - start), y.AsSpan(start, end - start));

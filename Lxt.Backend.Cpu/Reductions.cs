@@ -92,6 +92,13 @@ internal static class Reductions
     static void Block(int tag, int outer, int len, int inner, float[] x, float[] y, int threads)
     {
         if (outer == 0 || inner == 0) return;
+        if (len == 0)
+        {
+            // an empty sum is 0 and its mean 0/0, as in the reference; an empty max has no value
+            if (tag == ReduceOp.Tags.Max) throw new InvalidOperationException("reduce max over an empty axis has no value");
+            y.AsSpan(0, outer * inner).Fill(tag == ReduceOp.Tags.Mean ? float.NaN : 0f);
+            return;
+        }
         bool max = tag == ReduceOp.Tags.Max;
         float scale = tag == ReduceOp.Tags.Mean ? len : 1f;
         if (inner == 1)
