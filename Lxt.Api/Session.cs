@@ -19,7 +19,7 @@ public static class Backends
     public static IBackend Create(Device device, int threads = 0) => device switch
     {
         Device.Reference => new ReferenceBackend(),
-        Device.Cpu => new ReferenceBackend(), // CPUSWAP
+        Device.Cpu => new Lxt.Backend.Cpu.CpuBackend(threads),
         _ => throw new ArgumentOutOfRangeException(nameof(device)),
     };
 }

@@ -65,5 +65,11 @@ let tests =
                     let tolerance = if name = "qwen3_moe" then 1e-5 elif name = "llama" || name = "qwen2" then 3e-7 else 1e-7
                     Expect.isLessThan err tolerance (sprintf "%s logits: relative error %g" name err)
                 }
+            for name in names do
+                test (sprintf "%s in float32 on the CPU backend" name) {
+                    let f = load name
+                    let err = relativeError (forwardLogits Device.Cpu f) f.Logits
+                    Expect.isLessThan err 1e-4 (sprintf "%s logits: relative error %g" name err)
+                }
         ]
     ]

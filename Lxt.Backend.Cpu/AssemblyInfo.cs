@@ -1,0 +1,4 @@
+// Assembly attributes: the property tests exercise the internal GEMM directly.
+using System.Runtime.CompilerServices;
+
+[assembly: InternalsVisibleTo("Lxt.PropertyTests")]

@@ -1,0 +1,176 @@
+// Specifications of the float32 CPU backend: on every op, on gradient graphs, and on shapes large enough to reach the
+// vectorised and parallel paths, it computes what the float64 reference backend computes.
+module Lxt.Tests.CpuBackendTests
+
+open System
+open Expecto
+open Lxt.Graph
+open Lxt.Graph.Ops
+open Lxt.Backend.Cpu
+
+let private config n = { FsCheckConfig.defaultConfig with maxTest = n }
+let private cpu () = new CpuBackend() :> IBackend
+
+/// max |cpu − ref| / (1 + max |ref|); NaN and infinities must sit at the same places in both.
+let private relativeError (cpu: float[]) (ref: float[]) =
+    if cpu.Length <> ref.Length then infinity
+    else
+        let mutable err, scale = 0.0, 0.0
+        for i in 0 .. ref.Length - 1 do
+            let r, c = ref.[i], cpu.[i]
+            if Double.IsNaN r || Double.IsInfinity r then
+                if not (r.Equals c) then err <- infinity
+            elif Double.IsNaN c || Double.IsInfinity c then err <- infinity
+            else
+                err <- max err (Math.Abs(c - r))
+                scale <- max scale (Math.Abs r)
+        err / (1.0 + scale)
+
+/// Evaluates `outputs` on both backends and reports the outputs that disagree.
+let private agrees (description: string) (values: Map<string, float[]>) (outputs: Node list) =
+    let expected = Evaluate.reference values outputs
+    let actual = Evaluate.onBackend (cpu ()) values outputs
+    Array.zip3 (Array.ofList outputs) expected actual
+    |> Array.forall (fun (node, r, c) ->
+        let e = relativeError c r
+        let ok = e < 1e-5
+        if not ok then printfn "%s: %s differs, relative error %g" description (Node.Describe node) e
+        ok)
+
+/// Σ (output ⊙ w) for fixed pseudo-random w: a scalar whose gradient reaches every output element.
+let private lossOf (seed: int) (out: Node) =
+    let rng = Random(seed + 7)
+    let w = constant out.Shape (Array.init (Shape.numel out.Shape) (fun _ -> rng.NextDouble() * 2.0 - 1.0))
+    reduceSum [ 0 .. out.Shape.Length - 1 ] false (mul out w)
+
+let private floatLeaves (root: Node) =
+    Traverse.topo [ root ] |> Array.filter (fun n -> match n.Op with Input _ | Parameter _ -> n.DType = Float | _ -> false) |> List.ofArray
+
+/// The forward value and the gradient of a loss with respect to every float leaf, all on one plan.
+let private forwardAndGradients (seed: int) (output: Node) =
+    let loss = lossOf seed output
+    output :: Autodiff.vjp [ loss, scalar 1.0 ] (floatLeaves loss)
+
+let private sampleAgrees (sample: RandomGraphs.Sample) (seed: int) =
+    agrees sample.Description sample.Values (forwardAndGradients seed sample.Output)
+
+/// A random graph over shapes large enough for vector bodies, tails and parallel splits.
+let private largeSample (seed: int) =
+    let rng = Random seed
+    let mutable values = Map.empty
+    let mutable count = 0
+    let leaf (shape: Shape) =
+        count <- count + 1
+        let name = sprintf "x%d" count
+        values <- values.Add(name, Array.init (Shape.numel shape) (fun _ -> rng.NextDouble() * 2.0 - 1.0))
+        input name shape Float
+    let batch = [| for _ in 1 .. rng.Next 3 -> 1 + rng.Next 3 |]
+    let m, k, n = 1 + rng.Next 64, 1 + rng.Next 130, 1 + rng.Next 130
+    let x = leaf (Array.append batch [| m; k |])
+    let r = batch.Length + 2
+    let outputs =
+        [ matmul x (leaf [| k; n |])
+          matmul x (leaf (Array.append (if batch.Length > 0 then batch.[1..] else [||]) [| k; n |]))
+          matmul (transpose -1 -2 (leaf (Array.append batch [| k; m |]))) (leaf (Array.append batch [| k; n |]))
+          softmax (r - 1) x
+          softmax (rng.Next r) x
+          reduceSum [ r - 1 ] false x
+          reduceMean [ rng.Next r ] true x
+          reduceMax [ rng.Next r ] false x
+          (if r >= 3 then reduceSum [ 0; r - 1 ] true x else reduceMax [ 0; 1 ] false x)
+          permute (List.init r (fun i -> (i + 1) % r)) x
+          geluErf (add x (leaf [| k |]))
+          mul (tanh x) (sigmoid (leaf (Array.append batch [| m; 1 |])))
+          (let scores = matmul x (transpose -1 -2 (leaf (Array.append batch [| n; k |])))
+           // some rows masked entirely: the reference gives NaN there, so must the backend
+           let mask = greater (leaf [| m; n |]) (scalar (if rng.Next 2 = 0 then 0.0 else 0.9))
+           softmax (r - 1) (where mask scores (fill scores.Shape Double.NegativeInfinity))) ]
+    let desc = sprintf "seed %d: batch %A, m %d, k %d, n %d" seed batch m k n
+    desc, values, outputs
+
+let private referenceGemm transA transB m n k (a: float32[]) lda (b: float32[]) ldb =
+    Array.init (m * n) (fun idx ->
+        let i, j = idx / n, idx % n
+        let mutable acc = 0.0
+        for p in 0 .. k - 1 do
+            let av = if transA then a.[p * lda + i] else a.[i * lda + p]
+            let bv = if transB then b.[j * ldb + p] else b.[p * ldb + j]
+            acc <- acc + float av * float bv
+        acc)
+
+let tests =
+    testList "cpu backend" [
+        testList "agrees with the reference on one op, forward and gradients" [
+            for op in RandomGraphs.opNames ->
+                testPropertyWithConfig (config 30) op (fun (seed: int) ->
+                    sampleAgrees (RandomGraphs.build (seed &&& 0x7fffffff) 3 (Some op)) seed)
+        ]
+        testPropertyWithConfig (config 100) "agrees with the reference on random graphs of depth 5, forward and gradients" (fun (seed: int) ->
+            sampleAgrees (RandomGraphs.build (seed &&& 0x7fffffff) 5 None) seed)
+        testPropertyWithConfig (config 20) "agrees on large matmul, softmax (masked too), reduce, permute and elementwise shapes" (fun (seed: int) ->
+            let desc, values, outputs = largeSample (seed &&& 0x7fffffff)
+            agrees desc values outputs)
+        testPropertyWithConfig (config 20) "gradients agree on large shapes" (fun (seed: int) ->
+            let desc, values, outputs = largeSample (seed &&& 0x7fffffff)
+            let out = outputs.[(seed &&& 0x7fffffff) % outputs.Length]
+            agrees desc values (forwardAndGradients seed out))
+        testPropertyWithConfig (config 40) "the GEMM matches a float64 product across blocking boundaries and transposes" (fun (seed: int) ->
+            let rng = Random seed
+            let size () = if rng.Next 3 = 0 then 1 + rng.Next 8 else 1 + rng.Next 300
+            let m, n, k = size (), (if rng.Next 4 = 0 then 1000 + rng.Next 100 else size ()), (if rng.Next 4 = 0 then 250 + rng.Next 300 else size ())
+            let transA, transB, accumulate = rng.Next 2 = 0, rng.Next 2 = 0, rng.Next 2 = 0
+            let lda = (if transA then m else k) + rng.Next 3
+            let ldb = (if transB then k else n) + rng.Next 3
+            let ldc = n + rng.Next 3
+            let fill len = Array.init len (fun _ -> float32 (rng.NextDouble() * 2.0 - 1.0))
+            let a = fill ((if transA then k else m) * lda)
+            let b = fill ((if transB then n else k) * ldb)
+            let c = fill (m * ldc)
+            let before = Array.copy c
+            Kernels.Gemm(transA, transB, m, n, k, ReadOnlySpan a, lda, ReadOnlySpan b, ldb, Span c, ldc, accumulate, 1 + rng.Next 2)
+            let expected = referenceGemm transA transB m n k a lda b ldb
+            let mutable err, scale = 0.0, 0.0
+            for i in 0 .. m - 1 do
+                for j in 0 .. n - 1 do
+                    let e = expected.[i * n + j] + (if accumulate then float before.[i * ldc + j] else 0.0)
+                    err <- max err (Math.Abs(float c.[i * ldc + j] - e))
+                    scale <- max scale (Math.Abs e)
+                for j in n .. ldc - 1 do
+                    if c.[i * ldc + j] <> before.[i * ldc + j] then err <- infinity
+            let worst = err / (1.0 + scale)
+            if worst >= 1e-5 then printfn "gemm %b %b %dx%dx%d: error %g" transA transB m n k worst
+            worst < 1e-5)
+        test "float erf and erf-GELU keep relative accuracy 1e-6 and 5e-6 from tiny to large arguments" {
+            let grid = Array.append (Array.init 24001 (fun i -> -6.0 + float i * 0.0005)) (Array.append [| for e in -30 .. -1 -> 10.0 ** float e |] [| -1e-20; 1e30; -1e30 |])
+            let xs = grid |> Array.map (fun v -> float (float32 v))
+            let x = input "x" [| xs.Length |] Float
+            let values = Map [ "x", xs ]
+            for node, relative in [ erf x, 1e-6; geluErf x, 5e-6 ] do
+                let r = Evaluate.reference1 values node
+                let c = (Evaluate.onBackend (cpu ()) values [ node ]).[0]
+                for i in 0 .. xs.Length - 1 do
+                    if Math.Abs(c.[i] - r.[i]) > relative * Math.Abs r.[i] + 1e-30 then
+                        failtestf "%s at %g: cpu %.9g, reference %.9g" (Node.Describe node) xs.[i] c.[i] r.[i]
+        }
+        test "a vision-transformer patch embedding and its gradients agree" {
+            let rng = Random 5
+            let x = input "image" [| 2; 3; 32; 32 |] Float
+            let w = parameter "patch" [| 24; 3; 8; 8 |]
+            let values = Map [ "image", Array.init (2 * 3 * 32 * 32) (fun _ -> rng.NextDouble() - 0.5)
+                               "patch", Array.init (24 * 3 * 8 * 8) (fun _ -> rng.NextDouble() - 0.5) ]
+            let y = conv2d (8, 8) (0, 0) x w
+            Expect.isTrue (agrees "patch embedding" values (forwardAndGradients 5 y)) "forward and both gradients"
+        }
+        test "an out-of-range gather index is a binding error naming the index and the table" {
+            let e = gather (named "embed.tokens" (parameter "table" [| 4; 2 |])) (input "tokens" [| 3 |] Int)
+            let ex = Expect.throwsC (fun () -> Evaluate.onBackend (cpu ()) (Map [ "tokens", [| 0.0; 9.0; 1.0 |]; "table", Array.zeroCreate 8 ]) [ e ] |> ignore) id
+            Expect.isTrue (ex :? BindingException) (sprintf "expected BindingException, got %s" (ex.GetType().Name))
+            Expect.stringContains ex.Message "index 9" "names the index"
+            Expect.stringContains ex.Message "embed.tokens" "names the table"
+        }
+        test "buffers of another backend are rejected" {
+            use backend = new CpuBackend()
+            let foreign = (new ReferenceBackend() :> IBackend).Allocate 4
+            Expect.throwsT<ArgumentException> (fun () -> (backend :> IBackend).Upload(ReadOnlySpan(Array.zeroCreate<float32> 4), foreign)) "foreign buffer"
+        }
+    ]
