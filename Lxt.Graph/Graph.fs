@@ -146,7 +146,7 @@ and [<CustomEquality; CustomComparison>] Node =
             | Reduce(o, _, _, _) -> "Reduce" + string o
             | Input name -> "Input '" + name + "'"
             | Parameter name -> "Parameter '" + name + "'"
-            | op -> let s = string op in s.Split([| ' '; '(' |]).[0]
+            | op -> op.GetType().Name // the case name; printing the op would print its whole subgraph
         match n.Name with
         | Some name -> sprintf "'%s' (%s %s)" name kind (Shape.show n.Shape)
         | None -> sprintf "%s#%d %s" kind n.Id (Shape.show n.Shape)

@@ -5,7 +5,7 @@ open Expecto
 open Expecto.Impl
 
 let all =
-    testList "lxt" [ GraphTests.tests ]
+    testList "lxt" [ GraphTests.tests; RulesTests.tests ]
 
 [<EntryPoint>]
 let main argv =
