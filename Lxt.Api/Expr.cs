@@ -40,8 +40,6 @@ public sealed class Expr : IEquatable<Expr>
     public Expr Sqrt() => new(Ops.sqrt(Node));
     public Expr Rsqrt() => new(Ops.rsqrt(Node));
     public Expr Square() => new(Ops.square(Node));
-    /// <summary>Rounds to float32 precision (identity when computing in float32).</summary>
-    public Expr RoundToFloat32() => new(Ops.roundToFloat32(Node));
     public Expr Pow(Expr exponent) => new(Ops.pow(Node, exponent.Node));
     public Expr Tanh() => new(Ops.tanh(Node));
     public Expr Sigmoid() => new(Ops.sigmoid(Node));

@@ -64,18 +64,13 @@ public sealed class GraphBuilder
         return s.Parameter("weight", vocabulary, dim).Gather(ids).Named(s.Prefix);
     }
 
-    /// <summary>RMSNorm: x · rsqrt(mean(x²) + ε) · w over the last axis; <paramref name="unitOffset"/> scales by (1 + w) as Gemma
-    /// does. <paramref name="float32"/> rounds the normalisation to float32 as Hugging Face computes it (the weight
-    /// product too when <paramref name="unitOffset"/>, as Gemma does), which matters only in float64.</summary>
-    public Expr RmsNorm(string name, Expr x, double eps, bool unitOffset = false, bool float32 = false)
+    /// <summary>RMSNorm: x · rsqrt(mean(x²) + ε) · w over the last axis; <paramref name="unitOffset"/> scales by (1 + w) as Gemma does.</summary>
+    public Expr RmsNorm(string name, Expr x, double eps, bool unitOffset = false)
     {
         var s = Scope(name);
         var w = s.Parameter("weight", x.Shape[^1]);
-        Expr R(Expr e) => float32 ? e.RoundToFloat32() : e;
-        var xr = R(x);
-        var normed = R(xr * R(R(R(R(xr.Square()).Mean(-1, keepDims: true)) + eps).Rsqrt()));
-        var y = unitOffset ? R(normed * (w + 1.0)) : normed * w;
-        return y.Named(s.Prefix);
+        var normed = x * (x.Square().Mean(-1, keepDims: true) + eps).Rsqrt();
+        return (normed * (unitOffset ? w + 1.0 : w)).Named(s.Prefix);
     }
 
     /// <summary>LayerNorm: (x − mean) · rsqrt(var + ε) · w + b over the last axis.</summary>
@@ -116,8 +111,8 @@ public sealed class GraphBuilder
         var vh = Heads(v, kv);
         if (o.QkNormEps is double eps)
         {
-            qh = Scope(o.QueryNormName).RmsNorm("", qh, eps, o.QkNormUnitOffset, o.NormInFloat32);
-            kh = Scope(o.KeyNormName).RmsNorm("", kh, eps, o.QkNormUnitOffset, o.NormInFloat32);
+            qh = Scope(o.QueryNormName).RmsNorm("", qh, eps, o.QkNormUnitOffset);
+            kh = Scope(o.KeyNormName).RmsNorm("", kh, eps, o.QkNormUnitOffset);
         }
         if (o.Rotary is { } rope)
         {
@@ -140,8 +135,7 @@ public sealed class GraphBuilder
                     keep[i * t + j] = (!o.Causal || j <= i) && (o.SlidingWindow is not int w || i - j < w) ? 1 : 0;
             scores = Expr.Where(Constant(keep, t, t), scores, Scalar(double.NegativeInfinity));
         }
-        var weights = o.SoftmaxInFloat32 ? scores.RoundToFloat32().Softmax(-1).RoundToFloat32() : scores.Softmax(-1);
-        weights = weights.Named(PathOf("attn_weights"));
+        var weights = scores.Softmax(-1).Named(PathOf("attn_weights"));
         return weights.MatMul(vh).Permute(1, 0, 2).Reshape(t, h * d);
     }
 
@@ -183,10 +177,6 @@ public sealed record AttentionOptions(int Heads, int KeyValueHeads, int HeadDim)
     /// <summary>Per-head RMSNorm of queries and keys (Qwen3, Gemma 3) with this ε.</summary>
     public double? QkNormEps { get; init; }
     public bool QkNormUnitOffset { get; init; }
-    /// <summary>Whether the q/k norms round to float32 (see <see cref="GraphBuilder.RmsNorm"/>).</summary>
-    public bool NormInFloat32 { get; init; }
-    /// <summary>Whether the softmax rounds to float32, as Hugging Face's eager attention computes it.</summary>
-    public bool SoftmaxInFloat32 { get; init; }
     public int? SlidingWindow { get; init; }
     public double? SoftCap { get; init; }
     public string QueryName { get; init; } = "q_proj";

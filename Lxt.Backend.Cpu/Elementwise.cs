@@ -44,7 +44,6 @@ internal static class Elementwise
             case UnaryOp.Tags.Sin: TP.Sin(x, y); break;
             case UnaryOp.Tags.Cos: TP.Cos(x, y); break;
             case UnaryOp.Tags.Square: TP.Multiply(x, x, y); break;
-            case UnaryOp.Tags.RoundToFloat32: x.CopyTo(y); break; // already float32
             default: throw new NotSupportedException($"cpu backend: unary op tag {tag} is not implemented");
         }
     }

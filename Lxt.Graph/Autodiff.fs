@@ -53,7 +53,6 @@ let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
             | Sin -> mul g (cos x)
             | Cos -> neg (mul g (sin x))
             | Square -> mul g (scale 2.0 x)
-            | RoundToFloat32 -> g
         [ x, d ]
     | Binary(o, a, b) ->
         match o with

@@ -19,9 +19,6 @@ type DType =
 type UnaryOp =
     | Neg | Exp | Log | Sqrt | Rsqrt | Tanh | Sigmoid | Erf
     | GeluErf | GeluTanh | Silu | Relu | Abs | Sign | Reciprocal | Sin | Cos | Square
-    /// Rounds to the nearest float32 (identity in float32 backends): reproduces models that compute a part in
-    /// float32 whatever their precision. Its derivative is taken as 1.
-    | RoundToFloat32
 
 /// Pointwise functions of two broadcast arguments. Comparisons give 1.0 or 0.0.
 type BinaryOp =
@@ -152,7 +149,7 @@ and [<CustomEquality; CustomComparison>] Node =
             | Reduce(o, _, _, _) -> "Reduce" + string o
             | Input name -> "Input '" + name + "'"
             | Parameter name -> "Parameter '" + name + "'"
-            | op -> let s = string op in s.Split([| ' '; '(' |]).[0]
+            | op -> op.GetType().Name // the case name; printing the op would print its whole subgraph
         match n.Name with
         | Some name -> sprintf "'%s' (%s %s)" name kind (Shape.show n.Shape)
         | None -> sprintf "%s#%d %s" kind n.Id (Shape.show n.Shape)

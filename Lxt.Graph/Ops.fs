@@ -164,7 +164,6 @@ let reciprocal x = un Reciprocal x
 let sin x = un Sin x
 let cos x = un Cos x
 let square x = un Square x
-let roundToFloat32 x = un RoundToFloat32 x
 
 let add a b = bin Add a b
 let sub a b = bin Sub a b

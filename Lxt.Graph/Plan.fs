@@ -121,11 +121,8 @@ type Executable(plan: Plan, backend: IBackend) =
                 owned.[b] <- owned.[b] - 1
                 if owned.[b] = 0 then owned.Remove b |> ignore; give b
             | _ -> ()
-        // rounding to float32 is the identity on a float32 backend
-        let isView (n: Node) =
-            Plan.isView n || (not backend.IsDoublePrecision && (match n.Op with Unary(RoundToFloat32, _) -> true | _ -> false))
         plan.Steps |> Array.iteri (fun i n ->
-            if isView n then
+            if Plan.isView n then
                 let b = value.[n.Children.Head]
                 value.[n] <- b
                 if owned.ContainsKey b then owned.[b] <- owned.[b] + 1

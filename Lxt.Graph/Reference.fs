@@ -47,7 +47,6 @@ let unary (op: UnaryOp) (x: float) : float =
     | Sin -> Math.Sin x
     | Cos -> Math.Cos x
     | Square -> x * x
-    | RoundToFloat32 -> float (float32 x)
 
 let binary (op: BinaryOp) (a: float) (b: float) : float =
     match op with

@@ -41,6 +41,19 @@ let applyWithGuard (maxRewrites: int) (rules: RuleSet) (roots: Node list) : Node
     roots |> List.map (norm 0)
 
 let apply rules roots = applyWithGuard 1_000_000 rules roots
+
+/// One bottom-up pass: each node is rebuilt over its rewritten operands, then the first matching rule is applied
+/// to it once and its replacement is not rewritten again. Unlike `apply`, a rule may wrap the very node it matched
+/// (a marker around it) without looping. The rule decides the replacement's name. Returns the map from every node
+/// under `roots` to its image, so callers can find where an inner node went (latent relevance needs that).
+let applyOnce (rules: RuleSet) (roots: Node seq) : IReadOnlyDictionary<Node, Node> =
+    roots |> Traverse.mapBottomUp (fun rebuilt ->
+        match rules |> List.tryPick (fun r -> r.Apply rebuilt |> Option.map (fun m -> r, m)) with
+        | Some(r, m) ->
+            if m.Shape <> rebuilt.Shape then
+                raise (GraphShapeException(sprintf "rule '%s' changed the shape of %s to %s" r.Name (Node.Describe rebuilt) (Shape.show m.Shape)))
+            m
+        | None -> rebuilt)
 let applyOne rules root = apply rules [ root ] |> List.head
 
 let private (|FillOf|_|) (n: Node) = match n.Op with Fill v -> Some v | _ -> None

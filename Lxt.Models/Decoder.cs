@@ -47,29 +47,27 @@ internal static class Decoder
                 OutputFeatures = hidden,
                 QkNormEps = f.QkNorm ? eps : null,
                 QkNormUnitOffset = f.Gemma,
-                NormInFloat32 = true,
-                SoftmaxInFloat32 = true,
                 Scale = f.Gemma ? 1.0 / Math.Sqrt(c.Double("query_pre_attn_scalar", headDim)) : null,
                 SlidingWindow = sliding && c.Has("sliding_window") ? c.Int("sliding_window") : null,
                 SoftCap = c.Has("attn_logit_softcapping") ? c.Double("attn_logit_softcapping") : null,
             };
-            var attn = layer.Attention("self_attn", layer.RmsNorm("input_layernorm", x, eps, f.Gemma, float32: true), attention);
+            var attn = layer.Attention("self_attn", layer.RmsNorm("input_layernorm", x, eps, f.Gemma), attention);
             if (f.Gemma)
             {
-                x += layer.RmsNorm("post_attention_layernorm", attn, eps, unitOffset: true, float32: true);
-                var mlp = layer.GatedMlp("mlp", layer.RmsNorm("pre_feedforward_layernorm", x, eps, true, float32: true), c.Int("intermediate_size"), act);
-                x += layer.RmsNorm("post_feedforward_layernorm", mlp, eps, unitOffset: true, float32: true);
+                x += layer.RmsNorm("post_attention_layernorm", attn, eps, unitOffset: true);
+                var mlp = layer.GatedMlp("mlp", layer.RmsNorm("pre_feedforward_layernorm", x, eps, true), c.Int("intermediate_size"), act);
+                x += layer.RmsNorm("post_feedforward_layernorm", mlp, eps, unitOffset: true);
             }
             else
             {
                 x += attn;
-                var normed = layer.RmsNorm("post_attention_layernorm", x, eps, float32: true);
+                var normed = layer.RmsNorm("post_attention_layernorm", x, eps);
                 x += IsMoeLayer(c, modelType, i) ? Moe(layer, normed, c, modelType, act) : layer.GatedMlp("mlp", normed, c.Int("intermediate_size"), act, f.MlpBias);
             }
             x = x.Named(layer.Prefix);
             layerNames.Add(layer.Prefix);
         }
-        var last = m.RmsNorm("norm", x, eps, f.Gemma, float32: true).Slice(0, position, position + 1).Reshape(hidden);
+        var last = m.RmsNorm("norm", x, eps, f.Gemma).Slice(0, position, position + 1).Reshape(hidden);
         var logits = b.Linear("lm_head", last.Reshape(1, hidden), vocab, bias: false).Reshape(vocab);
         if (c.Has("final_logit_softcapping"))
         {

@@ -1,0 +1,210 @@
+// Explainer: relevance of a prediction under a rule set — one forward pass to pick the target, one rewritten
+// forward + backward pass for relevance at the input and at any named node.
+using System.Diagnostics;
+using Lxt.Graph;
+using Lxt.Rules;
+using Microsoft.FSharp.Collections;
+
+namespace Lxt;
+
+/// <summary>An attribution method: an LRP rule set or a gradient baseline, identified as on the command line.</summary>
+public sealed class Method
+{
+    private Method(string id, Lxt.Rules.RuleSet ruleSet)
+    {
+        Id = id;
+        RuleSet = ruleSet;
+    }
+
+    /// <summary>The command-line id (<c>attnlrp</c>, <c>cp-lrp</c>, ...).</summary>
+    public string Id { get; }
+    public string Name => RuleSet.Name;
+    internal Lxt.Rules.RuleSet RuleSet { get; }
+
+    /// <summary>AttnLRP (Achtibat et al., 2024), the default.</summary>
+    public static Method AttnLrp { get; } = new("attnlrp", RuleSets.attnLrp);
+    /// <summary>CP-LRP: attention weights and gates treated as constants.</summary>
+    public static Method CpLrp { get; } = new("cp-lrp", RuleSets.cpLrp);
+    public static Method Gradient { get; } = new("gradient", RuleSets.gradient);
+    public static Method InputXGradient { get; } = new("input-x-gradient", RuleSets.inputXGradient);
+    /// <summary>LRP-ε on linear layers, no special attention handling.</summary>
+    public static Method Epsilon(double epsilon = 1e-6) => new("epsilon", RuleSets.epsilon(epsilon));
+    /// <summary>CP-LRP with Zennit's Gamma rule on Conv2d and Linear layers (the reference's ViT recipe). Fused attention
+    /// input projections (<c>*in_proj*</c>, torchvision's MultiheadAttention) are no Linear modules there and keep CP-LRP.</summary>
+    public static Method CpLrpGamma(double convGamma = 0.25, double linearGamma = 0.05) =>
+        new("cp-lrp", RuleSets.composite(
+            ListModule.OfArray(new[] { Tuple.Create(Selector.NewNameGlob("*in_proj*"), RuleSets.cpLrp), Tuple.Create(Selector.NewNameGlob("*self_attention.out_proj*"), RuleSets.cpLrp) }),
+            RuleSets.cpLrpGamma(convGamma, linearGamma)));
+
+    /// <summary>The ids <see cref="Parse"/> accepts.</summary>
+    public static IReadOnlyList<string> Ids { get; } = ["attnlrp", "cp-lrp", "epsilon", "gradient", "input-x-gradient"];
+
+    /// <summary>A method from its id; Gamma values (for CP-LRP) add the Gamma rule on Conv2d / Linear layers.</summary>
+    public static Method Parse(string id, double? convGamma = null, double? linearGamma = null) => id switch
+    {
+        "attnlrp" when convGamma is null && linearGamma is null => AttnLrp,
+        "cp-lrp" when convGamma is null && linearGamma is null => CpLrp,
+        "cp-lrp" => CpLrpGamma(convGamma ?? 0.0, linearGamma ?? 0.0),
+        "epsilon" => Epsilon(),
+        "gradient" => Gradient,
+        "input-x-gradient" => InputXGradient,
+        "attnlrp" => throw new ArgumentException("the Gamma rule combines with cp-lrp (the reference's ViT recipe), not with attnlrp"),
+        _ => throw new ArgumentException($"unknown method '{id}' (known: {string.Join(", ", Ids)})"),
+    };
+
+    public override string ToString() => Id;
+}
+
+/// <summary>What to explain and where to read relevance.</summary>
+public sealed record ExplainOptions
+{
+    public Method Method { get; init; } = Method.AttnLrp;
+    /// <summary>The output index to explain; null = the arg-max.</summary>
+    public int? Target { get; init; }
+    /// <summary>Contrast the target against these indices (seed +1 at the target, −1/N at each of them).</summary>
+    public IReadOnlyList<int>? ContrastWith { get; init; }
+    /// <summary>Named nodes whose relevance to compute in the same backward pass (latent relevance).</summary>
+    public IReadOnlyList<string> Nodes { get; init; } = [];
+}
+
+/// <summary>The relevance of one prediction.</summary>
+public sealed class Explanation
+{
+    internal Explanation() { }
+
+    public required Method Method { get; init; }
+    public required int Target { get; init; }
+    public required double TargetLogit { get; init; }
+    /// <summary>The output vector (logits) of the unmodified model.</summary>
+    public required double[] Logits { get; init; }
+    /// <summary>Relevance of every input element, in the input's shape.</summary>
+    public required TensorValue InputRelevance { get; init; }
+    /// <summary>Relevance per position: per token (summed over the embedding) for [tokens, hidden] inputs, per pixel
+    /// (summed over channels, row-major [height·width]) for [channels, height, width] inputs.</summary>
+    public required double[] PerPosition { get; init; }
+    /// <summary>Relevance at the requested named nodes, in their shapes.</summary>
+    public required IReadOnlyDictionary<string, TensorValue> Nodes { get; init; }
+    public double RelevanceSum => PerPosition.Sum();
+    public required TimeSpan ForwardTime { get; init; }
+    public required TimeSpan RelevanceTime { get; init; }
+
+    /// <summary>Sums a node's relevance over its last axis (per token for [tokens, hidden] nodes).</summary>
+    public double[] PerToken(string node) => SumLastAxis(Nodes[node]);
+
+    internal static double[] SumLastAxis(TensorValue v)
+    {
+        int width = v.Shape[^1], rows = v.Values.Length / width;
+        var r = new double[rows];
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < width; j++) r[i] += v[i * width + j];
+        return r;
+    }
+
+    internal static double[] SumFirstAxis(TensorValue v)
+    {
+        int rows = v.Shape[0], width = v.Values.Length / rows;
+        var r = new double[width];
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < width; j++) r[j] += v[i * width + j];
+        return r;
+    }
+}
+
+/// <summary>
+/// Explains predictions of one model (its output vector <c>logits</c>) with respect to one float input, on one
+/// backend. Rule sets are applied as graph rewrites per call; compiled plans and uploaded weights are reused.
+/// </summary>
+public sealed class Explainer : IDisposable
+{
+    private const string SeedName = "lxt.seed";
+    private readonly Session _session;
+    private readonly Expr _input;
+    private readonly Expr _output;
+
+    public Explainer(Model model, string inputName, IWeightSource weights, Device device = Device.Cpu, int threads = 0, string output = "logits")
+        : this(model, inputName, new Session(model, weights, device, threads), output) { }
+
+    public Explainer(Model model, string inputName, Session session, string output = "logits")
+    {
+        _session = session;
+        _output = model[output];
+        if (_output.Rank != 1) throw new GraphShapeException($"the explained output '{output}' must be a vector, it is {_output}");
+        _input = model.Inputs.FirstOrDefault(i => i.Name == inputName)
+                 ?? throw new BindingException($"the model has no input '{inputName}' (inputs: {string.Join(", ", model.Inputs)})");
+        if (_input.IsInteger) throw new BindingException($"relevance is taken at a float input; '{inputName}' holds integers");
+        Model = model;
+    }
+
+    public Model Model { get; }
+    public Session Session => _session;
+
+    /// <summary>Runs the model and returns its output vector.</summary>
+    public double[] Forward(float[] input, CancellationToken cancellation = default) =>
+        _session.Evaluate([_output], Feeds(input), cancellation)[0].ToDoubleArray();
+
+    public Explanation Explain(float[] input, ExplainOptions? options = null, CancellationToken cancellation = default)
+    {
+        options ??= new ExplainOptions();
+        int classes = _output.Shape[0];
+        var clock = Stopwatch.StartNew();
+        double[]? logits = null;
+        int target;
+        if (options.Target is int t)
+        {
+            if (t < 0 || t >= classes) throw new ArgumentOutOfRangeException(nameof(options), $"target {t} is outside the {classes} outputs");
+            target = t;
+        }
+        else
+        {
+            logits = Forward(input, cancellation);
+            target = ArgMax(logits);
+        }
+        var forwardTime = clock.Elapsed;
+
+        clock.Restart();
+        var seed = new float[classes];
+        seed[target] = 1;
+        if (options.ContrastWith is { Count: > 0 } others)
+            foreach (var o in others)
+            {
+                if (o < 0 || o >= classes) throw new ArgumentOutOfRangeException(nameof(options), $"contrast index {o} is outside the {classes} outputs");
+                seed[o] -= 1f / others.Count;
+            }
+        var nodes = options.Nodes.Select(n => Model.FindNode(n) ?? throw new KeyNotFoundException(
+            $"the model has no node named '{n}' (named nodes include: {string.Join(", ", Model.NodeNames().Take(12))}, ...)")).ToArray();
+        var ruleSet = options.Method.RuleSet;
+        var seedNode = Ops.input(SeedName, _output.Node.Shape, DType.Float);
+        var at = ListModule.OfSeq(new[] { _input.Node }.Concat(nodes.Select(n => n.Node)));
+        var relevance = Lrp.relevance(ruleSet, _output.Node, seedNode, at);
+        var rewrittenOutput = Lrp.rewrite(ruleSet, ListModule.OfArray(new[] { _output.Node })).Head;
+        var outputs = new[] { new Expr(rewrittenOutput) }.Concat(relevance.Select(n => new Expr(n))).ToArray();
+        var feeds = Feeds(input);
+        feeds[SeedName] = seed;
+        var values = _session.Evaluate(outputs, feeds, cancellation);
+        logits ??= values[0].ToDoubleArray();
+        var inputRelevance = values[1];
+        return new Explanation
+        {
+            Method = options.Method,
+            Target = target,
+            TargetLogit = logits[target],
+            Logits = logits,
+            InputRelevance = inputRelevance,
+            PerPosition = _input.Rank == 3 ? Explanation.SumFirstAxis(inputRelevance) : Explanation.SumLastAxis(inputRelevance),
+            Nodes = options.Nodes.Select((n, i) => (n, values[2 + i])).ToDictionary(p => p.n, p => p.Item2),
+            ForwardTime = forwardTime,
+            RelevanceTime = clock.Elapsed,
+        };
+    }
+
+    private Dictionary<string, float[]> Feeds(float[] input) => new() { [_input.Name!] = input };
+
+    private static int ArgMax(double[] v)
+    {
+        int best = 0;
+        for (int i = 1; i < v.Length; i++) if (v[i] > v[best]) best = i;
+        return best;
+    }
+
+    public void Dispose() => _session.Dispose();
+}
