@@ -137,6 +137,10 @@ public sealed class Explainer : IDisposable
 
     public Model Model { get; }
     public Session Session => _session;
+    /// <summary>The name of the input relevance is taken at.</summary>
+    public string InputName => _input.Name!;
+    internal Expr OutputExpr => _output;
+    internal Lxt.Graph.Node InputNode => _input.Node;
 
     /// <summary>Runs the model and returns its output vector.</summary>
     public double[] Forward(float[] input, CancellationToken cancellation = default) =>
@@ -207,4 +211,54 @@ public sealed class Explainer : IDisposable
     }
 
     public void Dispose() => _session.Dispose();
+}
+
+/// <summary>One boundary of a conservation check: Σ relevance arriving from the boundary above and found here.</summary>
+public sealed record ConservationRow(string Name, double In, double Out, int NonFinite)
+{
+    public double Leak => Out - In;
+}
+
+/// <summary>Layer-by-layer conservation of relevance for one prediction: the first leaking layer and the first NaN, by name.</summary>
+public sealed record ConservationResult(
+    string RuleSet, double Target, double Tolerance, IReadOnlyList<ConservationRow> Rows,
+    ConservationRow? FirstLeak, ConservationRow? FirstNonFinite, string Report);
+
+public static class ConservationExtensions
+{
+    /// <summary>
+    /// Sums relevance at the named <paramref name="boundaries"/> (nodes that cut the whole graph, such as the layer
+    /// outputs) in one backward pass, and reports where relevance leaks beyond <paramref name="tolerance"/>·max(1,
+    /// |target|) and where a NaN/∞ first appears. The input is always the first boundary.
+    /// </summary>
+    public static ConservationResult CheckConservation(this Explainer explainer, float[] input, Method method,
+        IReadOnlyList<string> boundaries, int? target = null, double tolerance = 1e-6)
+    {
+        var nodes = boundaries.Select(b => explainer.Model.FindNode(b)?.Node
+            ?? throw new KeyNotFoundException($"the model has no node named '{b}'")).Prepend(explainer.InputNode);
+        return Check(explainer, input, method, Boundaries.NewNodes(ListModule.OfSeq(nodes)), target, tolerance);
+    }
+
+    /// <summary>As <see cref="CheckConservation(Explainer, float[], Method, IReadOnlyList{string}, int?, double)"/> with
+    /// every named node matching a glob (<c>*</c>, <c>?</c>) as a boundary.</summary>
+    public static ConservationResult CheckConservation(this Explainer explainer, float[] input, Method method,
+        string boundaryGlob, int? target = null, double tolerance = 1e-6) =>
+        Check(explainer, input, method, Boundaries.NewNamesMatching(boundaryGlob), target, tolerance);
+
+    private static ConservationResult Check(Explainer explainer, float[] input, Method method, Boundaries boundaries, int? target, double tolerance)
+    {
+        var logits = explainer.Forward(input);
+        int t = target ?? Array.IndexOf(logits, logits.Max());
+        var output = explainer.OutputExpr.Node;
+        var seed = Seeds.at(output, ListModule.OfArray(new[] { t }));
+        var feeds = new Dictionary<string, float[]> { [explainer.InputName] = input };
+        var evaluate = Microsoft.FSharp.Core.FuncConvert.FromFunc((FSharpList<Lxt.Graph.Node> nodes) =>
+            ListModule.OfSeq(explainer.Session.Evaluate(nodes.Select(n => new Expr(n)).ToArray(), feeds).Select(v => v.ToDoubleArray())));
+        var report = Conservation.checkWith(evaluate, method.RuleSet, output, seed, boundaries, tolerance);
+        ConservationRow Row(BoundaryRow r) => new(r.Name, r.In, r.Out, r.NonFinite);
+        return new ConservationResult(report.RuleSet, report.Target, report.Tolerance, report.Rows.Select(Row).ToArray(),
+            report.FirstLeak is { } leak ? Row(leak.Value) : null,
+            report.FirstNonFinite is { } nan ? Row(nan.Value) : null,
+            Conservation.toString(report));
+    }
 }

@@ -82,14 +82,14 @@ module Conservation =
             let wanted = HashSet<Node>(nodes, HashIdentity.Reference)
             order |> Array.filter wanted.Contains |> List.ofArray
 
-    /// Relevance at every boundary under `output` for the seed, from one forward and one backward pass on
-    /// `backend`; `values` binds inputs and parameters by name.
-    let check (backend: IBackend) (ruleSet: RuleSet) (output: Node) (seed: Node) (values: Map<string, float[]>)
-              (boundaries: Boundaries) (tolerance: float) : ConservationReport =
+    /// Relevance at every boundary under `output` for the seed, from one forward and one backward pass computed by
+    /// `evaluate` (which runs a list of nodes and returns their values, e.g. on a session that holds the weights).
+    let checkWith (evaluate: Node list -> float[] list) (ruleSet: RuleSet) (output: Node) (seed: Node)
+                  (boundaries: Boundaries) (tolerance: float) : ConservationReport =
         let nodes = boundariesOf boundaries output
         let relevances = Lrp.relevance ruleSet output seed nodes
         let all = total (mul output seed) :: relevances
-        let results = run backend values all
+        let results = evaluate all
         let target = results.Head.[0]
         let sums = results.Tail |> List.map Array.sum
         let nonFinite = results.Tail |> List.map (Array.filter (Double.IsFinite >> not) >> Array.length)
@@ -108,6 +108,11 @@ module Conservation =
           Tolerance = tolerance
           FirstLeak = rows |> List.rev |> List.tryFind leaks
           FirstNonFinite = rows |> List.tryFind (fun r -> r.NonFinite > 0) }
+
+    /// `checkWith` on `backend`, with `values` binding inputs and parameters by name.
+    let check (backend: IBackend) (ruleSet: RuleSet) (output: Node) (seed: Node) (values: Map<string, float[]>)
+              (boundaries: Boundaries) (tolerance: float) : ConservationReport =
+        checkWith (run backend values) ruleSet output seed boundaries tolerance
 
     /// The report as a plain-text table.
     let toString (report: ConservationReport) : string =

@@ -107,6 +107,24 @@ let relevanceTests =
                 }
     ]
 
+let conservationTests =
+    testList "conservation on real models" [
+        test "CP-LRP conserves layer by layer on the bias-free llama fixture; AttnLRP's leak is named" {
+            let f = load "llama"
+            let model, graph, input = prepare f
+            use model = model
+            use explainer = new Explainer(graph.Model, graph.InputName, model.WeightsFor graph, Device.Reference)
+            let cp = explainer.CheckConservation(input, Method.CpLrp, graph.LayerOutputs)
+            Expect.isNull cp.FirstLeak (sprintf "CP-LRP leaks:\n%s" cp.Report)
+            Expect.isNull cp.FirstNonFinite "no NaN"
+            Expect.equal (cp.Rows |> Seq.map (fun r -> r.Name) |> List.ofSeq) [ "inputs_embeds"; "model.layers.0"; "model.layers.1"; "logits" ] "boundaries in order"
+            for r in cp.Rows do Expect.floatClose Accuracy.high r.Out cp.Target (sprintf "Σ R at %s equals the target logit" r.Name)
+            let attn = explainer.CheckConservation(input, Method.AttnLrp, graph.LayerOutputs)
+            Expect.isNotNull attn.FirstLeak (sprintf "AttnLRP is not exactly conservative:\n%s" attn.Report)
+            Expect.stringContains attn.Report "first leak" "the report names the leak"
+        }
+    ]
+
 let tests =
     testList "fixtures" [
         testList "forward logits match the reference" [
@@ -127,5 +145,6 @@ let tests =
                 }
         ]
         relevanceTests
+        conservationTests
     ]
 
