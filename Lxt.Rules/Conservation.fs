@@ -35,35 +35,6 @@ type ConservationReport =
       FirstNonFinite: BoundaryRow option }
 
 module Conservation =
-    let private run (backend: IBackend) (values: Map<string, float[]>) (outputs: Node list) : float[] list =
-        let plan = Plan.compile outputs
-        use exe = new Executable(plan, backend)
-        let upload (name: string) =
-            match values.TryFind name with
-            | Some v ->
-                let b = backend.Allocate v.Length
-                backend.UploadDouble(ReadOnlySpan v, b)
-                b
-            | None -> raise (BindingException(sprintf "conservation check: no value was given for '%s'" name))
-        for p in Plan.parameters plan do
-            match p.Op with
-            | Parameter name -> exe.BindParameter(name, upload name)
-            | _ -> ()
-        let feeds = Dictionary<string, IBuffer>()
-        for i in Plan.inputs plan do
-            match i.Op with
-            | Input name -> feeds.[name] <- upload name
-            | _ -> ()
-        let outs = exe.Run feeds
-        let host =
-            outs |> Array.map (fun b ->
-                let h = Array.zeroCreate b.Length
-                backend.DownloadDouble(b, Span h)
-                h)
-        exe.Recycle outs
-        for b in feeds.Values do b.Dispose()
-        List.ofArray host
-
     let private total (n: Node) = if n.Shape.Length = 0 then n else reduceSum [ 0 .. n.Shape.Length - 1 ] false n
 
     let private boundariesOf (boundaries: Boundaries) (output: Node) : Node list =
@@ -112,7 +83,7 @@ module Conservation =
     /// `checkWith` on `backend`, with `values` binding inputs and parameters by name.
     let check (backend: IBackend) (ruleSet: RuleSet) (output: Node) (seed: Node) (values: Map<string, float[]>)
               (boundaries: Boundaries) (tolerance: float) : ConservationReport =
-        checkWith (run backend values) ruleSet output seed boundaries tolerance
+        checkWith (fun nodes -> HostEvaluation.evaluate backend values nodes |> List.ofArray) ruleSet output seed boundaries tolerance
 
     /// The report as a plain-text table.
     let toString (report: ConservationReport) : string =
