@@ -1,7 +1,8 @@
 // Rotary embedding frequencies from a config: default, linear, llama3 and dynamic-free variants.
 namespace Lxt.Models;
 
-internal static class Rope
+/// <summary>Rotary embedding frequencies as a config describes them.</summary>
+public static class Rope
 {
     /// <summary>Reads rope_parameters (transformers ≥ 5) or rope_theta + rope_scaling (older configs).</summary>
     public static RotaryEmbedding FromConfig(ModelConfig c, int headDim, double fallbackTheta = 10000, ModelConfig? parameters = null)
