@@ -120,6 +120,11 @@ public sealed class Explainer : IDisposable
     private readonly Session _session;
     private readonly Expr _input;
     private readonly Expr _output;
+    // the rewritten forward + relevance outputs per (rule set, requested nodes): hash-consing makes a rebuilt graph
+    // the same nodes anyway, but the rewrite and the VJP construction themselves cost a pass over the whole graph,
+    // which repeated explanations of one input size (Integrated Gradients, SmoothGrad) need not pay
+    // (keyed weakly by rule-set instance: parameterised methods such as Method.Epsilon() build a new one per call)
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<Lxt.Rules.RuleSet, Dictionary<string, Expr[]>> _relevanceGraphs = new();
 
     public Explainer(Model model, string inputName, IWeightSource weights, Device device = Device.Cpu, int threads = 0, string output = "logits")
         : this(model, inputName, new Session(model, weights, device, threads), output) { }
@@ -137,8 +142,12 @@ public sealed class Explainer : IDisposable
 
     public Model Model { get; }
     public Session Session => _session;
-    /// <summary>The name of the input relevance is taken at.</summary>
+    /// <summary>The name of the float input relevance is taken at.</summary>
     public string InputName => _input.Name!;
+    /// <summary>The shape of that input ([tokens, hidden] for text, [channels, height, width] for images).</summary>
+    public IReadOnlyList<int> InputShape => _input.Shape;
+    /// <summary>The length of the explained output vector.</summary>
+    public int OutputSize => _output.Shape[0];
     internal Expr OutputExpr => _output;
     internal Lxt.Graph.Node InputNode => _input.Node;
 
@@ -177,11 +186,17 @@ public sealed class Explainer : IDisposable
         var nodes = options.Nodes.Select(n => Model.FindNode(n) ?? throw new KeyNotFoundException(
             $"the model has no node named '{n}' (named nodes include: {string.Join(", ", Model.NodeNames().Take(12))}, ...)")).ToArray();
         var ruleSet = options.Method.RuleSet;
-        var seedNode = Ops.input(SeedName, _output.Node.Shape, DType.Float);
-        var at = ListModule.OfSeq(new[] { _input.Node }.Concat(nodes.Select(n => n.Node)));
-        var relevance = Lrp.relevance(ruleSet, _output.Node, seedNode, at);
-        var rewrittenOutput = Lrp.rewrite(ruleSet, ListModule.OfArray(new[] { _output.Node })).Head;
-        var outputs = new[] { new Expr(rewrittenOutput) }.Concat(relevance.Select(n => new Expr(n))).ToArray();
+        var byNodes = _relevanceGraphs.GetOrCreateValue(ruleSet);
+        var key = string.Join("\n", options.Nodes);
+        if (!byNodes.TryGetValue(key, out var outputs))
+        {
+            var seedNode = Ops.input(SeedName, _output.Node.Shape, DType.Float);
+            var at = ListModule.OfSeq(new[] { _input.Node }.Concat(nodes.Select(n => n.Node)));
+            var relevance = Lrp.relevance(ruleSet, _output.Node, seedNode, at);
+            var rewrittenOutput = Lrp.rewrite(ruleSet, ListModule.OfArray(new[] { _output.Node })).Head;
+            outputs = new[] { new Expr(rewrittenOutput) }.Concat(relevance.Select(n => new Expr(n))).ToArray();
+            byNodes[key] = outputs;
+        }
         var feeds = Feeds(input);
         feeds[SeedName] = seed;
         var values = _session.Evaluate(outputs, feeds, cancellation);
