@@ -116,6 +116,8 @@ let expectFailure (args: string list) (mentions: string) =
     Expect.equal lines.Length 1 (sprintf "one line on stderr: %s" err)
     Expect.stringStarts lines.[0] "error: " "the line starts with 'error: '"
     Expect.isFalse (err.Contains "   at ") "no stack trace"
+    // the catch-all names the exception type; known failures come through the typed path without it
+    Expect.isFalse (Text.RegularExpressions.Regex.IsMatch(lines.[0].TrimEnd(), @"\(\w+Exception\)$")) (sprintf "a typed Lxt or IO error: %s" lines.[0])
     Expect.stringContains (err.ToLowerInvariant()) (mentions.ToLowerInvariant()) "the message says what was wrong"
     Expect.isEmpty (Directory.GetFiles dir) "no JSON (and no temporary file) is written when the run fails"
 
@@ -286,12 +288,17 @@ let nodesTests =
         }
         test "every listed name is accepted by explain --nodes" {
             let _, out, _ = lxt [ "nodes"; "--model"; Path.Combine(Paths.fixtures, "gpt2"); "--input-ids"; "1,2" ]
-            let layers = out.Split('\n') |> Array.filter (fun l -> l.EndsWith "layer output") |> Array.map (fun l -> l.Split('\t').[0])
+            let rows = out.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> l.Split('\t'))
+            let names = rows |> Array.map (fun r -> r.[0])
+            let layers = rows |> Array.filter (fun r -> r.Length = 3) |> Array.map (fun r -> r.[0])
             Expect.isNonEmpty layers "some layer outputs"
+            Expect.isFalse (names |> Array.exists (fun n -> n.EndsWith ".weight")) "parameters are not listed"
             let json = Path.Combine(tempDir (), "out.json")
-            let code, _, err = lxt [ "explain"; "--model"; Path.Combine(Paths.fixtures, "gpt2"); "--input-ids"; "1,2"; "--nodes"; String.Join(",", layers); "--json"; json ]
+            let code, _, err = lxt [ "explain"; "--model"; Path.Combine(Paths.fixtures, "gpt2"); "--input-ids"; "1,2"; "--nodes"; String.Join(",", names); "--json"; json ]
             Expect.equal code 0 err
-            for l in layers do Expect.equal ((readJson json).GetProperty("nodes").GetProperty(l).GetArrayLength()) 2 l
+            let nodes = (readJson json).GetProperty "nodes"
+            for n in names do Expect.isGreaterThan (nodes.GetProperty(n).GetArrayLength()) 0 n
+            for l in layers do Expect.equal (nodes.GetProperty(l).GetArrayLength()) 2 (sprintf "%s: one value per token" l)
         }
     ]
 

@@ -31,7 +31,9 @@ public sealed class NodesCommand : ICommand
         else if (ids is not null) tokens = ids.Length;
         var graph = model.BuildGraph(tokens);
         var layers = graph.LayerOutputs.ToHashSet();
-        foreach (var name in graph.Model.NodeNames())
+        // parameters and inputs are named too; the latent nodes are the computed ones
+        var leaves = graph.Model.Parameters.Keys.Concat(graph.Model.Inputs.Select(i => i.Name ?? "")).ToHashSet();
+        foreach (var name in graph.Model.NodeNames().Where(n => !leaves.Contains(n)))
         {
             var node = graph.Model.FindNode(name)!;
             context.Out.WriteLine($"{name}\t[{string.Join(", ", node.Shape)}]{(layers.Contains(name) ? "\tlayer output" : "")}");
