@@ -84,6 +84,19 @@ public sealed class Expr : IEquatable<Expr>
     /// <summary>Identity forward; the gradient flowing back is multiplied by <paramref name="factor"/>.</summary>
     public Expr GradientScale(double factor) => new(Ops.gradientScale(factor, Node));
 
+    /// <summary>This expression with every occurrence of <paramref name="target"/> replaced by <paramref name="replacement"/>
+    /// (of the same shape); everything else, names included, is kept. Training uses it to feed a model's embedding input
+    /// from an embedding-table lookup.</summary>
+    public Expr Replace(Expr target, Expr replacement)
+    {
+        if (!target.Node.Shape.AsSpan().SequenceEqual(replacement.Node.Shape))
+            throw new GraphShapeException($"replace: {replacement} does not have the shape of {target}");
+        var t = target.Node;
+        var r = replacement.Node;
+        var map = Traverse.mapBottomUp(FuncConvert.FromFunc<Node, Node>(n => ReferenceEquals(n, t) ? r : n), new[] { Node });
+        return new(map[Node]);
+    }
+
     public bool Equals(Expr? other) => other is not null && ReferenceEquals(Node, other.Node);
     public override bool Equals(object? obj) => obj is Expr e && Equals(e);
     public override int GetHashCode() => Node.Id;

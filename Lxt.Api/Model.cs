@@ -15,6 +15,17 @@ public sealed class Model
             .Where(n => n.Op.IsInput).Select(n => new Expr(n)).ToArray();
     }
 
+    /// <summary>A model over any expressions: its parameters are the parameter nodes the outputs reach. Use it for graphs
+    /// composed from other models' expressions (a training loss over a decoder and an embedding table).</summary>
+    public static Model Create(IReadOnlyDictionary<string, Expr> outputs)
+    {
+        ArgumentNullException.ThrowIfNull(outputs);
+        var parameters = new Dictionary<string, int[]>();
+        foreach (var n in Traverse.topo(outputs.Values.Select(e => e.Node)))
+            if (n.Op is Op.Parameter p) parameters[p.name] = n.Shape;
+        return new Model(outputs, parameters);
+    }
+
     public IReadOnlyDictionary<string, Expr> Outputs { get; }
 
     /// <summary>Declared parameters (module path → shape).</summary>

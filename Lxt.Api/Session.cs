@@ -50,9 +50,10 @@ public sealed class TensorValue
 /// </summary>
 public sealed class Session : IDisposable
 {
-    private readonly IWeightSource _weights;
+    private IWeightSource _weights;
     private readonly IReadOnlyDictionary<string, IReadOnlyList<int>> _parameterShapes;
     private readonly Dictionary<string, IBuffer> _uploaded = new();
+    private readonly Dictionary<string, int[]> _uploadedShapes = new();
     private readonly Dictionary<Node[], Executable> _plans = new(new NodeArrayComparer());
 
     public Session(Model model, IWeightSource weights, Device device = Device.Cpu, int threads = 0)
@@ -133,7 +134,54 @@ public sealed class Session : IDisposable
         var buffer = Backend.Allocate(values.Length);
         Backend.Upload(values, buffer);
         _uploaded[name] = buffer;
+        _uploadedShapes[name] = shape;
         return buffer;
+    }
+
+    /// <summary>
+    /// Replaces a parameter's values for every later run (a training step updates the weights between runs). The values
+    /// are uploaded into the parameter's buffer, which all plans share; the weight source is not read again for it.
+    /// </summary>
+    public void SetParameter(string name, ReadOnlySpan<float> values)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (_uploadedShapes.TryGetValue(name, out var shape) || TryDeclaredShape(name, out shape))
+        {
+            if (values.Length != ShapeModule.numel(shape))
+                throw new BindingException($"parameter '{name}' [{string.Join(", ", shape)}] takes {ShapeModule.numel(shape)} values, got {values.Length}");
+        }
+        int bad = FirstNonFinite(values);
+        if (bad >= 0) throw new BindingException($"new value of parameter '{name}' holds {values[bad]} at element {bad}");
+        if (_uploaded.TryGetValue(name, out var buffer))
+        {
+            Backend.Upload(values, buffer);
+            return;
+        }
+        buffer = Backend.Allocate(values.Length);
+        Backend.Upload(values, buffer);
+        _uploaded[name] = buffer;
+        if (shape is not null) _uploadedShapes[name] = shape;
+    }
+
+    /// <summary>Reads every parameter again from <paramref name="weights"/> (those already uploaded at once, the others
+    /// when a plan first needs them).</summary>
+    public void UpdateWeights(IWeightSource weights)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        _weights = weights;
+        foreach (var (name, shape) in _uploadedShapes.ToArray())
+        {
+            if (!weights.Contains(name)) throw new BindingException($"the weights have no value for parameter '{name}' [{string.Join(", ", shape)}]");
+            SetParameter(name, weights.Read(name, shape));
+        }
+    }
+
+    private bool TryDeclaredShape(string name, out int[] shape)
+    {
+        shape = null!;
+        if (!_parameterShapes.TryGetValue(name, out var declared)) return false;
+        shape = declared.ToArray();
+        return true;
     }
 
     private static int FirstNonFinite(ReadOnlySpan<float> values)
@@ -164,6 +212,7 @@ public sealed class Session : IDisposable
         _plans.Clear();
         foreach (var b in _uploaded.Values) b.Dispose();
         _uploaded.Clear();
+        _uploadedShapes.Clear();
         Backend.Dispose();
     }
 
