@@ -85,14 +85,21 @@ public sealed class GraphBuilder
     }
 
     /// <summary>Self-attention with projections <c>q_proj, k_proj, v_proj, o_proj</c> over x [tokens, hidden].</summary>
-    public Expr Attention(string name, Expr x, AttentionOptions o)
+    public Expr Attention(string name, Expr x, AttentionOptions o) => Attention(name, x, o, null).Output;
+
+    /// <summary>
+    /// Self-attention as <see cref="Attention(string, Expr, AttentionOptions)"/> over the new tokens x [T, hidden],
+    /// attending also to the keys and values of <paramref name="cache"/> (earlier tokens, positions 0..Tpast−1); the new
+    /// tokens sit at positions Tpast..Tpast+T−1. Returns the output and the keys/values of all Tpast+T tokens.
+    /// </summary>
+    public AttentionResult Attention(string name, Expr x, AttentionOptions o, KeyValueCache? cache)
     {
         var s = Scope(name);
         var q = s.Linear(o.QueryName, x, o.Heads * o.HeadDim, o.QkvBias);
         var k = s.Linear(o.KeyName, x, o.KeyValueHeads * o.HeadDim, o.QkvBias);
         var v = s.Linear(o.ValueName, x, o.KeyValueHeads * o.HeadDim, o.QkvBias);
-        var context = s.AttentionCore(q, k, v, o);
-        return s.Linear(o.OutputName, context, o.OutputFeatures ?? x.Shape[^1], o.OutputBias);
+        var core = s.AttentionCore(q, k, v, o, cache);
+        return core with { Output = s.Linear(o.OutputName, core.Output, o.OutputFeatures ?? x.Shape[^1], o.OutputBias) };
     }
 
     /// <summary>
@@ -100,11 +107,25 @@ public sealed class GraphBuilder
     /// embedding, grouped-query sharing of key/value heads, causal or sliding-window mask, optional logit soft-capping.
     /// Returns [T, heads·d]. Attention weights are named <c>{scope}.attn_weights</c>.
     /// </summary>
-    public Expr AttentionCore(Expr q, Expr k, Expr v, AttentionOptions o)
+    public Expr AttentionCore(Expr q, Expr k, Expr v, AttentionOptions o) => AttentionCore(q, k, v, o, null).Output;
+
+    /// <summary>
+    /// <see cref="AttentionCore(Expr, Expr, Expr, AttentionOptions)"/> for T new tokens after the Tpast tokens held in
+    /// <paramref name="cache"/> (keys already normed and rotated, before grouped-query sharing). Rotary positions start
+    /// at Tpast; the mask keeps key j for query i when j ≤ Tpast + i (causal) and within the sliding window.
+    /// Attention weights [heads, T, Tpast+T] are named <c>{scope}.attn_weights</c>; the returned keys and values
+    /// [kvHeads, Tpast+T, d] are what the next step's cache holds.
+    /// </summary>
+    public AttentionResult AttentionCore(Expr q, Expr k, Expr v, AttentionOptions o, KeyValueCache? cache)
     {
         int t = q.Shape[0], h = o.Heads, kv = o.KeyValueHeads, d = o.HeadDim;
         if (h % kv != 0)
             throw new GraphShapeException($"attention '{Prefix}': {h} heads are not a multiple of {kv} key/value heads");
+        int past = cache?.Length ?? 0;
+        if (cache is not null && (cache.Key.Rank != 3 || cache.Key.Shape[0] != kv || cache.Key.Shape[2] != d
+                                  || !cache.Key.Shape.SequenceEqual(cache.Value.Shape)))
+            throw new GraphShapeException(
+                $"attention '{Prefix}': the cache's keys {cache.Key} and values {cache.Value} should both be [{kv}, Tpast, {d}]");
         Expr Heads(Expr x, int n) => x.Reshape(t, n, d).Permute(1, 0, 2); // [n, T, d]
         var qh = Heads(q, h);
         var kh = Heads(k, kv);
@@ -116,12 +137,19 @@ public sealed class GraphBuilder
         }
         if (o.Rotary is { } rope)
         {
-            qh = rope.Apply(this, qh);
-            kh = rope.Apply(this, kh);
+            qh = rope.Apply(this, qh, past);
+            kh = rope.Apply(this, kh, past);
         }
+        if (cache is not null)
+        {
+            kh = Expr.Concat(1, cache.Key, kh);
+            vh = Expr.Concat(1, cache.Value, vh);
+        }
+        Expr presentKey = kh, presentValue = vh;
+        int keys = past + t;
         if (kv != h)
         {
-            Expr Repeat(Expr x) => x.Reshape(kv, 1, t, d).BroadcastTo(kv, h / kv, t, d).Reshape(h, t, d);
+            Expr Repeat(Expr x) => x.Reshape(kv, 1, keys, d).BroadcastTo(kv, h / kv, keys, d).Reshape(h, keys, d);
             kh = Repeat(kh);
             vh = Repeat(vh);
         }
@@ -129,14 +157,14 @@ public sealed class GraphBuilder
         if (o.SoftCap is double cap) scores = (scores * (1.0 / cap)).Tanh() * cap;
         if (o.Causal || o.SlidingWindow is not null)
         {
-            var keep = new double[t * t];
+            var keep = new double[t * keys];
             for (int i = 0; i < t; i++)
-                for (int j = 0; j < t; j++)
-                    keep[i * t + j] = (!o.Causal || j <= i) && (o.SlidingWindow is not int w || i - j < w) ? 1 : 0;
-            scores = Expr.Where(Constant(keep, t, t), scores, Scalar(double.NegativeInfinity));
+                for (int j = 0; j < keys; j++)
+                    keep[i * keys + j] = (!o.Causal || j <= past + i) && (o.SlidingWindow is not int w || past + i - j < w) ? 1 : 0;
+            scores = Expr.Where(Constant(keep, t, keys), scores, Scalar(double.NegativeInfinity));
         }
         var weights = scores.Softmax(-1).Named(PathOf("attn_weights"));
-        return weights.MatMul(vh).Permute(1, 0, 2).Reshape(t, h * d);
+        return new AttentionResult(weights.MatMul(vh).Permute(1, 0, 2).Reshape(t, h * d), presentKey, presentValue);
     }
 
     /// <summary>Gated MLP: down(act(gate(x)) · up(x)), as Llama, Qwen, Mistral and Gemma use. The activation's output
@@ -187,6 +215,18 @@ public sealed record AttentionOptions(int Heads, int KeyValueHeads, int HeadDim)
     public string KeyNormName { get; init; } = "k_norm";
 }
 
+/// <summary>Keys and values of earlier tokens for one attention block, each [kvHeads, Tpast, headDim] (keys after
+/// q/k norm and rotary embedding, before grouped-query sharing), as <see cref="AttentionResult"/> returns them.</summary>
+public sealed record KeyValueCache(Expr Key, Expr Value)
+{
+    /// <summary>Tpast: how many earlier tokens the cache holds.</summary>
+    public int Length => Key.Shape[1];
+}
+
+/// <summary>An attention block's output [T, features] and the keys and values [kvHeads, Tpast+T, headDim] of every
+/// token it attended to (the cache of the next decoding step).</summary>
+public sealed record AttentionResult(Expr Output, Expr Key, Expr Value);
+
 /// <summary>
 /// Rotary position embedding (rotate-half layout) for positions 0..T−1. As in Hugging Face, the angles, cos and sin
 /// are computed in float32 whatever the model's precision, and <see cref="FrequencyDType"/> rounds the inverse
@@ -214,8 +254,9 @@ public sealed record RotaryEmbedding(double[] InverseFrequencies, double Attenti
         return (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000;
     }
 
-    /// <summary>x [heads, T, d] ↦ x·cos + rotate_half(x)·sin, with cos/sin constants of the positions.</summary>
-    internal Expr Apply(GraphBuilder b, Expr x)
+    /// <summary>x [heads, T, d] ↦ x·cos + rotate_half(x)·sin, with cos/sin constants of the positions
+    /// <paramref name="offset"/>..<paramref name="offset"/>+T−1.</summary>
+    internal Expr Apply(GraphBuilder b, Expr x, int offset = 0)
     {
         int t = x.Shape[1], d = x.Shape[2], half = InverseFrequencies.Length;
         if (2 * half != d) throw new GraphShapeException($"rotary embedding with {half} frequencies does not fit head size {d}");
@@ -225,7 +266,7 @@ public sealed record RotaryEmbedding(double[] InverseFrequencies, double Attenti
         for (int p = 0; p < t; p++)
             for (int i = 0; i < d; i++)
             {
-                float angle = Stored(InverseFrequencies[i % half]) * p;
+                float angle = Stored(InverseFrequencies[i % half]) * (p + offset);
                 cos[p * d + i] = MathF.Cos(angle) * scaling;
                 sin[p * d + i] = MathF.Sin(angle) * scaling;
             }

@@ -82,7 +82,14 @@ public sealed class Session : IDisposable
     }
 
     /// <summary>Evaluates any nodes over this model's parameters (used by explanations for rewritten graphs).</summary>
-    public TensorValue[] Evaluate(IReadOnlyList<Expr> outputs, IReadOnlyDictionary<string, float[]> inputs, CancellationToken cancellation = default)
+    public TensorValue[] Evaluate(IReadOnlyList<Expr> outputs, IReadOnlyDictionary<string, float[]> inputs, CancellationToken cancellation = default) =>
+        Evaluate(outputs, inputs, null, cancellation);
+
+    /// <summary>As <see cref="Evaluate(IReadOnlyList{Expr}, IReadOnlyDictionary{string, float[]}, CancellationToken)"/>,
+    /// with some inputs given in float64 (<paramref name="doubleInputs"/> wins over <paramref name="inputs"/>): a float64
+    /// backend keeps them exact, for instance a key/value cache computed by an earlier run.</summary>
+    public TensorValue[] Evaluate(IReadOnlyList<Expr> outputs, IReadOnlyDictionary<string, float[]> inputs,
+        IReadOnlyDictionary<string, double[]>? doubleInputs, CancellationToken cancellation = default)
     {
         cancellation.ThrowIfCancellationRequested();
         var nodes = outputs.Select(o => o.Node).ToArray();
@@ -102,6 +109,15 @@ public sealed class Session : IDisposable
             foreach (var input in PlanModule.inputs(exe.Plan))
             {
                 var name = ((Op.Input)input.Op).name;
+                if (doubleInputs is not null && doubleInputs.TryGetValue(name, out var exact))
+                {
+                    if (exact.Length != ShapeModule.numel(input.Shape))
+                        throw new BindingException($"input '{name}' has {exact.Length} values, its shape [{string.Join(", ", input.Shape)}] needs {ShapeModule.numel(input.Shape)}");
+                    var b = Backend.Allocate(exact.Length);
+                    Backend.UploadDouble(exact, b);
+                    feeds[name] = b;
+                    continue;
+                }
                 if (!inputs.TryGetValue(name, out var host))
                     throw new BindingException($"no value was given for input '{name}' [{string.Join(", ", input.Shape)}]");
                 if (host.Length != ShapeModule.numel(input.Shape))

@@ -46,6 +46,15 @@ public sealed class PretrainedModel : IDisposable
         return graph;
     }
 
+    /// <summary>A decoding graph (<see cref="Architectures.BuildDecoding"/>) of a causal LM, checked against the checkpoint:
+    /// <paramref name="tokens"/> new tokens after <paramref name="pastLength"/> cached ones.</summary>
+    public TransformerGraph BuildDecodingGraph(int tokens, int pastLength)
+    {
+        var graph = Architectures.BuildDecoding(Config, tokens, pastLength, WeightPrefix);
+        Validate(graph);
+        return graph;
+    }
+
     /// <summary>The weights of this checkpoint as a graph's parameters see them (tied weights resolved).</summary>
     public IWeightSource WeightsFor(TransformerGraph graph) => new CheckpointWeights(this, graph.TiedWeights);
 

@@ -30,4 +30,25 @@ public static class Architectures
             _ => Decoder.Build(config, type, tokens, pos),
         };
     }
+
+    /// <summary>
+    /// A decoding graph of a causal LM: <paramref name="tokens"/> new tokens after <paramref name="pastLength"/> cached
+    /// ones, the logits of the last new token as output <c>logits</c>, and every layer's keys and values over all
+    /// pastLength + tokens positions as outputs <c>present.{i}.key</c> / <c>.value</c> [kvHeads, pastLength+tokens, headDim].
+    /// With pastLength 0 it is the prefill graph (no cache inputs); otherwise the cache inputs are
+    /// <c>past.{i}.key</c> / <c>.value</c> [kvHeads, pastLength, headDim].
+    /// </summary>
+    public static TransformerGraph BuildDecoding(ModelConfig config, int tokens, int pastLength, string? weightPrefix = null)
+    {
+        string type = config.ModelType ?? throw new ModelConfigException($"{config.Source}: missing key 'model_type'");
+        if (tokens < 1) throw new ModelConfigException($"{config.Source}: a decoding graph needs at least one new token");
+        if (pastLength < 0) throw new ArgumentOutOfRangeException(nameof(pastLength), $"the cache cannot hold {pastLength} tokens");
+        return type switch
+        {
+            "gpt2" => Gpt2.Build(config, tokens, tokens - 1, weightPrefix ?? "transformer", pastLength),
+            "bert" or "vit" => throw new ModelConfigException($"{config.Source}: model_type '{type}' is no causal language model; it cannot generate"),
+            _ when config.Has("format") => throw new ModelConfigException($"{config.Source}: an image model cannot generate"),
+            _ => Decoder.Build(config, type, tokens, tokens - 1, pastLength),
+        };
+    }
 }

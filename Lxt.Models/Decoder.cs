@@ -16,7 +16,11 @@ internal static class Decoder
         _ => throw new ModelConfigException($"{c.Source}: model_type '{modelType}' is not a supported decoder"),
     };
 
-    public static TransformerGraph Build(ModelConfig c, string modelType, int tokens, int position)
+    /// <summary>The graph for <paramref name="tokens"/> tokens with the logits at <paramref name="position"/>. With
+    /// <paramref name="pastLength"/> set it is a decoding graph: the tokens follow <paramref name="pastLength"/> cached
+    /// ones (inputs <c>past.{i}.key</c> / <c>past.{i}.value</c> when non-zero), and it also outputs every layer's keys
+    /// and values (<c>present.{i}.key</c> / <c>present.{i}.value</c>).</summary>
+    public static TransformerGraph Build(ModelConfig c, string modelType, int tokens, int position, int? pastLength = null)
     {
         if (modelType == "gemma3" && c.Section("text_config") is { } text) { c = text; modelType = "gemma3_text"; }
         var f = FamilyOf(modelType, c);
@@ -33,6 +37,8 @@ internal static class Decoder
         var m = b.Scope("model");
         if (f.Gemma) x *= Math.Sqrt(hidden); // Gemma scales embeddings by √hidden (in the model's dtype)
         var layerNames = new List<string>();
+        var outputs = new Dictionary<string, Expr>();
+        int past = pastLength ?? 0;
         for (int i = 0; i < layers; i++)
         {
             var layer = m.Scope($"layers.{i}");
@@ -51,7 +57,16 @@ internal static class Decoder
                 SlidingWindow = sliding && c.Has("sliding_window") ? c.Int("sliding_window") : null,
                 SoftCap = c.Has("attn_logit_softcapping") ? c.Double("attn_logit_softcapping") : null,
             };
-            var attn = layer.Attention("self_attn", layer.RmsNorm("input_layernorm", x, eps, f.Gemma), attention);
+            var cache = past > 0
+                ? new KeyValueCache(b.Input(KeyValueCaches.PastKey(i), kvHeads, past, headDim), b.Input(KeyValueCaches.PastValue(i), kvHeads, past, headDim))
+                : null;
+            var attended = layer.Attention("self_attn", layer.RmsNorm("input_layernorm", x, eps, f.Gemma), attention, cache);
+            var attn = attended.Output;
+            if (pastLength is not null)
+            {
+                outputs[KeyValueCaches.PresentKey(i)] = attended.Key;
+                outputs[KeyValueCaches.PresentValue(i)] = attended.Value;
+            }
             if (f.Gemma)
             {
                 x += layer.RmsNorm("post_attention_layernorm", attn, eps, unitOffset: true);
@@ -78,9 +93,12 @@ internal static class Decoder
         {
             Architecture = modelType,
             Task = ModelTask.CausalLM,
-            Model = b.Build("logits", logits.Named("logits")),
+            Model = b.Build(new Dictionary<string, Expr>(outputs) { ["logits"] = logits.Named("logits") }),
             InputName = "inputs_embeds",
             InputShape = [tokens, hidden],
+            PastLength = pastLength,
+            KeyValueHeads = kvHeads,
+            HeadDim = headDim,
             TokenEmbedding = "model.embed_tokens.weight",
             LayerOutputs = layerNames,
             TiedWeights = tied ? new Dictionary<string, string> { ["lm_head.weight"] = "model.embed_tokens.weight" } : new Dictionary<string, string>(),

@@ -36,6 +36,23 @@ public sealed class TransformerGraph
     /// <summary>Class names (id2label) where the config has them.</summary>
     public IReadOnlyList<string>? Labels { get; init; }
     public int VocabularySize { get; init; }
+    /// <summary>Decoding graphs (<see cref="Architectures.BuildDecoding"/>): how many earlier tokens the key/value cache
+    /// inputs hold (0 for a prefill graph, which has no cache inputs); null for graphs without a cache.</summary>
+    public int? PastLength { get; init; }
+    /// <summary>Key/value heads and head size of the cache tensors [kvHeads, tokens, headDim] (causal LMs).</summary>
+    public int KeyValueHeads { get; init; }
+    public int HeadDim { get; init; }
+    /// <summary>Number of layers with a key/value cache (decoding graphs), i.e. <see cref="LayerOutputs"/>' count.</summary>
+    public int CacheLayers => PastLength is null ? 0 : LayerOutputs.Count;
 
     public Expr Logits => Model["logits"];
+}
+
+/// <summary>Names of the key/value cache inputs and outputs of decoding graphs, per layer.</summary>
+public static class KeyValueCaches
+{
+    public static string PastKey(int layer) => $"past.{layer}.key";
+    public static string PastValue(int layer) => $"past.{layer}.value";
+    public static string PresentKey(int layer) => $"present.{layer}.key";
+    public static string PresentValue(int layer) => $"present.{layer}.value";
 }
