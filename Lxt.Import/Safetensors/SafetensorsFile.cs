@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
@@ -304,111 +305,42 @@ internal static class TensorConvert
         return (ushort)((bits + roundingBias) >> 16);
     }
 
-    public static void ToFloat32(TensorDType dtype, ReadOnlySpan<byte> src, Span<float> dst)
-    {
-        switch (dtype)
-        {
-            case TensorDType.F32:
-                if (BitConverter.IsLittleEndian) src.CopyTo(MemoryMarshal.AsBytes(dst));
-                else for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadSingleLittleEndian(src[(4 * i)..]);
-                break;
-            case TensorDType.BF16:
-                for (int i = 0; i < dst.Length; i++) dst[i] = BFloat16ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(src[(2 * i)..]));
-                break;
-            case TensorDType.F16:
-                for (int i = 0; i < dst.Length; i++) dst[i] = (float)BinaryPrimitives.ReadHalfLittleEndian(src[(2 * i)..]);
-                break;
-            case TensorDType.F64:
-                for (int i = 0; i < dst.Length; i++) dst[i] = (float)BinaryPrimitives.ReadDoubleLittleEndian(src[(8 * i)..]);
-                break;
-            case TensorDType.I64:
-                for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadInt64LittleEndian(src[(8 * i)..]);
-                break;
-            case TensorDType.I32:
-                for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadInt32LittleEndian(src[(4 * i)..]);
-                break;
-            case TensorDType.I16:
-                for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadInt16LittleEndian(src[(2 * i)..]);
-                break;
-            case TensorDType.I8:
-                for (int i = 0; i < dst.Length; i++) dst[i] = (sbyte)src[i];
-                break;
-            case TensorDType.U8:
-                for (int i = 0; i < dst.Length; i++) dst[i] = src[i];
-                break;
-            case TensorDType.Bool:
-                for (int i = 0; i < dst.Length; i++) dst[i] = src[i] != 0 ? 1f : 0f;
-                break;
-            default:
-                throw new ArgumentOutOfRangeException(nameof(dtype), dtype, null);
-        }
-    }
-
-    public static void ToFloat64(TensorDType dtype, ReadOnlySpan<byte> src, Span<double> dst)
-    {
-        switch (dtype)
-        {
-            case TensorDType.F64:
-                if (BitConverter.IsLittleEndian) src.CopyTo(MemoryMarshal.AsBytes(dst));
-                else for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadDoubleLittleEndian(src[(8 * i)..]);
-                break;
-            case TensorDType.F32:
-                for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadSingleLittleEndian(src[(4 * i)..]);
-                break;
-            case TensorDType.BF16:
-                for (int i = 0; i < dst.Length; i++) dst[i] = BFloat16ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(src[(2 * i)..]));
-                break;
-            case TensorDType.F16:
-                for (int i = 0; i < dst.Length; i++) dst[i] = (double)BinaryPrimitives.ReadHalfLittleEndian(src[(2 * i)..]);
-                break;
-            case TensorDType.I64:
-                for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadInt64LittleEndian(src[(8 * i)..]);
-                break;
-            case TensorDType.I32:
-                for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadInt32LittleEndian(src[(4 * i)..]);
-                break;
-            case TensorDType.I16:
-                for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadInt16LittleEndian(src[(2 * i)..]);
-                break;
-            case TensorDType.I8:
-                for (int i = 0; i < dst.Length; i++) dst[i] = (sbyte)src[i];
-                break;
-            case TensorDType.U8:
-                for (int i = 0; i < dst.Length; i++) dst[i] = src[i];
-                break;
-            case TensorDType.Bool:
-                for (int i = 0; i < dst.Length; i++) dst[i] = src[i] != 0 ? 1.0 : 0.0;
-                break;
-            default:
-                throw new ArgumentOutOfRangeException(nameof(dtype), dtype, null);
-        }
-    }
+    public static void ToFloat32(TensorDType dtype, ReadOnlySpan<byte> src, Span<float> dst) => Convert(dtype, src, dst);
+    public static void ToFloat64(TensorDType dtype, ReadOnlySpan<byte> src, Span<double> dst) => Convert(dtype, src, dst);
 
     public static void ToInt64(TensorDType dtype, ReadOnlySpan<byte> src, Span<long> dst)
     {
+        if (dtype.IsFloatingPoint()) throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "not an integer dtype");
+        Convert(dtype, src, dst);
+    }
+
+    /// <summary>Decodes little-endian elements of <paramref name="dtype"/> into <typeparamref name="T"/> (a plain copy
+    /// when the types agree on a little-endian machine).</summary>
+    private static void Convert<T>(TensorDType dtype, ReadOnlySpan<byte> src, Span<T> dst) where T : unmanaged, INumberBase<T>
+    {
+        if (BitConverter.IsLittleEndian && SameType<T>(dtype))
+        {
+            src.CopyTo(MemoryMarshal.AsBytes(dst));
+            return;
+        }
         switch (dtype)
         {
-            case TensorDType.I64:
-                if (BitConverter.IsLittleEndian) src.CopyTo(MemoryMarshal.AsBytes(dst));
-                else for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadInt64LittleEndian(src[(8 * i)..]);
-                break;
-            case TensorDType.I32:
-                for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadInt32LittleEndian(src[(4 * i)..]);
-                break;
-            case TensorDType.I16:
-                for (int i = 0; i < dst.Length; i++) dst[i] = BinaryPrimitives.ReadInt16LittleEndian(src[(2 * i)..]);
-                break;
-            case TensorDType.I8:
-                for (int i = 0; i < dst.Length; i++) dst[i] = (sbyte)src[i];
-                break;
-            case TensorDType.U8:
-                for (int i = 0; i < dst.Length; i++) dst[i] = src[i];
-                break;
-            case TensorDType.Bool:
-                for (int i = 0; i < dst.Length; i++) dst[i] = src[i] != 0 ? 1L : 0L;
-                break;
-            default:
-                throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "not an integer dtype");
+            case TensorDType.F64: for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating(BinaryPrimitives.ReadDoubleLittleEndian(src[(8 * i)..])); break;
+            case TensorDType.F32: for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating(BinaryPrimitives.ReadSingleLittleEndian(src[(4 * i)..])); break;
+            case TensorDType.BF16: for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating(BFloat16ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(src[(2 * i)..]))); break;
+            case TensorDType.F16: for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating((float)BinaryPrimitives.ReadHalfLittleEndian(src[(2 * i)..])); break;
+            case TensorDType.I64: for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating(BinaryPrimitives.ReadInt64LittleEndian(src[(8 * i)..])); break;
+            case TensorDType.I32: for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating(BinaryPrimitives.ReadInt32LittleEndian(src[(4 * i)..])); break;
+            case TensorDType.I16: for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating(BinaryPrimitives.ReadInt16LittleEndian(src[(2 * i)..])); break;
+            case TensorDType.I8: for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating((sbyte)src[i]); break;
+            case TensorDType.U8: for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating(src[i]); break;
+            case TensorDType.Bool: for (int i = 0; i < dst.Length; i++) dst[i] = src[i] != 0 ? T.One : T.Zero; break;
+            default: throw new ArgumentOutOfRangeException(nameof(dtype), dtype, null);
         }
     }
+
+    private static bool SameType<T>(TensorDType dtype) =>
+        (typeof(T) == typeof(float) && dtype == TensorDType.F32)
+        || (typeof(T) == typeof(double) && dtype == TensorDType.F64)
+        || (typeof(T) == typeof(long) && dtype == TensorDType.I64);
 }
