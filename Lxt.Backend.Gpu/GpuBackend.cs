@@ -40,6 +40,7 @@ public sealed partial class GpuBackend : IBackend
         this.accelerator = accelerator;
         this.cublas = cublas;
         Tile = Math.Min(Kernels.MaxTile, (int)Math.Sqrt(accelerator.MaxNumThreadsPerGroup));
+        useCublas = cublas != IntPtr.Zero && Environment.GetEnvironmentVariable("LXT_GPU_GEMM") != "ilgpu";
     }
 
     /// <summary>A backend on <paramref name="kind"/>. For <see cref="GpuKind.Cuda"/>, throws
@@ -96,8 +97,15 @@ public sealed partial class GpuBackend : IBackend
     /// <summary>The accelerator's name as ILGPU reports it (e.g. "NVIDIA H100 80GB HBM3").</summary>
     public string DeviceName => accelerator.Name;
 
-    /// <summary>True when matrix products go to cuBLAS (CUDA, unless $LXT_GPU_GEMM=ilgpu).</summary>
-    public bool UsesCublas => cublas != IntPtr.Zero && Environment.GetEnvironmentVariable("LXT_GPU_GEMM") != "ilgpu";
+    bool useCublas;
+
+    /// <summary>True when matrix products go to cuBLAS: on CUDA unless $LXT_GPU_GEMM=ilgpu or set to false here
+    /// (the ILGPU tiled kernel then runs them, e.g. to cross-check cuBLAS). Never true without cuBLAS.</summary>
+    public bool UsesCublas
+    {
+        get => useCublas;
+        set => useCublas = value && cublas != IntPtr.Zero;
+    }
 
     /// <summary>Edge of the tiles of the ILGPU matrix-product kernel (16 on GPUs, 4 on the CPU accelerator).</summary>
     internal int Tile { get; }
@@ -201,6 +209,7 @@ public sealed partial class GpuBackend : IBackend
     {
         if (disposed) return;
         disposed = true;
+        accelerator.Bind();
         if (cublas != IntPtr.Zero) Cublas.Destroy(cublas);
         accelerator.Dispose();
         context.Dispose();
