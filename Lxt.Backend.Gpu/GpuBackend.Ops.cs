@@ -18,6 +18,11 @@ public sealed partial class GpuBackend
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>? gather, scatterAdd;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape>? conv2d, conv2dGradInput, conv2dGradWeight;
     Action<Index1D, ArrayView<float>, ArrayView<float>, int, int>? topKMask;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, int>? softmaxRows;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? reduceRows;
+
+    /// <summary>A launch of one warp per row, for the row kernels.</summary>
+    KernelConfig WarpPerRow(int rows) => new(new Index1D(rows), new Index1D(accelerator.WarpSize));
 
     /// <summary>Index checks of gather and scatter-add download the indices only up to this many (a cheap copy).</summary>
     const int HostCheckedIndices = 1 << 16;
@@ -83,7 +88,9 @@ public sealed partial class GpuBackend
             {
                 int len = shape[s.axis], inner = Walk.Product(shape, s.axis + 1, shape.Length);
                 int rows = len == 0 ? 0 : n / len;
-                if (rows > 0) (softmax ??= Load<ArrayView<float>, ArrayView<float>, int, int>(Kernels.Softmax))(rows, x[0].View, y.View, len, inner);
+                if (rows > 0 && inner == 1)
+                    (softmaxRows ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(Kernels.SoftmaxRows))(WarpPerRow(rows), x[0].View, y.View, len);
+                else if (rows > 0) (softmax ??= Load<ArrayView<float>, ArrayView<float>, int, int>(Kernels.Softmax))(rows, x[0].View, y.View, len, inner);
                 break;
             }
             case Op.Reduce r:
@@ -176,6 +183,12 @@ public sealed partial class GpuBackend
         var reduced = Walk.Of(Node.Describe(node), axes.Select(a => xShape[a]).ToArray(), axes.Select(a => st[a]).ToArray());
         int count = Walk.Product(axes.Select(a => xShape[a]).ToArray(), 0, axes.Length);
         if (count == 0 && op.IsMax) throw new InvalidOperationException($"{Node.Describe(node)}: reduce max over an empty axis has no value");
+        bool trailing = count > 0 && axes.Length > 0 && axes[^1] == xShape.Length - 1 && axes[^1] - axes[0] == axes.Length - 1;
+        if (trailing)
+        {
+            (reduceRows ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(Kernels.ReduceRows))(WarpPerRow(n), x.View, y.View, count, op.Tag);
+            return;
+        }
         (reduce ??= Load<ArrayView<float>, ArrayView<float>, Walk, Walk, int, int>(Kernels.Reduce))(n, x.View, y.View, kept, reduced, count, op.Tag);
     }
 

@@ -64,6 +64,65 @@ internal static class Kernels
         for (int t = 0; t < len; t++) y[start + t * inner] = MathF.Exp(x[start + t * inner] - m) / z;
     }
 
+    /// <summary>Softmax of contiguous rows, one warp per row (group = one warp, grid = rows): lanes stride over the
+    /// row so loads coalesce, and combine their maxima and sums by shuffles.</summary>
+    public static void SoftmaxRows(ArrayView<float> x, ArrayView<float> y, int len)
+    {
+        int start = Grid.IdxX * len, lane = Group.IdxX, width = Group.DimX;
+        float m = float.NegativeInfinity;
+        for (int t = lane; t < len; t += width)
+        {
+            float v = x[start + t];
+            if (v > m) m = v;
+        }
+        m = WarpMax(m);
+        if (float.IsNegativeInfinity(m)) m = 0f;
+        float z = 0f;
+        for (int t = lane; t < len; t += width) z += MathF.Exp(x[start + t] - m);
+        z = WarpSum(z);
+        for (int t = lane; t < len; t += width) y[start + t] = MathF.Exp(x[start + t] - m) / z;
+    }
+
+    /// <summary>Sum, mean or max of contiguous rows, one warp per row (the reduced axes are the trailing ones).</summary>
+    public static void ReduceRows(ArrayView<float> x, ArrayView<float> y, int len, int op)
+    {
+        int row = Grid.IdxX, start = row * len, lane = Group.IdxX, width = Group.DimX;
+        if (op == ReduceOp.Tags.Max)
+        {
+            float m = float.NegativeInfinity;
+            for (int t = lane; t < len; t += width)
+            {
+                float v = x[start + t];
+                if (v > m || float.IsNaN(v)) m = v;
+            }
+            m = WarpMax(m);
+            if (lane == 0) y[row] = m;
+            return;
+        }
+        float s = 0f;
+        for (int t = lane; t < len; t += width) s += x[start + t];
+        s = WarpSum(s);
+        if (lane == 0) y[row] = op == ReduceOp.Tags.Mean ? s / len : s;
+    }
+
+    /// <summary>The sum over the warp's lanes, in every lane.</summary>
+    static float WarpSum(float v)
+    {
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset /= 2) v += Warp.ShuffleDown(v, offset);
+        return Warp.Shuffle(v, 0);
+    }
+
+    /// <summary>The maximum over the warp's lanes (NaN if any lane holds NaN), in every lane.</summary>
+    static float WarpMax(float v)
+    {
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset /= 2)
+        {
+            float o = Warp.ShuffleDown(v, offset);
+            if (o > v || float.IsNaN(o)) v = o;
+        }
+        return Warp.Shuffle(v, 0);
+    }
+
     /// <summary>One thread per output value: `kept` maps it to its first input offset, `reduced` walks the
     /// `count` values folded into it.</summary>
     public static void Reduce(Index1D o, ArrayView<float> x, ArrayView<float> y, Walk kept, Walk reduced, int count, int op)
