@@ -11,6 +11,11 @@ public enum Device
     Cpu,
     /// <summary>float64 reference interpreter: slow, exact semantics.</summary>
     Reference,
+    /// <summary>float32 on the first CUDA GPU (ILGPU kernels, cuBLAS products); fails with
+    /// <see cref="Lxt.Backend.Gpu.GpuUnavailableException"/> where there is none.</summary>
+    Cuda,
+    /// <summary>The GPU backend's kernels on ILGPU's CPU accelerator: slow, for testing the GPU code without a GPU.</summary>
+    IlgpuCpu,
 }
 
 public static class Backends
@@ -20,8 +25,29 @@ public static class Backends
     {
         Device.Reference => new ReferenceBackend(),
         Device.Cpu => new Lxt.Backend.Cpu.CpuBackend(threads),
+        Device.Cuda => Lxt.Backend.Gpu.GpuBackend.Create(Lxt.Backend.Gpu.GpuKind.Cuda),
+        Device.IlgpuCpu => Lxt.Backend.Gpu.GpuBackend.Create(Lxt.Backend.Gpu.GpuKind.CpuAccelerator),
         _ => throw new ArgumentOutOfRangeException(nameof(device)),
     };
+
+    /// <summary>The short id of a device as command lines spell it: cpu, reference, cuda, ilgpu-cpu.</summary>
+    public static string IdOf(Device device) => device switch
+    {
+        Device.Cpu => "cpu",
+        Device.Reference => "reference",
+        Device.Cuda => "cuda",
+        Device.IlgpuCpu => "ilgpu-cpu",
+        _ => throw new ArgumentOutOfRangeException(nameof(device)),
+    };
+
+    /// <summary>The device whose id (see <see cref="IdOf"/>) is <paramref name="id"/>, ignoring case.</summary>
+    public static bool TryParseDevice(string id, out Device device)
+    {
+        foreach (var d in Enum.GetValues<Device>())
+            if (string.Equals(IdOf(d), id?.Trim(), StringComparison.OrdinalIgnoreCase)) { device = d; return true; }
+        device = Device.Cpu;
+        return false;
+    }
 }
 
 /// <summary>A computed tensor: shape and values (float32, and float64 when computed in float64).</summary>

@@ -1,0 +1,228 @@
+// Dispatch of every graph op to its ILGPU kernel; kernels are compiled once per accelerator, on first use.
+using ILGPU;
+using ILGPU.Runtime;
+using Lxt.Graph;
+
+namespace Lxt.Backend.Gpu;
+
+public sealed partial class GpuBackend
+{
+    // one loaded kernel per op family, compiled for this accelerator when first needed
+    Action<Index1D, ArrayView<float>, float>? fill;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, int>? unary;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Walk, int>? binary;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Walk>? where;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, Walk, int, int>? stridedCopy;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, int, int>? softmax;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, Walk, Walk, int, int>? reduce;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>? gather, scatterAdd;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape>? conv2d, conv2dGradInput, conv2dGradWeight;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, int, int>? topKMask;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, int>? softmaxRows;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? reduceRows;
+
+    /// <summary>A launch of one warp per row, for the row kernels.</summary>
+    KernelConfig WarpPerRow(int rows) => new(new Index1D(rows), new Index1D(accelerator.WarpSize));
+
+    /// <summary>Index checks of gather and scatter-add download the indices only up to this many (a cheap copy).</summary>
+    const int HostCheckedIndices = 1 << 16;
+
+    public void Execute(Node node, IBuffer[] inputs, IBuffer output)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        ArgumentNullException.ThrowIfNull(inputs);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        var y = Own(output, nameof(output));
+        int n = Walk.Numel(node.Shape);
+        if (y.Length != n)
+            throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(node)} needs {n}", nameof(output));
+        int arity = node.Children.Length;
+        if (inputs.Length != arity)
+            throw new ArgumentException($"{Node.Describe(node)} takes {arity} operands, got {inputs.Length}", nameof(inputs));
+        var x = new GpuBuffer[arity];
+        int k = 0;
+        foreach (var child in node.Children)
+        {
+            var b = Own(inputs[k], "input");
+            if (b.Length != Walk.Numel(child.Shape))
+                throw new ArgumentException($"operand {k} of {Node.Describe(node)} has {b.Length} values, {Node.Describe(child)} needs {Walk.Numel(child.Shape)}", nameof(inputs));
+            x[k++] = b;
+        }
+        accelerator.Bind();
+        Dispatch(node, x, y, n);
+    }
+
+    void Dispatch(Node node, GpuBuffer[] x, GpuBuffer y, int n)
+    {
+        var shape = node.Shape;
+        switch (node.Op)
+        {
+            case Op.Input or Op.Parameter or Op.Constant:
+                throw new InvalidOperationException($"{Node.Describe(node)} is a leaf: its value is bound, not computed");
+            case Op.Fill f:
+                if (n > 0) (fill ??= Load<ArrayView<float>, float>(Kernels.Fill))(n, y.View, (float)f.value);
+                break;
+            case Op.Unary u:
+                if (n > 0) (unary ??= Load<ArrayView<float>, ArrayView<float>, int>(Kernels.Unary))(n, x[0].View, y.View, u.op.Tag);
+                break;
+            case Op.Binary b:
+            {
+                if (n == 0) break;
+                var walk = Walk.Of(Node.Describe(node), shape, Walk.BroadcastStrides(b.a.Shape, shape), Walk.BroadcastStrides(b.b.Shape, shape));
+                (binary ??= Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, Walk, int>(Kernels.Binary))(n, x[0].View, x[1].View, y.View, walk, b.op.Tag);
+                break;
+            }
+            case Op.Where w:
+            {
+                if (n == 0) break;
+                var walk = Walk.Of(Node.Describe(node), shape, Walk.BroadcastStrides(w.cond.Shape, shape),
+                                   Walk.BroadcastStrides(w.whenTrue.Shape, shape), Walk.BroadcastStrides(w.whenFalse.Shape, shape));
+                (where ??= Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Walk>(Kernels.Where))(
+                    n, x[0].View, x[1].View, x[2].View, y.View, walk);
+                break;
+            }
+            case Op.MatMul mm:
+                MatMul(node, mm.a.Shape, x[0], mm.b.Shape, x[1], shape, y);
+                break;
+            case Op.Softmax s:
+            {
+                int len = shape[s.axis], inner = Walk.Product(shape, s.axis + 1, shape.Length);
+                int rows = len == 0 ? 0 : n / len;
+                if (rows > 0 && inner == 1)
+                    (softmaxRows ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(Kernels.SoftmaxRows))(WarpPerRow(rows), x[0].View, y.View, len);
+                else if (rows > 0) (softmax ??= Load<ArrayView<float>, ArrayView<float>, int, int>(Kernels.Softmax))(rows, x[0].View, y.View, len, inner);
+                break;
+            }
+            case Op.Reduce r:
+                Reduce(node, r.op, r.axes, r.x.Shape, x[0], y, n);
+                break;
+            case Op.Broadcast b:
+                Strided(node, x[0], 0, Walk.BroadcastStrides(b.x.Shape, shape), y, 0, Walk.Strides(shape), shape);
+                break;
+            case Op.Reshape or Op.StopGradient or Op.GradientScale:
+                if (n > 0) x[0].View.CopyTo(y.View);
+                break;
+            case Op.Permute p:
+            {
+                var st = Walk.Strides(p.x.Shape);
+                Strided(node, x[0], 0, p.perm.Select(a => st[a]).ToArray(), y, 0, Walk.Strides(shape), shape);
+                break;
+            }
+            case Op.Slice s:
+            {
+                var st = Walk.Strides(s.x.Shape);
+                Strided(node, x[0], s.start * st[s.axis], st, y, 0, Walk.Strides(shape), shape);
+                break;
+            }
+            case Op.Concat c:
+            {
+                var outStrides = Walk.Strides(shape);
+                int start = 0, part = 0;
+                foreach (var p in c.xs)
+                {
+                    Strided(node, x[part++], 0, Walk.Strides(p.Shape), y, start * outStrides[c.axis], outStrides, p.Shape);
+                    start += p.Shape[c.axis];
+                }
+                break;
+            }
+            case Op.Gather g:
+            {
+                int rows = g.table.Shape[0], count = Walk.Numel(g.indices.Shape);
+                CheckIndices(x[1], count, rows, "gather", g.table);
+                int width = Walk.Numel(g.table.Shape) / Math.Max(rows, 1);
+                if (n > 0)
+                    (gather ??= Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(Kernels.Gather))(n, x[0].View, x[1].View, y.View, width, rows);
+                break;
+            }
+            case Op.ScatterAdd s:
+            {
+                int rows = shape[0], count = Walk.Numel(s.indices.Shape);
+                CheckIndices(x[0], count, rows, "scatter-add", node);
+                int width = n / Math.Max(rows, 1);
+                if (n > 0) y.View.MemSetToZero();
+                if (count * width > 0)
+                    (scatterAdd ??= Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(Kernels.ScatterAdd))(
+                        count * width, x[0].View, x[1].View, y.View, width, rows);
+                break;
+            }
+            case Op.Conv2d c:
+                if (n > 0) (conv2d ??= LoadConv(Kernels.Conv2d))(n, x[0].View, x[1].View, y.View, Conv(c.stride, c.padding, c.x.Shape, c.w.Shape, shape));
+                break;
+            case Op.Conv2dGradInput c:
+                if (n > 0) (conv2dGradInput ??= LoadConv(Kernels.Conv2dGradInput))(n, x[0].View, x[1].View, y.View, Conv(c.stride, c.padding, shape, c.w.Shape, c.grad.Shape));
+                break;
+            case Op.Conv2dGradWeight c:
+                if (n > 0) (conv2dGradWeight ??= LoadConv(Kernels.Conv2dGradWeight))(n, x[0].View, x[1].View, y.View, Conv(c.stride, c.padding, c.x.Shape, shape, c.grad.Shape));
+                break;
+            case Op.TopKMask t:
+            {
+                int width = shape[^1], rows = width == 0 ? 0 : n / width;
+                if (rows > 0) (topKMask ??= Load<ArrayView<float>, ArrayView<float>, int, int>(Kernels.TopKMask))(rows, x[0].View, y.View, width, t.k);
+                break;
+            }
+            default:
+                throw new NotSupportedException($"gpu backend: {Node.Describe(node)} has an op this backend does not implement");
+        }
+    }
+
+    /// <summary>y[yBase + walk over shape with yStrides] = x[xBase + walk with xStrides].</summary>
+    void Strided(Node node, GpuBuffer x, int xBase, int[] xStrides, GpuBuffer y, int yBase, int[] yStrides, int[] shape)
+    {
+        int n = Walk.Numel(shape);
+        if (n == 0) return;
+        var walk = Walk.Of(Node.Describe(node), shape, xStrides, yStrides);
+        (stridedCopy ??= Load<ArrayView<float>, ArrayView<float>, Walk, int, int>(Kernels.StridedCopy))(n, x.View, y.View, walk, xBase, yBase);
+    }
+
+    void Reduce(Node node, ReduceOp op, int[] axes, int[] xShape, GpuBuffer x, GpuBuffer y, int n)
+    {
+        if (n == 0) return;
+        var st = Walk.Strides(xShape);
+        var keptAxes = Enumerable.Range(0, xShape.Length).Where(a => !axes.Contains(a)).ToArray();
+        var kept = Walk.Of(Node.Describe(node), keptAxes.Select(a => xShape[a]).ToArray(), keptAxes.Select(a => st[a]).ToArray());
+        var reduced = Walk.Of(Node.Describe(node), axes.Select(a => xShape[a]).ToArray(), axes.Select(a => st[a]).ToArray());
+        int count = Walk.Product(axes.Select(a => xShape[a]).ToArray(), 0, axes.Length);
+        if (count == 0 && op.IsMax) throw new InvalidOperationException($"{Node.Describe(node)}: reduce max over an empty axis has no value");
+        bool trailing = count > 0 && axes.Length > 0 && axes[^1] == xShape.Length - 1 && axes[^1] - axes[0] == axes.Length - 1;
+        if (trailing)
+        {
+            (reduceRows ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(Kernels.ReduceRows))(WarpPerRow(n), x.View, y.View, count, op.Tag);
+            return;
+        }
+        (reduce ??= Load<ArrayView<float>, ArrayView<float>, Walk, Walk, int, int>(Kernels.Reduce))(n, x.View, y.View, kept, reduced, count, op.Tag);
+    }
+
+    /// <summary>Raises the reference's BindingException for an index outside the table, when the indices are few
+    /// enough to download cheaply (the kernels themselves never read or write outside their buffers).</summary>
+    void CheckIndices(GpuBuffer indices, int count, int rows, string what, Node table)
+    {
+        if (count == 0 || count > HostCheckedIndices) return;
+        var host = new float[count];
+        Download(indices, host);
+        for (int i = 0; i < count; i++)
+        {
+            int r = (int)host[i];
+            if (r < 0 || r >= rows)
+                throw new BindingException($"{what}: index {r} at position {i} is outside the {rows} rows of {Node.Describe(table)}");
+        }
+    }
+
+    static ConvShape Conv(Tuple<int, int> stride, Tuple<int, int> padding, int[] x, int[] w, int[] y) => new()
+    {
+        B = x[0], C = x[1], H = x[2], W = x[3], O = w[0], KH = w[2], KW = w[3], OH = y[2], OW = y[3],
+        SH = stride.Item1, SW = stride.Item2, PH = padding.Item1, PW = padding.Item2,
+    };
+
+    Action<Index1D, T1, T2> Load<T1, T2>(Action<Index1D, T1, T2> kernel)
+        where T1 : struct where T2 : struct => accelerator.LoadAutoGroupedStreamKernel(kernel);
+    Action<Index1D, T1, T2, T3> Load<T1, T2, T3>(Action<Index1D, T1, T2, T3> kernel)
+        where T1 : struct where T2 : struct where T3 : struct => accelerator.LoadAutoGroupedStreamKernel(kernel);
+    Action<Index1D, T1, T2, T3, T4> Load<T1, T2, T3, T4>(Action<Index1D, T1, T2, T3, T4> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct => accelerator.LoadAutoGroupedStreamKernel(kernel);
+    Action<Index1D, T1, T2, T3, T4, T5> Load<T1, T2, T3, T4, T5>(Action<Index1D, T1, T2, T3, T4, T5> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct => accelerator.LoadAutoGroupedStreamKernel(kernel);
+    Action<Index1D, T1, T2, T3, T4, T5, T6> Load<T1, T2, T3, T4, T5, T6>(Action<Index1D, T1, T2, T3, T4, T5, T6> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct => accelerator.LoadAutoGroupedStreamKernel(kernel);
+    Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape> LoadConv(
+        Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape> kernel) => accelerator.LoadAutoGroupedStreamKernel(kernel);
+}

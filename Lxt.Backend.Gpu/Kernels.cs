@@ -1,0 +1,363 @@
+// The ILGPU kernels of the GPU backend: static methods over an index and array views, one per op family.
+// They follow Reference.fs op by op; float32 throughout, with erf written out so every device computes the same.
+using ILGPU;
+using Lxt.Graph;
+
+namespace Lxt.Backend.Gpu;
+
+/// <summary>Sizes of a 2-D convolution (NCHW input, OIHW weight) passed to the convolution kernels.</summary>
+public struct ConvShape
+{
+    public int B, C, H, W, O, OH, OW, KH, KW, SH, SW, PH, PW;
+}
+
+/// <summary>Sizes of a batched product C = A·B: M×K by K×N, batch offsets of A and B from <see cref="Batch"/>.</summary>
+public struct MatMulShape
+{
+    public int M, N, K, Tile;
+    public Walk Batch;
+}
+
+internal static class Kernels
+{
+    /// <summary>Largest tile edge of the shared-memory matrix product (its two tiles are allocated at this size).</summary>
+    public const int MaxTile = 16;
+
+    public static void Fill(Index1D i, ArrayView<float> y, float value) => y[i] = value;
+
+    public static void Unary(Index1D i, ArrayView<float> x, ArrayView<float> y, int op) => y[i] = ApplyUnary(op, x[i]);
+
+    public static void Binary(Index1D i, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, Walk walk, int op)
+    {
+        var o = walk.At(i);
+        y[i] = ApplyBinary(op, a[o.A], b[o.B]);
+    }
+
+    public static void Where(Index1D i, ArrayView<float> cond, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, Walk walk)
+    {
+        var o = walk.At(i);
+        y[i] = cond[o.A] != 0f ? a[o.B] : b[o.C];
+    }
+
+    /// <summary>y[yBase + B(i)] = x[xBase + A(i)]: broadcast, permute, slice and each part of a concat.</summary>
+    public static void StridedCopy(Index1D i, ArrayView<float> x, ArrayView<float> y, Walk walk, int xBase, int yBase)
+    {
+        var o = walk.At(i);
+        y[yBase + o.B] = x[xBase + o.A];
+    }
+
+    /// <summary>One thread per row of x viewed as [outer, len, inner]; a row that is −∞ throughout keeps the
+    /// reference's shift of 0 and so gives 0/0.</summary>
+    public static void Softmax(Index1D row, ArrayView<float> x, ArrayView<float> y, int len, int inner)
+    {
+        int outer = row / inner, j = row - outer * inner;
+        int start = outer * len * inner + j;
+        float m = float.NegativeInfinity;
+        for (int t = 0; t < len; t++)
+        {
+            float v = x[start + t * inner];
+            if (v > m) m = v;
+        }
+        if (float.IsNegativeInfinity(m)) m = 0f;
+        float z = 0f;
+        for (int t = 0; t < len; t++) z += MathF.Exp(x[start + t * inner] - m);
+        for (int t = 0; t < len; t++) y[start + t * inner] = MathF.Exp(x[start + t * inner] - m) / z;
+    }
+
+    /// <summary>Softmax of contiguous rows, one warp per row (group = one warp, grid = rows): lanes stride over the
+    /// row so loads coalesce, and combine their maxima and sums by shuffles.</summary>
+    public static void SoftmaxRows(ArrayView<float> x, ArrayView<float> y, int len)
+    {
+        int start = Grid.IdxX * len, lane = Group.IdxX, width = Group.DimX;
+        float m = float.NegativeInfinity;
+        for (int t = lane; t < len; t += width)
+        {
+            float v = x[start + t];
+            if (v > m) m = v;
+        }
+        m = WarpMax(m);
+        if (float.IsNegativeInfinity(m)) m = 0f;
+        float z = 0f;
+        for (int t = lane; t < len; t += width) z += MathF.Exp(x[start + t] - m);
+        z = WarpSum(z);
+        for (int t = lane; t < len; t += width) y[start + t] = MathF.Exp(x[start + t] - m) / z;
+    }
+
+    /// <summary>Sum, mean or max of contiguous rows, one warp per row (the reduced axes are the trailing ones).</summary>
+    public static void ReduceRows(ArrayView<float> x, ArrayView<float> y, int len, int op)
+    {
+        int row = Grid.IdxX, start = row * len, lane = Group.IdxX, width = Group.DimX;
+        if (op == ReduceOp.Tags.Max)
+        {
+            float m = float.NegativeInfinity;
+            for (int t = lane; t < len; t += width)
+            {
+                float v = x[start + t];
+                if (v > m || float.IsNaN(v)) m = v;
+            }
+            m = WarpMax(m);
+            if (lane == 0) y[row] = m;
+            return;
+        }
+        float s = 0f;
+        for (int t = lane; t < len; t += width) s += x[start + t];
+        s = WarpSum(s);
+        if (lane == 0) y[row] = op == ReduceOp.Tags.Mean ? s / len : s;
+    }
+
+    /// <summary>The sum over the warp's lanes, in every lane.</summary>
+    static float WarpSum(float v)
+    {
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset /= 2) v += Warp.ShuffleDown(v, offset);
+        return Warp.Shuffle(v, 0);
+    }
+
+    /// <summary>The maximum over the warp's lanes (NaN if any lane holds NaN), in every lane.</summary>
+    static float WarpMax(float v)
+    {
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset /= 2)
+        {
+            float o = Warp.ShuffleDown(v, offset);
+            if (o > v || float.IsNaN(o)) v = o;
+        }
+        return Warp.Shuffle(v, 0);
+    }
+
+    /// <summary>One thread per output value: `kept` maps it to its first input offset, `reduced` walks the
+    /// `count` values folded into it.</summary>
+    public static void Reduce(Index1D o, ArrayView<float> x, ArrayView<float> y, Walk kept, Walk reduced, int count, int op)
+    {
+        int start = kept.Offset(o);
+        if (op == ReduceOp.Tags.Max)
+        {
+            float m = float.NegativeInfinity;
+            for (int c = 0; c < count; c++)
+            {
+                float v = x[start + reduced.Offset(c)];
+                if (v > m || float.IsNaN(v)) m = v;
+            }
+            y[o] = m;
+            return;
+        }
+        float s = 0f;
+        for (int c = 0; c < count; c++) s += x[start + reduced.Offset(c)];
+        y[o] = op == ReduceOp.Tags.Mean ? s / count : s;
+    }
+
+    /// <summary>Rows of the table picked by indices; indices were checked on the host where that was cheap, and an
+    /// unchecked out-of-range index reads NaN rather than another buffer's memory.</summary>
+    public static void Gather(Index1D i, ArrayView<float> table, ArrayView<float> indices, ArrayView<float> y, int width, int rows)
+    {
+        int p = i / width, j = i - p * width;
+        int r = (int)indices[p];
+        y[i] = r >= 0 && r < rows ? table[r * width + j] : float.NaN;
+    }
+
+    /// <summary>Adds each update row into the output row its index picks (the output was zeroed first).</summary>
+    public static void ScatterAdd(Index1D i, ArrayView<float> indices, ArrayView<float> updates, ArrayView<float> y, int width, int rows)
+    {
+        int p = i / width, j = i - p * width;
+        int r = (int)indices[p];
+        if (r >= 0 && r < rows) Atomic.Add(ref y[r * width + j], updates[i]);
+    }
+
+    public static void Conv2d(Index1D i, ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, ConvShape s)
+    {
+        int ox = i % s.OW, t = i / s.OW;
+        int oy = t % s.OH; t /= s.OH;
+        int o = t % s.O, b = t / s.O;
+        float acc = 0f;
+        for (int c = 0; c < s.C; c++)
+            for (int ky = 0; ky < s.KH; ky++)
+            {
+                int iy = oy * s.SH - s.PH + ky;
+                if (iy < 0 || iy >= s.H) continue;
+                for (int kx = 0; kx < s.KW; kx++)
+                {
+                    int ix = ox * s.SW - s.PW + kx;
+                    if (ix < 0 || ix >= s.W) continue;
+                    acc += x[((b * s.C + c) * s.H + iy) * s.W + ix] * w[((o * s.C + c) * s.KH + ky) * s.KW + kx];
+                }
+            }
+        y[i] = acc;
+    }
+
+    /// <summary>The input gradient gathered per input pixel (no atomics): the output positions whose window covers it.</summary>
+    public static void Conv2dGradInput(Index1D i, ArrayView<float> g, ArrayView<float> w, ArrayView<float> y, ConvShape s)
+    {
+        int ix = i % s.W, t = i / s.W;
+        int iy = t % s.H; t /= s.H;
+        int c = t % s.C, b = t / s.C;
+        float acc = 0f;
+        for (int o = 0; o < s.O; o++)
+            for (int ky = 0; ky < s.KH; ky++)
+            {
+                int ty = iy + s.PH - ky;
+                if (ty < 0 || ty % s.SH != 0) continue;
+                int oy = ty / s.SH;
+                if (oy >= s.OH) continue;
+                for (int kx = 0; kx < s.KW; kx++)
+                {
+                    int tx = ix + s.PW - kx;
+                    if (tx < 0 || tx % s.SW != 0) continue;
+                    int ox = tx / s.SW;
+                    if (ox >= s.OW) continue;
+                    acc += g[((b * s.O + o) * s.OH + oy) * s.OW + ox] * w[((o * s.C + c) * s.KH + ky) * s.KW + kx];
+                }
+            }
+        y[i] = acc;
+    }
+
+    public static void Conv2dGradWeight(Index1D i, ArrayView<float> x, ArrayView<float> g, ArrayView<float> y, ConvShape s)
+    {
+        int kx = i % s.KW, t = i / s.KW;
+        int ky = t % s.KH; t /= s.KH;
+        int c = t % s.C, o = t / s.C;
+        float acc = 0f;
+        for (int b = 0; b < s.B; b++)
+            for (int oy = 0; oy < s.OH; oy++)
+            {
+                int iy = oy * s.SH - s.PH + ky;
+                if (iy < 0 || iy >= s.H) continue;
+                for (int ox = 0; ox < s.OW; ox++)
+                {
+                    int ix = ox * s.SW - s.PW + kx;
+                    if (ix < 0 || ix >= s.W) continue;
+                    acc += x[((b * s.C + c) * s.H + iy) * s.W + ix] * g[((b * s.O + o) * s.OH + oy) * s.OW + ox];
+                }
+            }
+        y[i] = acc;
+    }
+
+    /// <summary>One thread per row: an entry is kept when fewer than k entries beat it (larger, or equal at a lower index).</summary>
+    public static void TopKMask(Index1D row, ArrayView<float> x, ArrayView<float> y, int width, int k)
+    {
+        int start = row * width;
+        for (int i = 0; i < width; i++)
+        {
+            float v = x[start + i];
+            int beaten = 0;
+            for (int j = 0; j < width; j++)
+            {
+                float u = x[start + j];
+                if (u > v || (u == v && j < i)) beaten++;
+            }
+            y[start + i] = beaten < k ? 1f : 0f;
+        }
+    }
+
+    /// <summary>C = A·B for one Tile×Tile block of one batch entry per group, through two shared-memory tiles.
+    /// Grid: (⌈N/Tile⌉, ⌈M/Tile⌉, batch); group: (Tile, Tile).</summary>
+    public static void MatMulTiled(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, MatMulShape s)
+    {
+        var tileA = SharedMemory.Allocate<float>(MaxTile * MaxTile);
+        var tileB = SharedMemory.Allocate<float>(MaxTile * MaxTile);
+        int t = s.Tile, tx = Group.IdxX, ty = Group.IdxY;
+        int col = Grid.IdxX * t + tx, row = Grid.IdxY * t + ty, batch = Grid.IdxZ;
+        var o = s.Batch.At(batch);
+        float acc = 0f;
+        for (int k0 = 0; k0 < s.K; k0 += t)
+        {
+            int ka = k0 + tx, kb = k0 + ty;
+            tileA[ty * t + tx] = row < s.M && ka < s.K ? a[o.A + row * s.K + ka] : 0f;
+            tileB[ty * t + tx] = kb < s.K && col < s.N ? b[o.B + kb * s.N + col] : 0f;
+            Group.Barrier();
+            for (int kk = 0; kk < t; kk++) acc += tileA[ty * t + kk] * tileB[kk * t + tx];
+            Group.Barrier();
+        }
+        if (row < s.M && col < s.N) c[batch * s.M * s.N + row * s.N + col] = acc;
+    }
+
+    static float ApplyUnary(int op, float x)
+    {
+        switch (op)
+        {
+            case UnaryOp.Tags.Neg: return -x;
+            case UnaryOp.Tags.Exp: return MathF.Exp(x);
+            case UnaryOp.Tags.Log: return MathF.Log(x);
+            case UnaryOp.Tags.Sqrt: return MathF.Sqrt(x);
+            case UnaryOp.Tags.Rsqrt: return 1f / MathF.Sqrt(x);
+            case UnaryOp.Tags.Tanh: return MathF.Tanh(x);
+            case UnaryOp.Tags.Sigmoid: return 1f / (1f + MathF.Exp(-x));
+            case UnaryOp.Tags.Erf: return Erf(x);
+            case UnaryOp.Tags.GeluErf: return GeluErf(x);
+            case UnaryOp.Tags.GeluTanh: return 0.5f * x * (1f + MathF.Tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+            case UnaryOp.Tags.Silu: return x / (1f + MathF.Exp(-x));
+            case UnaryOp.Tags.Relu: return x > 0f ? x : 0f;
+            case UnaryOp.Tags.Abs: return MathF.Abs(x);
+            case UnaryOp.Tags.Sign: return x > 0f ? 1f : x < 0f ? -1f : 0f;
+            case UnaryOp.Tags.Reciprocal: return 1f / x;
+            case UnaryOp.Tags.Sin: return MathF.Sin(x);
+            case UnaryOp.Tags.Cos: return MathF.Cos(x);
+            case UnaryOp.Tags.Square: return x * x;
+            default: return float.NaN;
+        }
+    }
+
+    static float ApplyBinary(int op, float a, float b)
+    {
+        switch (op)
+        {
+            case BinaryOp.Tags.Add: return a + b;
+            case BinaryOp.Tags.Sub: return a - b;
+            case BinaryOp.Tags.Mul: return a * b;
+            case BinaryOp.Tags.Div: return a / b;
+            case BinaryOp.Tags.Pow: return MathF.Pow(a, b);
+            case BinaryOp.Tags.Maximum: return float.IsNaN(a) || float.IsNaN(b) ? float.NaN : a > b ? a : b;
+            case BinaryOp.Tags.Minimum: return float.IsNaN(a) || float.IsNaN(b) ? float.NaN : a < b ? a : b;
+            case BinaryOp.Tags.Greater: return a > b ? 1f : 0f;
+            case BinaryOp.Tags.Equal: return a == b ? 1f : 0f;
+            default: return float.NaN;
+        }
+    }
+
+    /// <summary>erf(u) for |u| &lt; 0.75 from its Maclaurin series (eight terms reach float precision).</summary>
+    static float ErfSeries(float u)
+    {
+        float u2 = u * u;
+        float q = -1.492565035840625e-05f;
+        q = q * u2 + 0.00012055332981789664f;
+        q = q * u2 - 0.0008548327023450852f;
+        q = q * u2 + 0.005223977625442188f;
+        q = q * u2 - 0.026866170645131252f;
+        q = q * u2 + 0.11283791670955126f;
+        q = q * u2 - 0.37612638903183754f;
+        q = q * u2 + 1.1283791670955126f;
+        return u * q;
+    }
+
+    /// <summary>erfc(a) for a ≥ 0 as t·exp(−a² + P(t)), t = 1/(1 + a/2): fractional error below 1.2e-7
+    /// (the Chebyshev fit of Numerical Recipes §6.2, as on the CPU backend).</summary>
+    static float ErfcOfAbs(float a)
+    {
+        float t = 1f / (1f + 0.5f * a);
+        float p = 0.17087277f;
+        p = p * t - 0.82215223f;
+        p = p * t + 1.48851587f;
+        p = p * t - 1.13520398f;
+        p = p * t + 0.27886807f;
+        p = p * t - 0.18628806f;
+        p = p * t + 0.09678418f;
+        p = p * t + 0.37409196f;
+        p = p * t + 1.00002368f;
+        p = p * t - 1.26551223f;
+        return t * MathF.Exp(p - a * a);
+    }
+
+    static float Erf(float x)
+    {
+        float a = MathF.Abs(x);
+        if (a < 0.75f) return ErfSeries(x);
+        float r = 1f - ErfcOfAbs(a);
+        return x < 0f ? -r : r;
+    }
+
+    /// <summary>0.5 x (1 + erf(x/√2)), with 1 + erf(u) = erfc(|u|) for negative u so the left tail keeps its accuracy.</summary>
+    static float GeluErf(float x)
+    {
+        float u = x * 0.70710678118654752f;
+        float a = MathF.Abs(u);
+        float onePlusErf = a < 0.75f ? 1f + ErfSeries(u) : u < 0f ? ErfcOfAbs(a) : 2f - ErfcOfAbs(a);
+        return 0.5f * x * onePlusErf;
+    }
+}

@@ -1,0 +1,114 @@
+// Strided index walks passed to kernels by value: an output shape of at most six axes and up to three operands'
+// strides over it. The host merges axes that every operand walks contiguously, so most ops reach rank 1 or 2.
+namespace Lxt.Backend.Gpu;
+
+/// <summary>Offsets of one index in the (up to three) operands of a <see cref="Walk"/>.</summary>
+public struct Offsets
+{
+    public int A, B, C;
+}
+
+/// <summary>A row-major walk over a shape (padded at the front with size-1 axes) with three operands' strides:
+/// the offsets of linear output index i in operands A, B and C.</summary>
+public struct Walk
+{
+    public const int MaxRank = 6;
+
+    public int N0, N1, N2, N3, N4, N5;
+    public int A0, A1, A2, A3, A4, A5;
+    public int B0, B1, B2, B3, B4, B5;
+    public int C0, C1, C2, C3, C4, C5;
+
+    /// <summary>Offsets of linear index i in the three operands.</summary>
+    public readonly Offsets At(int i)
+    {
+        int a = 0, b = 0, c = 0;
+        int q = i / N5, r = i - q * N5; a += r * A5; b += r * B5; c += r * C5; i = q;
+        q = i / N4; r = i - q * N4; a += r * A4; b += r * B4; c += r * C4; i = q;
+        q = i / N3; r = i - q * N3; a += r * A3; b += r * B3; c += r * C3; i = q;
+        q = i / N2; r = i - q * N2; a += r * A2; b += r * B2; c += r * C2; i = q;
+        q = i / N1; r = i - q * N1; a += r * A1; b += r * B1; c += r * C1; i = q;
+        return new Offsets { A = a + i * A0, B = b + i * B0, C = c + i * C0 };
+    }
+
+    /// <summary>Offset of linear index i in operand A.</summary>
+    public readonly int Offset(int i)
+    {
+        int a = 0;
+        int q = i / N5, r = i - q * N5; a += r * A5; i = q;
+        q = i / N4; r = i - q * N4; a += r * A4; i = q;
+        q = i / N3; r = i - q * N3; a += r * A3; i = q;
+        q = i / N2; r = i - q * N2; a += r * A2; i = q;
+        q = i / N1; r = i - q * N1; a += r * A1; i = q;
+        return a + i * A0;
+    }
+
+    /// <summary>The walk over <paramref name="shape"/> with up to three operands' strides (missing ones are 0).
+    /// Size-1 axes are dropped and neighbours every operand walks as one run are merged.</summary>
+    public static Walk Of(string what, int[] shape, int[] a, int[]? b = null, int[]? c = null)
+    {
+        var dims = new List<(int N, int A, int B, int C)>();
+        for (int d = 0; d < shape.Length; d++)
+        {
+            if (shape[d] == 1) continue;
+            var cur = (N: shape[d], A: a[d], B: b?[d] ?? 0, C: c?[d] ?? 0);
+            if (dims.Count > 0)
+            {
+                var p = dims[^1];
+                if (p.A == cur.A * cur.N && p.B == cur.B * cur.N && p.C == cur.C * cur.N)
+                {
+                    dims[^1] = (p.N * cur.N, cur.A, cur.B, cur.C);
+                    continue;
+                }
+            }
+            dims.Add(cur);
+        }
+        if (dims.Count > MaxRank)
+            throw new NotSupportedException(
+                $"gpu backend: {what} walks {dims.Count} axes that cannot be merged; at most {MaxRank} are supported");
+        while (dims.Count < MaxRank) dims.Insert(0, (1, 0, 0, 0));
+        return new Walk
+        {
+            N0 = dims[0].N, N1 = dims[1].N, N2 = dims[2].N, N3 = dims[3].N, N4 = dims[4].N, N5 = dims[5].N,
+            A0 = dims[0].A, A1 = dims[1].A, A2 = dims[2].A, A3 = dims[3].A, A4 = dims[4].A, A5 = dims[5].A,
+            B0 = dims[0].B, B1 = dims[1].B, B2 = dims[2].B, B3 = dims[3].B, B4 = dims[4].B, B5 = dims[5].B,
+            C0 = dims[0].C, C1 = dims[1].C, C2 = dims[2].C, C3 = dims[3].C, C4 = dims[4].C, C5 = dims[5].C,
+        };
+    }
+
+    /// <summary>Row-major strides of a contiguous shape.</summary>
+    public static int[] Strides(int[] shape)
+    {
+        var st = new int[shape.Length];
+        int acc = 1;
+        for (int i = shape.Length - 1; i >= 0; i--) { st[i] = acc; acc *= shape[i]; }
+        return st;
+    }
+
+    /// <summary>Strides of <paramref name="shape"/> seen from the broadcast shape <paramref name="target"/> (0 on broadcast axes).</summary>
+    public static int[] BroadcastStrides(int[] shape, int[] target)
+    {
+        var st = new int[target.Length];
+        int off = target.Length - shape.Length, acc = 1;
+        for (int i = shape.Length - 1; i >= 0; i--)
+        {
+            st[i + off] = shape[i] == 1 ? 0 : acc;
+            acc *= shape[i];
+        }
+        return st;
+    }
+
+    public static int Numel(int[] shape)
+    {
+        long n = 1;
+        foreach (var d in shape) n *= d;
+        return checked((int)n);
+    }
+
+    public static int Product(int[] shape, int from, int to)
+    {
+        long n = 1;
+        for (int i = from; i < to; i++) n *= shape[i];
+        return checked((int)n);
+    }
+}

@@ -1,0 +1,290 @@
+// Checks the GPU backend where a CUDA device is: parity with every reference fixture, cuBLAS against the ILGPU
+// tiled product, then AttnLRP timings on random Llama 3.2 1B / Llama 3.1 8B shapes. Prints a short table last.
+// Usage: Lxt.GpuCheck [--fixtures DIR] [--out DIR] [--device cuda|ilgpu-cpu] [--models 1b,8b] [--tokens 128,512,2048]
+//                     [--repeats 7] [--tf32]    (--models none skips the timings)
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using Lxt;
+using Lxt.Backend.Gpu;
+using Lxt.Graph;
+using Lxt.Import;
+using Lxt.Models;
+
+var options = Options.Parse(args);
+var log = new StringBuilder();
+void Say(string line) { Console.WriteLine(line); log.AppendLine(line); Flush(); }
+void Flush() { if (options.Out is { } o) File.WriteAllText(Path.Combine(o, "gpu-check.log"), log.ToString()); }
+if (options.Out is { } outDir) Directory.CreateDirectory(outDir);
+
+var summary = new List<string>();
+int failures = 0;
+
+try
+{
+    using var probe = Create();
+    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, TF32: {options.Tf32}");
+}
+catch (GpuUnavailableException e)
+{
+    Say($"no GPU to check: {e.Message}");
+    return 2;
+}
+
+// 1. fixture parity on the device
+if (options.Fixtures is { } fixturesDir && Directory.Exists(fixturesDir))
+{
+    foreach (var dir in Directory.GetDirectories(fixturesDir).OrderBy(d => d, StringComparer.Ordinal))
+    {
+        var reference = Directory.GetFiles(dir, "reference_*.json").FirstOrDefault();
+        if (reference is null) continue;
+        string name = Path.GetFileName(dir);
+        try
+        {
+            var (logitsErr, relevanceErr) = Fixture(dir, reference, name);
+            bool ok = logitsErr < 1e-4 && relevanceErr < 1e-4;
+            if (!ok) failures++;
+            Say($"fixture {name,-10} logits {logitsErr:E2}  relevance {relevanceErr:E2}  {(ok ? "ok" : "FAIL (tolerance 1e-4)")}");
+            summary.Add($"fixture {name}: {(ok ? "ok" : "FAIL")} (relevance error {relevanceErr:E1})");
+        }
+        catch (Exception e)
+        {
+            failures++;
+            Say($"fixture {name}: ERROR {e.GetType().Name}: {e.Message}");
+            summary.Add($"fixture {name}: ERROR {e.GetType().Name}");
+        }
+    }
+}
+else Say($"no fixtures folder ({options.Fixtures ?? "none given"}): parity skipped");
+
+// 2. cuBLAS against the ILGPU tiled product, and their speed at 4096³
+try { GemmCheck(); }
+catch (Exception e) { failures++; Say($"gemm check: ERROR {e.GetType().Name}: {e.Message}"); }
+
+// 3. AttnLRP timings on random Llama shapes
+var rows = new List<string>();
+foreach (var size in options.Models)
+    foreach (var tokens in options.Tokens)
+    {
+        try { rows.Add(Time(size, tokens)); }
+        catch (Exception e)
+        {
+            Say($"llama-{size} {tokens} tokens: {e.GetType().Name}: {e.Message}");
+            rows.Add($"llama-{size,-4} {tokens,6}  {"-",10}  {"-",10}  {"-",9}  {e.GetType().Name}");
+        }
+        GC.Collect();
+    }
+
+Say("");
+foreach (var s in summary) Say(s);
+Say("");
+Say($"{"model",-10} {"tokens",6}  {"median s",10}  {"min s",10}  {"peak GiB",9}  note");
+foreach (var r in rows) Say(r);
+Say(failures == 0 ? "all checks passed" : $"{failures} check(s) failed");
+return failures == 0 ? 0 : 1;
+
+GpuBackend Create() => GpuBackend.Create(options.Device == "ilgpu-cpu" ? GpuKind.CpuAccelerator : GpuKind.Cuda, options.Tf32);
+
+(double Logits, double Relevance) Fixture(string dir, string referencePath, string name)
+{
+    var json = JsonDocument.Parse(File.ReadAllText(referencePath)).RootElement;
+    double[] Doubles(string key)
+    {
+        var list = new List<double>();
+        void Walk(JsonElement e) { if (e.ValueKind == JsonValueKind.Array) foreach (var c in e.EnumerateArray()) Walk(c); else list.Add(e.GetDouble()); }
+        Walk(json.GetProperty(key));
+        return list.ToArray();
+    }
+    using var model = PretrainedModel.Open(dir);
+    TransformerGraph graph;
+    float[] input;
+    if (json.TryGetProperty("input_ids", out var idsJson))
+    {
+        var ids = idsJson.EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        graph = model.BuildGraph(ids.Length);
+        input = model.Embed(graph, ids);
+    }
+    else
+    {
+        graph = model.BuildGraph();
+        input = Doubles("image").Select(v => (float)v).ToArray();
+    }
+    var method = name switch { "vit" => Method.CpLrpGamma(0.25, 0.05), "vit-hf" => Method.CpLrp, _ => Method.AttnLrp };
+    using var session = new Session(graph.Model, model.WeightsFor(graph), Create());
+    using var explainer = new Explainer(graph.Model, graph.InputName, session);
+    var e = explainer.Explain(input, new ExplainOptions { Method = method, Target = json.GetProperty("target").GetInt32() });
+    var logitsRef = json.TryGetProperty("logits_last", out _) ? Doubles("logits_last") : Doubles("logits");
+    var logits = e.Logits;
+    if (logits.Length != logitsRef.Length) logits = logits[^logitsRef.Length..];
+    return (Relative(logits, logitsRef), Relative(e.PerPosition, Doubles("relevance")));
+}
+
+static double Relative(double[] ours, double[] reference)
+{
+    if (ours.Length != reference.Length) return double.PositiveInfinity;
+    double scale = reference.Max(Math.Abs), err = 0;
+    for (int i = 0; i < ours.Length; i++) err = Math.Max(err, Math.Abs(ours[i] - reference[i]));
+    return err / scale;
+}
+
+void GemmCheck()
+{
+    using var backend = Create();
+    var rng = new Random(1);
+    // a broadcast batched product: both paths against each other
+    var a = Ops.input("a", [2, 3, 77, 129], DType.Float);
+    var b = Ops.input("b", [3, 129, 65], DType.Float);
+    var y = Ops.matmul(a, b);
+    var values = new Dictionary<string, float[]>
+    {
+        ["a"] = Enumerable.Range(0, 2 * 3 * 77 * 129).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray(),
+        ["b"] = Enumerable.Range(0, 3 * 129 * 65).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray(),
+    };
+    bool hadCublas = backend.UsesCublas;
+    var viaCublas = Run(backend, y, values);
+    backend.UsesCublas = false;
+    var viaIlgpu = Run(backend, y, values);
+    backend.UsesCublas = hadCublas;
+    double diff = viaCublas.Zip(viaIlgpu, (p, q) => Math.Abs(p - q)).Max();
+    bool ok = diff < 1e-4;
+    if (!ok) failures++;
+    Say($"gemm: cuBLAS vs ILGPU tiled on [2,3,77,129]x[3,129,65]: max difference {diff:E2} {(ok ? "ok" : "FAIL")}");
+    summary.Add($"gemm cuBLAS vs ILGPU: {(ok ? "ok" : "FAIL")} ({diff:E1})");
+    if (options.Device == "ilgpu-cpu") return;
+    foreach (var cublas in new[] { true, false })
+    {
+        backend.UsesCublas = cublas && hadCublas;
+        const int n = 4096;
+        var p = Ops.input("p", [n, n], DType.Float);
+        var plan = PlanModule.compile(Microsoft.FSharp.Collections.ListModule.OfArray(new[] { Ops.matmul(p, p) }));
+        using var exe = new Executable(plan, backend);
+        var buffer = backend.Allocate(n * n);
+        backend.Upload(new float[n * n], buffer);
+        var feeds = new Dictionary<string, IBuffer> { ["p"] = buffer };
+        exe.Recycle(exe.Run(feeds));
+        backend.Synchronize();
+        var clock = Stopwatch.StartNew();
+        const int reps = 5;
+        for (int i = 0; i < reps; i++) exe.Recycle(exe.Run(feeds));
+        backend.Synchronize();
+        double tflops = 2.0 * n * n * n * reps / clock.Elapsed.TotalSeconds / 1e12;
+        Say($"gemm {n}^3 via {(backend.UsesCublas ? "cuBLAS" : "ILGPU tiled")}: {tflops:F1} TFLOP/s");
+        summary.Add($"gemm {n}^3 {(backend.UsesCublas ? "cuBLAS" : "ILGPU")}: {tflops:F1} TFLOP/s");
+        buffer.Dispose();
+    }
+    backend.UsesCublas = hadCublas;
+}
+
+static double[] Run(GpuBackend backend, Node output, Dictionary<string, float[]> values)
+{
+    var plan = PlanModule.compile(Microsoft.FSharp.Collections.ListModule.OfArray(new[] { output }));
+    using var exe = new Executable(plan, backend);
+    var feeds = new Dictionary<string, IBuffer>();
+    foreach (var (name, v) in values)
+    {
+        var buffer = backend.Allocate(v.Length);
+        backend.Upload(v, buffer);
+        feeds[name] = buffer;
+    }
+    var outs = exe.Run(feeds);
+    var host = new float[outs[0].Length];
+    backend.Download(outs[0], host);
+    exe.Recycle(outs);
+    foreach (var f in feeds.Values) f.Dispose();
+    return host.Select(v => (double)v).ToArray();
+}
+
+string Time(string size, int tokens)
+{
+    var (layers, hidden, mlp, heads, kv) = size switch
+    {
+        "1b" => (16, 2048, 8192, 32, 8),
+        "8b" => (32, 4096, 14336, 32, 8),
+        _ => throw new ArgumentException($"unknown model size '{size}' (1b or 8b)"),
+    };
+    const int vocab = 128256;
+    string config = $$"""
+        {"model_type": "llama", "hidden_size": {{hidden}}, "intermediate_size": {{mlp}}, "num_attention_heads": {{heads}},
+         "num_key_value_heads": {{kv}}, "num_hidden_layers": {{layers}}, "vocab_size": {{vocab}}, "rms_norm_eps": 1e-5,
+         "rope_theta": 500000.0, "max_position_embeddings": 131072, "tie_word_embeddings": false}
+        """;
+    var graph = Architectures.Build(ModelConfig.Parse(config, $"llama-{size}"), tokens);
+    var backend = Create();
+    using var session = new Session(graph.Model, new RandomWeights(graph.Model), backend);
+    using var explainer = new Explainer(graph.Model, graph.InputName, session);
+    var rng = new Random(tokens);
+    var input = new float[tokens * hidden];
+    for (int i = 0; i < input.Length; i++) input[i] = (float)(rng.NextDouble() - 0.5) * 0.05f;
+    var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0 };
+    var setup = Stopwatch.StartNew();
+    var first = explainer.Explain(input, opts);
+    double warm = setup.Elapsed.TotalSeconds;
+    bool finite = first.PerPosition.All(double.IsFinite);
+    var times = new List<double>();
+    for (int r = 0; r < options.Repeats; r++)
+    {
+        var clock = Stopwatch.StartNew();
+        explainer.Explain(input, opts);
+        times.Add(clock.Elapsed.TotalSeconds);
+    }
+    times.Sort();
+    double median = times[times.Count / 2];
+    double peak = backend.PeakAllocatedBytes / (double)(1L << 30);
+    Say($"llama-{size} {tokens} tokens: first run (upload, compile) {warm:F2} s, median {median:F3} s over {times.Count}, peak {peak:F1} GiB, relevance finite: {finite}");
+    if (options.Out is { } o)
+        File.AppendAllText(Path.Combine(o, "timings.tsv"), $"llama-{size}\t{tokens}\t{median:F4}\t{times[0]:F4}\t{peak:F2}\t{warm:F2}\n");
+    return $"llama-{size,-4} {tokens,6}  {median,10:F3}  {times[0],10:F3}  {peak,9:F1}  {(finite ? "" : "non-finite relevance")}";
+}
+
+/// <summary>Random weights made per parameter on demand (uniform with standard deviation 0.02, norms 1), filled in
+/// parallel so the 8B shapes stay quick to set up and never all sit in host memory at once.</summary>
+sealed class RandomWeights(Model model) : IWeightSource
+{
+    public bool Contains(string name) => model.Parameters.ContainsKey(name);
+
+    public float[] Read(string name, IReadOnlyList<int> expectedShape)
+    {
+        long count = expectedShape.Aggregate(1L, (a, d) => a * d);
+        var values = new float[count];
+        bool norm = name.Contains("norm", StringComparison.Ordinal);
+        if (norm) { Array.Fill(values, 1f); return values; }
+        const int chunk = 1 << 20;
+        float halfWidth = 0.02f * MathF.Sqrt(3f);
+        int seed = name.GetHashCode(StringComparison.Ordinal);
+        Parallel.For(0, (int)((count + chunk - 1) / chunk), c =>
+        {
+            uint s = (uint)(seed ^ (c * 0x9E3779B9)) | 1u;
+            long end = Math.Min(count, (long)(c + 1) * chunk);
+            for (long i = (long)c * chunk; i < end; i++)
+            {
+                s ^= s << 13; s ^= s >> 17; s ^= s << 5;
+                values[i] = ((s >> 8) * (1f / (1 << 24)) * 2f - 1f) * halfWidth;
+            }
+        });
+        return values;
+    }
+}
+
+sealed record Options(string? Fixtures, string? Out, string Device, string[] Models, int[] Tokens, int Repeats, bool Tf32)
+{
+    public static Options Parse(string[] args)
+    {
+        var o = new Options(null, Environment.GetEnvironmentVariable("OUT"), "cuda", ["1b", "8b"], [128, 512, 2048], 7, false);
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            o = args[i] switch
+            {
+                "--fixtures" => o with { Fixtures = Next() },
+                "--out" => o with { Out = Next() },
+                "--device" => o with { Device = Next() },
+                "--models" => o with { Models = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).Where(m => m != "none").ToArray() },
+                "--tokens" => o with { Tokens = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray() },
+                "--repeats" => o with { Repeats = int.Parse(Next()) },
+                "--tf32" => o with { Tf32 = true },
+                var other => throw new ArgumentException($"unknown option '{other}'"),
+            };
+        }
+        return o;
+    }
+}

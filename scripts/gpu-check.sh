@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Checks the GPU backend on a machine with an NVIDIA GPU and no .NET SDK.
+#
+# Built here, carried there (the lent GPU machines have CUDA 13 and the driver, but no dotnet; see
+# ../shared/GPU.md):
+#
+#   scripts/gpu-check.sh pack     # here: self-contained linux-x64 publish of Lxt.GpuCheck + the reference
+#                                 # fixtures, packed as .gpu-check/lxt-gpu-check.tar.xz (git-ignored, ~30 MB)
+#   scripts/gpu-check.sh run      # there, from the repository root, with .gpu-check carried along
+#                                 # (device tool: carry [".gpu-check"], command "bash scripts/gpu-check.sh run")
+#
+# `run` unpacks under /tmp, samples nvidia-smi's memory use in the background, and runs the check: parity with
+# every fixture on Device.Cuda (tolerance 1e-4), cuBLAS against the ILGPU tiled product, SGEMM TFLOP/s at 4096³,
+# then AttnLRP timings on random Llama 3.2 1B and Llama 3.1 8B shapes at 128/512/2048 tokens (median of 7 after
+# a warm-up, peak device memory held by Lxt), and prints a short table last. Logs go to $OUT (or /tmp/lxt-gpu-out).
+#
+# Environment: LXT_GPU_CHECK_ARGS passes options to the check (e.g. "--models 1b --tokens 128,512 --repeats 3"
+# to fit a short lease, "--tf32" for TF32 products); LXT_CUBLAS_PATH names the cuBLAS library if it is not
+# libcublas.so.12/.13 on the loader path (run adds /usr/local/cuda/lib64 to LD_LIBRARY_PATH).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+pack_dir="$root/.gpu-check"
+archive="$pack_dir/lxt-gpu-check.tar.xz"
+
+case "${1:-}" in
+  pack)
+    fixtures="${LXT_FIXTURES:-$root/../shared/fixtures/lxt-reference}"
+    [ -d "$fixtures" ] || fixtures="$(cd "$root/../.." && pwd)/shared/fixtures/lxt-reference"
+    [ -d "$fixtures" ] || { echo "fixtures not found; set LXT_FIXTURES" >&2; exit 1; }
+    rm -rf "$pack_dir/stage" && mkdir -p "$pack_dir/stage"
+    # no trimming: it breaks ILGPU's reflection over kernels
+    dotnet publish "$root/Lxt.GpuCheck/Lxt.GpuCheck.csproj" -c Release -r linux-x64 --self-contained true \
+      -p:PublishTrimmed=false -o "$pack_dir/stage/app"
+    cp -r "$fixtures" "$pack_dir/stage/fixtures"
+    tar -C "$pack_dir/stage" -cJf "$archive" app fixtures
+    rm -rf "$pack_dir/stage"
+    ls -l "$archive"
+    ;;
+  run)
+    [ -f "$archive" ] || { echo "$archive is missing: run 'scripts/gpu-check.sh pack' where dotnet is, and carry .gpu-check" >&2; exit 1; }
+    out="${OUT:-/tmp/lxt-gpu-out}"
+    mkdir -p "$out"
+    work=/tmp/lxt-gpu-check
+    rm -rf "$work" && mkdir -p "$work"
+    tar -C "$work" -xJf "$archive"
+    export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 > "$out/memory-used.csv" 2>/dev/null &
+    sampler=$!
+    status=0
+    # shellcheck disable=SC2086
+    "$work/app/Lxt.GpuCheck" --fixtures "$work/fixtures" --out "$out" ${LXT_GPU_CHECK_ARGS:-} || status=$?
+    kill "$sampler" 2>/dev/null || true
+    peak=$(sort -n "$out/memory-used.csv" 2>/dev/null | tail -1)
+    echo "nvidia-smi peak memory used during the run: ${peak:-?} MiB (exit status $status)"
+    exit "$status"
+    ;;
+  *)
+    echo "usage: scripts/gpu-check.sh pack|run" >&2
+    exit 2
+    ;;
+esac
