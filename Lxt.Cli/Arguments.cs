@@ -11,6 +11,8 @@ public sealed class UsageException(string message) : Exception(message);
 public sealed record OptionSpec(string Name, string? Value, string Help)
 {
     public bool IsFlag => Value is null;
+    /// <summary>The option may be given several times (read them with <see cref="Arguments.Strings"/>).</summary>
+    public bool Repeatable { get; init; }
 
     public override string ToString() => IsFlag ? $"--{Name}" : $"--{Name} {Value}";
 }
@@ -19,13 +21,18 @@ public sealed record OptionSpec(string Name, string? Value, string Help)
 public sealed class Arguments
 {
     private readonly Dictionary<string, string?> _values;
+    // every value of a repeatable option, in order (_values holds the last)
+    private readonly Dictionary<string, List<string>> _repeated;
 
-    private Arguments(Dictionary<string, string?> values) => _values = values;
+    private Arguments(Dictionary<string, string?> values, Dictionary<string, List<string>> repeated) =>
+        (_values, _repeated) = (values, repeated);
 
-    /// <summary>Parses <paramref name="args"/> against <paramref name="specs"/>; every option may be given once.</summary>
+    /// <summary>Parses <paramref name="args"/> against <paramref name="specs"/>; every option may be given once, except
+    /// the repeatable ones.</summary>
     public static Arguments Parse(IReadOnlyList<string> args, IReadOnlyList<OptionSpec> specs)
     {
         var values = new Dictionary<string, string?>(StringComparer.Ordinal);
+        var repeated = new Dictionary<string, List<string>>(StringComparer.Ordinal);
         for (int i = 0; i < args.Count; i++)
         {
             var arg = args[i];
@@ -36,7 +43,7 @@ public sealed class Arguments
             int eq = name.IndexOf('=');
             if (eq >= 0) (name, inline) = (name[..eq], name[(eq + 1)..]);
             var spec = specs.FirstOrDefault(s => s.Name == name) ?? throw new UsageException($"unknown option '--{name}'");
-            if (values.ContainsKey(name)) throw new UsageException($"option '--{name}' is given twice");
+            if (values.ContainsKey(name) && !spec.Repeatable) throw new UsageException($"option '--{name}' is given twice");
             if (spec.IsFlag)
             {
                 if (inline is not null) throw new UsageException($"option '--{name}' takes no value");
@@ -45,8 +52,13 @@ public sealed class Arguments
             else if (inline is not null) values[name] = inline;
             else if (i + 1 < args.Count && !IsOptionName(args[i + 1])) values[name] = args[++i];
             else throw new UsageException($"option '--{name}' needs a value ({spec.Value})");
+            if (spec.Repeatable && values[name] is { } value)
+            {
+                if (!repeated.TryGetValue(name, out var list)) repeated[name] = list = [];
+                list.Add(value);
+            }
         }
-        return new Arguments(values);
+        return new Arguments(values, repeated);
     }
 
     // a value may start with "-" (a negative number), never with "--" followed by a letter
@@ -55,6 +67,10 @@ public sealed class Arguments
     public bool Has(string name) => _values.ContainsKey(name);
 
     public string? String(string name) => _values.GetValueOrDefault(name);
+
+    /// <summary>Every value of a repeatable option, in the order given (empty when it is not given).</summary>
+    public IReadOnlyList<string> Strings(string name) =>
+        _repeated.TryGetValue(name, out var list) ? list : String(name) is { } s ? [s] : [];
 
     public string RequiredString(string name) =>
         String(name) ?? throw new UsageException($"option '--{name}' is required");

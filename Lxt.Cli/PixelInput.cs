@@ -56,13 +56,20 @@ public static class PixelInput
             if (root.ValueKind == JsonValueKind.Object)
                 root = root.TryGetProperty("image", out var image) ? image
                     : throw new InputException($"{path}: a JSON object needs the pixels under the key \"image\"");
-            var values = new List<float>();
-            var found = new List<int>();
-            Flatten(root, 0, found, values, path);
-            if (found.Count != 3 || !found.SequenceEqual(shape))
-                throw new InputException($"{path}: the pixels have shape [{string.Join(", ", found)}], the model takes [{string.Join(", ", shape)}] (channels, height, width)");
-            return values.ToArray();
+            return FromJson(root, path, shape);
         }
+    }
+
+    /// <summary>A JSON [C][H][W] array of numbers checked against <paramref name="shape"/>; <paramref name="source"/>
+    /// names it in errors (a file, or a file and line).</summary>
+    public static float[] FromJson(JsonElement root, string source, IReadOnlyList<int> shape)
+    {
+        var values = new List<float>();
+        var found = new List<int>();
+        Flatten(root, 0, found, values, source);
+        if (found.Count != 3 || !found.SequenceEqual(shape))
+            throw new InputException($"{source}: the pixels have shape [{string.Join(", ", found)}], the model takes [{string.Join(", ", shape)}] (channels, height, width)");
+        return values.ToArray();
     }
 
     // depth-first, checking that the nesting is rectangular: dims[d] is fixed by the first array met at depth d

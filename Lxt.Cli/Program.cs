@@ -12,6 +12,11 @@ public static class Program
     [
         new ExplainCommand(),
         new NodesCommand(),
+        new EvaluateCommand(),
+        new GenerateCommand(),
+        new NeuronsCommand(),
+        new ActivationsCommand(),
+        new CheckCommand(),
     ];
 
     public static int Main(string[] args) => Run(args, Console.Out, Console.Error);

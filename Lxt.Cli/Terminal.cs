@@ -31,7 +31,7 @@ public static class Terminal
         var header = new Grid().AddColumn(new GridColumn().NoWrap()).AddColumn();
         header.AddRow(new Text("model"), new Text(request.ModelDir));
         header.AddRow(new Text("rules"), new Text($"{r.Rules} ({r.RuleSetName})"));
-        header.AddRow(new Text("precision"), new Text(request.Device == Device.Reference ? "float64 (reference)" : "float32 (CPU)"));
+        header.AddRow(new Text("device"), new Text(DeviceOption.NameOf(request.Device) + (request.Device == Device.Reference ? " (float64)" : " (float32)")));
         string label = r.TargetText is { } t ? $" {Quote(t)}" : "";
         header.AddRow(new Text("target"), new Text($"{r.Target}{label}, logit {Num(r.TargetLogit)}"));
         header.AddRow(new Text("relevance"), new Text($"sum {Num(r.RelevanceSum)}"));

@@ -20,6 +20,7 @@ public sealed class ExplainCommand : ICommand
         new("target", "N", "output index to explain (default: the arg-max of the logits)"),
         new("precision", "P", "float32 (CPU, default) or float64 (reference interpreter)"),
         new("json", "FILE", "also write the result as JSON"),
+        DeviceOption.DeviceSpec,
         new("threads", "N", "CPU threads (default: all cores)"),
         new("nodes", "NAMES", "comma-separated named nodes for latent relevance (see 'lxt nodes')"),
     ];
@@ -50,11 +51,14 @@ public sealed class ExplainCommand : ICommand
         try { method = Method.Parse(rules, args.Double("gamma-conv"), args.Double("gamma-linear")); }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
         string precision = args.Choice("precision", ["float32", "float64"], "float32");
+        var device = DeviceOption.Parse(args, precision == "float64" ? Device.Reference : Device.Cpu);
+        if (args.Has("precision") && args.Has("device") && (precision == "float64") != (device == Device.Reference))
+            throw new UsageException($"--precision {precision} contradicts --device {args.String("device")}");
         return new ExplainRequest(model, input)
         {
             Method = method,
             Target = args.Int("target", min: 0),
-            Device = precision == "float64" ? Device.Reference : Device.Cpu,
+            Device = device,
             Threads = args.Int("threads", min: 0) ?? 0,
             Nodes = args.List("nodes") ?? [],
         };
