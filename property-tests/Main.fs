@@ -5,7 +5,7 @@ open Expecto
 open Expecto.Impl
 
 let all =
-    testList "lxt" [ GraphTests.tests; CpuBackendTests.tests; RulesTests.tests; SafetensorsTests.tests; SgemmTests.tests; FixtureTests.tests ]
+    testList "lxt" [ GraphTests.tests; CpuBackendTests.tests; PlanTests.tests; RulesTests.tests; SafetensorsTests.tests; SgemmTests.tests; FixtureTests.tests ]
 
 [<EntryPoint>]
 let main argv =
