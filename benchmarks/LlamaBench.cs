@@ -261,7 +261,9 @@ internal static class LlamaBench
         psi.ArgumentList.Add(script);
         psi.ArgumentList.Add("bench");
         foreach (var a in o.Shape.TorchArgs) psi.ArgumentList.Add(a);
-        psi.Environment["THREADS"] = o.Threads.ToString(CultureInfo.InvariantCulture);
+        // torch.set_num_threads does not bind OpenBLAS's own pool: without these, its GEMMs use every core
+        foreach (var v in new[] { "THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS" })
+            psi.Environment[v] = o.Threads.ToString(CultureInfo.InvariantCulture);
         using var p = Process.Start(psi)!;
         string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
         p.WaitForExit();
