@@ -173,8 +173,13 @@ public sealed class Session : IDisposable
         var values = _weights.Read(name, shape);
         int bad = FirstNonFinite(values);
         if (bad >= 0) throw new BindingException($"weight '{name}' holds {values[bad]} at element {bad}");
-        var buffer = Backend.Allocate(values.Length);
-        Backend.Upload(values, buffer);
+        IBuffer buffer;
+        if (Backend is IHostArrayAdoption host) buffer = host.Adopt(values); // the array read is the buffer: no second copy
+        else
+        {
+            buffer = Backend.Allocate(values.Length);
+            Backend.Upload(values, buffer);
+        }
         _uploaded[name] = buffer;
         _uploadedShapes[name] = shape;
         return buffer;

@@ -5,7 +5,7 @@ namespace Lxt.Backend.Cpu;
 
 /// <summary>Runs plans in float32 on the CPU: TensorPrimitives for elementwise work, a blocked GEMM for products,
 /// Parallel.For over rows for large ops.</summary>
-public sealed class CpuBackend : IBackend
+public sealed class CpuBackend : IBackend, ITransposedMatMul, IInPlaceElementwise, IHostArrayAdoption
 {
     /// <param name="maxThreads">Most threads one op may use; 0 means one per processor.</param>
     public CpuBackend(int maxThreads = 0)
@@ -23,6 +23,14 @@ public sealed class CpuBackend : IBackend
     /// <summary>A zeroed buffer of `length` float32 values.</summary>
     public CpuBuffer Allocate(int length) => new(length);
     IBuffer IBackend.Allocate(int length) => Allocate(length);
+
+    /// <summary>A buffer whose storage is <paramref name="values"/> itself, without a copy (weights read once are
+    /// the buffers). The caller must not change the array while the buffer is in use.</summary>
+    public CpuBuffer Wrap(float[] values) => new(values);
+    IBuffer IHostArrayAdoption.Adopt(float[] values) => Wrap(values);
+
+    /// <summary>Every pointwise kernel reads an element before it writes the same element of the output.</summary>
+    public bool SupportsInPlaceElementwise => true;
 
     static CpuBuffer Own(IBuffer buffer, string role) => buffer switch
     {
@@ -98,6 +106,24 @@ public sealed class CpuBackend : IBackend
         Dispatch(node, x, y.Array, n);
     }
 
+    /// <summary>A MatMul whose operands may be stored with their last two axes swapped: the GEMM reads them
+    /// transposed, so no transposed copy is made.</summary>
+    public void ExecuteMatMul(Node node, IBuffer a, bool transA, IBuffer b, bool transB, IBuffer output)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        if (node.Op is not Op.MatMul mm)
+            throw new ArgumentException($"{Node.Describe(node)} is not a matrix product", nameof(node));
+        var y = Own(output, nameof(output));
+        var xa = Own(a, "a");
+        var xb = Own(b, "b");
+        int n = Kernels.Numel(node.Shape);
+        if (y.Length != n)
+            throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(node)} needs {n}", nameof(output));
+        if (xa.Length != Kernels.Numel(mm.a.Shape) || xb.Length != Kernels.Numel(mm.b.Shape))
+            throw new ArgumentException($"the operands of {Node.Describe(node)} have {xa.Length} and {xb.Length} values, its operands need {Kernels.Numel(mm.a.Shape)} and {Kernels.Numel(mm.b.Shape)}");
+        MatMul.Run(mm.a.Shape, xa.Array, transA, mm.b.Shape, xb.Array, transB, node.Shape, y.Array, MaxThreads);
+    }
+
     void Dispatch(Node node, float[][] x, float[] y, int n)
     {
         int t = MaxThreads;
@@ -119,7 +145,7 @@ public sealed class CpuBackend : IBackend
                 Elementwise.Where(w.cond.Shape, x[0], w.whenTrue.Shape, x[1], w.whenFalse.Shape, x[2], shape, y, t);
                 break;
             case Op.MatMul mm:
-                MatMul.Run(mm.a.Shape, x[0], mm.b.Shape, x[1], shape, y, t);
+                MatMul.Run(mm.a.Shape, x[0], false, mm.b.Shape, x[1], false, shape, y, t);
                 break;
             case Op.Softmax s:
                 Reductions.Softmax(s.axis, shape, x[0], y, t);

@@ -17,6 +17,13 @@ public sealed class CpuBuffer : IBuffer
         Length = length;
     }
 
+    /// <summary>A buffer over an existing array (no copy): the array is the buffer's storage.</summary>
+    internal CpuBuffer(float[] values)
+    {
+        array = values ?? throw new ArgumentNullException(nameof(values));
+        Length = values.Length;
+    }
+
     /// <summary>Number of float32 values the buffer holds.</summary>
     public int Length { get; }
 

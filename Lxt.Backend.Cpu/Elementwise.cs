@@ -279,6 +279,8 @@ internal static class Elementwise
             case BinaryOp.Tags.Pow: TP.Pow(a, b, y); break;
             case BinaryOp.Tags.Maximum: TP.Max(b, a, y); break;
             case BinaryOp.Tags.Minimum: TP.Min(b, a, y); break;
+            case BinaryOp.Tags.Greater: CompareScalar(b, a, y, Comparison.Less); break; // a > b[i] ⇔ b[i] < a
+            case BinaryOp.Tags.Equal: CompareScalar(b, a, y, Comparison.Equal); break;
             default: for (int i = 0; i < b.Length; i++) y[i] = Scalar(tag, a, b[i]); break;
         }
     }
@@ -294,8 +296,33 @@ internal static class Elementwise
             case BinaryOp.Tags.Pow: TP.Pow(a, b, y); break;
             case BinaryOp.Tags.Maximum: TP.Max(a, b, y); break;
             case BinaryOp.Tags.Minimum: TP.Min(a, b, y); break;
+            case BinaryOp.Tags.Greater: CompareScalar(a, b, y, Comparison.Greater); break;
+            case BinaryOp.Tags.Equal: CompareScalar(a, b, y, Comparison.Equal); break;
             default: for (int i = 0; i < a.Length; i++) y[i] = Scalar(tag, a[i], b); break;
         }
+    }
+
+    enum Comparison { Greater, Less, Equal }
+
+    // y[i] = (x[i] op c) ? 1 : 0, vectorised (comparisons against a scalar: masks, thresholds of the rules)
+    static void CompareScalar(ReadOnlySpan<float> x, float c, Span<float> y, Comparison op)
+    {
+        var xv = MemoryMarshal.Cast<float, Vector<float>>(x);
+        var yv = MemoryMarshal.Cast<float, Vector<float>>(y);
+        var cv = new Vector<float>(c);
+        var one = Vector<float>.One;
+        for (int i = 0; i < xv.Length; i++)
+        {
+            var mask = op switch
+            {
+                Comparison.Greater => Vector.GreaterThan(xv[i], cv),
+                Comparison.Less => Vector.LessThan(xv[i], cv),
+                _ => Vector.Equals(xv[i], cv),
+            };
+            yv[i] = Vector.ConditionalSelect(mask, one, Vector<float>.Zero);
+        }
+        for (int i = xv.Length * Vector<float>.Count; i < x.Length; i++)
+            y[i] = (op switch { Comparison.Greater => x[i] > c, Comparison.Less => x[i] < c, _ => x[i] == c }) ? 1f : 0f;
     }
 
     static void Compare(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y, bool greater)

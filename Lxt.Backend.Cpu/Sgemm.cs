@@ -172,6 +172,12 @@ public static unsafe partial class Sgemm
             return;
         }
         long work = (long)m * n * k;
+        if (m == 1 && work > SmallWork)
+        {
+            // a row vector times a matrix (the last position's lm_head): bound by reading B once, so no packing
+            Gemv(transA, transB, n, k, a, lda, b, ldb, c, accumulate, threads);
+            return;
+        }
         if (work <= SmallWork)
         {
             SmallGemm(transA, transB, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
@@ -417,6 +423,10 @@ public static unsafe partial class Sgemm
                     }
                 }
             }
+            else if (cols == nr && nr % 8 == 0 && Avx.IsSupported && kc >= 8)
+            {
+                PackBTransposed8(b + (nint)(j0 + jr) * ldb + p0, ldb, kc, d);
+            }
             else
             {
                 // op(B)[p][j] = b[j*ldb + p]
@@ -436,6 +446,83 @@ public static unsafe partial class Sgemm
                     for (int p = 0; p < kc; p++) d[p * nr + j] = 0f;
             }
         }
+    }
+
+    // Packs NR full columns of op(B) from B stored transposed (row j of the storage is column j of op(B)) into one
+    // micro-panel d[p*NR + j], with 8×8 register transposes: eight stored rows by eight depths at a time.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackBTransposed8(float* src, int ldb, int kc, float* d)
+    {
+        int nr = NR;
+        int p = 0;
+        for (; p + 8 <= kc; p += 8)
+        {
+            float* dp = d + (nint)p * nr;
+            for (int j0 = 0; j0 < nr; j0 += 8)
+            {
+                float* s = src + (nint)j0 * ldb + p;
+                var x0 = Avx.LoadVector256(s); var x1 = Avx.LoadVector256(s + ldb);
+                var x2 = Avx.LoadVector256(s + 2L * ldb); var x3 = Avx.LoadVector256(s + 3L * ldb);
+                var x4 = Avx.LoadVector256(s + 4L * ldb); var x5 = Avx.LoadVector256(s + 5L * ldb);
+                var x6 = Avx.LoadVector256(s + 6L * ldb); var x7 = Avx.LoadVector256(s + 7L * ldb);
+                var t0 = Avx.UnpackLow(x0, x1); var t1 = Avx.UnpackHigh(x0, x1);
+                var t2 = Avx.UnpackLow(x2, x3); var t3 = Avx.UnpackHigh(x2, x3);
+                var t4 = Avx.UnpackLow(x4, x5); var t5 = Avx.UnpackHigh(x4, x5);
+                var t6 = Avx.UnpackLow(x6, x7); var t7 = Avx.UnpackHigh(x6, x7);
+                var s0 = Avx.Shuffle(t0, t2, 0x44); var s1 = Avx.Shuffle(t0, t2, 0xEE);
+                var s2 = Avx.Shuffle(t1, t3, 0x44); var s3 = Avx.Shuffle(t1, t3, 0xEE);
+                var s4 = Avx.Shuffle(t4, t6, 0x44); var s5 = Avx.Shuffle(t4, t6, 0xEE);
+                var s6 = Avx.Shuffle(t5, t7, 0x44); var s7 = Avx.Shuffle(t5, t7, 0xEE);
+                float* o = dp + j0;
+                Avx.Store(o, Avx.Permute2x128(s0, s4, 0x20));
+                Avx.Store(o + nr, Avx.Permute2x128(s1, s5, 0x20));
+                Avx.Store(o + 2 * nr, Avx.Permute2x128(s2, s6, 0x20));
+                Avx.Store(o + 3 * nr, Avx.Permute2x128(s3, s7, 0x20));
+                Avx.Store(o + 4 * nr, Avx.Permute2x128(s0, s4, 0x31));
+                Avx.Store(o + 5 * nr, Avx.Permute2x128(s1, s5, 0x31));
+                Avx.Store(o + 6 * nr, Avx.Permute2x128(s2, s6, 0x31));
+                Avx.Store(o + 7 * nr, Avx.Permute2x128(s3, s7, 0x31));
+            }
+        }
+        for (; p < kc; p++)
+        {
+            float* dd = d + (nint)p * nr;
+            for (int j = 0; j < nr; j++) dd[j] = src[(nint)j * ldb + p];
+        }
+    }
+
+    // c[0..n) (= or +=) a · op(B) for one row a: rows of B scaled and added (B stored k×n), or one dot product per
+    // stored row (B stored n×k). Columns are split across threads when there are enough of them.
+    private static void Gemv(bool transA, bool transB, int n, int k, float* a, int lda, float* b, int ldb, float* c,
+        bool accumulate, int threads)
+    {
+        // the row of op(A): contiguous, or strided by lda when A is stored transposed (k×1)
+        var row = new float[k];
+        for (int p = 0; p < k; p++) row[p] = transA ? a[(nint)p * lda] : a[p];
+        int parts = (int)Math.Min(threads, Math.Max(1, (long)n * k / (MinWorkPerThread * 4)));
+        nint ib = (nint)b, ic = (nint)c;
+        void Columns(int j0, int j1)
+        {
+            float* bb = (float*)ib, cc = (float*)ic;
+            var y = new Span<float>(cc + j0, j1 - j0);
+            if (transB)
+            {
+                for (int j = j0; j < j1; j++)
+                {
+                    float dot = System.Numerics.Tensors.TensorPrimitives.Dot(row, new ReadOnlySpan<float>(bb + (nint)j * ldb, k));
+                    cc[j] = accumulate ? cc[j] + dot : dot;
+                }
+            }
+            else
+            {
+                if (!accumulate) y.Clear();
+                for (int p = 0; p < k; p++)
+                    System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(bb + (nint)p * ldb + j0, j1 - j0), row[p], y, y);
+            }
+        }
+        if (parts <= 1) { Columns(0, n); return; }
+        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, t =>
+            Columns((int)((long)n * t / parts), (int)((long)n * (t + 1) / parts)));
     }
 
     // Unpacked path for tiny products.

@@ -23,3 +23,22 @@ type IBackend =
     abstract Copy: source: IBuffer * destination: IBuffer -> unit
     /// Computes `node` from `inputs` (its operands' values, in Op.Children order) into `output`.
     abstract Execute: node: Node * inputs: IBuffer[] * output: IBuffer -> unit
+
+/// Optional for backends: a matrix product that reads an operand in its stored layout and transposes it on the fly.
+/// Plans then never materialise a Permute that only swaps the last two axes of a MatMul operand (a linear layer's
+/// weight, the keys in q·kᵀ, the transposes autodiff adds); without it they copy the transpose first.
+type ITransposedMatMul =
+    /// Computes `node` (a MatMul) into `output`. When `transA` is true, `a` holds the node's first operand with its last
+    /// two axes swapped (the un-permuted value); likewise `transB` for `b`.
+    abstract ExecuteMatMul: node: Node * a: IBuffer * transA: bool * b: IBuffer * transB: bool * output: IBuffer -> unit
+
+/// Optional for backends whose pointwise kernels (Unary, Binary, Where) allow `output` to be the very buffer of an
+/// operand of the same shape: each output element is written after the same element of the operand is read.
+/// Plans then write such results into an operand that dies at that step instead of taking a fresh buffer.
+type IInPlaceElementwise =
+    abstract SupportsInPlaceElementwise: bool
+
+/// Optional for backends computing in host float32 memory: a buffer over the caller's array, without a copy.
+/// The caller must not change the array while the buffer is in use (weights read once and kept are the use).
+type IHostArrayAdoption =
+    abstract Adopt: values: float32[] -> IBuffer

@@ -3,6 +3,7 @@ namespace Lxt.Graph
 
 open System
 open System.Collections.Generic
+open System.Diagnostics
 
 /// A compiled graph: leaves to bind, non-leaf nodes in execution order, and the step after which each value dies.
 type Plan =
@@ -10,7 +11,18 @@ type Plan =
       Leaves: Node[]
       Steps: Node[]
       /// index of the last step that reads each node (Steps.Length for outputs)
-      LastUse: IReadOnlyDictionary<Node, int> }
+      LastUse: IReadOnlyDictionary<Node, int>
+      /// Permutes that swap the last two axes and are read only by MatMuls: a backend implementing
+      /// ITransposedMatMul reads their operand transposed instead of computing them.
+      LazyTransposes: IReadOnlySet<Node> }
+
+/// Time and traffic of one op kind over the runs of an executable (see Executable.Profiling).
+type OpProfile =
+    { Kind: string
+      Count: int
+      Seconds: float
+      /// bytes of operands read plus bytes written
+      Bytes: int64 }
 
 module Plan =
     let private isLeaf (n: Node) = match n.Op with Input _ | Parameter _ | Constant _ -> true | _ -> false
@@ -18,20 +30,69 @@ module Plan =
     /// Ops whose forward value is their operand's: they share its buffer instead of copying it.
     let isView (n: Node) = match n.Op with Reshape _ | StopGradient _ | GradientScale _ -> true | _ -> false
 
+    /// True for a Permute that swaps the last two axes and keeps the others in place.
+    let isLastTwoSwap (n: Node) =
+        match n.Op with
+        | Permute(p, _) ->
+            let r = p.Length
+            r >= 2 && p.[r - 1] = r - 2 && p.[r - 2] = r - 1 && Seq.forall (fun i -> p.[i] = i) (seq { 0 .. r - 3 })
+        | _ -> false
+
+    // Permute ∘ Permute is one Permute (or nothing): autodiff transposes transposed weights back, and this keeps the
+    // plan from materialising either. Names are kept off composed nodes so no named copy of a node is computed twice.
+    let private composePermutes (outputs: Node list) : Node list =
+        let identity (p: int[]) = p |> Array.mapi (fun i q -> i = q) |> Array.forall id
+        let map =
+            outputs |> Traverse.mapBottomUp (fun n ->
+                match n.Op with
+                | Permute(p2, { Op = Permute(p1, x) }) ->
+                    let p = Array.map (fun i -> p1.[i]) p2
+                    if identity p then x else Ops.permute (List.ofArray p) x
+                | _ -> n)
+        outputs |> List.map (fun o -> map.[o])
+
     let compile (outputs: Node list) : Plan =
+        let outputs = composePermutes outputs
         let order = Traverse.topo outputs
         let steps = order |> Array.filter (isLeaf >> not)
         let last = Dictionary<Node, int>(HashIdentity.Reference)
         steps |> Array.iteri (fun i n -> for c in n.Children do last.[c] <- i)
         for o in outputs do last.[o] <- steps.Length
-        { Outputs = Array.ofList outputs; Leaves = order |> Array.filter isLeaf; Steps = steps; LastUse = last }
+        // a transpose stays lazy only when every reader is a MatMul and it is no output
+        let readers = Dictionary<Node, ResizeArray<Node>>(HashIdentity.Reference)
+        for n in steps do
+            for c in List.distinct n.Children do
+                match readers.TryGetValue c with
+                | true, r -> r.Add n
+                | _ -> readers.[c] <- ResizeArray [ n ]
+        let outputSet = HashSet<Node>(outputs, HashIdentity.Reference)
+        let lazyT = HashSet<Node>(HashIdentity.Reference)
+        for n in steps do
+            if isLastTwoSwap n && not (outputSet.Contains n) then
+                match readers.TryGetValue n with
+                | true, r when r |> Seq.forall (fun u -> match u.Op with MatMul _ -> true | _ -> false) -> lazyT.Add n |> ignore
+                | _ -> ()
+        { Outputs = Array.ofList outputs; Leaves = order |> Array.filter isLeaf; Steps = steps; LastUse = last
+          LazyTransposes = lazyT }
 
     /// Names of the inputs a plan needs fed on every run, with their nodes.
     let inputs (p: Plan) = p.Leaves |> Array.filter (fun n -> match n.Op with Input _ -> true | _ -> false)
     let parameters (p: Plan) = p.Leaves |> Array.filter (fun n -> match n.Op with Parameter _ -> true | _ -> false)
 
+    /// Pointwise ops whose output may overwrite an operand of the same shape (see IInPlaceElementwise).
+    let isPointwise (n: Node) = match n.Op with Unary _ | Binary _ | Where _ -> true | _ -> false
+
+    /// The op kind profiles group by: the case name, with the function for unary and binary ops.
+    let kindOf (n: Node) =
+        match n.Op with
+        | Unary(o, _) -> "Unary " + string o
+        | Binary(o, _, _) -> "Binary " + string o
+        | Reduce(o, _, _, _) -> "Reduce " + string o
+        | op -> op.GetType().Name
+
 /// A plan bound to a backend: parameters are bound once, inputs per run; intermediate buffers are freed at their
-/// last use into a pool and reused by later steps and later runs.
+/// last use into a pool and reused by later steps and later runs. On backends that allow it, lazy transposes are
+/// read by the MatMul itself and pointwise results overwrite an operand that dies at that step.
 type Executable(plan: Plan, backend: IBackend) =
     let persistent = Dictionary<Node, IBuffer>(HashIdentity.Reference)
     let borrowed = HashSet<IBuffer>(HashIdentity.Reference)
@@ -40,6 +101,11 @@ type Executable(plan: Plan, backend: IBackend) =
     let mutable liveBytes = 0L
     let elementBytes = if backend.IsDoublePrecision then 8L else 4L
     let leafName (n: Node) = match n.Op with Input s | Parameter s -> s | _ -> Node.Describe n
+    let transposed = match backend with :? ITransposedMatMul as t -> Some t | _ -> None
+    let inPlace = match backend with :? IInPlaceElementwise as b -> b.SupportsInPlaceElementwise | _ -> false
+    let isLazy (n: Node) = transposed.IsSome && plan.LazyTransposes.Contains n
+    let profile = Dictionary<string, OpProfile>()
+    let mutable profiling = false
 
     do
         // constants are uploaded once
@@ -69,10 +135,28 @@ type Executable(plan: Plan, backend: IBackend) =
             raise (BindingException(sprintf "value for %s has %d elements, its shape %s needs %d"
                                         (leafName n) b.Length (Shape.show n.Shape) (Shape.numel n.Shape)))
 
+    let record (n: Node) (seconds: float) (args: IBuffer[]) =
+        let kind =
+            match n.Op with
+            | MatMul(a, b) ->
+                let t (x: Node) = if isLazy x then "ᵀ" else ""
+                sprintf "MatMul %s%s·%s%s" (Shape.show a.Shape) (t a) (Shape.show b.Shape) (t b)
+            | _ -> Plan.kindOf n
+        let bytes = (args |> Array.sumBy (fun b -> int64 b.Length) |> (+) (int64 (Shape.numel n.Shape))) * elementBytes
+        match profile.TryGetValue kind with
+        | true, p -> profile.[kind] <- { p with Count = p.Count + 1; Seconds = p.Seconds + seconds; Bytes = p.Bytes + bytes }
+        | _ -> profile.[kind] <- { Kind = kind; Count = 1; Seconds = seconds; Bytes = bytes }
+
     member _.Plan = plan
     member _.Backend = backend
     /// Largest number of bytes held by intermediate buffers at once (a measure of the plan's peak memory).
     member _.PeakIntermediateBytes = peakBytes
+
+    /// When true, runs time every step and add it to Profile, grouped by op kind.
+    member _.Profiling with get () = profiling and set v = profiling <- v
+    /// Time and traffic per op kind over the profiled runs, slowest first.
+    member _.Profile : OpProfile[] = profile.Values |> Seq.sortByDescending (fun p -> p.Seconds) |> Array.ofSeq
+    member _.ResetProfile() = profile.Clear()
 
     /// Binds a parameter's value. An owned buffer is disposed with the executable; a borrowed one (owned = false,
     /// e.g. weights shared by several plans) is left to its owner. Parameters not in the plan are ignored.
@@ -121,17 +205,36 @@ type Executable(plan: Plan, backend: IBackend) =
                 owned.[b] <- owned.[b] - 1
                 if owned.[b] = 0 then owned.Remove b |> ignore; give b
             | _ -> ()
-        plan.Steps |> Array.iteri (fun i n ->
-            if Plan.isView n then
-                let b = value.[n.Children.Head]
-                value.[n] <- b
-                if owned.ContainsKey b then owned.[b] <- owned.[b] + 1
+        let share (n: Node) (b: IBuffer) =
+            value.[n] <- b
+            if owned.ContainsKey b then owned.[b] <- owned.[b] + 1
+        // a pooled operand of the output's shape, read by no other live node and dying here, takes the result
+        let reusable (i: int) (n: Node) =
+            if not (inPlace && Plan.isPointwise n) then None
             else
-                let out = take (Shape.numel n.Shape)
+                n.Children |> List.tryPick (fun c ->
+                    if c.Shape = n.Shape && plan.LastUse.[c] = i then
+                        let b = value.[c]
+                        match owned.TryGetValue b with
+                        | true, 1 -> Some b
+                        | _ -> None
+                    else None)
+        let clock = Stopwatch()
+        plan.Steps |> Array.iteri (fun i n ->
+            if Plan.isView n || isLazy n then share n value.[n.Children.Head]
+            else
+                if profiling then clock.Restart()
                 let args = n.Children |> List.map (fun c -> value.[c]) |> Array.ofList
-                backend.Execute(n, args, out)
+                let out =
+                    match reusable i n with
+                    | Some b -> owned.[b] <- owned.[b] + 1; b // the operand's release below leaves it to n
+                    | None -> let b = take (Shape.numel n.Shape) in owned.[b] <- 1; b
+                match n.Op, transposed with
+                | MatMul(a, b), Some t when isLazy a || isLazy b ->
+                    t.ExecuteMatMul(n, args.[0], isLazy a, args.[1], isLazy b, out)
+                | _ -> backend.Execute(n, args, out)
                 value.[n] <- out
-                owned.[out] <- 1
+                if profiling then record n clock.Elapsed.TotalSeconds args
             for c in List.distinct n.Children do
                 if plan.LastUse.[c] = i then release c)
         let results =

@@ -12,6 +12,10 @@ switch (args[0].ToLowerInvariant())
 {
     case "sgemm":
         return SgemmBench.Run(rest);
+    case "llama":
+        return LlamaBench.Run(rest);
+    case "llama-memory": // child process of `llama`: one explanation, then its peak resident memory
+        return LlamaBench.Run(rest, memoryChild: true);
     default:
         Console.Error.WriteLine($"unknown benchmark '{args[0]}'");
         Usage();
@@ -24,4 +28,7 @@ static void Usage()
     Console.WriteLine("benchmarks:");
     Console.WriteLine("  sgemm [--threads N] [--sizes 512,1024,2048] [--reps R]");
     Console.WriteLine("        FP32 FMA peak of one core, Lxt SGEMM vs OpenBLAS cblas_sgemm (default 1 thread)");
+    Console.WriteLine("  llama [--threads 1] [--layers 8 --hidden 1024 --intermediate 2816 --heads 16 --kv-heads 4 --tokens 256 --vocab 32000]");
+    Console.WriteLine("        [--reps 5] [--profile] [--no-torch] [--torch-script PATH]");
+    Console.WriteLine("        AttnLRP end to end on a random Llama beside PyTorch (../shared/bench/torch_llama_lrp.py), peak memory, op profile");
 }

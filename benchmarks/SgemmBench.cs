@@ -13,6 +13,7 @@ internal static unsafe class SgemmBench
     {
         int threads = 1, reps = 5;
         int[] sizes = [512, 1024, 2048];
+        string? shapes = null;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -20,14 +21,16 @@ internal static unsafe class SgemmBench
                 case "--threads" when i + 1 < args.Length: threads = int.Parse(args[++i]); break;
                 case "--reps" when i + 1 < args.Length: reps = int.Parse(args[++i]); break;
                 case "--sizes" when i + 1 < args.Length: sizes = args[++i].Split(',').Select(int.Parse).ToArray(); break;
+                case "--shapes" when i + 1 < args.Length: shapes = args[++i]; break;
                 default:
-                    Console.Error.WriteLine($"sgemm: unknown option '{args[i]}' (options: --threads N, --sizes a,b,c, --reps R)");
+                    Console.Error.WriteLine($"sgemm: unknown option '{args[i]}' (options: --threads N, --sizes a,b,c, --shapes MxNxK[a][b],..., --reps R)");
                     return 2;
             }
         }
         if (threads < 1) { Console.Error.WriteLine("--threads must be >= 1"); return 2; }
 
         Console.WriteLine($"kernel: {Sgemm.KernelName}");
+        if (shapes is not null) return Shapes(shapes, threads, reps);
         var blas = OpenBlas.TryLoad(threads, out string blasInfo);
         if (blas is null) Console.WriteLine(blasInfo);
 
@@ -67,6 +70,27 @@ internal static unsafe class SgemmBench
         Console.WriteLine($"fma peak: {peak:F1} GFLOP/s ({isa}, {threads} thread{(threads == 1 ? "" : "s")})");
         for (int s = 0; s < sizes.Length; s++)
             Console.WriteLine($"sgemm {sizes[s]}: {lxt[s]:F1} GFLOP/s = {100 * lxt[s] / peak:F0}% of peak ({other[s]})");
+        return 0;
+    }
+
+    // MxNxK with optional suffixes a / b: A / B stored transposed (the products of a transformer layer)
+    private static int Shapes(string list, int threads, int reps)
+    {
+        foreach (var spec in list.Split(','))
+        {
+            var body = spec.TrimEnd('a', 'b');
+            bool ta = spec[body.Length..].Contains('a'), tb = spec[body.Length..].Contains('b');
+            var d = body.Split('x').Select(int.Parse).ToArray();
+            int m = d[0], n = d[1], k = d[2];
+            var rng = new Random(1);
+            var a = RandomMatrix(rng, m * k);
+            var b = RandomMatrix(rng, k * n);
+            var c = new float[m * n];
+            double g = BestGflops(2.0 * m * n * k, reps * 2, () =>
+                Sgemm.Multiply(ta, tb, m, n, k, a, ta ? m : k, b, tb ? k : n, c, n, false, threads));
+            Console.WriteLine($"sgemm {m}x{n}x{k}{(ta ? " Aᵀ" : "")}{(tb ? " Bᵀ" : "")}: {g:F1} GFLOP/s");
+        }
+        Console.WriteLine($"fma peak: {FmaPeak.Measure().gflops * threads:F1} GFLOP/s");
         return 0;
     }
 

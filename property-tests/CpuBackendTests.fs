@@ -140,6 +140,25 @@ let tests =
             let worst = err / (1.0 + scale)
             if worst >= 1e-5 then printfn "gemm %b %b %dx%dx%d: error %g" transA transB m n k worst
             worst < 1e-5)
+        testPropertyWithConfig (config 20) "a row vector times a matrix (the GEMV path) matches a float64 product in both layouts, on one or two threads" (fun (seed: int) ->
+            let rng = Random seed
+            let n, k = 1 + rng.Next 3000, 1 + rng.Next 700
+            let transA, transB, accumulate = rng.Next 2 = 0, rng.Next 2 = 0, rng.Next 2 = 0
+            let lda = (if transA then 1 else k) + rng.Next 3
+            let ldb = (if transB then k else n) + rng.Next 3
+            let fill len = Array.init len (fun _ -> float32 (rng.NextDouble() * 2.0 - 1.0))
+            let a = fill ((if transA then k else 1) * lda)
+            let b = fill ((if transB then n else k) * ldb)
+            let c = fill n
+            let before = Array.copy c
+            Kernels.Gemm(transA, transB, 1, n, k, ReadOnlySpan a, lda, ReadOnlySpan b, ldb, Span c, n, accumulate, 1 + rng.Next 2)
+            let expected = referenceGemm transA transB 1 n k a lda b ldb
+            let mutable err, scale = 0.0, 0.0
+            for j in 0 .. n - 1 do
+                let e = expected.[j] + (if accumulate then float before.[j] else 0.0)
+                err <- max err (Math.Abs(float c.[j] - e))
+                scale <- max scale (Math.Abs e)
+            err / (1.0 + scale) < 1e-5)
         test "float erf and erf-GELU keep relative accuracy 1e-6 and 5e-6 from tiny to large arguments" {
             let grid = Array.append (Array.init 24001 (fun i -> -6.0 + float i * 0.0005)) (Array.append [| for e in -30 .. -1 -> 10.0 ** float e |] [| -1e-20; 1e30; -1e30 |])
             let xs = grid |> Array.map (fun v -> float (float32 v))

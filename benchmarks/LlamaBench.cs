@@ -1,0 +1,282 @@
+// AttnLRP end to end on a random Llama: Lxt's forward and explanation beside the same computation in PyTorch, with
+// Lxt's peak resident memory measured in a child process that runs only the explanation.
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Lxt.Backend.Cpu;
+using Lxt.Graph;
+using Lxt.Models;
+using Microsoft.FSharp.Collections;
+
+namespace Lxt.Benchmarks;
+
+internal static class LlamaBench
+{
+    sealed record Shape(int Layers, int Hidden, int Intermediate, int Heads, int KvHeads, int Tokens, int Vocab)
+    {
+        public string[] TorchArgs => [$"{Layers}", $"{Hidden}", $"{Intermediate}", $"{Heads}", $"{KvHeads}", $"{Tokens}", $"{Vocab}"];
+        public override string ToString() => $"layers {Layers}, hidden {Hidden}, intermediate {Intermediate}, heads {Heads}, kv heads {KvHeads}, tokens {Tokens}, vocab {Vocab}";
+        /// Multiply-adds ×2 of one forward pass (projections, attention products, the last position's lm_head).
+        public double ForwardFlops
+        {
+            get
+            {
+                double d = Hidden / Heads, t = Tokens;
+                double proj = 2 * t * Hidden * (Heads * d + 2 * KvHeads * d) + 2 * t * Heads * d * Hidden;
+                double mlp = 3 * 2 * t * Hidden * Intermediate;
+                double attn = 2 * 2 * Heads * t * t * d;
+                return Layers * (proj + mlp + attn) + 2.0 * Hidden * Vocab;
+            }
+        }
+    }
+
+    sealed record Options(Shape Shape, int Threads, int Reps, bool Profile, bool Torch, string? TorchScript);
+
+    public static int Run(string[] args, bool memoryChild = false)
+    {
+        var o = Parse(args);
+        if (o is null) return 2;
+        return memoryChild ? MemoryChild(o) : Main(o, args);
+    }
+
+    static Options? Parse(string[] args)
+    {
+        int layers = 8, hidden = 1024, inter = 2816, heads = 16, kv = 4, tokens = 256, vocab = 32000, threads = 1, reps = 5;
+        bool profile = false, torch = true;
+        string? script = null;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string a = args[i];
+            int Next() => int.Parse(args[++i], CultureInfo.InvariantCulture);
+            switch (a)
+            {
+                case "--layers" when i + 1 < args.Length: layers = Next(); break;
+                case "--hidden" when i + 1 < args.Length: hidden = Next(); break;
+                case "--intermediate" when i + 1 < args.Length: inter = Next(); break;
+                case "--heads" when i + 1 < args.Length: heads = Next(); break;
+                case "--kv-heads" when i + 1 < args.Length: kv = Next(); break;
+                case "--tokens" when i + 1 < args.Length: tokens = Next(); break;
+                case "--vocab" when i + 1 < args.Length: vocab = Next(); break;
+                case "--threads" when i + 1 < args.Length: threads = Next(); break;
+                case "--reps" when i + 1 < args.Length: reps = Next(); break;
+                case "--torch-script" when i + 1 < args.Length: script = args[++i]; break;
+                case "--profile": profile = true; break;
+                case "--no-torch": torch = false; break;
+                default:
+                    Console.Error.WriteLine($"llama: unknown option '{a}'");
+                    return null;
+            }
+        }
+        if (threads < 1 || reps < 1 || hidden % heads != 0 || heads % kv != 0)
+        {
+            Console.Error.WriteLine("llama: need threads >= 1, reps >= 1, hidden divisible by heads, heads by kv heads");
+            return null;
+        }
+        return new(new(layers, hidden, inter, heads, kv, tokens, vocab), threads, reps, profile, torch, script);
+    }
+
+    static TransformerGraph Build(Shape s)
+    {
+        var json = $$"""
+            {"model_type": "llama", "hidden_size": {{s.Hidden}}, "intermediate_size": {{s.Intermediate}},
+             "num_hidden_layers": {{s.Layers}}, "num_attention_heads": {{s.Heads}}, "num_key_value_heads": {{s.KvHeads}},
+             "vocab_size": {{s.Vocab}}, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu"}
+            """;
+        return Architectures.Build(ModelConfig.Parse(json, "benchmark config"), s.Tokens);
+    }
+
+    static float[] RandomEmbeddings(Shape s)
+    {
+        var rng = new Random(1);
+        var x = new float[s.Tokens * s.Hidden];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(0.02 * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+        return x;
+    }
+
+    static double MedianMs(int reps, Action body)
+    {
+        body(); // warm-up
+        var ms = new double[reps];
+        for (int i = 0; i < reps; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            body();
+            ms[i] = sw.Elapsed.TotalMilliseconds;
+        }
+        Array.Sort(ms);
+        return ms[reps / 2];
+    }
+
+    static int Main(Options o, string[] args)
+    {
+        var s = o.Shape;
+        Console.WriteLine($"Llama AttnLRP: {s}; {o.Threads} thread(s); median of {o.Reps} after a warm-up");
+        Console.WriteLine($"SGEMM kernel {Sgemm.KernelName}; forward {s.ForwardFlops / 1e9:F1} GFLOP");
+        var g = Build(s);
+        var weights = Weights.Random(g.Model, seed: 0);
+        var input = RandomEmbeddings(s);
+        double fwdMs, lrpMs;
+        int target;
+        using (var explainer = new Explainer(g.Model, g.InputName, weights, Device.Cpu, o.Threads))
+        {
+            var logits = explainer.Forward(input);
+            target = Array.IndexOf(logits, logits.Max());
+            fwdMs = MedianMs(o.Reps, () => explainer.Forward(input));
+            // the target is fixed so the timed pass is one forward + relevance pass, as the PyTorch script's
+            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = target };
+            lrpMs = MedianMs(o.Reps, () => explainer.Explain(input, opts));
+        }
+        GC.Collect();
+
+        var mem = MeasureMemory(args);
+        var torch = o.Torch ? RunTorch(o) : null;
+
+        Console.WriteLine();
+        Console.WriteLine("| | forward | AttnLRP (forward + relevance) |");
+        Console.WriteLine("|---|---|---|");
+        Console.WriteLine($"| Lxt ({o.Threads} thread) | {fwdMs:F0} ms | {lrpMs:F0} ms |");
+        if (torch is var (tf, tl, version))
+        {
+            Console.WriteLine($"| PyTorch {version} ({o.Threads} thread) | {tf:F0} ms | {tl:F0} ms |");
+            Console.WriteLine($"| lxt/torch | {fwdMs / tf:F2} | {lrpMs / tl:F2} |");
+        }
+        Console.WriteLine();
+        Console.WriteLine($"Lxt AttnLRP: {2 * s.ForwardFlops / 1e9 / (lrpMs / 1e3):F1} GFLOP/s counted as 2 × forward FLOPs");
+        if (mem is var (hwm, planned))
+            Console.WriteLine($"Lxt peak resident memory of an explanation: {hwm / 1e9:F2} GB (VmHWM); plan's peak intermediate bytes {planned / 1e9:F2} GB");
+        if (o.Profile) Profile(o, g, weights, input, target);
+        return 0;
+    }
+
+    // The explanation graph as Explainer builds it, run on an Executable with profiling on.
+    static void Profile(Options o, TransformerGraph g, Weights weights, float[] input, int target)
+    {
+        var model = g.Model;
+        var output = model["logits"].Node;
+        var inputNode = model.Inputs.First(i => i.Name == g.InputName).Node;
+        var rules = Method.AttnLrp.RuleSet;
+        var seedNode = Ops.input("lxt.seed", output.Shape, DType.Float);
+        var clock = Stopwatch.StartNew();
+        var relevance = Lxt.Rules.Lrp.relevance(rules, output, seedNode, ListModule.OfArray(new[] { inputNode }));
+        var rewritten = Lxt.Rules.Lrp.rewrite(rules, ListModule.OfArray(new[] { output })).Head;
+        double graphMs = clock.Elapsed.TotalMilliseconds;
+        clock.Restart();
+        var plan = PlanModule.compile(ListModule.OfSeq(new[] { rewritten }.Concat(relevance)));
+        double compileMs = clock.Elapsed.TotalMilliseconds;
+        var backend = new CpuBackend(o.Threads);
+        using var exe = new Executable(plan, backend);
+        foreach (var p in PlanModule.parameters(plan))
+        {
+            var name = ((Op.Parameter)p.Op).name;
+            exe.BindParameter(name, backend.Wrap(weights.Read(name, p.Shape)), owned: false);
+        }
+        var seed = new float[output.Shape[0]];
+        seed[target] = 1;
+        var feeds = new Dictionary<string, IBuffer> { [g.InputName] = backend.Wrap(input), ["lxt.seed"] = backend.Wrap(seed) };
+        exe.Recycle(exe.Run(feeds));
+        exe.Profiling = true;
+        for (int i = 0; i < o.Reps; i++) exe.Recycle(exe.Run(feeds));
+        var rows = exe.Profile;
+        double total = rows.Sum(r => r.Seconds);
+        Console.WriteLine();
+        Console.WriteLine($"Profile of the explanation plan ({plan.Steps.Length} steps, {plan.LazyTransposes.Count} lazy transposes), per run:");
+        Console.WriteLine($"{"op",-22} {"count",6} {"ms",9} {"share",6} {"GB moved",9} {"GB/s",7}");
+        foreach (var r in rows)
+            Console.WriteLine($"{r.Kind,-22} {r.Count / o.Reps,6} {r.Seconds * 1e3 / o.Reps,9:F1} {r.Seconds / total,6:P0} {r.Bytes / 1e9 / o.Reps,9:F3} {r.Bytes / 1e9 / Math.Max(r.Seconds, 1e-9),7:F1}");
+        Console.WriteLine($"{"total",-22} {rows.Sum(r => r.Count) / o.Reps,6} {total * 1e3 / o.Reps,9:F1}");
+        Console.WriteLine($"outside the steps: rules + relevance graph {graphMs:F0} ms (every Explain), plan compile {compileMs:F0} ms (once)");
+    }
+
+    // ---- peak memory: a child process that builds the model and runs one explanation ----
+
+    static int MemoryChild(Options o)
+    {
+        var g = Build(o.Shape);
+        var weights = Weights.Random(g.Model, seed: 0);
+        var input = RandomEmbeddings(o.Shape);
+        using var explainer = new Explainer(g.Model, g.InputName, weights, Device.Cpu, o.Threads);
+        explainer.Explain(input, new ExplainOptions { Method = Method.AttnLrp, Target = 0 });
+        Console.WriteLine(JsonSerializer.Serialize(new { vmhwm = VmHwmBytes(), planned = explainer.Session.PeakIntermediateBytes }));
+        return 0;
+    }
+
+    static long VmHwmBytes()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+        return -1;
+    }
+
+    static (long Hwm, long Planned)? MeasureMemory(string[] args)
+    {
+        var exe = Environment.ProcessPath!;
+        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true };
+        if (Path.GetFileNameWithoutExtension(exe) == "dotnet") psi.ArgumentList.Add(typeof(LlamaBench).Assembly.Location);
+        psi.ArgumentList.Add("llama-memory");
+        foreach (var a in args) if (a != "--profile") psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        try
+        {
+            using var doc = JsonDocument.Parse(stdout.Trim().Split('\n')[^1]);
+            return (doc.RootElement.GetProperty("vmhwm").GetInt64(), doc.RootElement.GetProperty("planned").GetInt64());
+        }
+        catch (Exception e) when (e is JsonException or IndexOutOfRangeException or KeyNotFoundException)
+        {
+            Console.WriteLine($"memory measurement failed (exit {p.ExitCode}): {stderr.Trim()}");
+            return null;
+        }
+    }
+
+    // ---- PyTorch: the same pass in ../shared/bench/torch_llama_lrp.py ----
+
+    static string? FindTorchScript(string? given)
+    {
+        if (given is not null) return File.Exists(given) ? Path.GetFullPath(given) : null;
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, "shared", "bench", "torch_llama_lrp.py");
+            if (File.Exists(candidate)) return candidate;
+        }
+        return null;
+    }
+
+    static (double Forward, double Lrp, string Version)? RunTorch(Options o)
+    {
+        const string python = "/usr/bin/python3";
+        var script = FindTorchScript(o.TorchScript);
+        if (script is null)
+        {
+            Console.WriteLine("PyTorch comparison skipped: torch_llama_lrp.py not found in a shared/bench folder above the benchmark (give --torch-script PATH)");
+            return null;
+        }
+        if (!File.Exists(python))
+        {
+            Console.WriteLine($"PyTorch comparison skipped: {python} is missing (apt-get install -y python3-torch libopenblas0-pthread)");
+            return null;
+        }
+        var psi = new ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(script);
+        psi.ArgumentList.Add("bench");
+        foreach (var a in o.Shape.TorchArgs) psi.ArgumentList.Add(a);
+        // torch.set_num_threads does not bind OpenBLAS's own pool: without these, its GEMMs use every core
+        foreach (var v in new[] { "THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS" })
+            psi.Environment[v] = o.Threads.ToString(CultureInfo.InvariantCulture);
+        using var p = Process.Start(psi)!;
+        string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0)
+        {
+            bool noTorch = stderr.Contains("No module named 'torch'", StringComparison.Ordinal);
+            Console.WriteLine(noTorch
+                ? "PyTorch comparison skipped: python3 has no torch module (apt-get install -y python3-torch libopenblas0-pthread)"
+                : $"PyTorch comparison failed (exit {p.ExitCode}): {stderr.Trim()}");
+            return null;
+        }
+        using var doc = JsonDocument.Parse(stdout.Trim().Split('\n')[^1]);
+        var r = doc.RootElement;
+        return (r.GetProperty("forward_ms").GetDouble(), r.GetProperty("attnlrp_ms").GetDouble(), r.GetProperty("torch").GetString() ?? "?");
+    }
+}
