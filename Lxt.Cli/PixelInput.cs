@@ -50,19 +50,22 @@ public static class PixelInput
         JsonDocument doc;
         try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
         catch (JsonException e) { throw new InputException($"{path}: not valid JSON ({e.Message})"); }
-        using (doc)
-        {
-            var root = doc.RootElement;
-            if (root.ValueKind == JsonValueKind.Object)
-                root = root.TryGetProperty("image", out var image) ? image
-                    : throw new InputException($"{path}: a JSON object needs the pixels under the key \"image\"");
-            var values = new List<float>();
-            var found = new List<int>();
-            Flatten(root, 0, found, values, path);
-            if (found.Count != 3 || !found.SequenceEqual(shape))
-                throw new InputException($"{path}: the pixels have shape [{string.Join(", ", found)}], the model takes [{string.Join(", ", shape)}] (channels, height, width)");
-            return values.ToArray();
-        }
+        using (doc) return FromJson(doc.RootElement, shape, path);
+    }
+
+    /// <summary>Pixels from a JSON [C][H][W] array (or an object holding it under "image"), checked against
+    /// <paramref name="shape"/>; errors name <paramref name="source"/>.</summary>
+    public static float[] FromJson(JsonElement root, IReadOnlyList<int> shape, string source)
+    {
+        if (root.ValueKind == JsonValueKind.Object)
+            root = root.TryGetProperty("image", out var image) ? image
+                : throw new InputException($"{source}: a JSON object needs the pixels under the key \"image\"");
+        var values = new List<float>();
+        var found = new List<int>();
+        Flatten(root, 0, found, values, source);
+        if (found.Count != 3 || !found.SequenceEqual(shape))
+            throw new InputException($"{source}: the pixels have shape [{string.Join(", ", found)}], the model takes [{string.Join(", ", shape)}] (channels, height, width)");
+        return values.ToArray();
     }
 
     // depth-first, checking that the nesting is rectangular: dims[d] is fixed by the first array met at depth d

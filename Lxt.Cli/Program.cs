@@ -12,6 +12,7 @@ public static class Program
     [
         new ExplainCommand(),
         new NodesCommand(),
+        new DemoCommand(),
     ];
 
     public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
