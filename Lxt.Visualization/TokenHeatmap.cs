@@ -11,6 +11,9 @@ namespace Lxt.Visualization;
 /// <summary>One token's box in a token heatmap image, in pixels.</summary>
 public readonly record struct TokenBox(int Index, float X, float Y, float Width, float Height);
 
+/// <summary>The token boxes of a token heatmap image and the image's size in pixels.</summary>
+public sealed record TokenLayout(IReadOnlyList<TokenBox> Boxes, int Width, int Height);
+
 public static class TokenHeatmap
 {
     private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
@@ -102,7 +105,7 @@ public static class TokenHeatmap
 
     /// <summary>Where each token's box lies in the SVG / PNG image of <see cref="Svg"/> and <see cref="Png"/>, and the
     /// image's size: boxes flow left to right in rows of at most <paramref name="width"/> pixels.</summary>
-    public static (IReadOnlyList<TokenBox> Boxes, int Width, int Height) Layout(IReadOnlyList<string> tokens, HeatmapInfo? info = null, int width = 800)
+    public static TokenLayout Layout(IReadOnlyList<string> tokens, HeatmapInfo? info = null, int width = 800)
     {
         info ??= new HeatmapInfo();
         using var font = Fonts.Create(FontSize);
@@ -122,7 +125,7 @@ public static class TokenHeatmap
             x += w + Gap;
         }
         float bottom = (tokens.Count == 0 ? y : y + BoxHeight) + Gap + 10 + LegendHeight + Margin;
-        return (boxes, width, (int)Math.Ceiling(bottom));
+        return new TokenLayout(boxes, width, (int)Math.Ceiling(bottom));
     }
 
     private const float LegendHeight = 30;

@@ -5,7 +5,7 @@ open Expecto
 open Expecto.Impl
 
 let all =
-    testList "lxt" [ GraphTests.tests; CpuBackendTests.tests; RulesTests.tests; SafetensorsTests.tests; SgemmTests.tests; FixtureTests.tests; ArchitectureTests.tests; EvaluationTests.tests; CliTests.tests; DemoTests.tests; GenerationTests.tests ]
+    testList "lxt" [ GraphTests.tests; CpuBackendTests.tests; RulesTests.tests; SafetensorsTests.tests; SgemmTests.tests; FixtureTests.tests; ArchitectureTests.tests; EvaluationTests.tests; CliTests.tests; DemoTests.tests; GenerationTests.tests; VisualizationTests.tests ]
 
 [<EntryPoint>]
 let main argv =

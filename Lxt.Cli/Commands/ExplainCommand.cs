@@ -138,7 +138,7 @@ public sealed class ExplainCommand : ICommand
         TextWriter writer, CancellationToken cancellation)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var last = TimeSpan.MinValue;
+        var last = TimeSpan.FromSeconds(-1);
         int skipped = 0;
         var summary = BatchRun.Run(session, settings, input, output, new InlineProgress<BatchProgress>(p =>
         {
