@@ -3,6 +3,7 @@
 // errors recorded as {"line", "error"}, cancellation honoured between lines so that no partial line is ever left.
 using System.Globalization;
 using System.Text;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 
 namespace Lxt.Cli;
@@ -19,6 +20,9 @@ public sealed record BatchSummary(int Lines, int Explained, int Failed, int Skip
 
 public static class BatchRun
 {
+    // quotes and non-ASCII token texts as themselves (still valid JSON; each record stays on one line)
+    private static readonly JsonWriterOptions Readable = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     /// <summary>
     /// Explains every non-blank line of <paramref name="inputPath"/> — a JSON object with "text" or "input_ids" (text
     /// models) or "pixels" ([C][H][W], image models), optional "id" and "target" — with the method and nodes of
@@ -94,7 +98,7 @@ public static class BatchRun
         };
         var result = session.Explain(settings with { Target = target }, input);
         using var buffer = new MemoryStream();
-        using (var w = new Utf8JsonWriter(buffer))
+        using (var w = new Utf8JsonWriter(buffer, Readable))
             ResultJson.Write(w, result, head =>
             {
                 head.WriteNumber("line", line);
@@ -132,7 +136,7 @@ public static class BatchRun
     private static byte[] ErrorRecord(int line, string text, string error)
     {
         using var buffer = new MemoryStream();
-        using (var w = new Utf8JsonWriter(buffer))
+        using (var w = new Utf8JsonWriter(buffer, Readable))
         {
             w.WriteStartObject();
             w.WriteNumber("line", line);

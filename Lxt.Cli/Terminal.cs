@@ -89,7 +89,11 @@ public static class Terminal
         console.Write(header);
         console.WriteLine();
         if (r.ImageSize is var (height, width)) RenderImage(console, r, height, width);
-        else RenderTokens(console, r);
+        else
+        {
+            if (r.Tokens is { } tokens) RenderHeatmapLine(console, tokens, r.Relevance);
+            RenderTokens(console, r);
+        }
         if (r.Nodes.Count > 0) RenderNodes(console, r);
     }
 

@@ -107,7 +107,7 @@ public sealed class DemoCommand : ICommand
         };
         TokenHeatmap.WriteHtml(html, tokens, result.Relevance, info);
         console.WriteLine();
-        console.WriteLine($"wrote {html} (open it in a browser; hover over a token for its value)");
+        console.WriteLine($"wrote {html} (open it in a browser; hover for values)");
         return 0;
     }
 }
