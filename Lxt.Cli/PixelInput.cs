@@ -50,20 +50,16 @@ public static class PixelInput
         JsonDocument doc;
         try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
         catch (JsonException e) { throw new InputException($"{path}: not valid JSON ({e.Message})"); }
-        using (doc)
-        {
-            var root = doc.RootElement;
-            if (root.ValueKind == JsonValueKind.Object)
-                root = root.TryGetProperty("image", out var image) ? image
-                    : throw new InputException($"{path}: a JSON object needs the pixels under the key \"image\"");
-            return FromJson(root, path, shape);
-        }
+        using (doc) return FromJson(doc.RootElement, path, shape);
     }
 
-    /// <summary>A JSON [C][H][W] array of numbers checked against <paramref name="shape"/>; <paramref name="source"/>
-    /// names it in errors (a file, or a file and line).</summary>
+    /// <summary>Pixels from a JSON [C][H][W] array, or an object holding it under "image", checked against
+    /// <paramref name="shape"/>; <paramref name="source"/> names it in errors (a file, or a file and line).</summary>
     public static float[] FromJson(JsonElement root, string source, IReadOnlyList<int> shape)
     {
+        if (root.ValueKind == JsonValueKind.Object)
+            root = root.TryGetProperty("image", out var image) ? image
+                : throw new InputException($"{source}: a JSON object needs the pixels under the key \"image\"");
         var values = new List<float>();
         var found = new List<int>();
         Flatten(root, 0, found, values, source);

@@ -17,6 +17,7 @@ public static class Program
         new NeuronsCommand(),
         new ActivationsCommand(),
         new CheckCommand(),
+        new DemoCommand(),
     ];
 
     public static int Main(string[] args) => Run(args, Console.Out, Console.Error);

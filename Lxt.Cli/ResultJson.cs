@@ -11,9 +11,14 @@ public static class ResultJson
     /// "relevance_sum", "nodes"?, "timing_ms": {"load", "forward", "relevance"}}</c>; relevance is per token (text) or
     /// [H][W] (images, where "tokens" is null).
     /// </summary>
-    public static void Write(Utf8JsonWriter w, ExplainResult r)
+    public static void Write(Utf8JsonWriter w, ExplainResult r) => Write(w, r, null);
+
+    /// <summary>As <see cref="Write(Utf8JsonWriter, ExplainResult)"/>, with <paramref name="head"/> writing the first
+    /// properties (a batch line's "line" and "id").</summary>
+    public static void Write(Utf8JsonWriter w, ExplainResult r, Action<Utf8JsonWriter>? head)
     {
         w.WriteStartObject();
+        head?.Invoke(w);
         w.WriteString("rules", r.Rules);
         w.WriteString("rule_set", r.RuleSetName);
         w.WriteNumber("target", r.Target);
@@ -53,6 +58,19 @@ public static class ResultJson
             {
                 w.WritePropertyName(name);
                 Numbers(w, values);
+            }
+            w.WriteEndObject();
+        }
+        if (r.Trace is { } trace)
+        {
+            // the relevance trace: per-token relevance at the input embedding and at each layer output
+            w.WriteStartObject("layers");
+            w.WritePropertyName("input");
+            Numbers(w, r.Relevance);
+            foreach (var layer in trace)
+            {
+                w.WritePropertyName(layer.Layer);
+                Numbers(w, layer.Relevance);
             }
             w.WriteEndObject();
         }

@@ -26,6 +26,55 @@ public static class Terminal
         });
     }
 
+    /// <summary>Whether <paramref name="writer"/> is the process's stdout on a terminal: spinners and progress bars
+    /// are drawn only there; elsewhere progress is plain lines.</summary>
+    public static bool IsInteractive(TextWriter writer) => ReferenceEquals(writer, Console.Out) && !Console.IsOutputRedirected;
+
+    /// <summary>A console on stdout that may redraw lines (status spinner, progress bar).</summary>
+    public static IAnsiConsole CreateInteractive()
+    {
+        bool colour = string.IsNullOrEmpty(Environment.GetEnvironmentVariable("NO_COLOR"));
+        return AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(Console.Out),
+            Ansi = AnsiSupport.Detect,
+            ColorSystem = colour ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
+            Interactive = InteractionSupport.Yes,
+        });
+    }
+
+    /// <summary>Runs <paramref name="work"/> under a status spinner saying <paramref name="message"/> when
+    /// <paramref name="writer"/> is an interactive terminal; otherwise just runs it.</summary>
+    public static T WithStatus<T>(TextWriter writer, string message, Func<T> work)
+    {
+        if (!IsInteractive(writer)) return work();
+        T result = default!;
+        CreateInteractive().Status().Spinner(Spinner.Known.Dots).Start(Markup.Escape(message), _ => result = work());
+        return result;
+    }
+
+    /// <summary>The tokens as one wrapped line, each on its relevance colour (bwr, scaled by max |R|); on a console
+    /// without colour the plain tokens, with the most relevant one in »«.</summary>
+    public static void RenderHeatmapLine(IAnsiConsole console, IReadOnlyList<string> tokens, IReadOnlyList<double> relevance)
+    {
+        double scale = Lxt.Visualization.ColorMaps.Scale(relevance);
+        bool separate = !tokens.Any(t => t.Any(char.IsWhiteSpace));
+        bool colour = console.Profile.Capabilities.ColorSystem != ColorSystem.NoColors;
+        int top = relevance.Count == 0 ? -1 : Enumerable.Range(0, relevance.Count).MaxBy(i => relevance[i]);
+        var line = new Paragraph();
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            if (separate && i > 0) line.Append(" ");
+            var c = Lxt.Visualization.ColorMaps.Bwr(Lxt.Visualization.ColorMaps.Normalize(relevance[i], scale));
+            var fg = c.Contrasting;
+            string text = Lxt.Visualization.TokenText.Visible(tokens[i]);
+            if (!colour && i == top) text = $"»{text}«";
+            line.Append(text, new Style(new Color(fg.R, fg.G, fg.B), new Color(c.R, c.G, c.B)));
+        }
+        console.Write(line);
+        console.WriteLine();
+    }
+
     public static void Render(IAnsiConsole console, ExplainRequest request, ExplainResult r)
     {
         var header = new Grid().AddColumn(new GridColumn().NoWrap()).AddColumn();
@@ -40,7 +89,11 @@ public static class Terminal
         console.Write(header);
         console.WriteLine();
         if (r.ImageSize is var (height, width)) RenderImage(console, r, height, width);
-        else RenderTokens(console, r);
+        else
+        {
+            if (r.Tokens is { } tokens) RenderHeatmapLine(console, tokens, r.Relevance);
+            RenderTokens(console, r);
+        }
         if (r.Nodes.Count > 0) RenderNodes(console, r);
     }
 
@@ -113,19 +166,19 @@ public static class Terminal
         return order.Take(count).Concat(mostNegative).Distinct().ToArray();
     }
 
-    private static double MaxAbs(double[] v) => v.Length == 0 ? 0 : v.Max(Math.Abs);
+    internal static double MaxAbs(double[] v) => v.Length == 0 ? 0 : v.Max(Math.Abs);
 
-    private static string Num(double v) => v.ToString(Math.Abs(v) is > 0 and < 1e-4 ? "0.000e+0" : "0.000000", CultureInfo.InvariantCulture);
+    internal static string Num(double v) => v.ToString(Math.Abs(v) is > 0 and < 1e-4 ? "0.000e+0" : "0.000000", CultureInfo.InvariantCulture);
 
-    private static IRenderable Value(double v) => new Text(Num(v), new Style(v > 0 ? Color.Red : v < 0 ? Color.Blue : Color.Default));
+    internal static IRenderable Value(double v) => new Text(Num(v), new Style(v > 0 ? Color.Red : v < 0 ? Color.Blue : Color.Default));
 
     /// <summary>|v| / scale as a bar: █ for positive, ░ for negative relevance, so the sign reads without colour.</summary>
-    private static IRenderable Bar(double v, double scale)
+    internal static IRenderable Bar(double v, double scale)
     {
         int n = scale > 0 ? (int)Math.Round(Math.Abs(v) / scale * BarWidth) : 0;
         return n == 0 ? new Text("") : new Text(new string(v > 0 ? '█' : '░', n), new Style(v > 0 ? Color.Red : Color.Blue));
     }
 
-    private static string Quote(string token) =>
+    internal static string Quote(string token) =>
         "'" + token.Replace("\n", "\\n").Replace("\r", "\\r").Replace("\t", "\\t") + "'";
 }

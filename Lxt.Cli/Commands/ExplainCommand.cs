@@ -1,11 +1,15 @@
-// lxt explain: relevance of one prediction of a model folder, on the terminal and optionally as JSON.
+// lxt explain: relevance of one prediction of a model folder, on the terminal and optionally as JSON and heatmap files;
+// or, with --batch, of every line of a JSON-lines file, resumably.
+using Lxt.Visualization;
+using Spectre.Console;
+
 namespace Lxt.Cli.Commands;
 
 public sealed class ExplainCommand : ICommand
 {
     public string Name => "explain";
     public string Summary => "explain a model's prediction: relevance of every input token or pixel";
-    public string Synopsis => "--model DIR (--text TEXT | --input-ids 1,2,3 | --image FILE | --pixels FILE.json) [OPTIONS]";
+    public string Synopsis => "--model DIR (--text TEXT | --input-ids 1,2,3 | --image FILE | --pixels FILE.json | --batch FILE.jsonl --out FILE.jsonl) [OPTIONS]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -23,22 +27,140 @@ public sealed class ExplainCommand : ICommand
         DeviceOption.DeviceSpec,
         new("threads", "N", "CPU threads (default: all cores)"),
         new("nodes", "NAMES", "comma-separated named nodes for latent relevance (see 'lxt nodes')"),
+        new("html", "FILE", "write a token heatmap page (text models)"),
+        new("svg", "FILE", "write a token heatmap image as SVG (text models)"),
+        new("png", "FILE", "write a token heatmap image (text) or the relevance over the image (image models)"),
+        new("tex", "FILE", "write a LaTeX standalone token heatmap (text models)"),
+        new("pdf", "FILE", "compile that LaTeX heatmap to PDF (needs pdflatex, lualatex or tectonic)"),
+        new("colormap", "MAP", "image heatmap colours: bwr (default) or coldnhot"),
+        new("trace", "FILE.png", "write a token × layer image of relevance at every layer output (text models)"),
+        new("batch", "FILE", "explain every line of a JSON-lines file ({\"text\"|\"input_ids\"|\"pixels\", \"id\"?, \"target\"?})"),
+        new("out", "FILE", "with --batch: append one JSON result per line here; a rerun resumes where it stopped"),
     ];
+
+    /// <summary>The exit code of a batch stopped by Ctrl-C (128 + SIGINT, as shells report it).</summary>
+    public const int Interrupted = 130;
 
     public int Execute(Arguments args, CommandContext context)
     {
+        if (args.Has("batch")) return ExecuteBatch(args, context);
+        if (args.Has("out")) throw new UsageException("--out goes with --batch; for one input use --json");
         var request = Request(args);
+        var files = Heatmaps(args, request.Input.IsImage);
+        request = request with { Trace = files.Trace is not null };
+        HeatmapFiles.CheckTools(files);
         var json = args.String("json");
-        var result = ExplainPipeline.Run(request);
+        var result = Terminal.WithStatus(context.Out, $"explaining with {request.Method.Id} ({request.ModelDir})", () => ExplainPipeline.Run(request));
         if (json is not null) ResultJson.WriteFile(json, result);
+        HeatmapFiles.Write(files, request, result);
         Terminal.Render(context.Console, request, result);
+        foreach (var (kind, path) in files.Files()) context.Console.WriteLine($"wrote {kind} {path}");
         return 0;
+    }
+
+    /// <summary>The heatmap files the options ask for; those that do not fit the input raise <see cref="UsageException"/>.</summary>
+    public static HeatmapRequest Heatmaps(Arguments args, bool image)
+    {
+        var map = ColorMaps.Parse(args.Choice("colormap", ColorMaps.Names, "bwr"));
+        if (image)
+            foreach (var name in new[] { "html", "svg", "tex", "pdf", "trace" })
+                if (args.Has(name)) throw new UsageException($"--{name} is for text models; for an image use --png (with --colormap)");
+        return new HeatmapRequest
+        {
+            Html = args.String("html"),
+            Svg = args.String("svg"),
+            Png = args.String("png"),
+            Tex = args.String("tex"),
+            Pdf = args.String("pdf"),
+            Trace = args.String("trace"),
+            ColorMap = map,
+        };
+    }
+
+    private int ExecuteBatch(Arguments args, CommandContext context)
+    {
+        foreach (var name in new[] { "text", "input-ids", "image", "pixels", "json", "html", "svg", "png", "tex", "pdf", "trace", "colormap" })
+            if (args.Has(name)) throw new UsageException($"--{name} does not go with --batch: the inputs are the file's lines, the results go to --out");
+        string input = args.RequiredString("batch");
+        string output = args.String("out") ?? throw new UsageException("--batch needs --out FILE.jsonl for the results");
+        var settings = Settings(args, new ExplainInput.TokenIds([]));
+        if (!File.Exists(input)) throw new FileNotFoundException($"batch input '{input}' does not exist", input);
+
+        using var interrupt = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            if (interrupt.IsCancellationRequested) return; // a second Ctrl-C stops at once
+            e.Cancel = true;
+            interrupt.Cancel();
+            context.Error.WriteLine("stopping after the current line (Ctrl-C again to stop at once)");
+        };
+        Console.CancelKeyPress += onCancel;
+        try
+        {
+            using var session = Terminal.WithStatus(context.Out, $"loading {settings.ModelDir}",
+                () => ExplainSession.Open(settings.ModelDir, settings.Device, settings.Threads));
+            var summary = Terminal.IsInteractive(context.Out)
+                ? WithProgressBar(session, settings, input, output, interrupt.Token)
+                : WithProgressLines(session, settings, input, output, context.Out, interrupt.Token);
+            string counts = $"{summary.Explained} explained, {summary.Failed} failed, {summary.Skipped} already in {output}";
+            if (summary.Cancelled)
+            {
+                context.Error.WriteLine($"interrupted: {counts}, {summary.Remaining} left; run the same command again to resume");
+                return Interrupted;
+            }
+            context.Out.WriteLine($"{summary.Lines} lines: {counts}");
+            return 0;
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+    }
+
+    private static BatchSummary WithProgressBar(ExplainSession session, ExplainRequest settings, string input, string output, CancellationToken cancellation)
+    {
+        BatchSummary summary = null!;
+        Terminal.CreateInteractive().Progress().AutoClear(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask($"explaining {Markup.Escape(Path.GetFileName(input))}", maxValue: 1);
+                summary = BatchRun.Run(session, settings, input, output, new InlineProgress<BatchProgress>(p =>
+                {
+                    task.MaxValue = Math.Max(1, p.Total);
+                    task.Value = p.Done;
+                }), cancellation);
+                task.StopTask();
+            });
+        return summary;
+    }
+
+    private static BatchSummary WithProgressLines(ExplainSession session, ExplainRequest settings, string input, string output,
+        TextWriter writer, CancellationToken cancellation)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var last = TimeSpan.FromSeconds(-1);
+        int skipped = 0;
+        var summary = BatchRun.Run(session, settings, input, output, new InlineProgress<BatchProgress>(p =>
+        {
+            if (p.Skipped)
+            {
+                skipped++;
+                return;
+            }
+            // every line of small batches; about one a second for long ones, and every error
+            if (p.Total > 100 && p.Error is null && p.Done < p.Total && clock.Elapsed - last < TimeSpan.FromSeconds(1)) return;
+            last = clock.Elapsed;
+            string resumed = skipped > 0 ? $" ({skipped} from an earlier run)" : "";
+            writer.WriteLine($"[{p.Done}/{p.Total}] line {p.Line}: {(p.Error is null ? "explained" : "error: " + p.Error)}{resumed}");
+            skipped = 0;
+        }), cancellation);
+        return summary;
     }
 
     /// <summary>The request the options describe; wrong options raise <see cref="UsageException"/>.</summary>
     public static ExplainRequest Request(Arguments args)
     {
-        string model = args.RequiredString("model");
         ExplainInput input = args.ExactlyOne("text", "input-ids", "image", "pixels") switch
         {
             "text" => new ExplainInput.Text(args.RequiredString("text")),
@@ -46,6 +168,13 @@ public sealed class ExplainCommand : ICommand
             "image" => new ExplainInput.ImageFile(args.RequiredString("image")),
             _ => new ExplainInput.PixelsFile(args.RequiredString("pixels")),
         };
+        return Settings(args, input);
+    }
+
+    /// <summary>The request of the options besides the input (model, rules, target, precision, threads, nodes).</summary>
+    public static ExplainRequest Settings(Arguments args, ExplainInput input)
+    {
+        string model = args.RequiredString("model");
         string rules = args.Choice("rules", Method.Ids, "attnlrp");
         Method method;
         try { method = Method.Parse(rules, args.Double("gamma-conv"), args.Double("gamma-linear")); }
