@@ -36,7 +36,7 @@ internal static class LlamaBench
     {
         var o = Parse(args);
         if (o is null) return 2;
-        return memoryChild ? MemoryChild(o) : Main(o, args);
+        return memoryChild ? MemoryChild(o) : Compare(o, args);
     }
 
     static Options? Parse(string[] args)
@@ -107,7 +107,7 @@ internal static class LlamaBench
         return ms[reps / 2];
     }
 
-    static int Main(Options o, string[] args)
+    static int Compare(Options o, string[] args)
     {
         var s = o.Shape;
         Console.WriteLine($"Llama AttnLRP: {s}; {o.Threads} thread(s); median of {o.Reps} after a warm-up");
