@@ -355,5 +355,27 @@ let ablationTests =
             }
     ]
 
+/// On the demo model the evidence (the animal) decides the sound: the MLP neurons AttnLRP ranks most relevant for the
+/// predicted sound should matter more for it than random neurons of the same layer, summed over held-out examples.
+let demoAblationTests =
+    testList "ablation on the demo model" [
+        for node in [ act0; act1 ] do
+            test (sprintf "ablating the most relevant neurons of %s lowers the sound's logit more than random neurons" node) {
+                use lm = openModel Device.Cpu (Lxt.Demo.DemoModel.Locate())
+                let k = 5
+                let rng = Random 17
+                let mutable top, random = 0.0, 0.0
+                for example in Lxt.Demo.DemoTask.Generate(20, 4242) do
+                    let ids = example.Ids
+                    let logits = lm.NextTokenLogits ids
+                    let neurons = NeuronAnalysis.TopNeurons(lm, ids, node, k, target = Nullable example.Label) |> Seq.map (fun s -> s.Index)
+                    top <- top + ablationEffect lm ids node example.Label logits.[example.Label] neurons
+                    let draws = [ for _ in 1 .. 4 -> ablationEffect lm ids node example.Label logits.[example.Label] (Seq.initInfinite (fun _ -> rng.Next 64) |> Seq.distinct |> Seq.take k) ]
+                    random <- random + List.average draws
+                printfn "demo model, %s: top-%d ablation lowers the sound's logit by %.3f, random neurons by %.3f (sum over 20 examples)" node k top random
+                Expect.isGreaterThan top random (sprintf "top-%d ablation %g vs random %g" k top random)
+            }
+    ]
+
 let tests =
-    testList "inside the model" [ cacheTests; generationTests; explainTests; neuronTests; reportTests; steeringTests; ablationTests ]
+    testList "inside the model" [ demoAblationTests; cacheTests; generationTests; explainTests; neuronTests; reportTests; steeringTests; ablationTests ]
