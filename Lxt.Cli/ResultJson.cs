@@ -93,24 +93,12 @@ public static class ResultJson
     /// and the temporary file is removed.</summary>
     public static void WriteFile(string path, ExplainResult r)
     {
-        string full = Path.GetFullPath(path);
-        string folder = Path.GetDirectoryName(full)!;
-        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"cannot write '{path}': folder '{folder}' does not exist");
-        string temp = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
+        // compact: logits of a real vocabulary are 10⁵ numbers
+        AtomicFile.Write(path, stream =>
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
-            {
-                // compact: logits of a real vocabulary are 10⁵ numbers
-                using (var w = new Utf8JsonWriter(stream)) Write(w, r);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+            using var w = new Utf8JsonWriter(stream);
+            Write(w, r);
+        });
     }
 
     // JSON has no NaN or infinities: they are written as null

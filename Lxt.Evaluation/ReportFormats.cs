@@ -81,19 +81,8 @@ public static class ReportFormats
     /// <summary>Writes <paramref name="text"/> to a temporary file in the target's folder, then renames it over the target.</summary>
     public static void WriteAtomically(string path, string text)
     {
-        var full = Path.GetFullPath(path);
-        var dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        var temp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllText(temp, text, new UTF8Encoding(false));
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        AtomicFile.WriteAllText(path, text);
     }
 
     /// <summary>Writes the markdown table atomically.</summary>

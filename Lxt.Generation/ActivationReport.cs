@@ -134,16 +134,6 @@ public sealed class ActivationReport
     /// <summary>Writes <see cref="ToHtml"/> to <paramref name="path"/> atomically (a temporary file beside it, then a rename).</summary>
     public void WriteHtml(string path)
     {
-        var full = Path.GetFullPath(path);
-        var temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllText(temp, ToHtml(), new UTF8Encoding(false));
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+        AtomicFile.WriteAllText(path, ToHtml());
     }
 }

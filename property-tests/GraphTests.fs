@@ -116,9 +116,9 @@ let tests =
             }
         ]
         testList "autodiff agrees with central finite differences (float64)" [
-            for op in RandomGraphs.opNames ->
-                testPropertyWithConfig (config 8) op (fun (seed: int) -> gradientMatchesFiniteDifferences (sampleOf op seed) seed)
-            testPropertyWithConfig (config 30) "random graphs of depth 5" (fun (seed: int) ->
+            for op in RandomGraphs.opNames do
+                yield testPropertyWithConfig (config 8) op (fun (seed: int) -> gradientMatchesFiniteDifferences (sampleOf op seed) seed)
+            yield testPropertyWithConfig (config 30) "random graphs of depth 5" (fun (seed: int) ->
                 gradientMatchesFiniteDifferences (RandomGraphs.build (seed &&& 0x7fffffff) 5 None) seed)
         ]
         testList "the ops LRP needs" [

@@ -53,29 +53,16 @@ public static class SafetensorsWriter
 
         byte[] header = BuildHeader(list, offsets, metadata);
 
-        string full = Path.GetFullPath(path);
-        string folder = Path.GetDirectoryName(full) ?? throw new ArgumentException($"'{path}' has no parent folder.", nameof(path));
-        string temp = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
+        AtomicFile.Write(path, fs =>
         {
-            using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-            {
-                Span<byte> prefix = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
-                fs.Write(prefix);
-                fs.Write(header);
-                var buffer = new byte[1 << 16];
-                foreach (var (_, dtype, _, data) in list)
-                    WriteData(fs, dtype, data, buffer);
-                fs.Flush(flushToDisk: true);
-            }
-            File.Move(temp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+            Span<byte> prefix = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
+            fs.Write(prefix);
+            fs.Write(header);
+            var buffer = new byte[1 << 16];
+            foreach (var (_, dtype, _, data) in list)
+                WriteData(fs, dtype, data, buffer);
+        });
     }
 
     private static byte[] BuildHeader(
@@ -118,7 +105,7 @@ public static class SafetensorsWriter
         return header;
     }
 
-    private static void WriteData(FileStream fs, TensorDType dtype, float[] data, byte[] buffer)
+    private static void WriteData(Stream fs, TensorDType dtype, float[] data, byte[] buffer)
     {
         int size = dtype.ElementSize();
         int perChunk = buffer.Length / size;

@@ -1,6 +1,6 @@
 // AtomicFile: files written whole or not at all — a temporary file in the destination's folder, then a move over the
-// destination — so a reader (or a crash) never leaves a half-written heatmap.
-namespace Lxt.Visualization;
+// destination — so a reader (or a crash) never sees a half-written file.
+namespace Lxt;
 
 public static class AtomicFile
 {
