@@ -37,22 +37,8 @@ let private agrees (description: string) (values: Map<string, float[]>) (outputs
         if not ok then printfn "%s: %s differs, relative error %g" description (Node.Describe node) e
         ok)
 
-/// Σ (output ⊙ w) for fixed pseudo-random w: a scalar whose gradient reaches every output element.
-let private lossOf (seed: int) (out: Node) =
-    let rng = Random(seed + 7)
-    let w = constant out.Shape (Array.init (Shape.numel out.Shape) (fun _ -> rng.NextDouble() * 2.0 - 1.0))
-    reduceSum [ 0 .. out.Shape.Length - 1 ] false (mul out w)
-
-let private floatLeaves (root: Node) =
-    Traverse.topo [ root ] |> Array.filter (fun n -> match n.Op with Input _ | Parameter _ -> n.DType = Float | _ -> false) |> List.ofArray
-
-/// The forward value and the gradient of a loss with respect to every float leaf, all on one plan.
-let private forwardAndGradients (seed: int) (output: Node) =
-    let loss = lossOf seed output
-    output :: Autodiff.vjp [ loss, scalar 1.0 ] (floatLeaves loss)
-
 let private sampleAgrees (sample: RandomGraphs.Sample) (seed: int) =
-    agrees sample.Description sample.Values (forwardAndGradients seed sample.Output)
+    agrees sample.Description sample.Values (RandomGraphs.forwardAndGradients seed sample.Output)
 
 /// A random graph over shapes large enough for vector bodies, tails and parallel splits.
 let private largeSample (seed: int) =
@@ -113,7 +99,7 @@ let tests =
         testPropertyWithConfig (config 20) "gradients agree on large shapes" (fun (seed: int) ->
             let desc, values, outputs = largeSample (seed &&& 0x7fffffff)
             let out = outputs.[(seed &&& 0x7fffffff) % outputs.Length]
-            agrees desc values (forwardAndGradients seed out))
+            agrees desc values (RandomGraphs.forwardAndGradients seed out))
         testPropertyWithConfig (config 40) "the GEMM matches a float64 product across blocking boundaries and transposes" (fun (seed: int) ->
             let rng = Random seed
             let size () = if rng.Next 3 = 0 then 1 + rng.Next 8 else 1 + rng.Next 300
@@ -178,7 +164,7 @@ let tests =
             let values = Map [ "image", Array.init (2 * 3 * 32 * 32) (fun _ -> rng.NextDouble() - 0.5)
                                "patch", Array.init (24 * 3 * 8 * 8) (fun _ -> rng.NextDouble() - 0.5) ]
             let y = conv2d (8, 8) (0, 0) x w
-            Expect.isTrue (agrees "patch embedding" values (forwardAndGradients 5 y)) "forward and both gradients"
+            Expect.isTrue (agrees "patch embedding" values (RandomGraphs.forwardAndGradients 5 y)) "forward and both gradients"
         }
         test "an out-of-range gather index is a binding error naming the index and the table" {
             let e = gather (named "embed.tokens" (parameter "table" [| 4; 2 |])) (input "tokens" [| 3 |] Int)

@@ -44,22 +44,8 @@ let private agreesOn (backend: IBackend) (description: string) (values: Map<stri
 
 let private agrees description values outputs = agreesOn (gpu ()) description values outputs
 
-/// Σ (output ⊙ w) for fixed pseudo-random w: a scalar whose gradient reaches every output element.
-let private lossOf (seed: int) (out: Node) =
-    let rng = Random(seed + 7)
-    let w = constant out.Shape (Array.init (Shape.numel out.Shape) (fun _ -> rng.NextDouble() * 2.0 - 1.0))
-    reduceSum [ 0 .. out.Shape.Length - 1 ] false (mul out w)
-
-let private floatLeaves (root: Node) =
-    Traverse.topo [ root ] |> Array.filter (fun n -> match n.Op with Input _ | Parameter _ -> n.DType = Float | _ -> false) |> List.ofArray
-
-/// The forward value and the gradient of a loss with respect to every float leaf, all on one plan.
-let private forwardAndGradients (seed: int) (output: Node) =
-    let loss = lossOf seed output
-    output :: Autodiff.vjp [ loss, scalar 1.0 ] (floatLeaves loss)
-
 let private sampleAgrees (sample: RandomGraphs.Sample) (seed: int) =
-    agrees sample.Description sample.Values (forwardAndGradients seed sample.Output)
+    agrees sample.Description sample.Values (RandomGraphs.forwardAndGradients seed sample.Output)
 
 let private random (rng: Random) (n: int) = Array.init n (fun _ -> rng.NextDouble() * 2.0 - 1.0)
 
@@ -167,7 +153,7 @@ let tests =
             let x = input "image" [| 2; 3; 9; 9 |] Float
             let w = parameter "patch" [| 4; 3; 3; 3 |]
             let values = Map [ "image", random rng (2 * 3 * 9 * 9); "patch", random rng (4 * 3 * 3 * 3) ]
-            Expect.isTrue (agrees "conv" values (forwardAndGradients 5 (conv2d (2, 2) (1, 1) x w))) "forward and both gradients"
+            Expect.isTrue (agrees "conv" values (RandomGraphs.forwardAndGradients 5 (conv2d (2, 2) (1, 1) x w))) "forward and both gradients"
         }
         test "buffers of another backend are rejected" {
             let foreign = (new ReferenceBackend() :> IBackend).Allocate 4

@@ -10,21 +10,12 @@ open Lxt.Graph.Ops
 
 let private config n = { FsCheckConfig.defaultConfig with maxTest = n }
 
-/// Σ (output ⊙ w) for fixed pseudo-random weights w: a scalar loss whose gradient exercises every output element.
-let private lossOf (seed: int) (out: Node) =
-    let rng = Random(seed + 7)
-    let w = constant out.Shape (Array.init (Shape.numel out.Shape) (fun _ -> rng.NextDouble() * 2.0 - 1.0))
-    reduceSum [ 0 .. out.Shape.Length - 1 ] false (mul out w)
-
-let private floatLeaves (root: Node) =
-    Traverse.topo [ root ] |> Array.filter (fun n -> match n.Op with Input _ | Parameter _ -> n.DType = Float | _ -> false) |> List.ofArray
-
 let private leafName (n: Node) = match n.Op with Input s | Parameter s -> s | _ -> failwith "not a leaf"
 
 /// Checks the VJP builder's gradients against central differences of the reference evaluator.
 let private gradientMatchesFiniteDifferences (sample: RandomGraphs.Sample) (seed: int) =
-    let loss = lossOf seed sample.Output
-    let leaves = floatLeaves loss
+    let loss = RandomGraphs.lossOf seed sample.Output
+    let leaves = RandomGraphs.floatLeaves loss
     let grads = Evaluate.reference sample.Values (Autodiff.vjp [ loss, scalar 1.0 ] leaves)
     let h = 1e-5
     List.zip leaves (List.ofArray grads)

@@ -106,3 +106,18 @@ let build (seed: int) (depth: int) (forced: string option) : Sample =
         b.Steps.Add name
         x <- f b x
     { Output = x; Values = b.Values; Description = sprintf "seed %d: %s -> %s" seed (String.Join(" > ", b.Steps)) (Shape.show x.Shape) }
+
+/// Σ (output ⊙ w) for fixed pseudo-random weights w: a scalar loss whose gradient exercises every output element.
+let lossOf (seed: int) (out: Node) =
+    let rng = Random(seed + 7)
+    let w = constant out.Shape (Array.init (Shape.numel out.Shape) (fun _ -> rng.NextDouble() * 2.0 - 1.0))
+    reduceSum [ 0 .. out.Shape.Length - 1 ] false (mul out w)
+
+/// The float inputs and parameters under `root` (what gradients are taken with respect to).
+let floatLeaves (root: Node) =
+    Traverse.topo [ root ] |> Array.filter (fun n -> match n.Op with Input _ | Parameter _ -> n.DType = Float | _ -> false) |> List.ofArray
+
+/// The forward value and the gradient of `lossOf seed output` with respect to every float leaf, for one plan.
+let forwardAndGradients (seed: int) (output: Node) =
+    let loss = lossOf seed output
+    output :: Autodiff.vjp [ loss, scalar 1.0 ] (floatLeaves loss)
