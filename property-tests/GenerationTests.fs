@@ -351,6 +351,7 @@ let ablationTests =
                 let randomEffects =
                     [ for _ in 1 .. 12 -> ablationEffect lm ids node target logits.[target] (Seq.initInfinite (fun _ -> rng.Next 64) |> Seq.distinct |> Seq.take k) ]
                 let mean = List.average randomEffects
+                printfn "llama fixture, %s: top-%d ablation lowers the target logit by %.3f, random neurons by %.3f on average" node k topEffect mean
                 Expect.isGreaterThan topEffect mean (sprintf "top-%d ablation lowers the logit by %g, random %d neurons by %g on average" k topEffect k mean)
             }
     ]
