@@ -65,6 +65,58 @@ public sealed record ExplainOptions
     public IReadOnlyList<int>? ContrastWith { get; init; }
     /// <summary>Named nodes whose relevance to compute in the same backward pass (latent relevance).</summary>
     public IReadOnlyList<string> Nodes { get; init; } = [];
+    /// <summary>Gradient checkpointing: trades a second forward pass through each segment for memory. Relevance is
+    /// the same as without it.</summary>
+    public Checkpointing Checkpointing { get; init; } = Checkpointing.None;
+}
+
+/// <summary>
+/// Gradient checkpointing for the relevance pass. The backward pass recomputes the activations between checkpoints
+/// (nodes of the forward pass, such as layer outputs) from the checkpoint below instead of keeping them from the
+/// forward pass: the peak memory holds the checkpoints and one segment's activations. The explained input is always a
+/// checkpoint, so the first segment is recomputed too.
+/// </summary>
+public sealed class Checkpointing
+{
+    private readonly Func<IReadOnlyList<string>, IReadOnlyList<string>> _select;
+
+    private Checkpointing(string description, Func<IReadOnlyList<string>, IReadOnlyList<string>> select)
+    {
+        Description = description;
+        _select = select;
+    }
+
+    /// <summary>What is checkpointed, in words.</summary>
+    public string Description { get; }
+    public bool IsEnabled => !ReferenceEquals(this, None);
+
+    /// <summary>No checkpointing, the default: every activation the backward pass reads is kept from the forward pass.</summary>
+    public static Checkpointing None { get; } = new("none", _ => []);
+
+    /// <summary>Every layer output (<see cref="Explainer.LayerOutputs"/>): the peak holds one hidden state per layer
+    /// and one layer's activations.</summary>
+    public static Checkpointing EveryLayer { get; } = new("every layer", layers => layers);
+
+    /// <summary>Every ⌈√L⌉-th of the L layer outputs: the peak grows with √L (checkpoints and one segment of ⌈√L⌉
+    /// layers) rather than with L.</summary>
+    public static Checkpointing SqrtLayers { get; } = new("every ⌈√L⌉-th layer", layers =>
+    {
+        int every = (int)Math.Ceiling(Math.Sqrt(layers.Count));
+        return layers.Where((_, i) => (i + 1) % every == 0).ToArray();
+    });
+
+    /// <summary>The named nodes of the model graph as checkpoints.</summary>
+    public static Checkpointing At(params string[] nodes)
+    {
+        ArgumentNullException.ThrowIfNull(nodes);
+        var copy = nodes.ToArray();
+        return new($"at {string.Join(", ", copy)}", _ => copy);
+    }
+
+    /// <summary>The checkpoint names for a model with these layer outputs.</summary>
+    public IReadOnlyList<string> Select(IReadOnlyList<string> layerOutputs) => _select(layerOutputs);
+
+    public override string ToString() => Description;
 }
 
 /// <summary>The relevance of one prediction.</summary>
@@ -142,6 +194,9 @@ public sealed class Explainer : IDisposable
 
     public Model Model { get; }
     public Session Session => _session;
+    /// <summary>Names of the nodes that are each layer's output, in order: the checkpoints of
+    /// <see cref="Checkpointing.EveryLayer"/> and <see cref="Checkpointing.SqrtLayers"/>.</summary>
+    public IReadOnlyList<string> LayerOutputs { get; init; } = [];
     /// <summary>The name of the float input relevance is taken at.</summary>
     public string InputName => _input.Name!;
     /// <summary>The shape of that input ([tokens, hidden] for text, [channels, height, width] for images).</summary>
@@ -199,7 +254,7 @@ public sealed class Explainer : IDisposable
         }
         var feeds = Feeds(input);
         feeds[SeedName] = seed;
-        var values = _session.Evaluate(outputs, feeds, cancellation);
+        var values = _session.Evaluate(outputs, feeds, null, Checkpoints(options.Checkpointing, outputs), cancellation);
         logits ??= values[0].ToDoubleArray();
         var inputRelevance = values[1];
         return new Explanation
@@ -214,6 +269,21 @@ public sealed class Explainer : IDisposable
             ForwardTime = forwardTime,
             RelevanceTime = clock.Elapsed,
         };
+    }
+
+    // the checkpoints as nodes of the rewritten graph (rules keep names on the nodes that hold a layer's value)
+    private IReadOnlyList<Expr> Checkpoints(Checkpointing checkpointing, Expr[] outputs)
+    {
+        if (!checkpointing.IsEnabled) return [];
+        var names = checkpointing.Select(LayerOutputs);
+        if (names.Count == 0)
+            throw new InvalidOperationException($"checkpointing {checkpointing} needs the layer outputs: set Explainer.LayerOutputs or use Checkpointing.At");
+        var named = new Dictionary<string, Lxt.Graph.Node>();
+        foreach (var n in Traverse.topo(outputs.Select(o => o.Node)))
+            if (n.Name is { } name) named.TryAdd(name.Value, n);
+        return names.Select(n => named.TryGetValue(n, out var node) ? new Expr(node) : throw new KeyNotFoundException(
+                $"checkpoint '{n}' is no named node of the explained graph"))
+            .Prepend(new Expr(_input.Node)).ToArray();
     }
 
     private Dictionary<string, float[]> Feeds(float[] input) => new() { [_input.Name!] = input };

@@ -80,7 +80,7 @@ public sealed class Session : IDisposable
     private readonly IReadOnlyDictionary<string, IReadOnlyList<int>> _parameterShapes;
     private readonly Dictionary<string, IBuffer> _uploaded = new();
     private readonly Dictionary<string, int[]> _uploadedShapes = new();
-    private readonly Dictionary<Node[], Executable> _plans = new(new NodeArrayComparer());
+    private readonly Dictionary<(Node[] Outputs, Node[] Checkpoints), Executable> _plans = new(new PlanKeyComparer());
 
     public Session(Model model, IWeightSource weights, Device device = Device.Cpu, int threads = 0)
         : this(model, weights, Backends.Create(device, threads)) { }
@@ -115,14 +115,25 @@ public sealed class Session : IDisposable
     /// with some inputs given in float64 (<paramref name="doubleInputs"/> wins over <paramref name="inputs"/>): a float64
     /// backend keeps them exact, for instance a key/value cache computed by an earlier run.</summary>
     public TensorValue[] Evaluate(IReadOnlyList<Expr> outputs, IReadOnlyDictionary<string, float[]> inputs,
-        IReadOnlyDictionary<string, double[]>? doubleInputs, CancellationToken cancellation = default)
+        IReadOnlyDictionary<string, double[]>? doubleInputs, CancellationToken cancellation = default) =>
+        Evaluate(outputs, inputs, doubleInputs, [], cancellation);
+
+    /// <summary>As <see cref="Evaluate(IReadOnlyList{Expr}, IReadOnlyDictionary{string, float[]}, IReadOnlyDictionary{string, double[]}, CancellationToken)"/>,
+    /// with gradient checkpointing: a backward pass among <paramref name="outputs"/> recomputes the activations between
+    /// <paramref name="checkpoints"/> (nodes of the forward pass, e.g. layer outputs and the input) instead of keeping
+    /// them. The values are the same; the peak memory holds the checkpoints and one segment's activations.</summary>
+    public TensorValue[] Evaluate(IReadOnlyList<Expr> outputs, IReadOnlyDictionary<string, float[]> inputs,
+        IReadOnlyDictionary<string, double[]>? doubleInputs, IReadOnlyList<Expr> checkpoints, CancellationToken cancellation = default)
     {
         cancellation.ThrowIfCancellationRequested();
+        ArgumentNullException.ThrowIfNull(checkpoints);
         var nodes = outputs.Select(o => o.Node).ToArray();
-        if (!_plans.TryGetValue(nodes, out var exe))
+        var key = (nodes, checkpoints.Select(c => c.Node).ToArray());
+        if (!_plans.TryGetValue(key, out var exe))
         {
-            exe = new Executable(PlanModule.compile(Microsoft.FSharp.Collections.ListModule.OfArray(nodes)), Backend);
-            _plans[nodes] = exe;
+            var options = new PlanOptions(Microsoft.FSharp.Collections.ListModule.OfArray(key.Item2));
+            exe = new Executable(PlanModule.compileWith(options, Microsoft.FSharp.Collections.ListModule.OfArray(nodes)), Backend);
+            _plans[key] = exe;
         }
         foreach (var p in PlanModule.parameters(exe.Plan))
         {
@@ -263,9 +274,12 @@ public sealed class Session : IDisposable
         Backend.Dispose();
     }
 
-    private sealed class NodeArrayComparer : IEqualityComparer<Node[]>
+    private sealed class PlanKeyComparer : IEqualityComparer<(Node[] Outputs, Node[] Checkpoints)>
     {
-        public bool Equals(Node[]? x, Node[]? y) => x!.Length == y!.Length && x.Zip(y).All(p => ReferenceEquals(p.First, p.Second));
-        public int GetHashCode(Node[] nodes) => nodes.Aggregate(17, (h, n) => h * 31 + n.Id);
+        public bool Equals((Node[] Outputs, Node[] Checkpoints) x, (Node[] Outputs, Node[] Checkpoints) y) =>
+            Same(x.Outputs, y.Outputs) && Same(x.Checkpoints, y.Checkpoints);
+        public int GetHashCode((Node[] Outputs, Node[] Checkpoints) key) =>
+            key.Checkpoints.Aggregate(key.Outputs.Aggregate(17, (h, n) => h * 31 + n.Id) * 7, (h, n) => h * 31 + n.Id);
+        private static bool Same(Node[] x, Node[] y) => x.Length == y.Length && x.Zip(y).All(p => ReferenceEquals(p.First, p.Second));
     }
 }

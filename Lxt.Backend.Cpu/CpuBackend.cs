@@ -156,7 +156,7 @@ public sealed class CpuBackend : IBackend, ITransposedMatMul, IInPlaceElementwis
             case Op.Broadcast b:
                 Layout.Broadcast(b.x.Shape, x[0], shape, y, t);
                 break;
-            case Op.Reshape or Op.StopGradient or Op.GradientScale:
+            case Op.Reshape or Op.StopGradient or Op.GradientScale or Op.Recompute:
                 Layout.Copy(x[0], y, n, t);
                 break;
             case Op.Permute p:

@@ -99,7 +99,7 @@ public sealed partial class GpuBackend
             case Op.Broadcast b:
                 Strided(node, x[0], 0, Walk.BroadcastStrides(b.x.Shape, shape), y, 0, Walk.Strides(shape), shape);
                 break;
-            case Op.Reshape or Op.StopGradient or Op.GradientScale:
+            case Op.Reshape or Op.StopGradient or Op.GradientScale or Op.Recompute:
                 if (n > 0) x[0].View.CopyTo(y.View);
                 break;
             case Op.Permute p:

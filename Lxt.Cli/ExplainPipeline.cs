@@ -32,6 +32,8 @@ public sealed record ExplainRequest(string ModelDir, ExplainInput Input)
     public IReadOnlyList<string> Nodes { get; init; } = [];
     /// <summary>Also report per-token relevance at every layer output (text models), for the relevance trace.</summary>
     public bool Trace { get; init; }
+    /// <summary>Gradient checkpointing of the relevance pass (recompute layer interiors instead of keeping them).</summary>
+    public Checkpointing Checkpointing { get; init; } = Checkpointing.None;
 }
 
 /// <summary>Per-token relevance at one layer output.</summary>
@@ -121,7 +123,7 @@ public sealed class ExplainSession : IDisposable
         return config.ModelType == "vit" || (config.Has("format") && config.String("format").StartsWith("torchvision", StringComparison.Ordinal));
     }
 
-    private static ExplainOptions Options(ExplainRequest r, IReadOnlyList<string> nodes) => new() { Method = r.Method, Target = r.Target, Nodes = nodes };
+    private static ExplainOptions Options(ExplainRequest r, IReadOnlyList<string> nodes) => new() { Method = r.Method, Target = r.Target, Nodes = nodes, Checkpointing = r.Checkpointing };
 
     /// <summary>Explains <paramref name="input"/> with the method, target and nodes of <paramref name="request"/>.
     /// <see cref="ExplainResult.LoadTime"/> is the time spent reading the input and building its graph.</summary>

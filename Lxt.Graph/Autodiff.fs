@@ -25,6 +25,7 @@ let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
     match y.Op with
     | Input _ | Parameter _ | Constant _ | Fill _ | StopGradient _ | TopKMask _ -> []
     | GradientScale(c, x) -> [ grad x (fun () -> scale c g) ]
+    | Recompute x -> [ grad x (fun () -> g) ]
     | Unary(o, x) ->
         let d () =
             match o with

@@ -71,6 +71,9 @@ type Op =
     | GradientScale of factor: float * x: Node
     /// 1.0 at the k largest entries of each row (last axis), else 0.0; ties go to the lower index. No gradient.
     | TopKMask of k: int * x: Node
+    /// Identity: checkpoint `x` read again by the backward pass. Nodes rebuilt over it do not intern to the forward
+    /// pass's nodes, so a plan computes them a second time, late (gradient checkpointing, see Checkpoint.fs).
+    | Recompute of x: Node
     // Structural equality whose node comparisons are identity: interned children make this shallow.
     override this.Equals(o) =
         match o with
@@ -85,7 +88,8 @@ type Op =
             | MatMul(a1, b1), MatMul(a2, b2) -> a1 === a2 && b1 === b2
             | Softmax(a1, x1), Softmax(a2, x2) -> a1 = a2 && x1 === x2
             | Reduce(o1, ax1, k1, x1), Reduce(o2, ax2, k2, x2) -> o1 = o2 && ax1 = ax2 && k1 = k2 && x1 === x2
-            | Broadcast x1, Broadcast x2 | Reshape x1, Reshape x2 | StopGradient x1, StopGradient x2 -> x1 === x2
+            | Broadcast x1, Broadcast x2 | Reshape x1, Reshape x2 | StopGradient x1, StopGradient x2
+            | Recompute x1, Recompute x2 -> x1 === x2
             | Permute(p1, x1), Permute(p2, x2) -> p1 = p2 && x1 === x2
             | Slice(a1, s1, e1, x1), Slice(a2, s2, e2, x2) -> a1 = a2 && s1 = s2 && e1 = e2 && x1 === x2
             | Concat(a1, xs1), Concat(a2, xs2) -> a1 = a2 && xs1.Length = xs2.Length && List.forall2 (===) xs1 xs2
@@ -121,7 +125,7 @@ type Op =
         match op with
         | Input _ | Parameter _ | Constant _ | Fill _ -> []
         | Unary(_, x) | Softmax(_, x) | Reduce(_, _, _, x) | Broadcast x | Reshape x | Permute(_, x)
-        | Slice(_, _, _, x) | StopGradient x | GradientScale(_, x) | TopKMask(_, x) -> [ x ]
+        | Slice(_, _, _, x) | StopGradient x | GradientScale(_, x) | TopKMask(_, x) | Recompute x -> [ x ]
         | Binary(_, a, b) | MatMul(a, b) | Gather(a, b) | ScatterAdd(a, b)
         | Conv2d(_, _, a, b) | Conv2dGradInput(_, _, a, b) | Conv2dGradWeight(_, _, a, b) -> [ a; b ]
         | Where(c, a, b) -> [ c; a; b ]

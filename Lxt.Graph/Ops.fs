@@ -100,7 +100,7 @@ let rec make (op: Op) (given: Shape) (dtype: DType) (name: string option) : Node
             if given.Length <> 4 || g.Shape.[1] <> given.[0] || x.Shape.[1] <> given.[1] then
                 fail "conv2d-grad-weight: %s and %s do not fit weight shape %s" (d x) (d g) (Shape.show given)
             given, Float
-        | StopGradient x | GradientScale(_, x) -> x.Shape, x.DType
+        | StopGradient x | GradientScale(_, x) | Recompute x -> x.Shape, x.DType
         | TopKMask(k, x) ->
             if x.Shape.Length < 1 || k < 1 || k > x.Shape.[x.Shape.Length - 1] then
                 fail "top-k: k = %d does not fit the last axis of %s" k (d x)
@@ -134,6 +134,7 @@ let withChildren (n: Node) (kids: Node list) : Node =
         | StopGradient _, [ x ] -> StopGradient x
         | GradientScale(f, _), [ x ] -> GradientScale(f, x)
         | TopKMask(k, _), [ x ] -> TopKMask(k, x)
+        | Recompute _, [ x ] -> Recompute x
         | _ -> fail "rebuild: %s takes %d operands, got %d" (d n) n.Children.Length kids.Length
     if List.forall2 (===) kids n.Children then n else make op n.Shape n.DType n.Name
 
@@ -225,3 +226,5 @@ let stopGradient (x: Node) = match x.Op with StopGradient _ | Constant _ | Fill 
 let gradientScale (factor: float) x = make (GradientScale(factor, x)) [||] Float None
 /// 1.0 at the k largest entries of each row (last axis), else 0.0 (mixture-of-experts routing). No gradient flows through it.
 let topKMask (k: int) x = make (TopKMask(k, x)) [||] Float None
+/// Identity: `x` read again by a checkpointed backward pass (see Checkpoint.recompute).
+let recompute (x: Node) = make (Recompute x) [||] x.DType None

@@ -16,6 +16,16 @@ type Plan =
       /// ITransposedMatMul reads their operand transposed instead of computing them.
       LazyTransposes: IReadOnlySet<Node> }
 
+/// How a plan is compiled.
+type PlanOptions =
+    { /// Gradient checkpointing: nodes of the forward pass (layer outputs, the input) between which the backward pass
+      /// recomputes activations instead of keeping them (see Checkpoint.apply). Empty: every activation is kept.
+      Checkpoints: Node list }
+
+module PlanOptions =
+    /// No checkpointing.
+    let none = { Checkpoints = [] }
+
 /// Time and traffic of one op kind over the runs of an executable (see Executable.Profiling).
 type OpProfile =
     { Kind: string
@@ -28,7 +38,7 @@ module Plan =
     let private isLeaf (n: Node) = match n.Op with Input _ | Parameter _ | Constant _ -> true | _ -> false
 
     /// Ops whose forward value is their operand's: they share its buffer instead of copying it.
-    let isView (n: Node) = match n.Op with Reshape _ | StopGradient _ | GradientScale _ -> true | _ -> false
+    let isView (n: Node) = match n.Op with Reshape _ | StopGradient _ | GradientScale _ | Recompute _ -> true | _ -> false
 
     /// True for a Permute that swaps the last two axes and keeps the others in place.
     let isLastTwoSwap (n: Node) =
@@ -51,9 +61,28 @@ module Plan =
                 | _ -> n)
         outputs |> List.map (fun o -> map.[o])
 
-    let compile (outputs: Node list) : Plan =
-        let outputs = composePermutes outputs
-        let order = Traverse.topo outputs
+    // Without recomputation, depth-first order from the outputs. With it, each node's operands are visited in order of
+    // the latest checkpoint they are recomputed from, latest first: the backward of every segment above runs before a
+    // segment is recomputed, so only one segment's recomputed activations are alive at a time.
+    let private schedule (outputs: Node list) : Node[] =
+        let plain = Traverse.topo outputs
+        if not (plain |> Array.exists (fun n -> match n.Op with Recompute _ -> true | _ -> false)) then plain
+        else
+            let rank = Dictionary<Node, int>(HashIdentity.Reference)
+            plain |> Array.iteri (fun i n -> rank.[n] <- i)
+            let segment = Dictionary<Node, int>(HashIdentity.Reference) // the latest checkpoint every path reaches: min rank
+            for n in plain do
+                segment.[n] <-
+                    match n.Op with
+                    | Recompute c -> rank.[c]
+                    | _ -> n.Children |> List.fold (fun s c -> min s segment.[c]) Int32.MaxValue
+            let latestFirst (nodes: Node list) = nodes |> List.sortBy (fun c -> -segment.[c])
+            Traverse.topoWith (fun n -> latestFirst n.Children) (List.rev (latestFirst outputs))
+
+    /// Compiles `outputs` with options (see PlanOptions).
+    let compileWith (options: PlanOptions) (outputs: Node list) : Plan =
+        let outputs = outputs |> Checkpoint.apply options.Checkpoints |> composePermutes
+        let order = schedule outputs
         let steps = order |> Array.filter (isLeaf >> not)
         let last = Dictionary<Node, int>(HashIdentity.Reference)
         steps |> Array.iteri (fun i n -> for c in n.Children do last.[c] <- i)
@@ -74,6 +103,8 @@ module Plan =
                 | _ -> ()
         { Outputs = Array.ofList outputs; Leaves = order |> Array.filter isLeaf; Steps = steps; LastUse = last
           LazyTransposes = lazyT }
+
+    let compile (outputs: Node list) : Plan = compileWith PlanOptions.none outputs
 
     /// Names of the inputs a plan needs fed on every run, with their nodes.
     let inputs (p: Plan) = p.Leaves |> Array.filter (fun n -> match n.Op with Input _ -> true | _ -> false)

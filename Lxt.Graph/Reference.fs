@@ -137,7 +137,7 @@ let evaluate (n: Node) (args: float[][]) : float[] =
             | Mean -> Array.sum vals / float count
             | Max -> Array.max vals)
     | Broadcast x -> let rx = broadcastRead args.[0] x.Shape n.Shape in each rx
-    | Reshape _ | StopGradient _ | GradientScale _ -> Array.blit args.[0] 0 out 0 out.Length
+    | Reshape _ | StopGradient _ | GradientScale _ | Recompute _ -> Array.blit args.[0] 0 out 0 out.Length
     | TopKMask(k, x) ->
         let width = x.Shape.[x.Shape.Length - 1]
         for row in 0 .. out.Length / width - 1 do

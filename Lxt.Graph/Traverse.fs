@@ -3,8 +3,9 @@ module Lxt.Graph.Traverse
 
 open System.Collections.Generic
 
-/// All nodes reachable from `roots`, operands before users (iterative: deep graphs do not overflow the stack).
-let topo (roots: Node seq) : Node[] =
+/// All nodes reachable from `roots`, operands before users, depth first: the operands of each node are visited in the
+/// order `operands` lists them, the roots last to first (iterative: deep graphs do not overflow the stack).
+let topoWith (operands: Node -> Node list) (roots: Node seq) : Node[] =
     let seen = HashSet<Node>(HashIdentity.Reference)
     let order = ResizeArray<Node>()
     let stack = Stack<struct (Node * bool)>()
@@ -14,9 +15,12 @@ let topo (roots: Node seq) : Node[] =
         if expanded then order.Add n
         elif seen.Add n then
             stack.Push(struct (n, true))
-            for c in List.rev n.Children do
+            for c in List.rev (operands n) do
                 if not (seen.Contains c) then stack.Push(struct (c, false))
     order.ToArray()
+
+/// All nodes reachable from `roots`, operands before users (iterative: deep graphs do not overflow the stack).
+let topo (roots: Node seq) : Node[] = topoWith (fun n -> n.Children) roots
 
 /// Rebuilds the graphs under `roots` bottom-up: each node is first rebuilt over its mapped operands, then passed
 /// to `f`. Shared subgraphs are visited once. Returns the map from old to new nodes.

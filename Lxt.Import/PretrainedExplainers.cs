@@ -119,7 +119,7 @@ public sealed class TextExplainer : IDisposable
     {
         if (_byLength.TryGetValue(tokens, out var cached)) return cached;
         var graph = Model.BuildGraph(tokens);
-        var explainer = new Explainer(graph.Model, graph.InputName, Model.WeightsFor(graph), _device, _threads);
+        var explainer = new Explainer(graph.Model, graph.InputName, Model.WeightsFor(graph), _device, _threads) { LayerOutputs = graph.LayerOutputs };
         _byLength[tokens] = (graph, explainer);
         return (graph, explainer);
     }
@@ -167,7 +167,7 @@ public sealed class ImageExplainer : IDisposable
             if (!TextExplainer.IsImageModel(model.Config))
                 throw new LxtImportException($"'{modelDir}' holds a text model ({model.Config.ModelType}): give it text or token ids, not pixels");
             var graph = model.BuildGraph();
-            return new ImageExplainer(model, graph, new Explainer(graph.Model, graph.InputName, model.WeightsFor(graph), device, threads));
+            return new ImageExplainer(model, graph, new Explainer(graph.Model, graph.InputName, model.WeightsFor(graph), device, threads) { LayerOutputs = graph.LayerOutputs });
         }
         catch
         {

@@ -320,8 +320,31 @@ let gpuDeviceTests =
         }
     ]
 
+let checkpointingTests =
+    testList "checkpointing" [
+        test "--checkpointing layers and sqrt give the relevance of a plain run" {
+            let dir = Path.Combine(Path.GetTempPath(), "lxt-ckpt-" + Guid.NewGuid().ToString("N"))
+            Directory.CreateDirectory dir |> ignore
+            try
+                let relevance (mode: string) =
+                    let json = Path.Combine(dir, mode + ".json")
+                    ok [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "reference"; "--checkpointing"; mode; "--json"; json ] |> ignore
+                    use doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText json)
+                    doc.RootElement.GetProperty("relevance").EnumerateArray() |> Seq.map (fun e -> e.GetDouble()) |> Array.ofSeq
+                let plain = relevance "none"
+                for mode in [ "layers"; "sqrt" ] do
+                    let r = relevance mode
+                    Expect.equal r.Length plain.Length "one value per token"
+                    for a, b in Array.zip r plain do Expect.floatClose Accuracy.veryHigh a b (sprintf "%s: same relevance" mode)
+            finally Directory.Delete(dir, true)
+        }
+        test "--checkpointing takes none, layers or sqrt" {
+            expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--checkpointing"; "half" ] "none, layers or sqrt"
+        }
+    ]
+
 let tests =
-    testList "lxt commands" [ gpuDeviceTests; evaluateTests; generateTests; neuronsTests; activationsTests; checkTests; deviceTests
+    testList "lxt commands" [ checkpointingTests; gpuDeviceTests; evaluateTests; generateTests; neuronsTests; activationsTests; checkTests; deviceTests
                               test "lxt --help lists every command" {
                                   let _, out, _ = lxt [ "--help" ]
                                   for c in [ "evaluate"; "generate"; "neurons"; "activations"; "check" ] do Expect.stringContains out c c
