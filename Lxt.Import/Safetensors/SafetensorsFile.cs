@@ -192,14 +192,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public void ReadFloat32(string name, Span<float> destination)
     {
         var t = GetInfo(name);
-        CheckDestination(t, destination.Length);
-        int size = t.DType.ElementSize();
-        for (int done = 0; done < destination.Length; done += ChunkElements)
-        {
-            int count = Math.Min(ChunkElements, destination.Length - done);
-            var src = Data(t.Start + (long)done * size, count * size);
-            TensorConvert.ToFloat32(t.DType, src, destination.Slice(done, count));
-        }
+        Decode(t, destination);
     }
 
     /// <summary>Reads a tensor of any dtype as float64 (exact for every supported type except I64 beyond 2^53).</summary>
@@ -215,14 +208,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public void ReadFloat64(string name, Span<double> destination)
     {
         var t = GetInfo(name);
-        CheckDestination(t, destination.Length);
-        int size = t.DType.ElementSize();
-        for (int done = 0; done < destination.Length; done += ChunkElements)
-        {
-            int count = Math.Min(ChunkElements, destination.Length - done);
-            var src = Data(t.Start + (long)done * size, count * size);
-            TensorConvert.ToFloat64(t.DType, src, destination.Slice(done, count));
-        }
+        Decode(t, destination);
     }
 
     /// <summary>Reads an integer or BOOL tensor as int64; a floating-point tensor raises <see cref="LxtImportException"/>.</summary>
@@ -242,13 +228,19 @@ public sealed unsafe class SafetensorsFile : IDisposable
         var t = GetInfo(name);
         if (t.DType.IsFloatingPoint())
             throw new LxtImportException($"Tensor '{name}' in '{Path}' has dtype {t.DType.ToSafetensorsString()}, not an integer type; read it with ReadFloat32/ReadFloat64.");
+        Decode(t, destination);
+    }
+
+    /// <summary>Converts a tensor's elements into <paramref name="destination"/> chunk by chunk (the mapped view is
+    /// read through spans of at most <see cref="ChunkElements"/> elements).</summary>
+    private void Decode<T>(TensorInfo t, Span<T> destination) where T : unmanaged, System.Numerics.INumberBase<T>
+    {
         CheckDestination(t, destination.Length);
         int size = t.DType.ElementSize();
         for (int done = 0; done < destination.Length; done += ChunkElements)
         {
             int count = Math.Min(ChunkElements, destination.Length - done);
-            var src = Data(t.Start + (long)done * size, count * size);
-            TensorConvert.ToInt64(t.DType, src, destination.Slice(done, count));
+            TensorConvert.Convert(t.DType, Data(t.Start + (long)done * size, count * size), destination.Slice(done, count));
         }
     }
 
@@ -305,18 +297,9 @@ internal static class TensorConvert
         return (ushort)((bits + roundingBias) >> 16);
     }
 
-    public static void ToFloat32(TensorDType dtype, ReadOnlySpan<byte> src, Span<float> dst) => Convert(dtype, src, dst);
-    public static void ToFloat64(TensorDType dtype, ReadOnlySpan<byte> src, Span<double> dst) => Convert(dtype, src, dst);
-
-    public static void ToInt64(TensorDType dtype, ReadOnlySpan<byte> src, Span<long> dst)
-    {
-        if (dtype.IsFloatingPoint()) throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "not an integer dtype");
-        Convert(dtype, src, dst);
-    }
-
     /// <summary>Decodes little-endian elements of <paramref name="dtype"/> into <typeparamref name="T"/> (a plain copy
     /// when the types agree on a little-endian machine).</summary>
-    private static void Convert<T>(TensorDType dtype, ReadOnlySpan<byte> src, Span<T> dst) where T : unmanaged, INumberBase<T>
+    public static void Convert<T>(TensorDType dtype, ReadOnlySpan<byte> src, Span<T> dst) where T : unmanaged, INumberBase<T>
     {
         if (BitConverter.IsLittleEndian && SameType<T>(dtype))
         {
