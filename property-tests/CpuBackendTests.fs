@@ -8,37 +8,9 @@ open Lxt.Graph
 open Lxt.Graph.Ops
 open Lxt.Backend.Cpu
 
-let private config n = { FsCheckConfig.defaultConfig with maxTest = n }
+let private config = BackendConformance.config
 let private cpu () = new CpuBackend() :> IBackend
-
-/// max |cpu − ref| / (1 + max |ref|); NaN and infinities must sit at the same places in both.
-let private relativeError (cpu: float[]) (ref: float[]) =
-    if cpu.Length <> ref.Length then infinity
-    else
-        let mutable err, scale = 0.0, 0.0
-        for i in 0 .. ref.Length - 1 do
-            let r, c = ref.[i], cpu.[i]
-            if Double.IsNaN r || Double.IsInfinity r then
-                if not (r.Equals c) then err <- infinity
-            elif Double.IsNaN c || Double.IsInfinity c then err <- infinity
-            else
-                err <- max err (Math.Abs(c - r))
-                scale <- max scale (Math.Abs r)
-        err / (1.0 + scale)
-
-/// Evaluates `outputs` on both backends and reports the outputs that disagree.
-let private agrees (description: string) (values: Map<string, float[]>) (outputs: Node list) =
-    let expected = Evaluate.reference values outputs
-    let actual = Evaluate.onBackend (cpu ()) values outputs
-    Array.zip3 (Array.ofList outputs) expected actual
-    |> Array.forall (fun (node, r, c) ->
-        let e = relativeError c r
-        let ok = e < 1e-5
-        if not ok then printfn "%s: %s differs, relative error %g" description (Node.Describe node) e
-        ok)
-
-let private sampleAgrees (sample: RandomGraphs.Sample) (seed: int) =
-    agrees sample.Description sample.Values (RandomGraphs.forwardAndGradients seed sample.Output)
+let private agrees description values outputs = BackendConformance.agreesOn (cpu ()) description values outputs
 
 /// A random graph over shapes large enough for vector bodies, tails and parallel splits.
 let private largeSample (seed: int) =
@@ -86,13 +58,7 @@ let private referenceGemm transA transB m n k (a: float32[]) lda (b: float32[]) 
 
 let tests =
     testList "cpu backend" [
-        testList "agrees with the reference on one op, forward and gradients" [
-            for op in RandomGraphs.opNames ->
-                testPropertyWithConfig (config 30) op (fun (seed: int) ->
-                    sampleAgrees (RandomGraphs.build (seed &&& 0x7fffffff) 3 (Some op)) seed)
-        ]
-        testPropertyWithConfig (config 100) "agrees with the reference on random graphs of depth 5, forward and gradients" (fun (seed: int) ->
-            sampleAgrees (RandomGraphs.build (seed &&& 0x7fffffff) 5 None) seed)
+        yield! BackendConformance.tests cpu { CasesPerOp = 30; RandomGraphs = 100; ErfStep = 0.0005; ErfExtremes = true }
         testPropertyWithConfig (config 20) "agrees on large matmul, softmax (masked too), reduce, permute and elementwise shapes" (fun (seed: int) ->
             let desc, values, outputs = largeSample (seed &&& 0x7fffffff)
             agrees desc values outputs)
@@ -145,37 +111,4 @@ let tests =
                 err <- max err (Math.Abs(float c.[j] - e))
                 scale <- max scale (Math.Abs e)
             err / (1.0 + scale) < 1e-5)
-        test "float erf and erf-GELU keep relative accuracy 1e-6 and 5e-6 from tiny to large arguments" {
-            let grid = Array.append (Array.init 24001 (fun i -> -6.0 + float i * 0.0005)) (Array.append [| for e in -30 .. -1 -> 10.0 ** float e |] [| -1e-20; 1e30; -1e30 |])
-            let xs = grid |> Array.map (fun v -> float (float32 v))
-            let x = input "x" [| xs.Length |] Float
-            let values = Map [ "x", xs ]
-            for node, relative in [ erf x, 1e-6; geluErf x, 5e-6 ] do
-                let r = Evaluate.reference1 values node
-                let c = (Evaluate.onBackend (cpu ()) values [ node ]).[0]
-                for i in 0 .. xs.Length - 1 do
-                    if Math.Abs(c.[i] - r.[i]) > relative * Math.Abs r.[i] + 1e-30 then
-                        failtestf "%s at %g: cpu %.9g, reference %.9g" (Node.Describe node) xs.[i] c.[i] r.[i]
-        }
-        test "a vision-transformer patch embedding and its gradients agree" {
-            let rng = Random 5
-            let x = input "image" [| 2; 3; 32; 32 |] Float
-            let w = parameter "patch" [| 24; 3; 8; 8 |]
-            let values = Map [ "image", Array.init (2 * 3 * 32 * 32) (fun _ -> rng.NextDouble() - 0.5)
-                               "patch", Array.init (24 * 3 * 8 * 8) (fun _ -> rng.NextDouble() - 0.5) ]
-            let y = conv2d (8, 8) (0, 0) x w
-            Expect.isTrue (agrees "patch embedding" values (RandomGraphs.forwardAndGradients 5 y)) "forward and both gradients"
-        }
-        test "an out-of-range gather index is a binding error naming the index and the table" {
-            let e = gather (named "embed.tokens" (parameter "table" [| 4; 2 |])) (input "tokens" [| 3 |] Int)
-            let ex = Expect.throwsC (fun () -> Evaluate.onBackend (cpu ()) (Map [ "tokens", [| 0.0; 9.0; 1.0 |]; "table", Array.zeroCreate 8 ]) [ e ] |> ignore) id
-            Expect.isTrue (ex :? BindingException) (sprintf "expected BindingException, got %s" (ex.GetType().Name))
-            Expect.stringContains ex.Message "index 9" "names the index"
-            Expect.stringContains ex.Message "embed.tokens" "names the table"
-        }
-        test "buffers of another backend are rejected" {
-            use backend = new CpuBackend()
-            let foreign = (new ReferenceBackend() :> IBackend).Allocate 4
-            Expect.throwsT<ArgumentException> (fun () -> (backend :> IBackend).Upload(ReadOnlySpan(Array.zeroCreate<float32> 4), foreign)) "foreign buffer"
-        }
     ]
