@@ -4,10 +4,10 @@ module Lxt.Graph.HostEvaluation
 open System
 open System.Collections.Generic
 
-/// Evaluates `outputs` on `backend`, binding every input and parameter by name from `values` (float64 host arrays),
-/// and returns the outputs' values. A name missing from `values` raises a BindingException naming it.
-let evaluate (backend: IBackend) (values: Map<string, float[]>) (outputs: Node list) : float[][] =
-    let plan = Plan.compile outputs
+/// Runs a compiled `plan` on `backend`, binding every input and parameter by name from `values` (float64 host
+/// arrays); returns the outputs' values and the run's peak intermediate bytes. A name missing from `values` raises a
+/// BindingException naming it.
+let run (backend: IBackend) (values: Map<string, float[]>) (plan: Plan) : float[][] * int64 =
     use exe = new Executable(plan, backend)
     let upload (name: string) =
         match values.TryFind name with
@@ -33,6 +33,10 @@ let evaluate (backend: IBackend) (values: Map<string, float[]>) (outputs: Node l
                 backend.DownloadDouble(b, Span h)
                 h)
         exe.Recycle outs
-        host
+        host, exe.PeakIntermediateBytes
     finally
         for b in feeds.Values do b.Dispose()
+
+/// Evaluates `outputs` on `backend` with inputs and parameters from `values` (see `run`).
+let evaluate (backend: IBackend) (values: Map<string, float[]>) (outputs: Node list) : float[][] =
+    fst (run backend values (Plan.compile outputs))

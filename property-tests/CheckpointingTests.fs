@@ -15,20 +15,8 @@ let private config n = { FsCheckConfig.defaultConfig with maxTest = n }
 /// Runs `outputs` compiled with `options` on `backend`; the outputs' values and the plan's peak intermediate bytes.
 let private runWith (backend: IBackend) (options: PlanOptions) (values: Map<string, float[]>) (outputs: Node list) =
     let plan = Plan.compileWith options outputs
-    use exe = new Executable(plan, backend)
-    let upload (v: float[]) =
-        let b = backend.Allocate v.Length
-        backend.UploadDouble(ReadOnlySpan v, b)
-        b
-    for p in Plan.parameters plan do
-        match p.Op with Parameter name -> exe.BindParameter(name, upload values.[name]) | _ -> ()
-    let feeds = Dictionary<string, IBuffer>()
-    for i in Plan.inputs plan do
-        match i.Op with Input name -> feeds.[name] <- upload values.[name] | _ -> ()
-    let outs = exe.Run feeds
-    let host = outs |> Array.map (fun b -> let h = Array.zeroCreate b.Length in backend.DownloadDouble(b, Span h); h)
-    exe.Recycle outs
-    host, exe.PeakIntermediateBytes, plan
+    let host, peak = HostEvaluation.run backend values plan
+    host, peak, plan
 
 /// Bit for bit (NaN equals NaN).
 let private identical (a: float[][]) (b: float[][]) =

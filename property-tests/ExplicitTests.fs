@@ -11,21 +11,7 @@ open Lxt.Rules
 
 let private config n = { FsCheckConfig.defaultConfig with maxTest = n }
 
-/// Leaves with random values, collected by name as a test builds a graph.
-type private Values(rng: Random) =
-    let mutable values = Map.empty
-    member _.Rng = rng
-    member _.Map = values
-    member _.Random(shape: Shape, ?scale: float) =
-        let s = defaultArg scale 1.0
-        Array.init (Shape.numel shape) (fun _ -> (rng.NextDouble() * 2.0 - 1.0) * s)
-    member this.Input(name: string, shape: Shape) =
-        values <- values.Add(name, this.Random shape)
-        input name shape Float
-    member this.Parameter(name: string, shape: Shape, ?scale: float) =
-        values <- values.Add(name, this.Random(shape, defaultArg scale 1.0))
-        parameter name shape
-    member this.Seed(output: Node) = constant output.Shape (this.Random output.Shape)
+type private Values = Evaluate.LeafValues
 
 let private eval (v: Values) (nodes: Node list) = Evaluate.reference v.Map nodes
 

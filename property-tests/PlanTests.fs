@@ -55,20 +55,8 @@ let private chain (layers: int) =
 
 let private run (backend: IBackend) (values: Map<string, float[]>) (outputs: Node list) =
     let plan = Plan.compile outputs
-    use exe = new Executable(plan, backend)
-    let upload (v: float[]) =
-        let b = backend.Allocate v.Length
-        backend.UploadDouble(ReadOnlySpan v, b)
-        b
-    for p in Plan.parameters plan do
-        match p.Op with Parameter name -> exe.BindParameter(name, upload values.[name]) | _ -> ()
-    let feeds = Dictionary<string, IBuffer>()
-    for i in Plan.inputs plan do
-        match i.Op with Input name -> feeds.[name] <- upload values.[name] | _ -> ()
-    let outs = exe.Run feeds
-    let host = outs |> Array.map (fun b -> let h = Array.zeroCreate b.Length in backend.DownloadDouble(b, Span h); h)
-    exe.Recycle outs
-    host, exe.PeakIntermediateBytes, plan
+    let host, peak = HostEvaluation.run backend values plan
+    host, peak, plan
 
 let tests =
     testList "plans" [
