@@ -18,7 +18,7 @@ let repoRoot : string =
     | root -> Path.GetFullPath root
 
 /// The reference fixtures: $LXT_FIXTURES if set, otherwise <repoRoot>/../shared/fixtures/lxt-reference;
-/// when that folder does not exist (e.g. the repository is a git worktree one level deeper),
+/// when that folder does not exist (e.g. a checkout nested one level deeper),
 /// the first shared/fixtures/lxt-reference found in a folder further up.
 let fixtures : string =
     match Environment.GetEnvironmentVariable "LXT_FIXTURES" with
