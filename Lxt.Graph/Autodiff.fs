@@ -18,6 +18,30 @@ let sumTo (shape: Shape) (g: Node) : Node =
 let private oneMinus x = sub (scalar 1.0) x
 let private zerosLike (n: Node) = fill n.Shape 0.0
 
+/// The adjoint of an op that only moves values (broadcast, reshape, permute, slice, concat, gather, recompute): `g`
+/// moved back onto the operands. Gradients and explicit LRP relevance both flow through such ops this way.
+let layoutAdjoint (y: Node) (g: Node) : (Node * (unit -> Node)) list =
+    match y.Op with
+    | Broadcast x -> [ x, (fun () -> sumTo x.Shape g) ]
+    | Reshape x -> [ x, (fun () -> reshape x.Shape g) ]
+    | Recompute x -> [ x, (fun () -> g) ]
+    | Permute(perm, x) ->
+        let inv = Array.zeroCreate perm.Length
+        perm |> Array.iteri (fun i p -> inv.[p] <- i)
+        [ x, (fun () -> permute (List.ofArray inv) g) ]
+    | Slice(axis, start, stop, x) ->
+        let zeros len = fill (x.Shape |> Array.mapi (fun i n -> if i = axis then len else n)) 0.0
+        [ x, (fun () ->
+            concat axis [ if start > 0 then zeros start
+                          g
+                          if stop < x.Shape.[axis] then zeros (x.Shape.[axis] - stop) ]) ]
+    | Concat(axis, xs) ->
+        let starts = xs |> List.scan (fun acc (x: Node) -> acc + x.Shape.[axis]) 0
+        List.zip xs (List.take xs.Length starts)
+        |> List.map (fun (x, s) -> x, (fun () -> slice axis s (s + x.Shape.[axis]) g))
+    | Gather(table, indices) -> [ table, (fun () -> scatterAdd table.Shape indices g) ]
+    | _ -> invalidArg "y" (sprintf "%s is not a layout op" (Node.Describe y))
+
 /// The pullback of one op: for each operand, a thunk giving the contribution of adjoint `g` to its gradient.
 /// Thunks let the builder skip operands that need no gradient.
 let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
@@ -25,7 +49,7 @@ let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
     match y.Op with
     | Input _ | Parameter _ | Constant _ | Fill _ | StopGradient _ | TopKMask _ -> []
     | GradientScale(c, x) -> [ grad x (fun () -> scale c g) ]
-    | Recompute x -> [ grad x (fun () -> g) ]
+    | Recompute _ -> layoutAdjoint y g
     | Unary(o, x) ->
         let d () =
             match o with
@@ -81,23 +105,7 @@ let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
                 let yk = reshape (x.Shape |> Array.mapi (fun i n -> if Array.contains i axes then 1 else n)) y
                 let hits = equal x yk
                 mul (div hits (reduceSum (List.ofArray axes) true hits)) (kept ())) ]
-    | Broadcast x -> [ grad x (fun () -> g) ]
-    | Reshape x -> [ x, (fun () -> reshape x.Shape g) ]
-    | Permute(perm, x) ->
-        let inv = Array.zeroCreate perm.Length
-        perm |> Array.iteri (fun i p -> inv.[p] <- i)
-        [ x, (fun () -> permute (List.ofArray inv) g) ]
-    | Slice(axis, start, stop, x) ->
-        let part len = fill (x.Shape |> Array.mapi (fun i n -> if i = axis then len else n)) 0.0
-        [ x, (fun () ->
-            concat axis [ if start > 0 then part start
-                          g
-                          if stop < x.Shape.[axis] then part (x.Shape.[axis] - stop) ]) ]
-    | Concat(axis, xs) ->
-        let starts = xs |> List.scan (fun acc (x: Node) -> acc + x.Shape.[axis]) 0
-        List.zip xs (List.take xs.Length starts)
-        |> List.map (fun (x, s) -> x, (fun () -> slice axis s (s + x.Shape.[axis]) g))
-    | Gather(table, indices) -> [ table, (fun () -> scatterAdd table.Shape indices g) ]
+    | Broadcast _ | Reshape _ | Permute _ | Slice _ | Concat _ | Gather _ -> layoutAdjoint y g
     | ScatterAdd(indices, updates) -> [ updates, (fun () -> gather g indices) ]
     | Conv2d(s, p, x, w) ->
         [ x, (fun () -> make (Conv2dGradInput(s, p, g, w)) x.Shape Float None)

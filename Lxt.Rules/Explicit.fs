@@ -108,26 +108,7 @@ let private distribute (rules: ExplicitRules) (isLive: Node -> bool) (y: Node) (
         [ x, (fun () -> times x (broadcastTo x.Shape (reshape kept (perUnit eps r total)))) ]
     | Reduce(Max, _, _, _) -> missing y
     // views and copies move relevance without changing it
-    | Broadcast x -> [ share x (fun () -> r) ]
-    | Reshape x -> [ x, (fun () -> reshape x.Shape r) ]
-    // a checkpointing marker is the identity
-    | Recompute x -> [ x, (fun () -> r) ]
-    | Permute(perm, x) ->
-        let inv = Array.zeroCreate perm.Length
-        perm |> Array.iteri (fun i p -> inv.[p] <- i)
-        [ x, (fun () -> permute (List.ofArray inv) r) ]
-    | Slice(axis, start, stop, x) ->
-        let zeros len = fill (x.Shape |> Array.mapi (fun i n -> if i = axis then len else n)) 0.0
-        [ x, (fun () ->
-            concat axis [ if start > 0 then zeros start
-                          r
-                          if stop < x.Shape.[axis] then zeros (x.Shape.[axis] - stop) ]) ]
-    | Concat(axis, xs) ->
-        let starts = xs |> List.scan (fun acc (x: Node) -> acc + x.Shape.[axis]) 0
-        List.zip xs (List.take xs.Length starts)
-        |> List.map (fun (x, s) -> x, (fun () -> slice axis s (s + x.Shape.[axis]) r))
-    // an input-dependent table: each row gets the relevance of every position that picked it
-    | Gather(table, indices) -> [ table, (fun () -> scatterAdd table.Shape indices r) ]
+    | Broadcast _ | Reshape _ | Recompute _ | Permute _ | Slice _ | Concat _ | Gather _ -> Autodiff.layoutAdjoint y r
     | ScatterAdd _ | Conv2dGradInput _ | Conv2dGradWeight _ -> missing y
 
 /// Relevance at each node of `at`, propagated explicitly from relevances `R_out` given at `outputs` (pairs of an
