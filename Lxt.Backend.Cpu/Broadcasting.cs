@@ -1,5 +1,7 @@
 // Broadcast iteration shared by elementwise ops: the output viewed as rows of a contiguous inner run, where each
 // operand is either contiguous along the run or constant over it (a scalar per row).
+using Lxt.Graph;
+
 namespace Lxt.Backend.Cpu;
 
 internal sealed class BroadcastLayout
@@ -53,7 +55,7 @@ internal sealed class BroadcastLayout
         outerDims = dims.Take(dims.Count - 1).ToArray();
         outerStrides = new int[ops][];
         for (int o = 0; o < ops; o++) outerStrides[o] = st.Take(dims.Count - 1).Select(s => s[o]).ToArray();
-        Rows = Kernels.Numel(outerDims);
+        Rows = ShapeModule.numel(outerDims);
     }
 
     /// Offset of each operand at the start of `row`.

@@ -88,7 +88,7 @@ public sealed class CpuBackend : IBackend, ITransposedMatMul, IInPlaceElementwis
         ArgumentNullException.ThrowIfNull(node);
         ArgumentNullException.ThrowIfNull(inputs);
         var y = Own(output, nameof(output));
-        int n = Kernels.Numel(node.Shape);
+        int n = ShapeModule.numel(node.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(node)} needs {n}", nameof(output));
         int arity = node.Children.Length;
@@ -99,8 +99,8 @@ public sealed class CpuBackend : IBackend, ITransposedMatMul, IInPlaceElementwis
         foreach (var child in node.Children)
         {
             var b = Own(inputs[k], "input");
-            if (b.Length != Kernels.Numel(child.Shape))
-                throw new ArgumentException($"operand {k} of {Node.Describe(node)} has {b.Length} values, {Node.Describe(child)} needs {Kernels.Numel(child.Shape)}", nameof(inputs));
+            if (b.Length != ShapeModule.numel(child.Shape))
+                throw new ArgumentException($"operand {k} of {Node.Describe(node)} has {b.Length} values, {Node.Describe(child)} needs {ShapeModule.numel(child.Shape)}", nameof(inputs));
             x[k++] = b.Array;
         }
         Dispatch(node, x, y.Array, n);
@@ -116,11 +116,11 @@ public sealed class CpuBackend : IBackend, ITransposedMatMul, IInPlaceElementwis
         var y = Own(output, nameof(output));
         var xa = Own(a, "a");
         var xb = Own(b, "b");
-        int n = Kernels.Numel(node.Shape);
+        int n = ShapeModule.numel(node.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(node)} needs {n}", nameof(output));
-        if (xa.Length != Kernels.Numel(mm.a.Shape) || xb.Length != Kernels.Numel(mm.b.Shape))
-            throw new ArgumentException($"the operands of {Node.Describe(node)} have {xa.Length} and {xb.Length} values, its operands need {Kernels.Numel(mm.a.Shape)} and {Kernels.Numel(mm.b.Shape)}");
+        if (xa.Length != ShapeModule.numel(mm.a.Shape) || xb.Length != ShapeModule.numel(mm.b.Shape))
+            throw new ArgumentException($"the operands of {Node.Describe(node)} have {xa.Length} and {xb.Length} values, its operands need {ShapeModule.numel(mm.a.Shape)} and {ShapeModule.numel(mm.b.Shape)}");
         MatMul.Run(mm.a.Shape, xa.Array, transA, mm.b.Shape, xb.Array, transB, node.Shape, y.Array, MaxThreads);
     }
 
@@ -169,10 +169,10 @@ public sealed class CpuBackend : IBackend, ITransposedMatMul, IInPlaceElementwis
                 Layout.Concat(c.axis, c.xs.Select(p => p.Shape).ToArray(), x, shape, y, t);
                 break;
             case Op.Gather g:
-                Layout.Gather(g.table, x[0], x[1], Kernels.Numel(g.indices.Shape), y, t);
+                Layout.Gather(g.table, x[0], x[1], ShapeModule.numel(g.indices.Shape), y, t);
                 break;
             case Op.ScatterAdd s:
-                Layout.ScatterAdd(node, x[0], Kernels.Numel(s.indices.Shape), x[1], y);
+                Layout.ScatterAdd(node, x[0], ShapeModule.numel(s.indices.Shape), x[1], y);
                 break;
             case Op.Conv2d c:
                 Conv.Forward(c.stride, c.padding, c.x.Shape, x[0], c.w.Shape, x[1], shape, y, t);

@@ -28,19 +28,7 @@ internal static class Kernels
         });
     }
 
-    public static int Numel(int[] shape)
-    {
-        long n = 1;
-        foreach (var d in shape) n *= d;
-        return checked((int)n);
-    }
 
-    public static int Product(int[] shape, int from, int to)
-    {
-        long n = 1;
-        for (int i = from; i < to; i++) n *= shape[i];
-        return checked((int)n);
-    }
 
     /// <summary>Row-major strides of `shape` seen from the broadcast shape `target` (0 on broadcast axes).</summary>
     public static int[] BroadcastStrides(int[] shape, int[] target)

@@ -44,7 +44,7 @@ internal static class Layout
             dims.Add(d);
             strides.Add(s);
         }
-        int n = Kernels.Numel(xShape);
+        int n = ShapeModule.numel(xShape);
         int r = dims.Count;
         if (r == 0 || (r == 1 && strides[0] == 1)) { Copy(x, y, n, threads); return; }
         if (strides[r - 1] == 1)
@@ -159,7 +159,7 @@ internal static class Layout
 
     public static void Slice(int axis, int start, int stop, int[] xShape, float[] x, float[] y, int threads)
     {
-        int outer = Kernels.Product(xShape, 0, axis), inner = Kernels.Product(xShape, axis + 1, xShape.Length);
+        int outer = ShapeModule.product(xShape, 0, axis), inner = ShapeModule.product(xShape, axis + 1, xShape.Length);
         int inBlock = xShape[axis] * inner, outBlock = (stop - start) * inner;
         if (outBlock == 0) return;
         Kernels.For(outer, outBlock, threads, (s, e) =>
@@ -170,7 +170,7 @@ internal static class Layout
 
     public static void Concat(int axis, int[][] shapes, float[][] xs, int[] outShape, float[] y, int threads)
     {
-        int outer = Kernels.Product(outShape, 0, axis), inner = Kernels.Product(outShape, axis + 1, outShape.Length);
+        int outer = ShapeModule.product(outShape, 0, axis), inner = ShapeModule.product(outShape, axis + 1, outShape.Length);
         int outBlock = outShape[axis] * inner;
         var starts = new int[xs.Length];
         for (int p = 1; p < xs.Length; p++) starts[p] = starts[p - 1] + shapes[p - 1][axis] * inner;
@@ -189,7 +189,7 @@ internal static class Layout
     public static void Gather(Node table, float[] t, float[] indices, int count, float[] y, int threads)
     {
         int rows = table.Shape[0];
-        int width = Kernels.Numel(table.Shape) / Math.Max(rows, 1);
+        int width = ShapeModule.numel(table.Shape) / Math.Max(rows, 1);
         for (int i = 0; i < count; i++)
         {
             int r = (int)indices[i];
@@ -207,7 +207,7 @@ internal static class Layout
     public static void ScatterAdd(Node node, float[] indices, int count, float[] updates, float[] y)
     {
         int rows = node.Shape[0];
-        int n = Kernels.Numel(node.Shape);
+        int n = ShapeModule.numel(node.Shape);
         int width = n / Math.Max(rows, 1);
         for (int i = 0; i < count; i++)
         {

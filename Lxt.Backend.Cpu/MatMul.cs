@@ -1,5 +1,7 @@
 // Batched matrix products with broadcast batch axes, on the GEMM behind Kernels.Gemm. Either operand may be stored
 // with its last two axes swapped (a lazy transpose of the plan); the GEMM then reads it transposed.
+using Lxt.Graph;
+
 namespace Lxt.Backend.Cpu;
 
 internal static class MatMul
@@ -14,10 +16,10 @@ internal static class MatMul
         var batchShape = outShape[..(r - 2)];
         var aBatch = aShape[..(ra - 2)];
         var bBatch = bShape[..(rb - 2)];
-        int batch = Kernels.Numel(batchShape);
+        int batch = ShapeModule.numel(batchShape);
         if (batch == 0 || m == 0 || n == 0) return;
         // a linear layer: one shared right operand, so the batch folds into the rows of a single product
-        if (Kernels.Numel(bBatch) == 1 && Kernels.Numel(aBatch) == batch && (!transA || batch == 1))
+        if (ShapeModule.numel(bBatch) == 1 && ShapeModule.numel(aBatch) == batch && (!transA || batch == 1))
         {
             Kernels.Gemm(transA, transB, batch * m, n, k, a.AsSpan(0, batch * m * k), lda, b.AsSpan(0, k * n), ldb,
                          y.AsSpan(0, batch * m * n), n, false, threads);

@@ -10,7 +10,7 @@ internal static class Reductions
 {
     public static void Softmax(int axis, int[] shape, float[] x, float[] y, int threads)
     {
-        int outer = Kernels.Product(shape, 0, axis), len = shape[axis], inner = Kernels.Product(shape, axis + 1, shape.Length);
+        int outer = ShapeModule.product(shape, 0, axis), len = shape[axis], inner = ShapeModule.product(shape, axis + 1, shape.Length);
         if (len == 0 || outer == 0 || inner == 0) return;
         if (inner == 1)
         {
@@ -64,28 +64,28 @@ internal static class Reductions
 
     public static void Reduce(ReduceOp op, int[] axes, int[] shape, float[] x, float[] y, int threads)
     {
-        if (axes.Length == 0) { x.AsSpan(0, Kernels.Numel(shape)).CopyTo(y); return; }
+        if (axes.Length == 0) { x.AsSpan(0, ShapeModule.numel(shape)).CopyTo(y); return; }
         bool adjacent = true;
         for (int i = 1; i < axes.Length; i++) adjacent &= axes[i] == axes[i - 1] + 1;
         if (!adjacent)
         {
             // move the reduced axes last: [kept..., reduced...], then reduce one contiguous block
             var perm = Enumerable.Range(0, shape.Length).Where(a => !axes.Contains(a)).Concat(axes).ToArray();
-            int n = Kernels.Numel(shape);
+            int n = ShapeModule.numel(shape);
             var tmp = System.Buffers.ArrayPool<float>.Shared.Rent(n);
             try
             {
                 Layout.Permute(perm, shape, x, tmp, threads);
                 var permuted = perm.Select(a => shape[a]).ToArray();
                 int kept = shape.Length - axes.Length;
-                Block(op.Tag, Kernels.Product(permuted, 0, kept), Kernels.Product(permuted, kept, permuted.Length), 1, tmp, y, threads);
+                Block(op.Tag, ShapeModule.product(permuted, 0, kept), ShapeModule.product(permuted, kept, permuted.Length), 1, tmp, y, threads);
             }
             finally { System.Buffers.ArrayPool<float>.Shared.Return(tmp); }
             return;
         }
         int first = axes[0], last = axes[^1];
-        Block(op.Tag, Kernels.Product(shape, 0, first), Kernels.Product(shape, first, last + 1),
-              Kernels.Product(shape, last + 1, shape.Length), x, y, threads);
+        Block(op.Tag, ShapeModule.product(shape, 0, first), ShapeModule.product(shape, first, last + 1),
+              ShapeModule.product(shape, last + 1, shape.Length), x, y, threads);
     }
 
     /// Reduces x viewed as [outer, len, inner] over its middle axis into y [outer, inner].

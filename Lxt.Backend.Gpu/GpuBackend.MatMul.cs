@@ -20,7 +20,7 @@ public sealed partial class GpuBackend
         // batch strides counted in floats: whole matrices, 0 along broadcast axes
         var batchA = Walk.BroadcastStrides(aShape[..(ra - 2)], batchShape).Select(s => s * m * k).ToArray();
         var batchB = Walk.BroadcastStrides(bShape[..(rb - 2)], batchShape).Select(s => s * k * n).ToArray();
-        int batch = Walk.Numel(batchShape);
+        int batch = ShapeModule.numel(batchShape);
         if (UsesCublas) CublasMatMul(m, n, k, a, batchA, b, batchB, batchShape, y);
         else TiledMatMul(node, m, n, k, a, batchA, b, batchB, batchShape, batch, y);
     }
@@ -64,7 +64,7 @@ public sealed partial class GpuBackend
                 break;
             }
         }
-        int outer = Walk.Product(batchShape, 0, split), inner = Walk.Product(batchShape, split, nb);
+        int outer = ShapeModule.product(batchShape, 0, split), inner = ShapeModule.product(batchShape, split, nb);
         var calls = new List<GemmCall>(outer);
         for (int o = 0; o < outer; o++)
         {

@@ -33,7 +33,7 @@ public sealed partial class GpuBackend
         ArgumentNullException.ThrowIfNull(inputs);
         ObjectDisposedException.ThrowIf(disposed, this);
         var y = Own(output, nameof(output));
-        int n = Walk.Numel(node.Shape);
+        int n = ShapeModule.numel(node.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(node)} needs {n}", nameof(output));
         int arity = node.Children.Length;
@@ -44,8 +44,8 @@ public sealed partial class GpuBackend
         foreach (var child in node.Children)
         {
             var b = Own(inputs[k], "input");
-            if (b.Length != Walk.Numel(child.Shape))
-                throw new ArgumentException($"operand {k} of {Node.Describe(node)} has {b.Length} values, {Node.Describe(child)} needs {Walk.Numel(child.Shape)}", nameof(inputs));
+            if (b.Length != ShapeModule.numel(child.Shape))
+                throw new ArgumentException($"operand {k} of {Node.Describe(node)} has {b.Length} values, {Node.Describe(child)} needs {ShapeModule.numel(child.Shape)}", nameof(inputs));
             x[k++] = b;
         }
         accelerator.Bind();
@@ -86,7 +86,7 @@ public sealed partial class GpuBackend
                 break;
             case Op.Softmax s:
             {
-                int len = shape[s.axis], inner = Walk.Product(shape, s.axis + 1, shape.Length);
+                int len = shape[s.axis], inner = ShapeModule.product(shape, s.axis + 1, shape.Length);
                 int rows = len == 0 ? 0 : n / len;
                 if (rows > 0 && inner == 1)
                     (softmaxRows ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(Kernels.SoftmaxRows))(WarpPerRow(rows), x[0].View, y.View, len);
@@ -127,16 +127,16 @@ public sealed partial class GpuBackend
             }
             case Op.Gather g:
             {
-                int rows = g.table.Shape[0], count = Walk.Numel(g.indices.Shape);
+                int rows = g.table.Shape[0], count = ShapeModule.numel(g.indices.Shape);
                 CheckIndices(x[1], count, rows, "gather", g.table);
-                int width = Walk.Numel(g.table.Shape) / Math.Max(rows, 1);
+                int width = ShapeModule.numel(g.table.Shape) / Math.Max(rows, 1);
                 if (n > 0)
                     (gather ??= Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(Kernels.Gather))(n, x[0].View, x[1].View, y.View, width, rows);
                 break;
             }
             case Op.ScatterAdd s:
             {
-                int rows = shape[0], count = Walk.Numel(s.indices.Shape);
+                int rows = shape[0], count = ShapeModule.numel(s.indices.Shape);
                 CheckIndices(x[0], count, rows, "scatter-add", node);
                 int width = n / Math.Max(rows, 1);
                 if (n > 0) y.View.MemSetToZero();
@@ -168,7 +168,7 @@ public sealed partial class GpuBackend
     /// <summary>y[yBase + walk over shape with yStrides] = x[xBase + walk with xStrides].</summary>
     void Strided(Node node, GpuBuffer x, int xBase, int[] xStrides, GpuBuffer y, int yBase, int[] yStrides, int[] shape)
     {
-        int n = Walk.Numel(shape);
+        int n = ShapeModule.numel(shape);
         if (n == 0) return;
         var walk = Walk.Of(Node.Describe(node), shape, xStrides, yStrides);
         (stridedCopy ??= Load<ArrayView<float>, ArrayView<float>, Walk, int, int>(Kernels.StridedCopy))(n, x.View, y.View, walk, xBase, yBase);
@@ -181,7 +181,7 @@ public sealed partial class GpuBackend
         var keptAxes = Enumerable.Range(0, xShape.Length).Where(a => !axes.Contains(a)).ToArray();
         var kept = Walk.Of(Node.Describe(node), keptAxes.Select(a => xShape[a]).ToArray(), keptAxes.Select(a => st[a]).ToArray());
         var reduced = Walk.Of(Node.Describe(node), axes.Select(a => xShape[a]).ToArray(), axes.Select(a => st[a]).ToArray());
-        int count = Walk.Product(axes.Select(a => xShape[a]).ToArray(), 0, axes.Length);
+        int count = ShapeModule.product(axes.Select(a => xShape[a]).ToArray(), 0, axes.Length);
         if (count == 0 && op.IsMax) throw new InvalidOperationException($"{Node.Describe(node)}: reduce max over an empty axis has no value");
         bool trailing = count > 0 && axes.Length > 0 && axes[^1] == xShape.Length - 1 && axes[^1] - axes[0] == axes.Length - 1;
         if (trailing)

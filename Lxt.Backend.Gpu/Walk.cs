@@ -98,17 +98,5 @@ public struct Walk
         return st;
     }
 
-    public static int Numel(int[] shape)
-    {
-        long n = 1;
-        foreach (var d in shape) n *= d;
-        return checked((int)n);
-    }
 
-    public static int Product(int[] shape, int from, int to)
-    {
-        long n = 1;
-        for (int i = from; i < to; i++) n *= shape[i];
-        return checked((int)n);
-    }
 }

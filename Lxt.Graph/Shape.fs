@@ -8,7 +8,12 @@ type Shape = int[]
 
 module Shape =
     let rank (s: Shape) = s.Length
-    let numel (s: Shape) = Array.fold (fun acc d -> acc * int64 d) 1L s |> int
+    /// Product of the dimensions from..to−1; overflow past Int32 raises OverflowException rather than wrapping.
+    let product (s: Shape) (from: int) (until: int) =
+        let mutable n = 1L
+        for i in from .. until - 1 do n <- n * int64 s.[i]
+        Checked.int n
+    let numel (s: Shape) = product s 0 s.Length
     let show (s: Shape) = "[" + String.Join(", ", s) + "]"
 
     /// Row-major strides of a contiguous tensor.
