@@ -50,7 +50,11 @@ public sealed partial class GpuBackend
         }
         accelerator.Bind();
         Dispatch(node, x, y, n);
+        if (SynchronizeEveryStep) accelerator.Synchronize();
     }
+
+    /// <summary>When true, every op waits for the device to finish (for profiling the device time per op).</summary>
+    public bool SynchronizeEveryStep { get; set; }
 
     void Dispatch(Node node, GpuBuffer[] x, GpuBuffer y, int n)
     {

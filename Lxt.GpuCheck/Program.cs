@@ -1,7 +1,7 @@
 // Checks the GPU backend where a CUDA device is: parity with every reference fixture, cuBLAS against the ILGPU
 // tiled product, then AttnLRP timings on random Llama 3.2 1B / Llama 3.1 8B shapes. Prints a short table last.
 // Usage: Lxt.GpuCheck [--fixtures DIR] [--out DIR] [--device cuda|ilgpu-cpu] [--models 1b,8b] [--tokens 128,512,2048]
-//                     [--repeats 7] [--tf32]    (--models none skips the timings)
+//                     [--repeats 7] [--tf32] [--profile]    (--models none skips the timings)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -66,7 +66,11 @@ var rows = new List<string>();
 foreach (var size in options.Models)
     foreach (var tokens in options.Tokens)
     {
-        try { rows.Add(Time(size, tokens)); }
+        try
+        {
+            rows.Add(Time(size, tokens));
+            if (options.Profile && size == options.Models[0] && tokens == options.Tokens[0]) Profile(size, tokens);
+        }
         catch (Exception e)
         {
             Say($"llama-{size} {tokens} tokens: {e.GetType().Name}: {e.Message}");
@@ -194,7 +198,7 @@ static double[] Run(GpuBackend backend, Node output, Dictionary<string, float[]>
     return host.Select(v => (double)v).ToArray();
 }
 
-string Time(string size, int tokens)
+TransformerGraph LlamaShape(string size, int tokens)
 {
     var (layers, hidden, mlp, heads, kv) = size switch
     {
@@ -208,13 +212,81 @@ string Time(string size, int tokens)
          "num_key_value_heads": {{kv}}, "num_hidden_layers": {{layers}}, "vocab_size": {{vocab}}, "rms_norm_eps": 1e-5,
          "rope_theta": 500000.0, "max_position_embeddings": 131072, "tie_word_embeddings": false}
         """;
-    var graph = Architectures.Build(ModelConfig.Parse(config, $"llama-{size}"), tokens);
-    var backend = Create();
-    using var session = new Session(graph.Model, new RandomWeights(graph.Model), backend);
-    using var explainer = new Explainer(graph.Model, graph.InputName, session);
+    return Architectures.Build(ModelConfig.Parse(config, $"llama-{size}"), tokens);
+}
+
+float[] RandomInput(TransformerGraph graph, int tokens)
+{
+    int hidden = graph.Model.Inputs.First(i => i.Name == graph.InputName).Shape[^1];
     var rng = new Random(tokens);
     var input = new float[tokens * hidden];
     for (int i = 0; i < input.Length; i++) input[i] = (float)(rng.NextDouble() - 0.5) * 0.05f;
+    return input;
+}
+
+// The explanation plan run step by step: host time per op kind (launches are asynchronous, so this is the host's
+// share), then the same runs with a device synchronisation after every step (the device's share per op kind).
+void Profile(string size, int tokens)
+{
+    var graph = LlamaShape(size, tokens);
+    var model = graph.Model;
+    var output = model["logits"].Node;
+    var inputNode = model.Inputs.First(i => i.Name == graph.InputName).Node;
+    var seedNode = Ops.input("lxt.seed", output.Shape, DType.Float);
+    var rules = Lxt.Rules.RuleSets.attnLrp;
+    var relevance = Lxt.Rules.Lrp.relevance(rules, output, seedNode, Microsoft.FSharp.Collections.ListModule.OfArray(new[] { inputNode }));
+    var rewritten = Lxt.Rules.Lrp.rewrite(rules, Microsoft.FSharp.Collections.ListModule.OfArray(new[] { output })).Head;
+    var plan = PlanModule.compile(Microsoft.FSharp.Collections.ListModule.OfSeq(new[] { rewritten }.Concat(relevance)));
+    using var backend = Create();
+    using var exe = new Executable(plan, backend);
+    var weights = new RandomWeights(model);
+    foreach (var p in PlanModule.parameters(plan))
+    {
+        var name = ((Op.Parameter)p.Op).name;
+        var values = weights.Read(name, p.Shape);
+        var b = backend.Allocate(values.Length);
+        backend.Upload(values, b);
+        exe.BindParameter(name, b, owned: true);
+    }
+    var seed = new float[output.Shape[0]];
+    var input = RandomInput(graph, tokens);
+    var feeds = new Dictionary<string, IBuffer> { [graph.InputName] = backend.Allocate(input.Length), ["lxt.seed"] = backend.Allocate(seed.Length) };
+    backend.Upload(input, feeds[graph.InputName]);
+    backend.Upload(seed, feeds["lxt.seed"]);
+    exe.Recycle(exe.Run(feeds));
+    backend.Synchronize();
+    const int reps = 3;
+    var clock = Stopwatch.StartNew();
+    for (int i = 0; i < reps; i++) exe.Recycle(exe.Run(feeds));
+    backend.Synchronize();
+    double wall = clock.Elapsed.TotalMilliseconds / reps;
+    exe.Profiling = true;
+    for (int i = 0; i < reps; i++) exe.Recycle(exe.Run(feeds));
+    backend.Synchronize();
+    var host = exe.Profile;
+    exe.ResetProfile();
+    backend.SynchronizeEveryStep = true;
+    for (int i = 0; i < reps; i++) exe.Recycle(exe.Run(feeds));
+    backend.SynchronizeEveryStep = false;
+    var device = exe.Profile.ToDictionary(r => r.Kind);
+    Say($"profile llama-{size} {tokens} tokens: {plan.Steps.Length} steps, {plan.LazyTransposes.Count} lazy transposes, {wall:F1} ms per run; host ms (async) / synchronised ms per op kind:");
+    foreach (var r in host.OrderByDescending(r => device.TryGetValue(r.Kind, out var d) ? d.Seconds : 0))
+    {
+        double dev = device.TryGetValue(r.Kind, out var d) ? d.Seconds * 1e3 / reps : double.NaN;
+        Say($"  {r.Kind,-48} {r.Count / reps,5} {r.Seconds * 1e3 / reps,9:F2} {dev,9:F2}");
+    }
+    Say($"  {"total",-48} {host.Sum(r => r.Count) / reps,5} {host.Sum(r => r.Seconds) * 1e3 / reps,9:F2} {device.Values.Sum(r => r.Seconds) * 1e3 / reps,9:F2}");
+    foreach (var f in feeds.Values) f.Dispose();
+}
+
+string Time(string size, int tokens)
+{
+    var graph = LlamaShape(size, tokens);
+    int hidden = graph.Model.Inputs.First(i => i.Name == graph.InputName).Shape[^1];
+    var backend = Create();
+    using var session = new Session(graph.Model, new RandomWeights(graph.Model), backend);
+    using var explainer = new Explainer(graph.Model, graph.InputName, session);
+    var input = RandomInput(graph, tokens);
     var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0 };
     var setup = Stopwatch.StartNew();
     var first = explainer.Explain(input, opts);
@@ -265,11 +337,11 @@ sealed class RandomWeights(Model model) : IWeightSource
     }
 }
 
-sealed record Options(string? Fixtures, string? Out, string Device, string[] Models, int[] Tokens, int Repeats, bool Tf32)
+sealed record Options(string? Fixtures, string? Out, string Device, string[] Models, int[] Tokens, int Repeats, bool Tf32, bool Profile)
 {
     public static Options Parse(string[] args)
     {
-        var o = new Options(null, Environment.GetEnvironmentVariable("OUT"), "cuda", ["1b", "8b"], [128, 512, 2048], 7, false);
+        var o = new Options(null, Environment.GetEnvironmentVariable("OUT"), "cuda", ["1b", "8b"], [128, 512, 2048], 7, false, false);
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -282,6 +354,7 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--tokens" => o with { Tokens = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray() },
                 "--repeats" => o with { Repeats = int.Parse(Next()) },
                 "--tf32" => o with { Tf32 = true },
+                "--profile" => o with { Profile = true },
                 var other => throw new ArgumentException($"unknown option '{other}'"),
             };
         }
