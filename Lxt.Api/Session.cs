@@ -264,6 +264,15 @@ public sealed class Session : IDisposable
         return new TensorValue(shape, floats, doubles);
     }
 
+    /// <summary>Frees the compiled plans and the intermediate buffers they pool; uploaded weights stay. Later runs
+    /// compile again. Use it between workloads of different shapes on one session, so one's buffers do not stay
+    /// allocated while the other runs.</summary>
+    public void ReleasePlans()
+    {
+        foreach (var p in _plans.Values) ((IDisposable)p).Dispose();
+        _plans.Clear();
+    }
+
     public void Dispose()
     {
         foreach (var p in _plans.Values) ((IDisposable)p).Dispose();

@@ -30,7 +30,7 @@ public sealed partial class GpuBackend
         const int maxGridZ = 65535;
         if (batch > maxGridZ) throw new NotSupportedException($"gpu backend: {Node.Describe(node)} has {batch} batch entries; at most {maxGridZ} are supported");
         int t = Tile;
-        var p = new MatMulShape { M = m, N = n, K = k, Tile = t, Batch = Walk.Of(Node.Describe(node), batchShape, batchA, batchB) };
+        var p = new MatMulShape { M = m, N = n, K = k, Tile = t, Batch = Walk.Of(node, batchShape, batchA, batchB) };
         var kernel = matMulTiled ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(Kernels.MatMulTiled);
         var config = new KernelConfig(new Index3D((n + t - 1) / t, (m + t - 1) / t, batch), new Index3D(t, t, 1));
         kernel(config, a.View, b.View, y.View, p);

@@ -72,14 +72,14 @@ public sealed partial class GpuBackend
             case Op.Binary b:
             {
                 if (n == 0) break;
-                var walk = Walk.Of(Node.Describe(node), shape, Walk.BroadcastStrides(b.a.Shape, shape), Walk.BroadcastStrides(b.b.Shape, shape));
+                var walk = Walk.Of(node, shape, Walk.BroadcastStrides(b.a.Shape, shape), Walk.BroadcastStrides(b.b.Shape, shape));
                 (binary ??= Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, Walk, int>(Kernels.Binary))(n, x[0].View, x[1].View, y.View, walk, b.op.Tag);
                 break;
             }
             case Op.Where w:
             {
                 if (n == 0) break;
-                var walk = Walk.Of(Node.Describe(node), shape, Walk.BroadcastStrides(w.cond.Shape, shape),
+                var walk = Walk.Of(node, shape, Walk.BroadcastStrides(w.cond.Shape, shape),
                                    Walk.BroadcastStrides(w.whenTrue.Shape, shape), Walk.BroadcastStrides(w.whenFalse.Shape, shape));
                 (where ??= Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Walk>(Kernels.Where))(
                     n, x[0].View, x[1].View, x[2].View, y.View, walk);
@@ -174,7 +174,7 @@ public sealed partial class GpuBackend
     {
         int n = ShapeModule.numel(shape);
         if (n == 0) return;
-        var walk = Walk.Of(Node.Describe(node), shape, xStrides, yStrides);
+        var walk = Walk.Of(node, shape, xStrides, yStrides);
         (stridedCopy ??= Load<ArrayView<float>, ArrayView<float>, Walk, int, int>(Kernels.StridedCopy))(n, x.View, y.View, walk, xBase, yBase);
     }
 
@@ -183,8 +183,8 @@ public sealed partial class GpuBackend
         if (n == 0) return;
         var st = Walk.Strides(xShape);
         var keptAxes = Enumerable.Range(0, xShape.Length).Where(a => !axes.Contains(a)).ToArray();
-        var kept = Walk.Of(Node.Describe(node), keptAxes.Select(a => xShape[a]).ToArray(), keptAxes.Select(a => st[a]).ToArray());
-        var reduced = Walk.Of(Node.Describe(node), axes.Select(a => xShape[a]).ToArray(), axes.Select(a => st[a]).ToArray());
+        var kept = Walk.Of(node, keptAxes.Select(a => xShape[a]).ToArray(), keptAxes.Select(a => st[a]).ToArray());
+        var reduced = Walk.Of(node, axes.Select(a => xShape[a]).ToArray(), axes.Select(a => st[a]).ToArray());
         int count = ShapeModule.product(axes.Select(a => xShape[a]).ToArray(), 0, axes.Length);
         if (count == 0 && op.IsMax) throw new InvalidOperationException($"{Node.Describe(node)}: reduce max over an empty axis has no value");
         bool trailing = count > 0 && axes.Length > 0 && axes[^1] == xShape.Length - 1 && axes[^1] - axes[0] == axes.Length - 1;

@@ -114,6 +114,9 @@ public sealed partial class GpuBackend : IBackend
     public long AllocatedBytes => Interlocked.Read(ref allocatedBytes);
     public long PeakAllocatedBytes => Interlocked.Read(ref peakBytes);
 
+    /// <summary>Starts a new peak: <see cref="PeakAllocatedBytes"/> becomes the bytes held now.</summary>
+    public void ResetPeak() => Interlocked.Exchange(ref peakBytes, Interlocked.Read(ref allocatedBytes));
+
     public string Name => Kind == GpuKind.Cuda ? "cuda-f32" : "ilgpu-cpu-f32";
     public bool IsDoublePrecision => false;
 

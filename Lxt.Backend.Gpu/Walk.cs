@@ -45,7 +45,7 @@ public struct Walk
 
     /// <summary>The walk over <paramref name="shape"/> with up to three operands' strides (missing ones are 0).
     /// Size-1 axes are dropped and neighbours every operand walks as one run are merged.</summary>
-    public static Walk Of(string what, int[] shape, int[] a, int[]? b = null, int[]? c = null)
+    public static Walk Of(Lxt.Graph.Node what, int[] shape, int[] a, int[]? b = null, int[]? c = null)
     {
         var dims = new List<(int N, int A, int B, int C)>();
         for (int d = 0; d < shape.Length; d++)
@@ -65,7 +65,7 @@ public struct Walk
         }
         if (dims.Count > MaxRank)
             throw new NotSupportedException(
-                $"gpu backend: {what} walks {dims.Count} axes that cannot be merged; at most {MaxRank} are supported");
+                $"gpu backend: {Lxt.Graph.Node.Describe(what)} walks {dims.Count} axes that cannot be merged; at most {MaxRank} are supported");
         while (dims.Count < MaxRank) dims.Insert(0, (1, 0, 0, 0));
         return new Walk
         {

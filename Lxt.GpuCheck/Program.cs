@@ -1,7 +1,8 @@
 // Checks the GPU backend where a CUDA device is: parity with every reference fixture, cuBLAS against the ILGPU
 // tiled product, then AttnLRP timings on random Llama 3.2 1B / Llama 3.1 8B shapes. Prints a short table last.
 // Usage: Lxt.GpuCheck [--fixtures DIR] [--out DIR] [--device cuda|ilgpu-cpu] [--models 1b,8b] [--tokens 128,512,2048]
-//                     [--repeats 7] [--tf32] [--profile]    (--models none skips the timings)
+//                     [--repeats 7] [--tf32] [--profile]
+//                     [--checkpointing none,layers]    (--models none skips the timings)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -61,29 +62,32 @@ else Say($"no fixtures folder ({options.Fixtures ?? "none given"}): parity skipp
 try { GemmCheck(); }
 catch (Exception e) { failures++; Say($"gemm check: ERROR {e.GetType().Name}: {e.Message}"); }
 
-// 3. AttnLRP timings on random Llama shapes
+// 3. AttnLRP timings on random Llama shapes, each with and without gradient checkpointing, against the reference
 var rows = new List<string>();
+var best = new List<string>();
 foreach (var size in options.Models)
-    foreach (var tokens in options.Tokens)
+{
+    try { TimeModel(size, rows, best); }
+    catch (Exception e)
     {
-        try
-        {
-            rows.Add(Time(size, tokens));
-            if (options.Profile && size == options.Models[0] && tokens == options.Tokens[0]) Profile(size, tokens);
-        }
-        catch (Exception e)
-        {
-            Say($"llama-{size} {tokens} tokens: {e.GetType().Name}: {e.Message}");
-            rows.Add($"llama-{size,-4} {tokens,6}  {"-",10}  {"-",10}  {"-",9}  {e.GetType().Name}");
-        }
-        GC.Collect();
+        Say($"llama-{size}: {e.GetType().Name}: {e.Message}");
+        rows.Add($"llama-{size,-4} {"-",6}  {e.GetType().Name}");
     }
+    GC.Collect();
+}
 
 Say("");
 foreach (var s in summary) Say(s);
 Say("");
-Say($"{"model",-10} {"tokens",6}  {"median s",10}  {"min s",10}  {"peak GiB",9}  note");
-foreach (var r in rows) Say(r);
+if (rows.Count > 0)
+{
+    Say($"{"model",-10} {"tokens",6} {"checkpointing",-13} {"median ms",10} {"min ms",8} {"peak GiB",9}  note");
+    foreach (var r in rows) Say(r);
+    Say("");
+    Say($"fastest run within the reference's peak memory, against LXT 2.1 (PyTorch 2.11, H200; {Reference.Description}):");
+    Say($"{"model",-10} {"tokens",6} {"Lxt ms",8} {"ref ms",8} {"speed-up",9} {"Lxt GiB",8} {"ref GiB",8}  checkpointing");
+    foreach (var r in best) Say(r);
+}
 Say(failures == 0 ? "all checks passed" : $"{failures} check(s) failed");
 return failures == 0 ? 0 : 1;
 
@@ -204,9 +208,10 @@ TransformerGraph LlamaShape(string size, int tokens)
     {
         "1b" => (16, 2048, 8192, 32, 8),
         "8b" => (32, 4096, 14336, 32, 8),
-        _ => throw new ArgumentException($"unknown model size '{size}' (1b or 8b)"),
+        "tiny" => (2, 64, 128, 4, 2), // for trying the check where there is no GPU (--device ilgpu-cpu)
+        _ => throw new ArgumentException($"unknown model size '{size}' (1b, 8b or tiny)"),
     };
-    const int vocab = 128256;
+    int vocab = size == "tiny" ? 1000 : 128256;
     string config = $$"""
         {"model_type": "llama", "hidden_size": {{hidden}}, "intermediate_size": {{mlp}}, "num_attention_heads": {{heads}},
          "num_key_value_heads": {{kv}}, "num_hidden_layers": {{layers}}, "vocab_size": {{vocab}}, "rms_norm_eps": 1e-5,
@@ -279,33 +284,65 @@ void Profile(string size, int tokens)
     foreach (var f in feeds.Values) f.Dispose();
 }
 
-string Time(string size, int tokens)
+// One session (weights uploaded once) per model size; per token count one explainer, run without and with
+// checkpointing every layer; plans are released between runs so each peak is the run's own.
+void TimeModel(string size, List<string> rows, List<string> best)
 {
-    var graph = LlamaShape(size, tokens);
-    int hidden = graph.Model.Inputs.First(i => i.Name == graph.InputName).Shape[^1];
+    if (options.Profile && size == options.Models[0]) Profile(size, options.Tokens[0]);
+    var graphs = options.Tokens.ToDictionary(t => t, t => LlamaShape(size, t));
     var backend = Create();
-    using var session = new Session(graph.Model, new RandomWeights(graph.Model), backend);
-    using var explainer = new Explainer(graph.Model, graph.InputName, session);
-    var input = RandomInput(graph, tokens);
-    var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0 };
-    var setup = Stopwatch.StartNew();
-    var first = explainer.Explain(input, opts);
-    double warm = setup.Elapsed.TotalSeconds;
-    bool finite = first.PerPosition.All(double.IsFinite);
-    var times = new List<double>();
-    for (int r = 0; r < options.Repeats; r++)
+    var upload = Stopwatch.StartNew();
+    using var session = new Session(graphs[options.Tokens[0]].Model, new RandomWeights(graphs[options.Tokens[0]].Model), backend);
+    foreach (var tokens in options.Tokens)
     {
-        var clock = Stopwatch.StartNew();
-        explainer.Explain(input, opts);
-        times.Add(clock.Elapsed.TotalSeconds);
+        var graph = graphs[tokens];
+        var input = RandomInput(graph, tokens);
+        var runs = new List<(string Mode, double Median, double Peak)>();
+        foreach (var checkpointing in options.CheckpointModes)
+        {
+            session.ReleasePlans();
+            GC.Collect();
+            backend.ResetPeak();
+            var explainer = new Explainer(graph.Model, graph.InputName, session) { LayerOutputs = graph.LayerOutputs };
+            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing };
+            string mode = checkpointing.IsEnabled ? "every layer" : "none";
+            try
+            {
+                var setup = Stopwatch.StartNew();
+                var first = explainer.Explain(input, opts);
+                double warm = setup.Elapsed.TotalSeconds;
+                if (upload is not null) { Say($"llama-{size}: weights uploaded and first explanation in {upload.Elapsed.TotalSeconds:F1} s"); upload = null; }
+                bool finite = first.PerPosition.All(double.IsFinite) && double.IsFinite(first.TargetLogit);
+                var times = new List<double>();
+                for (int r = 0; r < options.Repeats; r++)
+                {
+                    var clock = Stopwatch.StartNew();
+                    explainer.Explain(input, opts);
+                    times.Add(clock.Elapsed.TotalMilliseconds);
+                }
+                times.Sort();
+                double median = times[times.Count / 2];
+                double peak = backend.PeakAllocatedBytes / (double)(1L << 30);
+                Say($"llama-{size} {tokens} tokens, checkpointing {mode}: first run {warm:F2} s, median {median:F1} ms over {times.Count}, peak {peak:F2} GiB, relevance finite: {finite}");
+                if (options.Out is { } o)
+                    File.AppendAllText(Path.Combine(o, "timings.tsv"), $"llama-{size}\t{tokens}\t{mode}\t{median:F2}\t{times[0]:F2}\t{peak:F3}\t{warm:F2}\n");
+                rows.Add($"llama-{size,-4} {tokens,6} {mode,-13} {median,10:F1} {times[0],8:F1} {peak,9:F2}  {(finite ? "" : "NON-FINITE relevance")}");
+                if (!finite) failures++;
+                else runs.Add((mode, median, peak));
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                Say($"llama-{size} {tokens} tokens, checkpointing {mode}: {e.GetType().Name}: {e.Message}");
+                rows.Add($"llama-{size,-4} {tokens,6} {mode,-13} {"-",10} {"-",8} {"-",9}  {e.GetType().Name}");
+            }
+        }
+        session.ReleasePlans();
+        if (Reference.Of(size, tokens) is not var (refMs, refGiB)) continue;
+        var within = runs.Where(r => r.Peak <= refGiB).OrderBy(r => r.Median).ToList();
+        var pick = within.Count > 0 ? within[0] : runs.OrderBy(r => r.Peak).FirstOrDefault();
+        if (pick.Mode is null) continue;
+        best.Add($"llama-{size,-4} {tokens,6} {pick.Median,8:F1} {refMs,8:F1} {refMs / pick.Median,8:F2}x {pick.Peak,8:F2} {refGiB,8:F1}  {pick.Mode}{(within.Count == 0 ? " (above the reference's memory)" : "")}");
     }
-    times.Sort();
-    double median = times[times.Count / 2];
-    double peak = backend.PeakAllocatedBytes / (double)(1L << 30);
-    Say($"llama-{size} {tokens} tokens: first run (upload, compile) {warm:F2} s, median {median:F3} s over {times.Count}, peak {peak:F1} GiB, relevance finite: {finite}");
-    if (options.Out is { } o)
-        File.AppendAllText(Path.Combine(o, "timings.tsv"), $"llama-{size}\t{tokens}\t{median:F4}\t{times[0]:F4}\t{peak:F2}\t{warm:F2}\n");
-    return $"llama-{size,-4} {tokens,6}  {median,10:F3}  {times[0],10:F3}  {peak,9:F1}  {(finite ? "" : "non-finite relevance")}";
 }
 
 /// <summary>Random weights made per parameter on demand (uniform with standard deviation 0.02, norms 1), filled in
@@ -337,11 +374,11 @@ sealed class RandomWeights(Model model) : IWeightSource
     }
 }
 
-sealed record Options(string? Fixtures, string? Out, string Device, string[] Models, int[] Tokens, int Repeats, bool Tf32, bool Profile)
+sealed record Options(string? Fixtures, string? Out, string Device, string[] Models, int[] Tokens, int Repeats, bool Tf32, bool Profile, Checkpointing[] CheckpointModes)
 {
     public static Options Parse(string[] args)
     {
-        var o = new Options(null, Environment.GetEnvironmentVariable("OUT"), "cuda", ["1b", "8b"], [128, 512, 2048], 7, false, false);
+        var o = new Options(null, Environment.GetEnvironmentVariable("OUT"), "cuda", ["1b", "8b"], [128, 512, 2048], 7, false, false, [Checkpointing.None, Checkpointing.EveryLayer]);
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -355,9 +392,36 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--repeats" => o with { Repeats = int.Parse(Next()) },
                 "--tf32" => o with { Tf32 = true },
                 "--profile" => o with { Profile = true },
+                "--checkpointing" => o with
+                {
+                    CheckpointModes = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).Select(c => c switch
+                    {
+                        "none" => Lxt.Checkpointing.None,
+                        "layers" => Lxt.Checkpointing.EveryLayer,
+                        _ => throw new ArgumentException($"--checkpointing takes none and/or layers, not '{c}'"),
+                    }).ToArray(),
+                },
                 var other => throw new ArgumentException($"unknown option '{other}'"),
             };
         }
         return o;
     }
+}
+
+/// <summary>The reference's timings on an H200 (LXT 2.1 efficient mode, PyTorch 2.11, transformers 5.17, BF16, AttnLRP
+/// forward + relevance to the input embeddings, median of 7 after warm-up) and its peak GPU memory.</summary>
+static class Reference
+{
+    public const string Description = "median ms and peak GiB as given in the GPU issue";
+
+    public static (double Ms, double GiB)? Of(string size, int tokens) => (size, tokens) switch
+    {
+        ("1b", 128) => (38.6, 2.6),
+        ("1b", 512) => (37.9, 3.2),
+        ("1b", 2048) => (36.6, 5.7),
+        ("8b", 128) => (75.8, 15.5),
+        ("8b", 512) => (67.8, 17.0),
+        ("8b", 2048) => (139.9, 23.0),
+        _ => null,
+    };
 }

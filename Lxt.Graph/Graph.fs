@@ -10,6 +10,11 @@ module internal Identity =
     /// Reference identity: interned nodes are equal exactly when they are the same object.
     let inline (===) (a: 'T) (b: 'T) = obj.ReferenceEquals(a, b)
 
+/// Cached `string` of field-less union values (op kinds), per type.
+type internal OpNames<'T> private () =
+    static let cache = System.Collections.Concurrent.ConcurrentDictionary<'T, string>()
+    static member Of(o: 'T) = cache.GetOrAdd(o, fun v -> string v)
+
 /// Element type of a node. Integer tensors (token ids) are stored exactly in floating-point buffers.
 type DType =
     | Float
@@ -145,12 +150,15 @@ and [<CustomEquality; CustomComparison>] Node =
     member this.Children = Op.Children this.Op
     override this.ToString() = Node.Describe this
     /// How errors name a node: its name if it has one, else its op and id.
+    /// The case name of a field-less union value (an op kind such as Mul), cached: `string` on a union formats it
+    /// by reflection, far too slow for per-step use.
+    static member CaseName(o: 'T) : string = OpNames<'T>.Of o
     static member Describe(n: Node) =
         let kind =
             match n.Op with
-            | Unary(o, _) -> string o
-            | Binary(o, _, _) -> string o
-            | Reduce(o, _, _, _) -> "Reduce" + string o
+            | Unary(o, _) -> Node.CaseName o
+            | Binary(o, _, _) -> Node.CaseName o
+            | Reduce(o, _, _, _) -> "Reduce" + Node.CaseName o
             | Input name -> "Input '" + name + "'"
             | Parameter name -> "Parameter '" + name + "'"
             | op -> op.GetType().Name // the case name; printing the op would print its whole subgraph

@@ -116,9 +116,9 @@ module Plan =
     /// The op kind profiles group by: the case name, with the function for unary and binary ops.
     let kindOf (n: Node) =
         match n.Op with
-        | Unary(o, _) -> "Unary " + string o
-        | Binary(o, _, _) -> "Binary " + string o
-        | Reduce(o, _, _, _) -> "Reduce " + string o
+        | Unary(o, _) -> "Unary " + Node.CaseName o
+        | Binary(o, _, _) -> "Binary " + Node.CaseName o
+        | Reduce(o, _, _, _) -> "Reduce " + Node.CaseName o
         | op -> op.GetType().Name
 
 /// A plan bound to a backend: parameters are bound once, inputs per run; intermediate buffers are freed at their
