@@ -20,8 +20,9 @@ type FusedInstr =
 /// Pointwise nodes computed as one: only `Root` is materialised. Every other member has the root's shape and is read
 /// by members only; `Operands` are the values the members read from outside the group, each broadcast to the root's
 /// shape; `Constants` are Fill nodes read by fused nodes only, computed inside the program instead of as steps.
-/// The program loads the operands (in order), then the constants, then computes the members in `Members` order;
-/// its last register is the root's value.
+/// Members are pointwise nodes, and inside the group also StopGradient and GradientScale, whose value is their
+/// operand's. The program loads the operands (in order), then the constants, then computes the pointwise members
+/// in `Members` order (the views take their operand's register); its last register is the root's value.
 [<ReferenceEquality>]
 type FusedGroup =
     { Root: Node
@@ -43,6 +44,9 @@ module Fusion =
     /// Nodes fusion may compute inside a program.
     let isPointwise (n: Node) = match n.Op with Unary _ | Binary _ | Where _ -> true | _ -> false
 
+    /// Views whose value is their operand's (gradient markers): a group computes through them without an instruction.
+    let isIdentityView (n: Node) = match n.Op with StopGradient _ | GradientScale _ -> true | _ -> false
+
     let private isFill (n: Node) = match n.Op with Fill _ -> true | _ -> false
 
     // A group while it grows, from the root down: members are added in reverse execution order.
@@ -58,7 +62,8 @@ module Fusion =
         member _.CostWith(n: Node) =
             let fresh = n.Children |> List.distinct |> List.filter (fun c -> not (operands.Contains c)) |> List.length
             let k = operands.Count - 1 + fresh
-            k, k + constants.Count + members.Count + 1
+            let views = members |> Seq.filter isIdentityView |> Seq.length
+            k, k + constants.Count + members.Count - views + 1
         member _.Add(n: Node) =
             operands.Remove n |> ignore
             for c in n.Children do operands.Add c |> ignore
@@ -89,13 +94,14 @@ module Fusion =
             | Unary(o, x) -> emit m (Apply1(o, register.[x]))
             | Binary(o, a, b) -> emit m (Apply2(o, register.[a], register.[b]))
             | Where(c, a, b) -> emit m (Select(register.[c], register.[a], register.[b]))
+            | StopGradient x | GradientScale(_, x) -> register.[m] <- register.[x]
             | _ -> ()
         { Root = g.Root; Members = members; Constants = constants; Operands = operands; Program = code.ToArray() }
 
     /// The fused groups of a plan's steps (in execution order) with its outputs. Walking the steps from the last,
-    /// a pointwise node joins the group of its readers when they all belong to one group, it has that group's root's
+    /// a pointwise node (or a StopGradient or GradientScale) joins the group of its readers when they all belong to one group, it has that group's root's
     /// shape, it is no output, and the group stays within MaxOperands and MaxInstructions; otherwise it roots a group
-    /// of its own. Checkpoints are read by Recompute nodes, never pointwise, so they always stay materialised. A Fill
+    /// of its own (a view stays a view). Checkpoints are read by Recompute nodes, never pointwise, so they always stay materialised. A Fill
     /// read by fused nodes only becomes a constant of their groups. Groups of one member without constants are left
     /// out: the node's own kernel computes it as well.
     let groups (steps: Node[]) (outputs: Node seq) : FusedGroup[] =
@@ -121,21 +127,24 @@ module Fusion =
                 | _ -> None
         for i in steps.Length - 1 .. -1 .. 0 do
             let n = steps.[i]
-            if isPointwise n then
+            if isPointwise n || isIdentityView n then
                 let joins =
                     match soleGroup n with
                     | Some g when n.Shape = g.Root.Shape ->
                         let k, instructions = g.CostWith n
+                        // a view costs no instruction
+                        let instructions = if isIdentityView n then instructions - 1 else instructions
                         if k <= MaxOperands && instructions <= MaxInstructions then Some g else None
                     | _ -> None
                 match joins with
                 | Some g ->
                     g.Add n
                     groupOf.[n] <- g
-                | None ->
+                | None when isPointwise n ->
                     let g = Growing n
                     groupOf.[n] <- g
                     all.Add g
+                | None -> () // a view read outside one group stays a view of its operand's buffer
             elif isFill n && not (isOutput.Contains n) then
                 let rs = readersOf n |> Array.ofSeq
                 if rs.Length > 0 && rs |> Array.forall groupOf.ContainsKey then
