@@ -213,6 +213,7 @@ public sealed partial class GpuBackend : IBackend
         if (disposed) return;
         disposed = true;
         accelerator.Bind();
+        DisposeFusedTables();
         if (cublas != IntPtr.Zero) Cublas.Destroy(cublas);
         accelerator.Dispose();
         context.Dispose();

@@ -36,7 +36,7 @@ internal static class Kernels
     public static void Where(Index1D i, ArrayView<float> cond, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, Walk walk)
     {
         var o = walk.At(i);
-        y[i] = cond[o.A] != 0f ? a[o.B] : b[o.C];
+        y[i] = ApplyWhere(cond[o.A], a[o.B], b[o.C]);
     }
 
     /// <summary>y[yBase + B(i)] = x[xBase + A(i)]: broadcast, permute, slice and each part of a concat.</summary>
@@ -268,7 +268,8 @@ internal static class Kernels
         if (row < s.M && col < s.N) c[batch * s.M * s.N + row * s.N + col] = acc;
     }
 
-    static float ApplyUnary(int op, float x)
+    /// <summary>One element of a unary op (by <see cref="UnaryOp"/> tag): the Unary and the fused kernels' semantics.</summary>
+    internal static float ApplyUnary(int op, float x)
     {
         switch (op)
         {
@@ -294,7 +295,8 @@ internal static class Kernels
         }
     }
 
-    static float ApplyBinary(int op, float a, float b)
+    /// <summary>One element of a binary op (by <see cref="BinaryOp"/> tag): the Binary and the fused kernels' semantics.</summary>
+    internal static float ApplyBinary(int op, float a, float b)
     {
         switch (op)
         {
@@ -310,6 +312,9 @@ internal static class Kernels
             default: return float.NaN;
         }
     }
+
+    /// <summary>One element of Where: the Where and the fused kernels' semantics.</summary>
+    internal static float ApplyWhere(float cond, float whenTrue, float whenFalse) => cond != 0f ? whenTrue : whenFalse;
 
     /// <summary>erf(u) for |u| &lt; 0.75 from its Maclaurin series (eight terms reach float precision).</summary>
     static float ErfSeries(float u)

@@ -42,3 +42,13 @@ type IInPlaceElementwise =
 /// The caller must not change the array while the buffer is in use (weights read once and kept are the use).
 type IHostArrayAdoption =
     abstract Adopt: values: float32[] -> IBuffer
+
+/// Optional for backends: a group of pointwise nodes computed by one call that runs the group's program at every
+/// element of its root (see FusedGroup), so chains of pointwise ops cost one pass over memory instead of one each.
+/// An Executable on such a backend fuses its plan (Plan.fuse) when SupportsFusedPointwise is true.
+type IFusedPointwise =
+    /// False runs plans node by node on this backend.
+    abstract SupportsFusedPointwise: bool
+    /// Computes `group.Root` into `output` from `inputs`, the values of `group.Operands` in order. With
+    /// IInPlaceElementwise, `output` may be the buffer of an operand of the root's shape.
+    abstract ExecuteFused: group: FusedGroup * inputs: IBuffer[] * output: IBuffer -> unit

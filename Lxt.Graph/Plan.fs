@@ -14,7 +14,10 @@ type Plan =
       LastUse: IReadOnlyDictionary<Node, int>
       /// Permutes that swap the last two axes and are read only by MatMuls: a backend implementing
       /// ITransposedMatMul reads their operand transposed instead of computing them.
-      LazyTransposes: IReadOnlySet<Node> }
+      LazyTransposes: IReadOnlySet<Node>
+      /// Fused pointwise groups by root (see Plan.fuse): a root's step computes its whole group from the group's
+      /// operands; the other members and inlined constants are no steps. Empty for plans that are not fused.
+      Fusion: IReadOnlyDictionary<Node, FusedGroup> }
 
 /// How a plan is compiled.
 type PlanOptions =
@@ -102,16 +105,44 @@ module Plan =
                 | true, r when r |> Seq.forall (fun u -> match u.Op with MatMul _ -> true | _ -> false) -> lazyT.Add n |> ignore
                 | _ -> ()
         { Outputs = Array.ofList outputs; Leaves = order |> Array.filter isLeaf; Steps = steps; LastUse = last
-          LazyTransposes = lazyT }
+          LazyTransposes = lazyT; Fusion = Dictionary<Node, FusedGroup>(HashIdentity.Reference) }
 
     let compile (outputs: Node list) : Plan = compileWith PlanOptions.none outputs
+
+    /// What a step reads: a fused root its group's operands, any other step its children.
+    let reads (plan: Plan) (n: Node) : Node list =
+        match plan.Fusion.TryGetValue n with
+        | true, g -> List.ofArray g.Operands
+        | _ -> n.Children
+
+    /// The plan with its pointwise chains fused (see Fusion.groups): members other than the roots and the inlined
+    /// constants leave the steps, and an operand of a group lives until its root's step. Values are unchanged; a
+    /// backend implementing IFusedPointwise runs it. A plan already fused is returned as it is.
+    let fuse (plan: Plan) : Plan =
+        if plan.Fusion.Count > 0 then plan
+        else
+            let groups = Fusion.groups plan.Steps plan.Outputs
+            if groups.Length = 0 then plan
+            else
+                let byRoot = Dictionary<Node, FusedGroup>(HashIdentity.Reference)
+                let hidden = HashSet<Node>(HashIdentity.Reference)
+                for g in groups do
+                    byRoot.[g.Root] <- g
+                    for m in g.Members do if not (obj.ReferenceEquals(m, g.Root)) then hidden.Add m |> ignore
+                    for c in g.Constants do hidden.Add c |> ignore
+                let steps = plan.Steps |> Array.filter (hidden.Contains >> not)
+                let fused = { plan with Steps = steps; Fusion = byRoot }
+                let last = Dictionary<Node, int>(HashIdentity.Reference)
+                steps |> Array.iteri (fun i n -> for c in reads fused n do last.[c] <- i)
+                for o in plan.Outputs do last.[o] <- steps.Length
+                { fused with LastUse = last }
 
     /// Names of the inputs a plan needs fed on every run, with their nodes.
     let inputs (p: Plan) = p.Leaves |> Array.filter (fun n -> match n.Op with Input _ -> true | _ -> false)
     let parameters (p: Plan) = p.Leaves |> Array.filter (fun n -> match n.Op with Parameter _ -> true | _ -> false)
 
     /// Pointwise ops whose output may overwrite an operand of the same shape (see IInPlaceElementwise).
-    let isPointwise (n: Node) = match n.Op with Unary _ | Binary _ | Where _ -> true | _ -> false
+    let isPointwise (n: Node) = Fusion.isPointwise n
 
     /// The op kind profiles group by: the case name, with the function for unary and binary ops.
     let kindOf (n: Node) =
@@ -123,8 +154,16 @@ module Plan =
 
 /// A plan bound to a backend: parameters are bound once, inputs per run; intermediate buffers are freed at their
 /// last use into a pool and reused by later steps and later runs. On backends that allow it, lazy transposes are
-/// read by the MatMul itself and pointwise results overwrite an operand that dies at that step.
-type Executable(plan: Plan, backend: IBackend) =
+/// read by the MatMul itself, pointwise results overwrite an operand that dies at that step, and pointwise chains run
+/// fused (the executable's Plan is then Plan.fuse of the plan it was given).
+type Executable(compiled: Plan, backend: IBackend) =
+    let fusing = match backend with :? IFusedPointwise as f when f.SupportsFusedPointwise -> Some f | _ -> None
+    let plan =
+        if fusing.IsSome then Plan.fuse compiled
+        elif compiled.Fusion.Count > 0 then
+            raise (NotSupportedException(sprintf "the plan fuses %d pointwise groups but backend %s does not run fused groups (IFusedPointwise); run it unfused (Plan.compile without Plan.fuse)"
+                                             compiled.Fusion.Count backend.Name))
+        else compiled
     let persistent = Dictionary<Node, IBuffer>(HashIdentity.Reference)
     let borrowed = HashSet<IBuffer>(HashIdentity.Reference)
     let pool = Dictionary<int, Stack<IBuffer>>()
@@ -172,12 +211,16 @@ type Executable(plan: Plan, backend: IBackend) =
             | MatMul(a, b) ->
                 let t (x: Node) = if isLazy x then "ᵀ" else ""
                 sprintf "MatMul %s%s·%s%s" (Shape.show a.Shape) (t a) (Shape.show b.Shape) (t b)
-            | _ -> Plan.kindOf n
+            | _ ->
+                match plan.Fusion.TryGetValue n with
+                | true, g -> sprintf "Fused %d ops to %s" g.Members.Length (Plan.kindOf n)
+                | _ -> Plan.kindOf n
         let bytes = (args |> Array.sumBy (fun b -> int64 b.Length) |> (+) (int64 (Shape.numel n.Shape))) * elementBytes
         match profile.TryGetValue kind with
         | true, p -> profile.[kind] <- { p with Count = p.Count + 1; Seconds = p.Seconds + seconds; Bytes = p.Bytes + bytes }
         | _ -> profile.[kind] <- { Kind = kind; Count = 1; Seconds = seconds; Bytes = bytes }
 
+    /// The plan this executable runs: the one it was given, fused when the backend runs fused groups.
     member _.Plan = plan
     member _.Backend = backend
     /// Largest number of bytes held by intermediate buffers at once (a measure of the plan's peak memory).
@@ -240,10 +283,10 @@ type Executable(plan: Plan, backend: IBackend) =
             value.[n] <- b
             if owned.ContainsKey b then owned.[b] <- owned.[b] + 1
         // a pooled operand of the output's shape, read by no other live node and dying here, takes the result
-        let reusable (i: int) (n: Node) =
-            if not (inPlace && Plan.isPointwise n) then None
+        let reusable (i: int) (n: Node) (reads: Node list) =
+            if not (inPlace && (Plan.isPointwise n || plan.Fusion.ContainsKey n)) then None
             else
-                n.Children |> List.tryPick (fun c ->
+                reads |> List.tryPick (fun c ->
                     if c.Shape = n.Shape && plan.LastUse.[c] = i then
                         let b = value.[c]
                         match owned.TryGetValue b with
@@ -252,21 +295,25 @@ type Executable(plan: Plan, backend: IBackend) =
                     else None)
         let clock = Stopwatch()
         plan.Steps |> Array.iteri (fun i n ->
+            let reads = Plan.reads plan n
             if Plan.isView n || isLazy n then share n value.[n.Children.Head]
             else
                 if profiling then clock.Restart()
-                let args = n.Children |> List.map (fun c -> value.[c]) |> Array.ofList
+                let args = reads |> List.map (fun c -> value.[c]) |> Array.ofList
                 let out =
-                    match reusable i n with
+                    match reusable i n reads with
                     | Some b -> owned.[b] <- owned.[b] + 1; b // the operand's release below leaves it to n
                     | None -> let b = take (Shape.numel n.Shape) in owned.[b] <- 1; b
                 match n.Op, transposed with
                 | MatMul(a, b), Some t when isLazy a || isLazy b ->
                     t.ExecuteMatMul(n, args.[0], isLazy a, args.[1], isLazy b, out)
-                | _ -> backend.Execute(n, args, out)
+                | _ ->
+                    match plan.Fusion.TryGetValue n, fusing with
+                    | (true, g), Some f -> f.ExecuteFused(g, args, out)
+                    | _ -> backend.Execute(n, args, out)
                 value.[n] <- out
                 if profiling then record n clock.Elapsed.TotalSeconds args
-            for c in List.distinct n.Children do
+            for c in List.distinct reads do
                 if plan.LastUse.[c] = i then release c)
         let results =
             plan.Outputs |> Array.map (fun o ->

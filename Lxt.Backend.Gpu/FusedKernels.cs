@@ -1,0 +1,78 @@
+// The fused pointwise kernel: one thread per output element interprets a group's register program (see
+// Lxt.Graph.FusedGroup), reading up to eight broadcast operands, with the element functions of the Unary, Binary
+// and Where kernels. Its table (shape, strides, program) is built once per group by GpuBackend.Fused.cs.
+using ILGPU;
+
+namespace Lxt.Backend.Gpu;
+
+internal static class FusedKernels
+{
+    /// <summary>Operand views the kernel takes (Lxt.Graph.Fusion.MaxOperands).</summary>
+    public const int MaxOperands = 8;
+
+    /// <summary>Registers of the kernel: the most instructions a program may have (Lxt.Graph.Fusion.MaxInstructions).</summary>
+    public const int MaxRegisters = 32;
+
+    /// <summary>Axes of the output walk after size-1 axes are dropped and contiguous ones merged.</summary>
+    public const int MaxRank = 8;
+
+    // table layout: header, then the walk's sizes (outermost first), then each operand's strides, then the program
+    public const int RankAt = 0, OperandsAt = 1, CountAt = 2, ProgramAt = 3, HeaderLength = 4;
+
+    /// <summary>Each instruction is four ints: its kind, then (operand | float bits | op tag | cond register) and
+    /// up to two registers.</summary>
+    public const int InstructionLength = 4;
+    public const int Load = 0, Const = 1, Unary = 2, Binary = 3, Where = 4;
+
+    public static void Fused(Index1D i, ArrayView<float> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table)
+    {
+        var registers = LocalMemory.Allocate<float>(MaxRegisters);
+        var index = LocalMemory.Allocate<int>(MaxRank);
+        int rank = table[RankAt], count = table[CountAt], program = table[ProgramAt];
+        int rest = i;
+        for (int d = rank - 1; d >= 0; d--)
+        {
+            int n = table[HeaderLength + d], q = rest / n;
+            index[d] = rest - q * n;
+            rest = q;
+        }
+        for (int pc = 0; pc < count; pc++)
+        {
+            int at = program + pc * InstructionLength;
+            int kind = table[at], p = table[at + 1];
+            float v;
+            if (kind == Load)
+            {
+                int strides = HeaderLength + rank + p * rank, offset = 0;
+                for (int d = 0; d < rank; d++) offset += index[d] * table[strides + d];
+                v = Read(p, offset, x0, x1, x2, x3, x4, x5, x6, x7);
+            }
+            else if (kind == Const) v = Interop.IntAsFloat((uint)p);
+            else if (kind == Unary) v = Kernels.ApplyUnary(p, registers[table[at + 2]]);
+            else if (kind == Binary) v = Kernels.ApplyBinary(p, registers[table[at + 2]], registers[table[at + 3]]);
+            else v = Kernels.ApplyWhere(registers[p], registers[table[at + 2]], registers[table[at + 3]]);
+            registers[pc] = v;
+        }
+        y[i] = registers[count - 1];
+    }
+
+    static float Read(int operand, int offset,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7)
+    {
+        switch (operand)
+        {
+            case 0: return x0[offset];
+            case 1: return x1[offset];
+            case 2: return x2[offset];
+            case 3: return x3[offset];
+            case 4: return x4[offset];
+            case 5: return x5[offset];
+            case 6: return x6[offset];
+            default: return x7[offset];
+        }
+    }
+}

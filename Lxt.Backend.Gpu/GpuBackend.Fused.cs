@@ -1,0 +1,151 @@
+// Fused pointwise groups on the GPU: each group's table (merged output walk, operand strides, program) is checked,
+// encoded and uploaded once, then every run is one launch of FusedKernels.Fused.
+using ILGPU;
+using ILGPU.Runtime;
+using Lxt.Graph;
+
+namespace Lxt.Backend.Gpu;
+
+public sealed partial class GpuBackend : IFusedPointwise, IInPlaceElementwise
+{
+    Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>? fused;
+
+    // one uploaded table per group, kept while the backend lives (a plan's groups are few and their tables small)
+    readonly Dictionary<FusedGroup, MemoryBuffer1D<int, Stride1D.Dense>> fusedTables = new(ReferenceEqualityComparer.Instance);
+    readonly ArrayView<float>[] fusedViews = new ArrayView<float>[FusedKernels.MaxOperands];
+
+    /// <summary>When true (the default), executables on this backend fuse chains of pointwise ops into one kernel
+    /// each (see <see cref="Plan"/>.fuse); false runs them one kernel per op, e.g. to compare the two.</summary>
+    public bool FusePointwise { get; set; } = true;
+
+    bool IFusedPointwise.SupportsFusedPointwise => FusePointwise;
+
+    /// <summary>Every pointwise kernel (Unary, Binary, Where, fused) writes element i after reading element i of
+    /// each full-shape operand and reads no other element of it, so its output may be such an operand's buffer.</summary>
+    bool IInPlaceElementwise.SupportsInPlaceElementwise => true;
+
+    /// <summary>Computes a fused group's root into <paramref name="output"/> with one kernel launch.</summary>
+    public void ExecuteFused(FusedGroup group, IBuffer[] inputs, IBuffer output)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        ArgumentNullException.ThrowIfNull(inputs);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        var y = Own(output, nameof(output));
+        var root = group.Root;
+        int n = ShapeModule.numel(root.Shape);
+        if (y.Length != n)
+            throw new ArgumentException($"the output buffer has {y.Length} values, fused {Node.Describe(root)} needs {n}", nameof(output));
+        if (inputs.Length != group.Operands.Length)
+            throw new ArgumentException($"fused {Node.Describe(root)} reads {group.Operands.Length} operands, got {inputs.Length}", nameof(inputs));
+        var views = fusedViews;
+        for (int k = 0; k < views.Length; k++)
+        {
+            if (k >= inputs.Length) { views[k] = y.View; continue; } // never read: the program loads operands < count
+            var b = Own(inputs[k], "input");
+            var operand = group.Operands[k];
+            if (b.Length != ShapeModule.numel(operand.Shape))
+                throw new ArgumentException($"operand {k} of fused {Node.Describe(root)} has {b.Length} values, {Node.Describe(operand)} needs {ShapeModule.numel(operand.Shape)}", nameof(inputs));
+            views[k] = b.View;
+        }
+        accelerator.Bind();
+        if (!fusedTables.TryGetValue(group, out var table))
+        {
+            var encoded = EncodeFused(group);
+            table = accelerator.Allocate1D(encoded);
+            fusedTables[group] = table;
+        }
+        if (n > 0)
+        {
+            var kernel = fused ??= accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>(FusedKernels.Fused);
+            kernel(n, y.View, views[0], views[1], views[2], views[3], views[4], views[5], views[6], views[7], table.View);
+        }
+        if (SynchronizeEveryStep) accelerator.Synchronize();
+    }
+
+    /// <summary>The kernel's table for a group, after checking that the program only reads earlier registers and
+    /// existing operands and that each operand broadcasts to the root's shape.</summary>
+    internal static int[] EncodeFused(FusedGroup group)
+    {
+        var root = group.Root;
+        var shape = root.Shape;
+        int operands = group.Operands.Length, count = group.Program.Length;
+        string where = $"fused group of {Node.Describe(root)}";
+        if (operands > FusedKernels.MaxOperands)
+            throw new NotSupportedException($"gpu backend: {where} reads {operands} operands; at most {FusedKernels.MaxOperands} are supported");
+        if (count == 0 || count > FusedKernels.MaxRegisters)
+            throw new NotSupportedException($"gpu backend: {where} has {count} instructions; 1 to {FusedKernels.MaxRegisters} are supported");
+        var strides = new int[operands][];
+        for (int k = 0; k < operands; k++)
+        {
+            var s = group.Operands[k].Shape;
+            bool fits = s.Length <= shape.Length;
+            for (int d = 0; fits && d < s.Length; d++)
+            {
+                int t = shape[shape.Length - s.Length + d];
+                fits = s[d] == t || s[d] == 1;
+            }
+            if (!fits)
+                throw new ArgumentException($"{where}: operand {k}, {Node.Describe(group.Operands[k])}, does not broadcast to {ShapeModule.show(shape)}", nameof(group));
+            strides[k] = Walk.BroadcastStrides(s, shape);
+        }
+        // size-1 axes dropped; neighbours every operand walks as one run merged (as Walk.Of does for three operands)
+        var dims = new List<(int N, int[] S)>();
+        for (int d = 0; d < shape.Length; d++)
+        {
+            if (shape[d] == 1) continue;
+            var cur = (N: shape[d], S: strides.Select(s => s[d]).ToArray());
+            if (dims.Count > 0)
+            {
+                var p = dims[^1];
+                bool merges = true;
+                for (int k = 0; k < operands; k++) merges &= p.S[k] == cur.S[k] * cur.N;
+                if (merges) { dims[^1] = (p.N * cur.N, cur.S); continue; }
+            }
+            dims.Add(cur);
+        }
+        int rank = dims.Count;
+        if (rank > FusedKernels.MaxRank)
+            throw new NotSupportedException($"gpu backend: {where} walks {rank} axes that cannot be merged; at most {FusedKernels.MaxRank} are supported");
+        int program = FusedKernels.HeaderLength + rank + operands * rank;
+        var table = new int[program + count * FusedKernels.InstructionLength];
+        table[FusedKernels.RankAt] = rank;
+        table[FusedKernels.OperandsAt] = operands;
+        table[FusedKernels.CountAt] = count;
+        table[FusedKernels.ProgramAt] = program;
+        for (int d = 0; d < rank; d++)
+        {
+            table[FusedKernels.HeaderLength + d] = dims[d].N;
+            for (int k = 0; k < operands; k++) table[FusedKernels.HeaderLength + rank + k * rank + d] = dims[d].S[k];
+        }
+        for (int pc = 0; pc < count; pc++)
+        {
+            int Register(int r) => r >= 0 && r < pc
+                ? r
+                : throw new ArgumentException($"{where}: instruction {pc} reads register {r}, which is not computed before it", nameof(group));
+            int at = program + pc * FusedKernels.InstructionLength;
+            (int kind, int p, int a, int b) = group.Program[pc] switch
+            {
+                FusedInstr.Load l when l.operand >= 0 && l.operand < operands => (FusedKernels.Load, l.operand, 0, 0),
+                FusedInstr.Load l => throw new ArgumentException($"{where}: instruction {pc} loads operand {l.operand} of {operands}", nameof(group)),
+                FusedInstr.Const c => (FusedKernels.Const, BitConverter.SingleToInt32Bits((float)c.value), 0, 0),
+                FusedInstr.Apply1 u => (FusedKernels.Unary, u.op.Tag, Register(u.x), 0),
+                FusedInstr.Apply2 b2 => (FusedKernels.Binary, b2.op.Tag, Register(b2.a), Register(b2.b)),
+                FusedInstr.Select s => (FusedKernels.Where, Register(s.cond), Register(s.whenTrue), Register(s.whenFalse)),
+                _ => throw new NotSupportedException($"gpu backend: {where} has an instruction this backend does not implement"),
+            };
+            table[at] = kind;
+            table[at + 1] = p;
+            table[at + 2] = a;
+            table[at + 3] = b;
+        }
+        return table;
+    }
+
+    void DisposeFusedTables()
+    {
+        foreach (var t in fusedTables.Values) t.Dispose();
+        fusedTables.Clear();
+    }
+}

@@ -1,0 +1,154 @@
+// Fusion of pointwise chains: Unary, Binary and Where nodes (and the Fill constants they read) grouped so that a
+// backend computes each group with one call, as a small register program, without materialising its inner values.
+namespace Lxt.Graph
+
+open System.Collections.Generic
+
+/// One instruction of a fused pointwise program. Instruction i writes register i and reads earlier registers only.
+type FusedInstr =
+    /// The group's operand `operand` at the output element (broadcast to the root's shape).
+    | Load of operand: int
+    /// A constant: an inlined Fill.
+    | Const of value: float
+    /// A unary op applied to register `x`.
+    | Apply1 of op: UnaryOp * x: int
+    /// A binary op applied to registers `a` and `b`.
+    | Apply2 of op: BinaryOp * a: int * b: int
+    /// Where: register `whenTrue` where register `cond` is not 0, else register `whenFalse`.
+    | Select of cond: int * whenTrue: int * whenFalse: int
+
+/// Pointwise nodes computed as one: only `Root` is materialised. Every other member has the root's shape and is read
+/// by members only; `Operands` are the values the members read from outside the group, each broadcast to the root's
+/// shape; `Constants` are Fill nodes read by fused nodes only, computed inside the program instead of as steps.
+/// Members are pointwise nodes, and inside the group also StopGradient and GradientScale, whose value is their
+/// operand's. The program loads the operands (in order), then the constants, then computes the pointwise members
+/// in `Members` order (the views take their operand's register); its last register is the root's value.
+[<ReferenceEquality>]
+type FusedGroup =
+    { Root: Node
+      /// the members in execution order, the root last
+      Members: Node[]
+      Constants: Node[]
+      Operands: Node[]
+      Program: FusedInstr[] }
+
+module Fusion =
+    /// Most operands one group reads (each is one index walk in the fused kernel).
+    [<Literal>]
+    let MaxOperands = 8
+
+    /// Most instructions (loads, constants, members) of one group's program: the registers of the fused kernel.
+    [<Literal>]
+    let MaxInstructions = 32
+
+    /// Nodes fusion may compute inside a program.
+    let isPointwise (n: Node) = match n.Op with Unary _ | Binary _ | Where _ -> true | _ -> false
+
+    /// Views whose value is their operand's (gradient markers): a group computes through them without an instruction.
+    let isIdentityView (n: Node) = match n.Op with StopGradient _ | GradientScale _ -> true | _ -> false
+
+    let private isFill (n: Node) = match n.Op with Fill _ -> true | _ -> false
+
+    // A group while it grows, from the root down: members are added in reverse execution order.
+    type private Growing(root: Node) =
+        let members = ResizeArray<Node>([ root ])
+        let operands = HashSet<Node>(root.Children, HashIdentity.Reference)
+        let constants = ResizeArray<Node>()
+        member _.Root = root
+        member _.Members = members
+        member _.Operands = operands
+        member _.Constants = constants
+        /// Operands and instructions after adding `n`, one of the operands.
+        member _.CostWith(n: Node) =
+            let fresh = n.Children |> List.distinct |> List.filter (fun c -> not (operands.Contains c)) |> List.length
+            let k = operands.Count - 1 + fresh
+            let views = members |> Seq.filter isIdentityView |> Seq.length
+            k, k + constants.Count + members.Count - views + 1
+        member _.Add(n: Node) =
+            operands.Remove n |> ignore
+            for c in n.Children do operands.Add c |> ignore
+            members.Add n
+        member _.Inline(fill: Node) =
+            if operands.Remove fill then constants.Add fill
+
+    let private program (g: Growing) (position: Node -> int) : FusedGroup =
+        let members = g.Members.ToArray() |> Array.sortBy position
+        let constants = g.Constants.ToArray() |> Array.sortBy (fun n -> n.Id)
+        // operands in the order the members first read them: deterministic for a given plan
+        let operands =
+            [| for m in members do
+                 for c in m.Children do
+                     if g.Operands.Contains c then yield c |] |> Array.distinct
+        let register = Dictionary<Node, int>(HashIdentity.Reference)
+        let code = ResizeArray<FusedInstr>()
+        let emit (n: Node) (i: FusedInstr) =
+            register.[n] <- code.Count
+            code.Add i
+        operands |> Array.iteri (fun k o -> emit o (Load k))
+        for c in constants do
+            match c.Op with
+            | Fill v -> emit c (Const v)
+            | _ -> ()
+        for m in members do
+            match m.Op with
+            | Unary(o, x) -> emit m (Apply1(o, register.[x]))
+            | Binary(o, a, b) -> emit m (Apply2(o, register.[a], register.[b]))
+            | Where(c, a, b) -> emit m (Select(register.[c], register.[a], register.[b]))
+            | StopGradient x | GradientScale(_, x) -> register.[m] <- register.[x]
+            | _ -> ()
+        { Root = g.Root; Members = members; Constants = constants; Operands = operands; Program = code.ToArray() }
+
+    /// The fused groups of a plan's steps (in execution order) with its outputs. Walking the steps from the last,
+    /// a pointwise node (or a StopGradient or GradientScale) joins the group of its readers when they all belong to one group, it has that group's root's
+    /// shape, it is no output, and the group stays within MaxOperands and MaxInstructions; otherwise it roots a group
+    /// of its own (a view stays a view). Checkpoints are read by Recompute nodes, never pointwise, so they always stay materialised. A Fill
+    /// read by fused nodes only becomes a constant of their groups. Groups of one member without constants are left
+    /// out: the node's own kernel computes it as well.
+    let groups (steps: Node[]) (outputs: Node seq) : FusedGroup[] =
+        let position = Dictionary<Node, int>(HashIdentity.Reference)
+        steps |> Array.iteri (fun i n -> position.[n] <- i)
+        let readers = Dictionary<Node, ResizeArray<Node>>(HashIdentity.Reference)
+        for n in steps do
+            for c in List.distinct n.Children do
+                match readers.TryGetValue c with
+                | true, r -> r.Add n
+                | _ -> readers.[c] <- ResizeArray [ n ]
+        let isOutput = HashSet<Node>(outputs, HashIdentity.Reference)
+        let groupOf = Dictionary<Node, Growing>(HashIdentity.Reference)
+        let all = ResizeArray<Growing>()
+        let readersOf (n: Node) = match readers.TryGetValue n with | true, r -> r :> seq<Node> | _ -> Seq.empty
+        // the one group every reader of n belongs to, if there is one
+        let soleGroup (n: Node) =
+            let rs = readersOf n |> Array.ofSeq
+            if rs.Length = 0 || isOutput.Contains n then None
+            else
+                match groupOf.TryGetValue rs.[0] with
+                | true, g when rs |> Array.forall (fun r -> match groupOf.TryGetValue r with | true, h -> obj.ReferenceEquals(g, h) | _ -> false) -> Some g
+                | _ -> None
+        for i in steps.Length - 1 .. -1 .. 0 do
+            let n = steps.[i]
+            if isPointwise n || isIdentityView n then
+                let joins =
+                    match soleGroup n with
+                    | Some g when n.Shape = g.Root.Shape ->
+                        let k, instructions = g.CostWith n
+                        // a view costs no instruction
+                        let instructions = if isIdentityView n then instructions - 1 else instructions
+                        if k <= MaxOperands && instructions <= MaxInstructions then Some g else None
+                    | _ -> None
+                match joins with
+                | Some g ->
+                    g.Add n
+                    groupOf.[n] <- g
+                | None when isPointwise n ->
+                    let g = Growing n
+                    groupOf.[n] <- g
+                    all.Add g
+                | None -> () // a view read outside one group stays a view of its operand's buffer
+            elif isFill n && not (isOutput.Contains n) then
+                let rs = readersOf n |> Array.ofSeq
+                if rs.Length > 0 && rs |> Array.forall groupOf.ContainsKey then
+                    for r in rs do groupOf.[r].Inline n
+        [| for g in all do
+             if g.Members.Count > 1 || g.Constants.Count > 0 then yield program g (fun n -> position.[n]) |]
+        |> Array.sortBy (fun g -> position.[g.Root])
