@@ -201,6 +201,9 @@ public sealed partial class GpuBackend : IBackend
         s.Memory.View.SubView(0, s.Length).CopyTo(d.Memory.View.SubView(0, s.Length));
     }
 
+    /// <summary>Makes this backend's accelerator current on the calling thread.</summary>
+    internal void Bind() => accelerator.Bind();
+
     /// <summary>Waits until every queued kernel and copy has finished (for timing).</summary>
     public void Synchronize()
     {

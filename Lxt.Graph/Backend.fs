@@ -52,3 +52,21 @@ type IFusedPointwise =
     /// Computes `group.Root` into `output` from `inputs`, the values of `group.Operands` in order. With
     /// IInPlaceElementwise, `output` may be the buffer of an operand of the root's shape.
     abstract ExecuteFused: group: FusedGroup * inputs: IBuffer[] * output: IBuffer -> unit
+
+/// A backend's recording of the device work of one run, replayed with the same buffers (a CUDA graph).
+type IRecordedRun =
+    inherit IDisposable
+    /// Queues the recorded work again, reading and writing the buffers it was recorded with.
+    abstract Replay: unit -> unit
+
+/// Optional for backends that can record the work queued between BeginCapture and EndCapture instead of running it,
+/// and replay it later (CUDA stream capture). Executables then record one run of a plan and replay it, paying the
+/// host's cost per op once instead of on every run. Work queued while capturing must not wait for the device.
+type IRunCapture =
+    /// True when recording is possible now (a device and driver that support it; not while profiling).
+    abstract CanCapture: bool
+    /// Starts recording: work queued from now on is recorded, not run.
+    abstract BeginCapture: unit -> unit
+    /// Ends recording and returns it; nothing recorded has run yet. Raises if the recording failed, after which
+    /// the backend is usable as before.
+    abstract EndCapture: unit -> IRecordedRun

@@ -176,6 +176,14 @@ type Executable(compiled: Plan, backend: IBackend) =
     let isLazy (n: Node) = transposed.IsSome && plan.LazyTransposes.Contains n
     let profile = Dictionary<string, OpProfile>()
     let mutable profiling = false
+    // recording and replay (IRunCapture): the first run warms up, the second is recorded, later runs replay it
+    let capture = match backend with :? IRunCapture as c -> Some c | _ -> None
+    let mutable runs = 0
+    let mutable recording : IRecordedRun option = None
+    let mutable captureFailed = false
+    let stableInputs = Dictionary<string, IBuffer>()
+    let mutable stableOutputs : IBuffer[] = [||]
+    let pinned = ResizeArray<IBuffer>()
 
     do
         // constants are uploaded once
@@ -234,12 +242,14 @@ type Executable(compiled: Plan, backend: IBackend) =
 
     /// Binds a parameter's value. An owned buffer is disposed with the executable; a borrowed one (owned = false,
     /// e.g. weights shared by several plans) is left to its owner. Parameters not in the plan are ignored.
-    member _.BindParameter(name: string, value: IBuffer, owned: bool) =
+    member this.BindParameter(name: string, value: IBuffer, owned: bool) =
         match plan.Leaves |> Array.tryFind (fun n -> n.Op = Parameter name) with
         | Some n ->
             checkLength n value
             match persistent.TryGetValue n with
-            | true, old when not (obj.ReferenceEquals(old, value)) && not (borrowed.Remove old) -> old.Dispose()
+            | true, old when not (obj.ReferenceEquals(old, value)) ->
+                this.DropRecording() // it reads the old buffer
+                if not (borrowed.Remove old) then old.Dispose()
             | _ -> ()
             persistent.[n] <- value
             if not owned then borrowed.Add value |> ignore
@@ -252,7 +262,8 @@ type Executable(compiled: Plan, backend: IBackend) =
 
     /// Runs the plan. `inputs` maps input names to buffers owned by the caller. Returns one fresh buffer per output;
     /// give them back with Recycle (or Dispose them).
-    member _.Run(inputs: IReadOnlyDictionary<string, IBuffer>) : IBuffer[] =
+    // Runs the steps. Outputs are copied into `into` when given (the recorded run), else into fresh pooled buffers.
+    member private _.RunSteps(inputs: IReadOnlyDictionary<string, IBuffer>, into: IBuffer[]) : IBuffer[] =
         let value = Dictionary<Node, IBuffer>(HashIdentity.Reference)
         let owned = Dictionary<IBuffer, int>(HashIdentity.Reference) // live nodes sharing a pooled buffer
         let missing =
@@ -316,19 +327,109 @@ type Executable(compiled: Plan, backend: IBackend) =
             for c in List.distinct reads do
                 if plan.LastUse.[c] = i then release c)
         let results =
-            plan.Outputs |> Array.map (fun o ->
+            plan.Outputs |> Array.mapi (fun i o ->
                 let b = value.[o]
-                let fresh = take b.Length
-                backend.Copy(b, fresh)
-                fresh)
+                let target = if isNull into then take b.Length else into.[i]
+                backend.Copy(b, target)
+                target)
         for o in Array.distinct plan.Outputs do release o
         results
+
+    member private _.Stable(length: int) =
+        liveBytes <- liveBytes + int64 length * elementBytes
+        peakBytes <- max peakBytes liveBytes
+        backend.Allocate length
+
+    // The caller's inputs copied into the executable's own buffers, which a recording reads; None when an input is
+    // missing or of the wrong length (the plain run then reports it).
+    member private this.Stage(inputs: IReadOnlyDictionary<string, IBuffer>) : IReadOnlyDictionary<string, IBuffer> option =
+        let nodes = Plan.inputs plan
+        let fits (n: Node) =
+            match n.Op with
+            | Input name -> (match inputs.TryGetValue name with | true, b -> b.Length = Shape.numel n.Shape | _ -> false)
+            | _ -> false
+        if not (nodes |> Array.forall fits) then None
+        else
+            for n in nodes do
+                match n.Op with
+                | Input name ->
+                    let stable =
+                        match stableInputs.TryGetValue name with
+                        | true, b -> b
+                        | _ -> let b = this.Stable(Shape.numel n.Shape) in stableInputs.[name] <- b; b
+                    backend.Copy(inputs.[name], stable)
+                | _ -> ()
+            Some(stableInputs :> IReadOnlyDictionary<string, IBuffer>)
+
+    member private _.Fresh() =
+        stableOutputs |> Array.map (fun s -> let f = take s.Length in backend.Copy(s, f); f)
+
+    member private _.DropRecording() =
+        match recording with
+        | Some r ->
+            r.Dispose()
+            recording <- None
+            for b in pinned do give b
+            pinned.Clear()
+            runs <- 1
+        | None -> ()
+
+    /// True once runs replay a recording of the plan's device work (on backends implementing IRunCapture).
+    member _.IsReplaying = recording.IsSome
+
+    /// Runs the plan. `inputs` maps input names to buffers owned by the caller. Returns one fresh buffer per output;
+    /// give them back with Recycle (or Dispose them). On a backend implementing IRunCapture, the second run is recorded
+    /// and later runs replay the recording with the new inputs (not while profiling).
+    member this.Run(inputs: IReadOnlyDictionary<string, IBuffer>) : IBuffer[] =
+        match recording with
+        | Some r when not profiling ->
+            match this.Stage inputs with
+            | Some _ ->
+                r.Replay()
+                this.Fresh()
+            | None -> this.RunSteps(inputs, null)
+        | _ ->
+            let wanted =
+                recording.IsNone && runs >= 1 && not captureFailed && not profiling
+                && (match capture with Some c -> c.CanCapture | None -> false)
+            runs <- runs + 1
+            match (if wanted then this.Stage inputs else None) with
+            | None -> this.RunSteps(inputs, null)
+            | Some staged ->
+                if stableOutputs.Length = 0 then
+                    stableOutputs <- plan.Outputs |> Array.map (fun o -> this.Stable(Shape.numel o.Shape))
+                let c = capture.Value
+                c.BeginCapture()
+                let recorded =
+                    try
+                        this.RunSteps(staged, stableOutputs) |> ignore
+                        Ok(c.EndCapture())
+                    with e ->
+                        (try (c.EndCapture()).Dispose() with _ -> ())
+                        Error e
+                match recorded with
+                | Ok r ->
+                    // the recording may read or write any pooled buffer: none is handed out again while it lives
+                    for s in pool.Values do
+                        pinned.AddRange s
+                        s.Clear()
+                    recording <- Some r
+                    r.Replay()
+                    this.Fresh()
+                | Error _ ->
+                    captureFailed <- true
+                    this.RunSteps(inputs, null)
 
     /// Returns output buffers of Run to the pool.
     member _.Recycle(buffers: IBuffer seq) = for b in buffers do give b
 
     interface IDisposable with
-        member _.Dispose() =
+        member this.Dispose() =
+            this.DropRecording()
+            for b in stableInputs.Values do b.Dispose()
+            stableInputs.Clear()
+            for b in stableOutputs do b.Dispose()
+            stableOutputs <- [||]
             for b in persistent.Values do if not (borrowed.Contains b) then b.Dispose()
             persistent.Clear()
             for s in pool.Values do for b in s do b.Dispose()
