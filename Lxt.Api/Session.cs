@@ -1,5 +1,6 @@
 // Session: a model's graph compiled to a plan on a backend, weights bound once, run many times.
 using System.Numerics.Tensors;
+using Lxt.Backend.Gpu;
 using Lxt.Graph;
 
 namespace Lxt;
@@ -20,15 +21,28 @@ public enum Device
 
 public static class Backends
 {
-    /// <summary>A new backend for <paramref name="device"/>; <paramref name="threads"/> 0 = all cores.</summary>
-    public static IBackend Create(Device device, int threads = 0) => device switch
+    /// <summary>A new backend for <paramref name="device"/>; <paramref name="threads"/> 0 = all cores.
+    /// <paramref name="precision"/> chooses how the GPU backends (<see cref="Device.Cuda"/>, <see cref="Device.IlgpuCpu"/>)
+    /// compute matrix products; the CPU and reference backends take only <see cref="GemmPrecision.Float32"/>.</summary>
+    /// <exception cref="ArgumentException">TF32 or bfloat16 products were asked of the CPU or reference backend.</exception>
+    public static IBackend Create(Device device, int threads = 0, GemmPrecision precision = GemmPrecision.Float32)
     {
-        Device.Reference => new ReferenceBackend(),
-        Device.Cpu => new Lxt.Backend.Cpu.CpuBackend(threads),
-        Device.Cuda => Lxt.Backend.Gpu.GpuBackend.Create(Lxt.Backend.Gpu.GpuKind.Cuda),
-        Device.IlgpuCpu => Lxt.Backend.Gpu.GpuBackend.Create(Lxt.Backend.Gpu.GpuKind.CpuAccelerator),
-        _ => throw new ArgumentOutOfRangeException(nameof(device)),
-    };
+        if (precision != GemmPrecision.Float32 && !SupportsPrecision(device, precision))
+            throw new ArgumentException($"{GpuBackend.IdOf(precision)} matrix products need a GPU device (cuda or ilgpu-cpu); {IdOf(device)} computes them in {(device == Device.Reference ? "float64" : "float32")}", nameof(precision));
+        return device switch
+        {
+            Device.Reference => new ReferenceBackend(),
+            Device.Cpu => new Lxt.Backend.Cpu.CpuBackend(threads),
+            Device.Cuda => GpuBackend.Create(GpuKind.Cuda, precision),
+            Device.IlgpuCpu => GpuBackend.Create(GpuKind.CpuAccelerator, precision),
+            _ => throw new ArgumentOutOfRangeException(nameof(device)),
+        };
+    }
+
+    /// <summary>True when <paramref name="device"/> computes matrix products in <paramref name="precision"/>: every
+    /// device in float32 (float64 on the reference), TF32 and bfloat16 only on cuda and ilgpu-cpu.</summary>
+    public static bool SupportsPrecision(Device device, GemmPrecision precision) =>
+        precision == GemmPrecision.Float32 || device is Device.Cuda or Device.IlgpuCpu;
 
     /// <summary>The short id of a device as command lines spell it: cpu, reference, cuda, ilgpu-cpu.</summary>
     public static string IdOf(Device device) => device switch
@@ -79,11 +93,14 @@ public sealed class Session : IDisposable
     private IWeightSource _weights;
     private readonly IReadOnlyDictionary<string, IReadOnlyList<int>> _parameterShapes;
     private readonly Dictionary<string, IBuffer> _uploaded = new();
+    // parameters stored narrow (e.g. bfloat16) for plans that read them only as matrix-product operands
+    private readonly Dictionary<string, IBuffer> _matrixWeights = new();
     private readonly Dictionary<string, int[]> _uploadedShapes = new();
     private readonly Dictionary<(Node[] Outputs, Node[] Checkpoints), Executable> _plans = new(new PlanKeyComparer());
 
-    public Session(Model model, IWeightSource weights, Device device = Device.Cpu, int threads = 0)
-        : this(model, weights, Backends.Create(device, threads)) { }
+    /// <summary>A session on a new backend for <paramref name="device"/> (see <see cref="Backends.Create"/>).</summary>
+    public Session(Model model, IWeightSource weights, Device device = Device.Cpu, int threads = 0, GemmPrecision precision = GemmPrecision.Float32)
+        : this(model, weights, Backends.Create(device, threads, precision)) { }
 
     public Session(Model model, IWeightSource weights, IBackend backend)
     {
@@ -135,10 +152,12 @@ public sealed class Session : IDisposable
             exe = new Executable(PlanModule.compileWith(options, Microsoft.FSharp.Collections.ListModule.OfArray(nodes)), Backend);
             _plans[key] = exe;
         }
+        var narrow = NarrowableParameters(exe.Plan);
         foreach (var p in PlanModule.parameters(exe.Plan))
         {
             var name = ((Op.Parameter)p.Op).name;
-            if (!exe.IsBound(name)) exe.BindParameter(name, Upload(name, p.Shape), owned: false);
+            if (!exe.IsBound(name))
+                exe.BindParameter(name, narrow.Contains(name) ? UploadMatrixWeight(name, p.Shape) : Upload(name, p.Shape), owned: false);
         }
         var feeds = new Dictionary<string, IBuffer>();
         try
@@ -176,14 +195,42 @@ public sealed class Session : IDisposable
         }
     }
 
-    private IBuffer Upload(string name, int[] shape)
+    /// <summary>The parameters of a plan the backend may store narrow: those read only as matrix-product operands,
+    /// when the backend implements <see cref="ILowPrecisionWeights"/> and narrows them.</summary>
+    private IReadOnlySet<string> NarrowableParameters(Plan plan)
     {
-        // one upload per parameter, shared by all plans (weights are the bulk of memory)
-        if (_uploaded.TryGetValue(name, out var shared)) return shared;
+        if (Backend is not ILowPrecisionWeights { NarrowsMatrixWeights: true }) return new HashSet<string>();
+        return new HashSet<string>(PlanModule.matMulOnlyParameters(Backend is ITransposedMatMul, plan));
+    }
+
+    /// <summary>A parameter for plans that read it only as a matrix-product operand: its float32 buffer when one is
+    /// already uploaded (another plan reads it otherwise), else one narrow upload shared by all such plans.</summary>
+    private IBuffer UploadMatrixWeight(string name, int[] shape)
+    {
+        if (_uploaded.TryGetValue(name, out var wide)) return wide;
+        if (_matrixWeights.TryGetValue(name, out var shared)) return shared;
+        var values = ReadChecked(name, shape);
+        var buffer = ((ILowPrecisionWeights)Backend).AllocateMatrixWeight(values);
+        _matrixWeights[name] = buffer;
+        _uploadedShapes[name] = shape;
+        return buffer;
+    }
+
+    private float[] ReadChecked(string name, int[] shape)
+    {
         if (!_weights.Contains(name)) throw new BindingException($"the weights have no value for parameter '{name}' [{string.Join(", ", shape)}]");
         var values = _weights.Read(name, shape);
         int bad = FirstNonFinite(values);
         if (bad >= 0) throw new BindingException($"weight '{name}' holds {values[bad]} at element {bad}");
+        return values;
+    }
+
+    private IBuffer Upload(string name, int[] shape)
+    {
+        // one upload per parameter, shared by all plans (weights are the bulk of memory); a parameter also stored
+        // narrow for products keeps that copy for them and gets this float32 one for its other readers
+        if (_uploaded.TryGetValue(name, out var shared)) return shared;
+        var values = ReadChecked(name, shape);
         IBuffer buffer;
         if (Backend is IHostArrayAdoption host) buffer = host.Adopt(values); // the array read is the buffer: no second copy
         else
@@ -210,11 +257,14 @@ public sealed class Session : IDisposable
         }
         int bad = FirstNonFinite(values);
         if (bad >= 0) throw new BindingException($"new value of parameter '{name}' holds {values[bad]} at element {bad}");
+        bool narrowed = _matrixWeights.TryGetValue(name, out var narrow);
+        if (narrowed) Backend.Upload(values, narrow!); // a narrow buffer takes the values rounded
         if (_uploaded.TryGetValue(name, out var buffer))
         {
             Backend.Upload(values, buffer);
             return;
         }
+        if (narrowed) return;
         buffer = Backend.Allocate(values.Length);
         Backend.Upload(values, buffer);
         _uploaded[name] = buffer;
@@ -270,6 +320,8 @@ public sealed class Session : IDisposable
         _plans.Clear();
         foreach (var b in _uploaded.Values) b.Dispose();
         _uploaded.Clear();
+        foreach (var b in _matrixWeights.Values) b.Dispose();
+        _matrixWeights.Clear();
         _uploadedShapes.Clear();
         Backend.Dispose();
     }
