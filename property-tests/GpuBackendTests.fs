@@ -215,6 +215,31 @@ let tests =
             Expect.isLessThan fixtureErr 5e-2 "relevance within 5e-2 of the fixture"
             Expect.isGreaterThan relevanceErr 0.0 "bfloat16 products do change the relevance"
         }
+        test "a session keeps a weight in bfloat16 for plans that only multiply by it and uploads a float32 copy for a plan that reads it otherwise" {
+            let x = input "x" [| 2; 3 |] Float
+            let w = parameter "w" [| 3; 3 |]
+            let product, scaled = matmul x w, mul x (slice 0 0 2 w)
+            let model = Model.Create(readOnlyDict [ "product", Expr product; "scaled", Expr scaled ])
+            let rng = Random 7
+            let xs, ws = Array.init 6 (fun _ -> float32 (rng.NextDouble() - 0.5)), Array.init 9 (fun _ -> float32 (rng.NextDouble() - 0.5))
+            use session = new Session(model, Weights().Set("w", ws, 3, 3), Device.IlgpuCpu, 0, GemmPrecision.BFloat16)
+            let inputs = readOnlyDict [ "x", xs ]
+            let eval (node: Node) = (session.Evaluate([| Expr node |], inputs, Threading.CancellationToken.None)).[0].Values |> Array.map float
+            let check (ws: float32[]) =
+                let values = Map [ "x", Array.map float xs; "w", Array.map float ws ]
+                let rounded = values |> Map.map (fun _ v -> Array.map roundBf16 v)
+                let p1 = eval product
+                let s1 = eval scaled
+                let p2 = eval product
+                Expect.isLessThan (relativeError p1 (Evaluate.reference1 rounded product)) 1e-6 "the product reads the weight rounded to bfloat16"
+                Expect.isLessThan (relativeError s1 (Evaluate.reference1 values scaled)) 1e-7 "the elementwise use reads it in float32"
+                Expect.sequenceEqual p2 p1 "the product still reads its bfloat16 copy"
+            check ws
+            // a new value reaches both copies
+            let ws2 = ws |> Array.map (fun v -> 2.5f * v + 0.125f)
+            session.SetParameter("w", ReadOnlySpan ws2)
+            check ws2
+        }
         test "TF32 and bfloat16 products are for the GPU devices; the CPU and reference backends refuse them" {
             use b = Backends.Create(Device.IlgpuCpu, 0, GemmPrecision.BFloat16)
             Expect.equal b.Name "ilgpu-cpu-bf16" "ilgpu-cpu in bfloat16"
