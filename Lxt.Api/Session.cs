@@ -12,8 +12,8 @@ public enum Device
     Cpu,
     /// <summary>float64 reference interpreter: slow, exact semantics.</summary>
     Reference,
-    /// <summary>float32 on the first CUDA GPU (ILGPU kernels, cuBLAS products); fails with
-    /// <see cref="Lxt.Backend.Gpu.GpuUnavailableException"/> where there is none.</summary>
+    /// <summary>float32 on the first CUDA GPU (ILGPU kernels, cuBLAS products in the <see cref="GemmPrecision"/> given to
+    /// <see cref="Backends.Create"/>); fails with <see cref="Lxt.Backend.Gpu.GpuUnavailableException"/> where there is none.</summary>
     Cuda,
     /// <summary>The GPU backend's kernels on ILGPU's CPU accelerator: slow, for testing the GPU code without a GPU.</summary>
     IlgpuCpu,
@@ -95,6 +95,8 @@ public sealed class Session : IDisposable
     private readonly Dictionary<string, IBuffer> _uploaded = new();
     // parameters stored narrow (e.g. bfloat16) for plans that read them only as matrix-product operands
     private readonly Dictionary<string, IBuffer> _matrixWeights = new();
+    // values set by SetParameter on a parameter held only narrow: a later float32 upload starts from them, not the source
+    private readonly Dictionary<string, float[]> _setValues = new();
     private readonly Dictionary<string, int[]> _uploadedShapes = new();
     private readonly Dictionary<(Node[] Outputs, Node[] Checkpoints), Executable> _plans = new(new PlanKeyComparer());
 
@@ -230,7 +232,7 @@ public sealed class Session : IDisposable
         // one upload per parameter, shared by all plans (weights are the bulk of memory); a parameter also stored
         // narrow for products keeps that copy for them and gets this float32 one for its other readers
         if (_uploaded.TryGetValue(name, out var shared)) return shared;
-        var values = ReadChecked(name, shape);
+        var values = _setValues.Remove(name, out var set) ? set : ReadChecked(name, shape);
         IBuffer buffer;
         if (Backend is IHostArrayAdoption host) buffer = host.Adopt(values); // the array read is the buffer: no second copy
         else
@@ -247,7 +249,9 @@ public sealed class Session : IDisposable
     /// Replaces a parameter's values for every later run (a training step updates the weights between runs). The values
     /// are uploaded into the parameter's buffer, which all plans share; the weight source is not read again for it.
     /// </summary>
-    public void SetParameter(string name, ReadOnlySpan<float> values)
+    public void SetParameter(string name, ReadOnlySpan<float> values) => Set(name, values, fromSource: false);
+
+    private void Set(string name, ReadOnlySpan<float> values, bool fromSource)
     {
         ArgumentNullException.ThrowIfNull(name);
         if (_uploadedShapes.TryGetValue(name, out var shape) || TryDeclaredShape(name, out shape))
@@ -264,7 +268,13 @@ public sealed class Session : IDisposable
             Backend.Upload(values, buffer);
             return;
         }
-        if (narrowed) return;
+        if (narrowed)
+        {
+            // a narrow copy has lost the float32 values a later float32 upload needs (unless the source holds them)
+            if (fromSource) _setValues.Remove(name);
+            else _setValues[name] = values.ToArray();
+            return;
+        }
         buffer = Backend.Allocate(values.Length);
         Backend.Upload(values, buffer);
         _uploaded[name] = buffer;
@@ -280,7 +290,7 @@ public sealed class Session : IDisposable
         foreach (var (name, shape) in _uploadedShapes.ToArray())
         {
             if (!weights.Contains(name)) throw new BindingException($"the weights have no value for parameter '{name}' [{string.Join(", ", shape)}]");
-            SetParameter(name, weights.Read(name, shape));
+            Set(name, weights.Read(name, shape), fromSource: true);
         }
     }
 
@@ -322,6 +332,7 @@ public sealed class Session : IDisposable
         _uploaded.Clear();
         foreach (var b in _matrixWeights.Values) b.Dispose();
         _matrixWeights.Clear();
+        _setValues.Clear();
         _uploadedShapes.Clear();
         Backend.Dispose();
     }

@@ -76,8 +76,8 @@ internal static unsafe class Cublas
 
     /// <summary>cublasOperation_t: CUBLAS_OP_N and CUBLAS_OP_T.</summary>
     public const int OpN = 0, OpT = 1;
-    /// <summary>cublasMath_t: CUBLAS_DEFAULT_MATH (full float32) and CUBLAS_TF32_TENSOR_OP_MATH.</summary>
-    public const int DefaultMath = 0, Tf32TensorOpMath = 3;
+    /// <summary>cublasMath_t: CUBLAS_DEFAULT_MATH (SGEMM in full float32; GemmEx follows its compute type).</summary>
+    public const int DefaultMath = 0;
     /// <summary>cudaDataType_t (library_types.h): CUDA_R_32F and CUDA_R_16BF.</summary>
     public const int R32F = 0, R16BF = 14;
     /// <summary>cublasComputeType_t: CUBLAS_COMPUTE_32F and CUBLAS_COMPUTE_32F_FAST_TF32.</summary>

@@ -18,7 +18,8 @@ public sealed partial class GpuBackend
     MemoryBuffer1D<float, Stride1D.Dense>? unusedWide;
     MemoryBuffer1D<ushort, Stride1D.Dense>? unusedNarrow;
 
-    /// <summary>Bytes of device memory held for bfloat16 copies of products' operands (part of <see cref="AllocatedBytes"/>).</summary>
+    /// <summary>Bytes of device memory products hold for themselves: bfloat16 copies of float32 operands and the tiled
+    /// kernel's one-value stand-ins (part of <see cref="AllocatedBytes"/>).</summary>
     public long ScratchBytes =>
         (scratchA?.LengthInBytes ?? 0) + (scratchB?.LengthInBytes ?? 0) + (unusedWide?.LengthInBytes ?? 0) + (unusedNarrow?.LengthInBytes ?? 0);
 
