@@ -178,8 +178,9 @@ public sealed class Explainer : IDisposable
     // (keyed weakly by rule-set instance: parameterised methods such as Method.Epsilon() build a new one per call)
     private readonly System.Runtime.CompilerServices.ConditionalWeakTable<Lxt.Rules.RuleSet, Dictionary<string, Expr[]>> _relevanceGraphs = new();
 
-    public Explainer(Model model, string inputName, IWeightSource weights, Device device = Device.Cpu, int threads = 0, string output = "logits")
-        : this(model, inputName, new Session(model, weights, device, threads), output) { }
+    public Explainer(Model model, string inputName, IWeightSource weights, Device device = Device.Cpu, int threads = 0, string output = "logits",
+                     Lxt.Backend.Gpu.GemmPrecision precision = Lxt.Backend.Gpu.GemmPrecision.Float32)
+        : this(model, inputName, new Session(model, weights, device, threads, precision), output) { }
 
     public Explainer(Model model, string inputName, Session session, string output = "logits")
     {

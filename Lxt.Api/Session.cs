@@ -1,5 +1,6 @@
 // Session: a model's graph compiled to a plan on a backend, weights bound once, run many times.
 using System.Numerics.Tensors;
+using Lxt.Backend.Gpu;
 using Lxt.Graph;
 
 namespace Lxt;
@@ -11,8 +12,8 @@ public enum Device
     Cpu,
     /// <summary>float64 reference interpreter: slow, exact semantics.</summary>
     Reference,
-    /// <summary>float32 on the first CUDA GPU (ILGPU kernels, cuBLAS products); fails with
-    /// <see cref="Lxt.Backend.Gpu.GpuUnavailableException"/> where there is none.</summary>
+    /// <summary>float32 on the first CUDA GPU (ILGPU kernels, cuBLAS products in the <see cref="GemmPrecision"/> given to
+    /// <see cref="Backends.Create"/>); fails with <see cref="Lxt.Backend.Gpu.GpuUnavailableException"/> where there is none.</summary>
     Cuda,
     /// <summary>The GPU backend's kernels on ILGPU's CPU accelerator: slow, for testing the GPU code without a GPU.</summary>
     IlgpuCpu,
@@ -20,15 +21,28 @@ public enum Device
 
 public static class Backends
 {
-    /// <summary>A new backend for <paramref name="device"/>; <paramref name="threads"/> 0 = all cores.</summary>
-    public static IBackend Create(Device device, int threads = 0) => device switch
+    /// <summary>A new backend for <paramref name="device"/>; <paramref name="threads"/> 0 = all cores.
+    /// <paramref name="precision"/> chooses how the GPU backends (<see cref="Device.Cuda"/>, <see cref="Device.IlgpuCpu"/>)
+    /// compute matrix products; the CPU and reference backends take only <see cref="GemmPrecision.Float32"/>.</summary>
+    /// <exception cref="ArgumentException">TF32 or bfloat16 products were asked of the CPU or reference backend.</exception>
+    public static IBackend Create(Device device, int threads = 0, GemmPrecision precision = GemmPrecision.Float32)
     {
-        Device.Reference => new ReferenceBackend(),
-        Device.Cpu => new Lxt.Backend.Cpu.CpuBackend(threads),
-        Device.Cuda => Lxt.Backend.Gpu.GpuBackend.Create(Lxt.Backend.Gpu.GpuKind.Cuda),
-        Device.IlgpuCpu => Lxt.Backend.Gpu.GpuBackend.Create(Lxt.Backend.Gpu.GpuKind.CpuAccelerator),
-        _ => throw new ArgumentOutOfRangeException(nameof(device)),
-    };
+        if (precision != GemmPrecision.Float32 && !SupportsPrecision(device, precision))
+            throw new ArgumentException($"{GpuBackend.IdOf(precision)} matrix products need a GPU device (cuda or ilgpu-cpu); {IdOf(device)} computes them in {(device == Device.Reference ? "float64" : "float32")}", nameof(precision));
+        return device switch
+        {
+            Device.Reference => new ReferenceBackend(),
+            Device.Cpu => new Lxt.Backend.Cpu.CpuBackend(threads),
+            Device.Cuda => GpuBackend.Create(GpuKind.Cuda, precision),
+            Device.IlgpuCpu => GpuBackend.Create(GpuKind.CpuAccelerator, precision),
+            _ => throw new ArgumentOutOfRangeException(nameof(device)),
+        };
+    }
+
+    /// <summary>True when <paramref name="device"/> computes matrix products in <paramref name="precision"/>: every
+    /// device in float32 (float64 on the reference), TF32 and bfloat16 only on cuda and ilgpu-cpu.</summary>
+    public static bool SupportsPrecision(Device device, GemmPrecision precision) =>
+        precision == GemmPrecision.Float32 || device is Device.Cuda or Device.IlgpuCpu;
 
     /// <summary>The short id of a device as command lines spell it: cpu, reference, cuda, ilgpu-cpu.</summary>
     public static string IdOf(Device device) => device switch
@@ -79,11 +93,16 @@ public sealed class Session : IDisposable
     private IWeightSource _weights;
     private readonly IReadOnlyDictionary<string, IReadOnlyList<int>> _parameterShapes;
     private readonly Dictionary<string, IBuffer> _uploaded = new();
+    // parameters stored narrow (e.g. bfloat16) for plans that read them only as matrix-product operands
+    private readonly Dictionary<string, IBuffer> _matrixWeights = new();
+    // values set by SetParameter on a parameter held only narrow: a later float32 upload starts from them, not the source
+    private readonly Dictionary<string, float[]> _setValues = new();
     private readonly Dictionary<string, int[]> _uploadedShapes = new();
     private readonly Dictionary<(Node[] Outputs, Node[] Checkpoints), Executable> _plans = new(new PlanKeyComparer());
 
-    public Session(Model model, IWeightSource weights, Device device = Device.Cpu, int threads = 0)
-        : this(model, weights, Backends.Create(device, threads)) { }
+    /// <summary>A session on a new backend for <paramref name="device"/> (see <see cref="Backends.Create"/>).</summary>
+    public Session(Model model, IWeightSource weights, Device device = Device.Cpu, int threads = 0, GemmPrecision precision = GemmPrecision.Float32)
+        : this(model, weights, Backends.Create(device, threads, precision)) { }
 
     public Session(Model model, IWeightSource weights, IBackend backend)
     {
@@ -135,10 +154,12 @@ public sealed class Session : IDisposable
             exe = new Executable(PlanModule.compileWith(options, Microsoft.FSharp.Collections.ListModule.OfArray(nodes)), Backend);
             _plans[key] = exe;
         }
+        var narrow = NarrowableParameters(exe.Plan);
         foreach (var p in PlanModule.parameters(exe.Plan))
         {
             var name = ((Op.Parameter)p.Op).name;
-            if (!exe.IsBound(name)) exe.BindParameter(name, Upload(name, p.Shape), owned: false);
+            if (!exe.IsBound(name))
+                exe.BindParameter(name, narrow.Contains(name) ? UploadMatrixWeight(name, p.Shape) : Upload(name, p.Shape), owned: false);
         }
         var feeds = new Dictionary<string, IBuffer>();
         try
@@ -176,14 +197,42 @@ public sealed class Session : IDisposable
         }
     }
 
-    private IBuffer Upload(string name, int[] shape)
+    /// <summary>The parameters of a plan the backend may store narrow: those read only as matrix-product operands,
+    /// when the backend implements <see cref="ILowPrecisionWeights"/> and narrows them.</summary>
+    private IReadOnlySet<string> NarrowableParameters(Plan plan)
     {
-        // one upload per parameter, shared by all plans (weights are the bulk of memory)
-        if (_uploaded.TryGetValue(name, out var shared)) return shared;
+        if (Backend is not ILowPrecisionWeights { NarrowsMatrixWeights: true }) return new HashSet<string>();
+        return new HashSet<string>(PlanModule.matMulOnlyParameters(Backend is ITransposedMatMul, plan));
+    }
+
+    /// <summary>A parameter for plans that read it only as a matrix-product operand: its float32 buffer when one is
+    /// already uploaded (another plan reads it otherwise), else one narrow upload shared by all such plans.</summary>
+    private IBuffer UploadMatrixWeight(string name, int[] shape)
+    {
+        if (_uploaded.TryGetValue(name, out var wide)) return wide;
+        if (_matrixWeights.TryGetValue(name, out var shared)) return shared;
+        var values = ReadChecked(name, shape);
+        var buffer = ((ILowPrecisionWeights)Backend).AllocateMatrixWeight(values);
+        _matrixWeights[name] = buffer;
+        _uploadedShapes[name] = shape;
+        return buffer;
+    }
+
+    private float[] ReadChecked(string name, int[] shape)
+    {
         if (!_weights.Contains(name)) throw new BindingException($"the weights have no value for parameter '{name}' [{string.Join(", ", shape)}]");
         var values = _weights.Read(name, shape);
         int bad = FirstNonFinite(values);
         if (bad >= 0) throw new BindingException($"weight '{name}' holds {values[bad]} at element {bad}");
+        return values;
+    }
+
+    private IBuffer Upload(string name, int[] shape)
+    {
+        // one upload per parameter, shared by all plans (weights are the bulk of memory); a parameter also stored
+        // narrow for products keeps that copy for them and gets this float32 one for its other readers
+        if (_uploaded.TryGetValue(name, out var shared)) return shared;
+        var values = _setValues.Remove(name, out var set) ? set : ReadChecked(name, shape);
         IBuffer buffer;
         if (Backend is IHostArrayAdoption host) buffer = host.Adopt(values); // the array read is the buffer: no second copy
         else
@@ -200,7 +249,9 @@ public sealed class Session : IDisposable
     /// Replaces a parameter's values for every later run (a training step updates the weights between runs). The values
     /// are uploaded into the parameter's buffer, which all plans share; the weight source is not read again for it.
     /// </summary>
-    public void SetParameter(string name, ReadOnlySpan<float> values)
+    public void SetParameter(string name, ReadOnlySpan<float> values) => Set(name, values, fromSource: false);
+
+    private void Set(string name, ReadOnlySpan<float> values, bool fromSource)
     {
         ArgumentNullException.ThrowIfNull(name);
         if (_uploadedShapes.TryGetValue(name, out var shape) || TryDeclaredShape(name, out shape))
@@ -210,9 +261,18 @@ public sealed class Session : IDisposable
         }
         int bad = FirstNonFinite(values);
         if (bad >= 0) throw new BindingException($"new value of parameter '{name}' holds {values[bad]} at element {bad}");
+        bool narrowed = _matrixWeights.TryGetValue(name, out var narrow);
+        if (narrowed) Backend.Upload(values, narrow!); // a narrow buffer takes the values rounded
         if (_uploaded.TryGetValue(name, out var buffer))
         {
             Backend.Upload(values, buffer);
+            return;
+        }
+        if (narrowed)
+        {
+            // a narrow copy has lost the float32 values a later float32 upload needs (unless the source holds them)
+            if (fromSource) _setValues.Remove(name);
+            else _setValues[name] = values.ToArray();
             return;
         }
         buffer = Backend.Allocate(values.Length);
@@ -230,7 +290,7 @@ public sealed class Session : IDisposable
         foreach (var (name, shape) in _uploadedShapes.ToArray())
         {
             if (!weights.Contains(name)) throw new BindingException($"the weights have no value for parameter '{name}' [{string.Join(", ", shape)}]");
-            SetParameter(name, weights.Read(name, shape));
+            Set(name, weights.Read(name, shape), fromSource: true);
         }
     }
 
@@ -279,6 +339,9 @@ public sealed class Session : IDisposable
         _plans.Clear();
         foreach (var b in _uploaded.Values) b.Dispose();
         _uploaded.Clear();
+        foreach (var b in _matrixWeights.Values) b.Dispose();
+        _matrixWeights.Clear();
+        _setValues.Clear();
         _uploadedShapes.Clear();
         Backend.Dispose();
     }

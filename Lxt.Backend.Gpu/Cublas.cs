@@ -1,6 +1,6 @@
 // cuBLAS through P/Invoke on ILGPU's device pointers: the library is resolved at run time ($LXT_CUBLAS_PATH, then
-// the CUDA 12 and 13 sonames), a handle is bound to the accelerator's one stream, and row-major products are
-// computed as the column-major products of swapped operands.
+// the CUDA 12 and 13 sonames), a handle is bound to the accelerator's one stream, and row-major products (operands
+// possibly transposed) are computed as the column-major products of swapped operands, in float32, TF32 or bfloat16.
 using System.Reflection;
 using System.Runtime.InteropServices;
 using Lxt.Graph;
@@ -74,9 +74,16 @@ internal static unsafe class Cublas
         _ => "unknown status",
     };
 
-    public const int OpN = 0;
-    /// <summary>cublasMath_t: CUBLAS_DEFAULT_MATH (full float32) and CUBLAS_TF32_TENSOR_OP_MATH.</summary>
-    public const int DefaultMath = 0, Tf32TensorOpMath = 3;
+    /// <summary>cublasOperation_t: CUBLAS_OP_N and CUBLAS_OP_T.</summary>
+    public const int OpN = 0, OpT = 1;
+    /// <summary>cublasMath_t: CUBLAS_DEFAULT_MATH (SGEMM in full float32; GemmEx follows its compute type).</summary>
+    public const int DefaultMath = 0;
+    /// <summary>cudaDataType_t (library_types.h): CUDA_R_32F and CUDA_R_16BF.</summary>
+    public const int R32F = 0, R16BF = 14;
+    /// <summary>cublasComputeType_t: CUBLAS_COMPUTE_32F and CUBLAS_COMPUTE_32F_FAST_TF32.</summary>
+    public const int Compute32F = 68, Compute32FFastTf32 = 77;
+    /// <summary>cublasGemmAlgo_t: CUBLAS_GEMM_DEFAULT.</summary>
+    public const int GemmDefault = -1;
 
     [DllImport(Library, EntryPoint = "cublasCreate_v2", ExactSpelling = true)]
     public static extern int Create(out IntPtr handle);
@@ -95,14 +102,52 @@ internal static unsafe class Cublas
         float* alpha, IntPtr a, int lda, long strideA, IntPtr b, int ldb, long strideB,
         float* beta, IntPtr c, int ldc, long strideC, int batchCount);
 
-    /// <summary>Row-major C[i] (m×n) = A[i] (m×k) · B[i] (k×n) for `count` products whose operands lie
-    /// strideA, strideB and m·n floats apart (a stride of 0 reuses one matrix). Column-major cuBLAS computes
-    /// Cᵀ = Bᵀ·Aᵀ, which is C in row-major order.</summary>
-    public static void RowMajorBatched(IntPtr cublas, int m, int n, int k, IntPtr a, long strideA, IntPtr b, long strideB,
-                                       IntPtr c, int count)
+    /// <summary>cublasGemmStridedBatchedEx(handle, transa, transb, m, n, k, const void* alpha, const void* A,
+    /// cudaDataType Atype, int lda, long long strideA, const void* B, cudaDataType Btype, int ldb, long long strideB,
+    /// const void* beta, void* C, cudaDataType Ctype, int ldc, long long strideC, int batchCount,
+    /// cublasComputeType_t computeType, cublasGemmAlgo_t algo); alpha and beta are float for CUBLAS_COMPUTE_32F*.</summary>
+    [DllImport(Library, EntryPoint = "cublasGemmStridedBatchedEx", ExactSpelling = true)]
+    public static extern int GemmStridedBatchedEx(IntPtr handle, int transa, int transb, int m, int n, int k,
+        float* alpha, IntPtr a, int aType, int lda, long strideA, IntPtr b, int bType, int ldb, long strideB,
+        float* beta, IntPtr c, int cType, int ldc, long strideC, int batchCount, int computeType, int algo);
+
+    /// <summary>The column-major GEMM that computes a row-major product C (m×n) = op(A)·op(B), A stored m×k (k×m when
+    /// transA), B stored k×n (n×k when transB). A row-major matrix is its transpose in column-major order, so cuBLAS
+    /// computes Cᵀ (n×m, ldc = n) = op(B)ᵀ·op(A)ᵀ: its first operand is B, read with OpFirst (T when transB, whose
+    /// column-major view is then n×k with leading dimension k, else N with leading dimension n), its second is A (T with
+    /// leading dimension m when transA, else N with leading dimension k).</summary>
+    public readonly record struct ColumnMajorGemm(int OpFirst, int OpSecond, int M, int N, int K, int LdFirst, int LdSecond, int Ldc)
+    {
+        public static ColumnMajorGemm Of(int m, int n, int k, bool transA, bool transB) =>
+            new(transB ? OpT : OpN, transA ? OpT : OpN, n, m, k, transB ? k : n, transA ? m : k, n);
+    }
+
+    /// <summary>`count` row-major products C[i] = op(A[i])·op(B[i]) (see <see cref="ColumnMajorGemm"/>) whose operands lie
+    /// strideA and strideB values apart (0 reuses one matrix) and results strideC floats apart. Float32: SGEMM with the
+    /// default math. TensorFloat32: GemmEx on float32 with CUBLAS_COMPUTE_32F_FAST_TF32. BFloat16: GemmEx on bfloat16
+    /// operands (CUDA_R_16BF) into float32 results with CUBLAS_COMPUTE_32F.</summary>
+    public static void StridedBatched(IntPtr cublas, GemmPrecision precision, ColumnMajorGemm g, IntPtr a, long strideA,
+                                      IntPtr b, long strideB, IntPtr c, long strideC, int count)
     {
         float alpha = 1f, beta = 0f;
-        Check(SgemmStridedBatched(cublas, OpN, OpN, n, m, k, &alpha, b, n, strideB, a, k, strideA, &beta, c, n, (long)m * n, count),
-              "cublasSgemmStridedBatched");
+        switch (precision)
+        {
+            case GemmPrecision.Float32:
+                Check(SgemmStridedBatched(cublas, g.OpFirst, g.OpSecond, g.M, g.N, g.K, &alpha, b, g.LdFirst, strideB,
+                                          a, g.LdSecond, strideA, &beta, c, g.Ldc, strideC, count), "cublasSgemmStridedBatched");
+                break;
+            case GemmPrecision.TensorFloat32:
+                Check(GemmStridedBatchedEx(cublas, g.OpFirst, g.OpSecond, g.M, g.N, g.K, &alpha, b, R32F, g.LdFirst, strideB,
+                                           a, R32F, g.LdSecond, strideA, &beta, c, R32F, g.Ldc, strideC, count,
+                                           Compute32FFastTf32, GemmDefault), "cublasGemmStridedBatchedEx (TF32)");
+                break;
+            case GemmPrecision.BFloat16:
+                Check(GemmStridedBatchedEx(cublas, g.OpFirst, g.OpSecond, g.M, g.N, g.K, &alpha, b, R16BF, g.LdFirst, strideB,
+                                           a, R16BF, g.LdSecond, strideA, &beta, c, R32F, g.Ldc, strideC, count,
+                                           Compute32F, GemmDefault), "cublasGemmStridedBatchedEx (BF16)");
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(precision), precision, "unknown GEMM precision");
+        }
     }
 }

@@ -1,5 +1,6 @@
-// Batched matrix products with broadcast batch axes: cuBLAS strided-batched SGEMM on CUDA (one call per run of
-// batch entries whose operands sit at constant strides), the ILGPU tiled kernel on other accelerators.
+// Batched matrix products with broadcast batch axes and operands read transposed: cuBLAS strided-batched GEMM on CUDA
+// (one call per run of batch entries whose operands sit at constant strides), the ILGPU tiled kernel elsewhere; in
+// bfloat16 mode float32 operands are first rounded into reused bfloat16 scratch buffers.
 using ILGPU;
 using ILGPU.Runtime;
 using Lxt.Graph;
@@ -8,45 +9,134 @@ namespace Lxt.Backend.Gpu;
 
 public sealed partial class GpuBackend
 {
-    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>? matMulTiled;
+    Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, MatMulShape>? matMulTiled;
+    Action<Index1D, ArrayView<float>, ArrayView<ushort>>? toBFloat16;
+    // bfloat16 copies of float32 operands for products in bfloat16, grown on demand and reused by every product; the
+    // accelerator's single stream orders each conversion after the product that read the previous one
+    MemoryBuffer1D<ushort, Stride1D.Dense>? scratchA, scratchB;
+    // one-element stand-ins for the view of the tiled kernel that an operand does not use
+    MemoryBuffer1D<float, Stride1D.Dense>? unusedWide;
+    MemoryBuffer1D<ushort, Stride1D.Dense>? unusedNarrow;
 
-    void MatMul(Node node, int[] aShape, GpuBuffer a, int[] bShape, GpuBuffer b, int[] shape, GpuBuffer y)
+    /// <summary>Bytes of device memory products hold for themselves: bfloat16 copies of float32 operands and the tiled
+    /// kernel's one-value stand-ins (part of <see cref="AllocatedBytes"/>).</summary>
+    public long ScratchBytes =>
+        (scratchA?.LengthInBytes ?? 0) + (scratchB?.LengthInBytes ?? 0) + (unusedWide?.LengthInBytes ?? 0) + (unusedNarrow?.LengthInBytes ?? 0);
+
+    /// <summary>C = op(A)·op(B) with broadcast batch axes; aShape and bShape are the node's operand shapes, and a
+    /// transposed operand is stored with its last two axes swapped.</summary>
+    void MatMul(Node node, int[] aShape, GpuBuffer a, bool transA, int[] bShape, GpuBuffer b, bool transB, int[] shape, GpuBuffer y)
     {
         int ra = aShape.Length, rb = bShape.Length, r = shape.Length;
         int m = aShape[ra - 2], k = aShape[ra - 1], n = bShape[rb - 1];
         if (y.Length == 0) return;
         if (k == 0) { y.View.MemSetToZero(); return; }
         var batchShape = shape[..(r - 2)];
-        // batch strides counted in floats: whole matrices, 0 along broadcast axes
+        // batch strides counted in values: whole matrices, 0 along broadcast axes
         var batchA = Walk.BroadcastStrides(aShape[..(ra - 2)], batchShape).Select(s => s * m * k).ToArray();
         var batchB = Walk.BroadcastStrides(bShape[..(rb - 2)], batchShape).Select(s => s * k * n).ToArray();
         int batch = ShapeModule.numel(batchShape);
-        if (UsesCublas) CublasMatMul(m, n, k, a, batchA, b, batchB, batchShape, y);
-        else TiledMatMul(node, m, n, k, a, batchA, b, batchB, batchShape, batch, y);
+        if (UsesCublas) CublasMatMul(node, m, n, k, a, transA, batchA, b, transB, batchB, batchShape, y);
+        else TiledMatMul(node, m, n, k, a, transA, batchA, b, transB, batchB, batchShape, batch, y);
     }
 
-    void TiledMatMul(Node node, int m, int n, int k, GpuBuffer a, int[] batchA, GpuBuffer b, int[] batchB, int[] batchShape, int batch, GpuBuffer y)
+    void TiledMatMul(Node node, int m, int n, int k, GpuBuffer a, bool transA, int[] batchA, GpuBuffer b, bool transB, int[] batchB,
+                     int[] batchShape, int batch, GpuBuffer y)
     {
         const int maxGridZ = 65535;
         if (batch > maxGridZ) throw new NotSupportedException($"gpu backend: {Node.Describe(node)} has {batch} batch entries; at most {maxGridZ} are supported");
         int t = Tile;
-        var p = new MatMulShape { M = m, N = n, K = k, Tile = t, Batch = Walk.Of(node, batchShape, batchA, batchB) };
-        var kernel = matMulTiled ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(Kernels.MatMulTiled);
+        bool bf16 = Precision == GemmPrecision.BFloat16;
+        // in bfloat16 mode both operands are read as bfloat16: weights as stored, activations through the scratch copies
+        var (aWide, aNarrow, narrowA) = TiledOperand(a, bf16, ref scratchA);
+        var (bWide, bNarrow, narrowB) = TiledOperand(b, bf16, ref scratchB);
+        var p = new MatMulShape
+        {
+            M = m, N = n, K = k, Tile = t,
+            TransA = transA ? 1 : 0, TransB = transB ? 1 : 0, NarrowA = narrowA ? 1 : 0, NarrowB = narrowB ? 1 : 0,
+            RoundTf32 = Precision == GemmPrecision.TensorFloat32 ? 1 : 0,
+            Batch = Walk.Of(node, batchShape, batchA, batchB),
+        };
+        var kernel = matMulTiled ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, MatMulShape>(Kernels.MatMulTiled);
         var config = new KernelConfig(new Index3D((n + t - 1) / t, (m + t - 1) / t, batch), new Index3D(t, t, 1));
-        kernel(config, a.View, b.View, y.View, p);
+        kernel(config, aWide, aNarrow, bWide, bNarrow, y.View, p);
     }
 
-    void CublasMatMul(int m, int n, int k, GpuBuffer a, int[] batchA, GpuBuffer b, int[] batchB, int[] batchShape, GpuBuffer y)
+    /// <summary>The two views the tiled kernel takes for an operand, and whether it reads the bfloat16 one.</summary>
+    (ArrayView<float> Wide, ArrayView<ushort> Narrow, bool IsNarrow) TiledOperand(GpuBuffer x, bool bf16, ref MemoryBuffer1D<ushort, Stride1D.Dense>? scratch)
     {
+        if (x.IsBFloat16) return (UnusedWide(), x.NarrowView, true);
+        if (bf16) return (UnusedWide(), ToBFloat16(x, ref scratch), true);
+        return (x.View, UnusedNarrow(), false);
+    }
+
+    ArrayView<float> UnusedWide() => (unusedWide ??= AllocateMemory<float>(1)).View;
+    ArrayView<ushort> UnusedNarrow() => (unusedNarrow ??= AllocateMemory<ushort>(1)).View;
+
+    /// <summary>The float32 buffer rounded to bfloat16 into a scratch buffer (grown when too small), as a view of its length.</summary>
+    ArrayView<ushort> ToBFloat16(GpuBuffer x, ref MemoryBuffer1D<ushort, Stride1D.Dense>? scratch)
+    {
+        if (scratch is null || scratch.Length < x.Length)
+        {
+            if (scratch is not null)
+            {
+                accelerator.Synchronize(); // a queued product may still read the old copy
+                Released(scratch.LengthInBytes);
+                scratch.Dispose();
+            }
+            scratch = null;
+            scratch = AllocateMemory<ushort>(x.Length);
+        }
+        var view = scratch.View.SubView(0, x.Length);
+        if (x.Length > 0) (toBFloat16 ??= Load<ArrayView<float>, ArrayView<ushort>>(Kernels.ToBFloat16))(x.Length, x.View, view);
+        return view;
+    }
+
+    /// <summary>Device address of the bfloat16 copy of a float32 operand (the scratch view starts at its buffer).</summary>
+    IntPtr NarrowCopy(GpuBuffer x, ref MemoryBuffer1D<ushort, Stride1D.Dense>? scratch)
+    {
+        ToBFloat16(x, ref scratch);
+        return scratch!.NativePtr;
+    }
+
+    void DisposeScratch()
+    {
+        foreach (var s in new IDisposable?[] { scratchA, scratchB, unusedWide, unusedNarrow }) s?.Dispose();
+        scratchA = scratchB = null;
+        unusedWide = null;
+        unusedNarrow = null;
+    }
+
+    void CublasMatMul(Node node, int m, int n, int k, GpuBuffer a, bool transA, int[] batchA, GpuBuffer b, bool transB, int[] batchB,
+                      int[] batchShape, GpuBuffer y)
+    {
+        var gemm = Cublas.ColumnMajorGemm.Of(m, n, k, transA, transB);
+        IntPtr pa, pb;
+        int size;
+        if (Precision == GemmPrecision.BFloat16)
+        {
+            pa = a.IsBFloat16 ? a.Pointer : NarrowCopy(a, ref scratchA);
+            pb = b.IsBFloat16 ? b.Pointer : NarrowCopy(b, ref scratchB);
+            size = sizeof(ushort);
+        }
+        else
+        {
+            if (a.IsBFloat16 || b.IsBFloat16)
+                throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} has a bfloat16 operand, which only {GemmPrecision.BFloat16} products read; this backend computes them in {Precision}");
+            pa = a.Pointer;
+            pb = b.Pointer;
+            size = sizeof(float);
+        }
         foreach (var call in PlanGemmCalls(m, n, k, batchA, batchB, batchShape))
-            Cublas.RowMajorBatched(cublas, m, n, k,
-                a.Pointer + (nint)(call.OffsetA * sizeof(float)), call.StrideA,
-                b.Pointer + (nint)(call.OffsetB * sizeof(float)), call.StrideB,
-                y.Pointer + (nint)(call.OffsetC * sizeof(float)), call.Count);
+            Cublas.StridedBatched(cublas, Precision, gemm,
+                pa + (nint)(call.OffsetA * size), call.StrideA,
+                pb + (nint)(call.OffsetB * size), call.StrideB,
+                y.Pointer + (nint)(call.OffsetC * sizeof(float)), (long)m * n, call.Count);
     }
 
     /// <summary>One strided-batched GEMM: Count products, the i-th reading A at OffsetA + i·StrideA, B at
-    /// OffsetB + i·StrideB and writing C at OffsetC + i·m·n (offsets and strides in floats).</summary>
+    /// OffsetB + i·StrideB and writing C at OffsetC + i·m·n (offsets and strides in values, whatever their type;
+    /// a transposed operand's matrices have the same size, so the plan is the same).</summary>
     internal readonly record struct GemmCall(long OffsetA, long StrideA, long OffsetB, long StrideB, long OffsetC, int Count);
 
     /// <summary>Splits the batch axes into a prefix looped on the host and the longest suffix along which both

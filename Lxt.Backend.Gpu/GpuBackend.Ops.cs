@@ -29,6 +29,33 @@ public sealed partial class GpuBackend
 
     public void Execute(Node node, IBuffer[] inputs, IBuffer output)
     {
+        var (x, y, n) = Operands(node, inputs, output);
+        if (node.Op is not Op.MatMul)
+            for (int i = 0; i < x.Length; i++)
+                if (x[i].IsBFloat16)
+                    throw new NarrowOperandException(Node.Describe(node),
+                        $"gpu backend: operand {i} of {Node.Describe(node)} is a bfloat16 weight, which only matrix products read; bind a float32 value for this use");
+        accelerator.Bind();
+        Dispatch(node, x, y, n);
+        if (SynchronizeEveryStep) accelerator.Synchronize();
+    }
+
+    /// <summary>Computes the MatMul <paramref name="node"/> reading <paramref name="a"/> (<paramref name="b"/>) with its
+    /// last two axes swapped when <paramref name="transA"/> (<paramref name="transB"/>): the operand's stored layout is
+    /// the transpose of the node's operand.</summary>
+    public void ExecuteMatMul(Node node, IBuffer a, bool transA, IBuffer b, bool transB, IBuffer output)
+    {
+        if (node?.Op is not Op.MatMul mm)
+            throw new ArgumentException($"ExecuteMatMul computes matrix products, not {(node is null ? "null" : Node.Describe(node))}", nameof(node));
+        var (x, y, _) = Operands(node, [a, b], output);
+        accelerator.Bind();
+        MatMul(node, mm.a.Shape, x[0], transA, mm.b.Shape, x[1], transB, node.Shape, y);
+        if (SynchronizeEveryStep) accelerator.Synchronize();
+    }
+
+    /// <summary>The operand and output buffers of a node, checked: this backend's, of the right lengths, a float32 output.</summary>
+    (GpuBuffer[] X, GpuBuffer Y, int N) Operands(Node node, IBuffer[] inputs, IBuffer output)
+    {
         ArgumentNullException.ThrowIfNull(node);
         ArgumentNullException.ThrowIfNull(inputs);
         ObjectDisposedException.ThrowIf(disposed, this);
@@ -36,6 +63,8 @@ public sealed partial class GpuBackend
         int n = ShapeModule.numel(node.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(node)} needs {n}", nameof(output));
+        if (y.IsBFloat16)
+            throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} cannot write into a bfloat16 buffer; results are float32");
         int arity = node.Children.Length;
         if (inputs.Length != arity)
             throw new ArgumentException($"{Node.Describe(node)} takes {arity} operands, got {inputs.Length}", nameof(inputs));
@@ -48,9 +77,7 @@ public sealed partial class GpuBackend
                 throw new ArgumentException($"operand {k} of {Node.Describe(node)} has {b.Length} values, {Node.Describe(child)} needs {ShapeModule.numel(child.Shape)}", nameof(inputs));
             x[k++] = b;
         }
-        accelerator.Bind();
-        Dispatch(node, x, y, n);
-        if (SynchronizeEveryStep) accelerator.Synchronize();
+        return (x, y, n);
     }
 
     /// <summary>When true, every op waits for the device to finish (for profiling the device time per op).</summary>
@@ -86,7 +113,7 @@ public sealed partial class GpuBackend
                 break;
             }
             case Op.MatMul mm:
-                MatMul(node, mm.a.Shape, x[0], mm.b.Shape, x[1], shape, y);
+                MatMul(node, mm.a.Shape, x[0], false, mm.b.Shape, x[1], false, shape, y);
                 break;
             case Op.Softmax s:
             {

@@ -20,12 +20,34 @@ public enum GpuKind
     CpuAccelerator,
 }
 
+/// <summary>How a <see cref="GpuBackend"/> computes matrix products. Every other op is float32 in every mode.</summary>
+public enum GemmPrecision
+{
+    /// <summary>float32 operands, products and sums (cuBLAS SGEMM with its default math).</summary>
+    Float32,
+    /// <summary>Operands rounded to TF32 (10-bit mantissa) on tensor cores, float32 sums and results (~1e-3 relative).
+    /// On ILGPU's CPU accelerator the operands are rounded to TF32 (to nearest, ties to even) as they are read.</summary>
+    TensorFloat32,
+    /// <summary>Operands rounded to bfloat16 (to nearest, ties to even), float32 sums and results (~1e-2 relative);
+    /// weights read only by products are kept in bfloat16 on the device (half the memory).</summary>
+    BFloat16,
+}
+
 /// <summary>A CUDA device or the cuBLAS library was asked for and is not there.</summary>
 public sealed class GpuUnavailableException(string message, Exception? inner = null) : LxtException(message, inner!);
 
+/// <summary>An op other than a matrix product was given a bfloat16 buffer (a weight stored narrow for products only);
+/// <see cref="Op"/> names the op.</summary>
+public sealed class NarrowOperandException(string op, string message) : LxtException(message)
+{
+    /// <summary>The node (op and name) that was refused.</summary>
+    public string Op { get; } = op;
+}
+
 /// <summary>Runs plans in float32 on an ILGPU accelerator: one kernel per op on the accelerator's single stream,
-/// cuBLAS strided-batched SGEMM for products on CUDA and a shared-memory tiled kernel elsewhere. Not thread-safe.</summary>
-public sealed partial class GpuBackend : IBackend
+/// cuBLAS strided-batched GEMM for products on CUDA (float32, TF32 or bfloat16 operands, see <see cref="GemmPrecision"/>)
+/// and a shared-memory tiled kernel elsewhere. Not thread-safe.</summary>
+public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecisionWeights
 {
     readonly Context context;
     readonly Accelerator accelerator;
@@ -33,9 +55,10 @@ public sealed partial class GpuBackend : IBackend
     long allocatedBytes, peakBytes;
     bool disposed;
 
-    GpuBackend(GpuKind kind, Context context, Accelerator accelerator, IntPtr cublas)
+    GpuBackend(GpuKind kind, GemmPrecision precision, Context context, Accelerator accelerator, IntPtr cublas)
     {
         Kind = kind;
+        Precision = precision;
         this.context = context;
         this.accelerator = accelerator;
         this.cublas = cublas;
@@ -43,24 +66,46 @@ public sealed partial class GpuBackend : IBackend
         useCublas = cublas != IntPtr.Zero && Environment.GetEnvironmentVariable("LXT_GPU_GEMM") != "ilgpu";
     }
 
-    /// <summary>A backend on <paramref name="kind"/>. For <see cref="GpuKind.Cuda"/>, throws
-    /// <see cref="GpuUnavailableException"/> when there is no CUDA device or cuBLAS cannot be loaded.
-    /// <paramref name="tf32"/> lets cuBLAS round products' operands to TF32 on tensor cores (faster, ~1e-3 relative).</param></summary>
-    public static GpuBackend Create(GpuKind kind, bool tf32 = false) => kind switch
+    /// <summary>A backend on <paramref name="kind"/> computing matrix products in <paramref name="precision"/>.
+    /// For <see cref="GpuKind.Cuda"/>, throws <see cref="GpuUnavailableException"/> when there is no CUDA device or
+    /// cuBLAS cannot be loaded.</summary>
+    public static GpuBackend Create(GpuKind kind, GemmPrecision precision = GemmPrecision.Float32)
     {
-        GpuKind.CpuAccelerator => CreateCpu(),
-        GpuKind.Cuda => CreateCuda(tf32),
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown GPU kind"),
+        if (!Enum.IsDefined(precision)) throw new ArgumentOutOfRangeException(nameof(precision), precision, "unknown GEMM precision");
+        return kind switch
+        {
+            GpuKind.CpuAccelerator => CreateCpu(precision),
+            GpuKind.Cuda => CreateCuda(precision),
+            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown GPU kind"),
+        };
+    }
+
+    /// <summary>The short name of a precision as command lines spell it: f32, tf32, bf16.</summary>
+    public static string IdOf(GemmPrecision precision) => precision switch
+    {
+        GemmPrecision.Float32 => "f32",
+        GemmPrecision.TensorFloat32 => "tf32",
+        GemmPrecision.BFloat16 => "bf16",
+        _ => throw new ArgumentOutOfRangeException(nameof(precision), precision, "unknown GEMM precision"),
     };
 
-    static GpuBackend CreateCpu()
+    /// <summary>The precision whose id (see <see cref="IdOf"/>) is <paramref name="id"/>, ignoring case.</summary>
+    public static bool TryParsePrecision(string? id, out GemmPrecision precision)
+    {
+        foreach (var p in Enum.GetValues<GemmPrecision>())
+            if (string.Equals(IdOf(p), id?.Trim(), StringComparison.OrdinalIgnoreCase)) { precision = p; return true; }
+        precision = GemmPrecision.Float32;
+        return false;
+    }
+
+    static GpuBackend CreateCpu(GemmPrecision precision)
     {
         var context = Context.Create(b => b.CPU().EnableAlgorithms());
-        try { return new GpuBackend(GpuKind.CpuAccelerator, context, context.CreateCPUAccelerator(0), IntPtr.Zero); }
+        try { return new GpuBackend(GpuKind.CpuAccelerator, precision, context, context.CreateCPUAccelerator(0), IntPtr.Zero); }
         catch { context.Dispose(); throw; }
     }
 
-    static GpuBackend CreateCuda(bool tf32)
+    static GpuBackend CreateCuda(GemmPrecision precision)
     {
         const string advice = "run on the CPU (--device cpu) instead";
         Context? context = null;
@@ -78,8 +123,9 @@ public sealed partial class GpuBackend : IBackend
             Cublas.Check(Cublas.Create(out handle), "cublasCreate");
             var stream = accelerator.DefaultStream is CudaStream cs ? cs.StreamPtr : IntPtr.Zero;
             Cublas.Check(Cublas.SetStream(handle, stream), "cublasSetStream");
-            Cublas.Check(Cublas.SetMathMode(handle, tf32 ? Cublas.Tf32TensorOpMath : Cublas.DefaultMath), "cublasSetMathMode");
-            return new GpuBackend(GpuKind.Cuda, context, accelerator, handle);
+            // the precision is chosen per call (SGEMM or GemmEx with a compute type); the math mode stays the default
+            Cublas.Check(Cublas.SetMathMode(handle, Cublas.DefaultMath), "cublasSetMathMode");
+            return new GpuBackend(GpuKind.Cuda, precision, context, accelerator, handle);
         }
         catch (Exception e)
         {
@@ -93,6 +139,9 @@ public sealed partial class GpuBackend : IBackend
 
     /// <summary>The accelerator kind.</summary>
     public GpuKind Kind { get; }
+
+    /// <summary>How matrix products are computed (see <see cref="GemmPrecision"/>).</summary>
+    public GemmPrecision Precision { get; }
 
     /// <summary>The accelerator's name as ILGPU reports it (e.g. "NVIDIA H100 80GB HBM3").</summary>
     public string DeviceName => accelerator.Name;
@@ -117,23 +166,60 @@ public sealed partial class GpuBackend : IBackend
     /// <summary>Starts a new peak: <see cref="PeakAllocatedBytes"/> becomes the bytes held now.</summary>
     public void ResetPeak() => Interlocked.Exchange(ref peakBytes, Interlocked.Read(ref allocatedBytes));
 
-    public string Name => Kind == GpuKind.Cuda ? "cuda-f32" : "ilgpu-cpu-f32";
+    /// <summary>The accelerator and the products' precision, e.g. "cuda-f32", "cuda-bf16", "ilgpu-cpu-tf32".</summary>
+    public string Name => (Kind == GpuKind.Cuda ? "cuda-" : "ilgpu-cpu-") + IdOf(Precision);
     public bool IsDoublePrecision => false;
 
     /// <summary>A zeroed buffer of <paramref name="length"/> float32 values in device memory.</summary>
     public GpuBuffer Allocate(int length)
     {
-        if (length < 0) throw new ArgumentOutOfRangeException(nameof(length), length, "a buffer length cannot be negative");
-        ObjectDisposedException.ThrowIf(disposed, this);
-        accelerator.Bind();
-        var memory = accelerator.Allocate1D<float>(Math.Max(1, length));
+        CheckLength(length);
+        var memory = AllocateMemory<float>(length);
         memory.MemSetToZero();
-        long now = Interlocked.Add(ref allocatedBytes, memory.LengthInBytes);
-        long peak;
-        while (now > (peak = Interlocked.Read(ref peakBytes)) && Interlocked.CompareExchange(ref peakBytes, now, peak) != peak) { }
         return new GpuBuffer(this, memory, length);
     }
     IBuffer IBackend.Allocate(int length) => Allocate(length);
+
+    /// <summary>A zeroed buffer of <paramref name="length"/> bfloat16 values in device memory (2 bytes each). Only
+    /// matrix products read it; every other op refuses it with <see cref="NarrowOperandException"/>.</summary>
+    public GpuBuffer AllocateBFloat16(int length)
+    {
+        CheckLength(length);
+        var memory = AllocateMemory<ushort>(length);
+        memory.MemSetToZero();
+        return new GpuBuffer(this, memory, length);
+    }
+
+    /// <summary>True in <see cref="GemmPrecision.BFloat16"/> mode: matrix weights are then stored in bfloat16.</summary>
+    public bool NarrowsMatrixWeights => Precision == GemmPrecision.BFloat16;
+
+    /// <summary>A buffer of <paramref name="values"/> read only by matrix products: bfloat16 (rounded to nearest) in
+    /// <see cref="GemmPrecision.BFloat16"/> mode, float32 otherwise.</summary>
+    public GpuBuffer AllocateMatrixWeight(ReadOnlySpan<float> values)
+    {
+        var buffer = NarrowsMatrixWeights ? AllocateBFloat16(values.Length) : Allocate(values.Length);
+        try { Upload(values, buffer); }
+        catch { buffer.Dispose(); throw; }
+        return buffer;
+    }
+    IBuffer ILowPrecisionWeights.AllocateMatrixWeight(ReadOnlySpan<float> values) => AllocateMatrixWeight(values);
+
+    void CheckLength(int length)
+    {
+        if (length < 0) throw new ArgumentOutOfRangeException(nameof(length), length, "a buffer length cannot be negative");
+        ObjectDisposedException.ThrowIf(disposed, this);
+    }
+
+    /// <summary>Device memory of at least one element, counted in <see cref="AllocatedBytes"/>.</summary>
+    MemoryBuffer1D<T, Stride1D.Dense> AllocateMemory<T>(int length) where T : unmanaged
+    {
+        accelerator.Bind();
+        var memory = accelerator.Allocate1D<T>(Math.Max(1, length));
+        long now = Interlocked.Add(ref allocatedBytes, memory.LengthInBytes);
+        long peak;
+        while (now > (peak = Interlocked.Read(ref peakBytes)) && Interlocked.CompareExchange(ref peakBytes, now, peak) != peak) { }
+        return memory;
+    }
 
     internal void Released(long bytes) => Interlocked.Add(ref allocatedBytes, -bytes);
 
@@ -150,12 +236,20 @@ public sealed partial class GpuBackend : IBackend
         if (source > destination) throw new ArgumentException($"{what}: {source} values do not fit in {destination}");
     }
 
+    /// <summary>Copies host values into a buffer; a bfloat16 buffer receives them rounded to nearest (ties to even).</summary>
     public void Upload(ReadOnlySpan<float> source, IBuffer destination)
     {
         var d = Own(destination, nameof(destination));
         Fits(source.Length, d.Length, "upload");
         if (source.Length == 0) return;
         accelerator.Bind();
+        if (d.IsBFloat16)
+        {
+            var words = new ushort[source.Length];
+            for (int i = 0; i < words.Length; i++) words[i] = BFloat16Conversion.FromFloat(source[i]);
+            d.BFloat16Memory.View.SubView(0, words.Length).CopyFromCPU(ref words[0], words.Length);
+            return;
+        }
         d.Memory.View.SubView(0, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
     }
 
@@ -170,12 +264,21 @@ public sealed partial class GpuBackend : IBackend
         finally { ArrayPool<float>.Shared.Return(rented); }
     }
 
+    /// <summary>Copies a buffer's values to the host; a bfloat16 buffer's values are widened to float32 exactly.</summary>
     public void Download(IBuffer source, Span<float> destination)
     {
         var s = Own(source, nameof(source));
         Fits(destination.Length, s.Length, "download");
         if (destination.Length == 0) return;
         accelerator.Bind();
+        if (s.IsBFloat16)
+        {
+            var words = new ushort[destination.Length];
+            s.BFloat16Memory.View.SubView(0, words.Length).CopyToCPU(ref words[0], words.Length);
+            accelerator.Synchronize();
+            for (int i = 0; i < words.Length; i++) destination[i] = BFloat16Conversion.ToFloat(words[i]);
+            return;
+        }
         s.Memory.View.SubView(0, destination.Length).CopyToCPU(ref MemoryMarshal.GetReference(destination), destination.Length);
         accelerator.Synchronize();
     }
@@ -196,9 +299,12 @@ public sealed partial class GpuBackend : IBackend
         var s = Own(source, nameof(source));
         var d = Own(destination, nameof(destination));
         Fits(s.Length, d.Length, "copy");
+        if (s.ElementType != d.ElementType)
+            throw new NarrowOperandException("copy", $"copy: a {s.ElementType} buffer cannot be copied into a {d.ElementType} buffer; only buffers of one element type are copied");
         if (s.Length == 0) return;
         accelerator.Bind();
-        s.Memory.View.SubView(0, s.Length).CopyTo(d.Memory.View.SubView(0, s.Length));
+        if (s.IsBFloat16) s.BFloat16Memory.View.SubView(0, s.Length).CopyTo(d.BFloat16Memory.View.SubView(0, s.Length));
+        else s.Memory.View.SubView(0, s.Length).CopyTo(d.Memory.View.SubView(0, s.Length));
     }
 
     /// <summary>Makes this backend's accelerator current on the calling thread.</summary>
@@ -218,6 +324,7 @@ public sealed partial class GpuBackend : IBackend
         accelerator.Bind();
         DisposeFusedTables();
         if (cublas != IntPtr.Zero) Cublas.Destroy(cublas);
+        DisposeScratch();
         accelerator.Dispose();
         context.Dispose();
     }

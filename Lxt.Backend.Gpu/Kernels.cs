@@ -11,11 +11,42 @@ public struct ConvShape
     public int B, C, H, W, O, OH, OW, KH, KW, SH, SW, PH, PW;
 }
 
-/// <summary>Sizes of a batched product C = A·B: M×K by K×N, batch offsets of A and B from <see cref="Batch"/>.</summary>
+/// <summary>Sizes of a batched product C = op(A)·op(B): M×K by K×N, batch offsets of A and B from <see cref="Batch"/>.
+/// TransA (TransB) nonzero: A (B) is stored K×M (N×K) and read transposed. NarrowA (NarrowB) nonzero: the operand is
+/// read from its bfloat16 view. RoundTf32 nonzero: float32 operands are rounded to TF32 as they are read.</summary>
 public struct MatMulShape
 {
     public int M, N, K, Tile;
+    public int TransA, TransB, NarrowA, NarrowB, RoundTf32;
     public Walk Batch;
+}
+
+/// <summary>bfloat16 as the high half of a float32: conversions shared by kernels and the host.</summary>
+public static class BFloat16Conversion
+{
+    /// <summary>The bfloat16 nearest to x, ties to even; NaN stays a (quiet) NaN, overflow rounds to ±∞.</summary>
+    public static ushort FromFloat(float x)
+    {
+        uint bits = Interop.FloatAsInt(x);
+        if ((bits & 0x7fffffffu) > 0x7f800000u) return (ushort)((bits >> 16) | 0x40u);
+        uint rounding = 0x7fffu + ((bits >> 16) & 1u);
+        return (ushort)((bits + rounding) >> 16);
+    }
+
+    /// <summary>The float32 of equal value.</summary>
+    public static float ToFloat(ushort h) => Interop.IntAsFloat((uint)h << 16);
+
+    /// <summary>x rounded to bfloat16 and widened back (the value a bfloat16 product reads).</summary>
+    public static float Round(float x) => ToFloat(FromFloat(x));
+
+    /// <summary>x rounded to TF32 (float32 with a 10-bit mantissa), ties to even; NaN and ±∞ are kept.</summary>
+    public static float RoundTf32(float x)
+    {
+        uint bits = Interop.FloatAsInt(x);
+        if ((bits & 0x7f800000u) == 0x7f800000u) return x;
+        uint rounding = 0xfffu + ((bits >> 13) & 1u);
+        return Interop.IntAsFloat((bits + rounding) & 0xffffe000u);
+    }
 }
 
 internal static class Kernels
@@ -246,9 +277,14 @@ internal static class Kernels
         }
     }
 
-    /// <summary>C = A·B for one Tile×Tile block of one batch entry per group, through two shared-memory tiles.
+    /// <summary>float32 operands into bfloat16 words (for products in bfloat16).</summary>
+    public static void ToBFloat16(Index1D i, ArrayView<float> x, ArrayView<ushort> y) => y[i] = BFloat16Conversion.FromFloat(x[i]);
+
+    /// <summary>C = op(A)·op(B) for one Tile×Tile block of one batch entry per group, through two shared-memory tiles.
+    /// Each operand is read from its float32 view, or from its bfloat16 view when narrow (the other view is unused).
     /// Grid: (⌈N/Tile⌉, ⌈M/Tile⌉, batch); group: (Tile, Tile).</summary>
-    public static void MatMulTiled(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, MatMulShape s)
+    public static void MatMulTiled(ArrayView<float> a, ArrayView<ushort> a16, ArrayView<float> b, ArrayView<ushort> b16,
+                                   ArrayView<float> c, MatMulShape s)
     {
         var tileA = SharedMemory.Allocate<float>(MaxTile * MaxTile);
         var tileB = SharedMemory.Allocate<float>(MaxTile * MaxTile);
@@ -259,14 +295,25 @@ internal static class Kernels
         for (int k0 = 0; k0 < s.K; k0 += t)
         {
             int ka = k0 + tx, kb = k0 + ty;
-            tileA[ty * t + tx] = row < s.M && ka < s.K ? a[o.A + row * s.K + ka] : 0f;
-            tileB[ty * t + tx] = kb < s.K && col < s.N ? b[o.B + kb * s.N + col] : 0f;
+            tileA[ty * t + tx] = row < s.M && ka < s.K
+                ? Operand(a, a16, s.NarrowA, o.A + (s.TransA != 0 ? ka * s.M + row : row * s.K + ka), s.RoundTf32)
+                : 0f;
+            tileB[ty * t + tx] = kb < s.K && col < s.N
+                ? Operand(b, b16, s.NarrowB, o.B + (s.TransB != 0 ? col * s.K + kb : kb * s.N + col), s.RoundTf32)
+                : 0f;
             Group.Barrier();
             for (int kk = 0; kk < t; kk++) acc += tileA[ty * t + kk] * tileB[kk * t + tx];
             Group.Barrier();
         }
         if (row < s.M && col < s.N) c[batch * s.M * s.N + row * s.N + col] = acc;
     }
+
+    static float Operand(ArrayView<float> x, ArrayView<ushort> x16, int narrow, int i, int tf32)
+    {
+        if (narrow != 0) return BFloat16Conversion.ToFloat(x16[i]);
+        return tf32 != 0 ? BFloat16Conversion.RoundTf32(x[i]) : x[i];
+    }
+
 
     /// <summary>One element of a unary op (by <see cref="UnaryOp"/> tag): the Unary and the fused kernels' semantics.</summary>
     internal static float ApplyUnary(int op, float x)

@@ -1,6 +1,7 @@
 // ExplainPipeline: one explanation from a model folder and an input (text, token ids, image, pixel JSON) to a
 // result record — load, tokenize/embed or read pixels, explain — over TextExplainer / ImageExplainer.
 using System.Diagnostics;
+using Lxt.Backend.Gpu;
 using Lxt.Import;
 
 namespace Lxt.Cli;
@@ -26,6 +27,8 @@ public sealed record ExplainRequest(string ModelDir, ExplainInput Input)
     public Method Method { get; init; } = Method.AttnLrp;
     public int? Target { get; init; }
     public Device Device { get; init; } = Device.Cpu;
+    /// <summary>How a GPU device computes matrix products (float32 elsewhere).</summary>
+    public GemmPrecision Precision { get; init; } = GemmPrecision.Float32;
     /// <summary>CPU threads; 0 = all cores.</summary>
     public int Threads { get; init; }
     /// <summary>Named nodes whose per-token (latent) relevance to report.</summary>
@@ -76,7 +79,7 @@ public static class ExplainPipeline
     public static ExplainResult Run(ExplainRequest request, CancellationToken cancellation = default)
     {
         var clock = Stopwatch.StartNew();
-        using var session = ExplainSession.Open(request.ModelDir, request.Device, request.Threads, request.Input.IsImage);
+        using var session = ExplainSession.Open(request.ModelDir, request.Device, request.Threads, request.Input.IsImage, request.Precision);
         var opened = clock.Elapsed;
         var result = session.Explain(request, request.Input, cancellation);
         return result with { LoadTime = opened + result.LoadTime };
@@ -105,13 +108,14 @@ public sealed class ExplainSession : IDisposable
     public IReadOnlyList<int>? ImageShape => _image?.InputShape;
 
     /// <summary>Opens a folder as an image model when <paramref name="image"/> is true, a text model when false, and
-    /// by its config.json (ViT, torchvision) when null.</summary>
-    public static ExplainSession Open(string modelDir, Device device = Device.Cpu, int threads = 0, bool? image = null)
+    /// by its config.json (ViT, torchvision) when null. <paramref name="precision"/>: a GPU device's matrix products.</summary>
+    public static ExplainSession Open(string modelDir, Device device = Device.Cpu, int threads = 0, bool? image = null,
+                                      GemmPrecision precision = GemmPrecision.Float32)
     {
         image ??= IsImageModel(modelDir);
         return image.Value
-            ? new ExplainSession(modelDir, null, ImageExplainer.Open(modelDir, device, threads))
-            : new ExplainSession(modelDir, TextExplainer.Open(modelDir, device, threads), null);
+            ? new ExplainSession(modelDir, null, ImageExplainer.Open(modelDir, device, threads, precision))
+            : new ExplainSession(modelDir, TextExplainer.Open(modelDir, device, threads, precision), null);
     }
 
     // the rule Lxt.Import applies when it opens a folder (TextExplainer / ImageExplainer refuse the other kind)

@@ -70,3 +70,15 @@ type IRunCapture =
     /// Ends recording and returns it; nothing recorded has run yet. Raises if the recording failed, after which
     /// the backend is usable as before.
     abstract EndCapture: unit -> IRecordedRun
+
+/// Optional for backends that may keep a parameter read only as a matrix-product operand (directly, through views
+/// such as Reshape, or through transposes a MatMul reads lazily) in a narrower type than their buffers, such as
+/// bfloat16 weights for bfloat16 products. Backends implementing it also implement ITransposedMatMul.
+type ILowPrecisionWeights =
+    /// True when AllocateMatrixWeight stores values narrower than Allocate's buffers; false when it makes the same
+    /// buffers as Allocate (the precision in use keeps weights wide).
+    abstract NarrowsMatrixWeights: bool
+    /// A buffer holding `values`, to be read only as an operand of matrix products; the backend may store it
+    /// narrower (rounded). Its Length is values.Length; uploads into it round, downloads widen it back to float32,
+    /// and ops other than MatMul refuse it with a typed LxtException naming the op.
+    abstract AllocateMatrixWeight: values: ReadOnlySpan<float32> -> IBuffer

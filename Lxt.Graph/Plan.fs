@@ -141,6 +141,33 @@ module Plan =
     let inputs (p: Plan) = p.Leaves |> Array.filter (fun n -> match n.Op with Input _ -> true | _ -> false)
     let parameters (p: Plan) = p.Leaves |> Array.filter (fun n -> match n.Op with Parameter _ -> true | _ -> false)
 
+    /// Names of the parameters read only as matrix-product operands: every reader is a MatMul, a view sharing the
+    /// parameter's buffer (Reshape, StopGradient, ...) read only so in turn, or, when `lazyTransposes` (the backend
+    /// implements ITransposedMatMul), one of the plan's lazy transposes. Neither the parameter nor such a view is an
+    /// output. A backend implementing ILowPrecisionWeights may store these parameters narrower.
+    let matMulOnlyParameters (lazyTransposes: bool) (p: Plan) : Set<string> =
+        let readers = Dictionary<Node, ResizeArray<Node>>(HashIdentity.Reference)
+        for n in p.Steps do
+            for c in List.distinct n.Children do
+                match readers.TryGetValue c with
+                | true, r -> r.Add n
+                | _ -> readers.[c] <- ResizeArray [ n ]
+        let outputs = HashSet<Node>(p.Outputs, HashIdentity.Reference)
+        let rec onlyMatMuls (n: Node) =
+            not (outputs.Contains n)
+            && (match readers.TryGetValue n with
+                | true, r ->
+                    r |> Seq.forall (fun u ->
+                        match u.Op with
+                        | MatMul _ -> true
+                        | _ when isView u -> onlyMatMuls u
+                        | _ when lazyTransposes && p.LazyTransposes.Contains u -> onlyMatMuls u
+                        | _ -> false)
+                | _ -> false)
+        parameters p
+        |> Array.choose (fun n -> match n.Op with Parameter name when onlyMatMuls n -> Some name | _ -> None)
+        |> Set.ofArray
+
     /// Pointwise ops whose output may overwrite an operand of the same shape (see IInPlaceElementwise).
     let isPointwise (n: Node) = Fusion.isPointwise n
 

@@ -1,5 +1,6 @@
 // TextExplainer and ImageExplainer: a model folder explained in a few lines — open, (tokenize,) embed, explain.
 // Thin over PretrainedModel + Explainer; the lxt command line runs the same code.
+using Lxt.Backend.Gpu;
 using Lxt.Models;
 
 namespace Lxt.Import;
@@ -16,28 +17,31 @@ public sealed class TextExplainer : IDisposable
 {
     private readonly Device _device;
     private readonly int _threads;
+    private readonly GemmPrecision _precision;
     private readonly Dictionary<int, (TransformerGraph Graph, Explainer Explainer)> _byLength = new();
     private TextTokenizer? _tokenizer;
     private bool _tokenizerTried;
 
-    private TextExplainer(PretrainedModel model, Device device, int threads)
+    private TextExplainer(PretrainedModel model, Device device, int threads, GemmPrecision precision)
     {
         Model = model;
         _device = device;
         _threads = threads;
+        _precision = precision;
     }
 
     public PretrainedModel Model { get; }
 
-    /// <summary>Opens a model folder of a text model; an image model or a bad folder raises an <see cref="LxtImportException"/>.</summary>
-    public static TextExplainer Open(string modelDir, Device device = Device.Cpu, int threads = 0)
+    /// <summary>Opens a model folder of a text model; an image model or a bad folder raises an <see cref="LxtImportException"/>.
+    /// <paramref name="precision"/>: how a GPU device computes matrix products (see <see cref="Backends.Create"/>).</summary>
+    public static TextExplainer Open(string modelDir, Device device = Device.Cpu, int threads = 0, GemmPrecision precision = GemmPrecision.Float32)
     {
         var model = PretrainedModel.Open(modelDir);
         try
         {
             if (IsImageModel(model.Config))
                 throw new LxtImportException($"'{modelDir}' holds an image model: give it pixels, not text or token ids");
-            return new TextExplainer(model, device, threads);
+            return new TextExplainer(model, device, threads, precision);
         }
         catch
         {
@@ -119,7 +123,7 @@ public sealed class TextExplainer : IDisposable
     {
         if (_byLength.TryGetValue(tokens, out var cached)) return cached;
         var graph = Model.BuildGraph(tokens);
-        var explainer = new Explainer(graph.Model, graph.InputName, Model.WeightsFor(graph), _device, _threads) { LayerOutputs = graph.LayerOutputs };
+        var explainer = new Explainer(graph.Model, graph.InputName, Model.WeightsFor(graph), _device, _threads, precision: _precision) { LayerOutputs = graph.LayerOutputs };
         _byLength[tokens] = (graph, explainer);
         return (graph, explainer);
     }
@@ -158,8 +162,9 @@ public sealed class ImageExplainer : IDisposable
     /// <summary>[channels, height, width] of the pixel tensor the model takes.</summary>
     public IReadOnlyList<int> InputShape => Graph.InputShape;
 
-    /// <summary>Opens a model folder of an image model; a text model or a bad folder raises an <see cref="LxtImportException"/>.</summary>
-    public static ImageExplainer Open(string modelDir, Device device = Device.Cpu, int threads = 0)
+    /// <summary>Opens a model folder of an image model; a text model or a bad folder raises an <see cref="LxtImportException"/>.
+    /// <paramref name="precision"/>: how a GPU device computes matrix products (see <see cref="Backends.Create"/>).</summary>
+    public static ImageExplainer Open(string modelDir, Device device = Device.Cpu, int threads = 0, GemmPrecision precision = GemmPrecision.Float32)
     {
         var model = PretrainedModel.Open(modelDir);
         try
@@ -167,7 +172,7 @@ public sealed class ImageExplainer : IDisposable
             if (!TextExplainer.IsImageModel(model.Config))
                 throw new LxtImportException($"'{modelDir}' holds a text model ({model.Config.ModelType}): give it text or token ids, not pixels");
             var graph = model.BuildGraph();
-            return new ImageExplainer(model, graph, new Explainer(graph.Model, graph.InputName, model.WeightsFor(graph), device, threads) { LayerOutputs = graph.LayerOutputs });
+            return new ImageExplainer(model, graph, new Explainer(graph.Model, graph.InputName, model.WeightsFor(graph), device, threads, precision: precision) { LayerOutputs = graph.LayerOutputs });
         }
         catch
         {

@@ -314,6 +314,21 @@ let gpuDeviceTests =
             let onIlgpu = ok [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "ilgpu-cpu" ]
             Expect.equal (target onIlgpu) (target onCpu) "same explained target"
         }
+        test "--precision bf16 --device ilgpu-cpu explains in bfloat16 products; tf32 and bf16 on cpu or reference are usage errors" {
+            let json = Path.Combine(tempDir (), "bf16.json")
+            let out = ok [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "ilgpu-cpu"; "--precision"; "bf16"; "--json"; json ]
+            Expect.stringContains out "target" "the explanation is printed"
+            let relevance = (readJson json).GetProperty("relevance") |> flatten |> Array.ofSeq
+            Expect.equal relevance.Length 5 "one relevance per token"
+            Expect.isTrue (relevance |> Array.forall Double.IsFinite) "finite relevance"
+            for precision in [ "bf16"; "tf32" ] do
+                expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "cpu"; "--precision"; precision ] "--device cuda or ilgpu-cpu"
+                expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--precision"; precision ] "--device cuda or ilgpu-cpu"
+                expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "reference"; "--precision"; precision ] "contradicts"
+            let _, _, err = lxt [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "cpu"; "--precision"; "bf16" ]
+            let errorLines = err.Split('\n') |> Array.filter (fun l -> l.StartsWith "error")
+            Expect.equal errorLines.Length 1 (sprintf "one error line: %s" err)
+        }
         test "--device cuda without a GPU is one clear error" {
             if not (File.Exists "/dev/nvidia0") then
                 expectError [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "cuda" ] "CUDA"

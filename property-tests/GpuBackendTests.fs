@@ -1,9 +1,11 @@
 // Specifications of the GPU backend, run on ILGPU's CPU accelerator so they hold on every machine: on every op, on
 // gradient graphs, on masked softmax, gather errors, top-k and a fixture explanation it computes what the float64
-// reference backend computes. With a CUDA device present, the fixture explanation also runs on CUDA.
+// reference backend computes. With a CUDA device present, the fixture explanation also runs on CUDA. Products in
+// TF32 and bfloat16 compute the reference's product of rounded operands; bfloat16 weights are refused by other ops.
 module Lxt.Tests.GpuBackendTests
 
 open System
+open System.Collections.Generic
 open System.Diagnostics
 open Expecto
 open Lxt
@@ -18,6 +20,56 @@ let private config = BackendConformance.config
 let private random = BackendConformance.random
 let private agrees description values outputs = BackendConformance.agreesOn (gpu ()) description values outputs
 let private relativeError = BackendConformance.relativeError
+
+let private bf16Shared = lazy (GpuBackend.Create(GpuKind.CpuAccelerator, GemmPrecision.BFloat16))
+let private tf32Shared = lazy (GpuBackend.Create(GpuKind.CpuAccelerator, GemmPrecision.TensorFloat32))
+let private roundBf16 (v: float) = float (BFloat16Conversion.Round(float32 v))
+let private roundTf32 (v: float) = float (BFloat16Conversion.RoundTf32(float32 v))
+
+/// Runs `outputs` on a GPU backend binding parameters as a Session does: those read only by products through
+/// AllocateMatrixWeight, the others as float32. Returns the outputs and the names of the parameters stored bfloat16.
+let private runWithMatrixWeights (backend: GpuBackend) (values: Map<string, float[]>) (outputs: Node list) =
+    let plan = Plan.compile outputs
+    let matrixOnly = Plan.matMulOnlyParameters true plan
+    use exe = new Executable(plan, backend)
+    let upload (name: string) =
+        let v = values.[name] |> Array.map float32
+        let b = backend.Allocate v.Length
+        backend.Upload(ReadOnlySpan v, b)
+        b
+    let narrow = ResizeArray()
+    for p in Plan.parameters plan do
+        match p.Op with
+        | Parameter name ->
+            let b = if matrixOnly.Contains name then backend.AllocateMatrixWeight(ReadOnlySpan(values.[name] |> Array.map float32)) else upload name
+            if b.IsBFloat16 then narrow.Add name
+            exe.BindParameter(name, b)
+        | _ -> ()
+    let feeds = Dictionary<string, IBuffer>()
+    for i in Plan.inputs plan do
+        match i.Op with
+        | Input name -> feeds.[name] <- upload name
+        | _ -> ()
+    let outs = exe.Run feeds
+    let host = outs |> Array.map (fun b -> let h = Array.zeroCreate b.Length in (backend :> IBackend).DownloadDouble(b, Span h); h)
+    exe.Recycle outs
+    for b in feeds.Values do b.Dispose()
+    host, Set.ofSeq narrow
+
+/// Products over random sizes: batched, broadcast, each operand plain or stored transposed, and two weights, one
+/// stored [k, n] and one [n, k] read through a transpose (a linear layer).
+let private products (rng: Random) =
+    let m, k, n = 1 + rng.Next 19, 1 + rng.Next 21, 1 + rng.Next 19
+    let a = input "a" [| 2; 3; m; k |] Float
+    let at = transpose 2 3 (input "at" [| 2; 3; k; m |] Float)
+    let b = input "b" [| 3; k; n |] Float
+    let bt = transpose 2 3 (input "bt" [| 2; 1; n; k |] Float)
+    let w = parameter "w" [| k; n |]
+    let wt = transpose 0 1 (parameter "wt" [| n; k |])
+    let values = Map [ "a", random rng (6 * m * k); "at", random rng (6 * m * k); "b", random rng (3 * k * n)
+                       "bt", random rng (2 * k * n); "w", random rng (k * n); "wt", random rng (k * n) ]
+    let outputs = [ matmul a b; matmul at b; matmul a bt; matmul at bt; matmul a w; matmul at wt; matmul (reshape [| 6; m; k |] a) wt ]
+    sprintf "m %d, k %d, n %d" m k n, values, outputs
 
 /// The llama fixture explained with AttnLRP on `device`, against the reference JSON.
 let private llamaParity (device: Device) =
@@ -44,35 +96,161 @@ let tests =
                                "b3", random rng (k * n); "b4", random rng (2 * k * n) ]
             agrees (sprintf "seed %d: m %d, k %d, n %d" seed m k n) values
                 [ matmul a b1; matmul a b2; matmul a b3; matmul (transpose 0 1 a) b4; matmul (reshape [| 1; 6; m; k |] a) b3 ])
-        testPropertyWithConfig (config 40) "the cuBLAS call plan, run as column-major SGEMM on swapped operands, computes every batched product" (fun (seed: int) ->
-            // CI has no GPU: this checks the CUDA path's batching and operand swap on the host, against cuBLAS's
-            // documented semantics C(i + j·ldc) = Σp A(i + p·lda) · B(p + j·ldb) for each batch entry
+        testPropertyWithConfig (config 60) "the cuBLAS call plan, run as column-major GEMM on swapped operands with op flags, computes every batched product, operands transposed or not" (fun (seed: int) ->
+            // CI has no GPU: this checks the CUDA path's batching, operand swap, op flags and leading dimensions on the
+            // host, against cuBLAS's documented semantics C(i + j·ldc) = Σp op(A)(i, p) · op(B)(p, j) for each batch
+            // entry, where op(X)(r, c) is X(r + c·ld) for CUBLAS_OP_N and X(c + r·ld) for CUBLAS_OP_T
             let rng = Random seed
             let m, k, n = 1 + rng.Next 5, 1 + rng.Next 5, 1 + rng.Next 5
+            let transA, transB = rng.Next 2 = 0, rng.Next 2 = 0
             let batch = [| for _ in 1 .. rng.Next 4 -> 1 + rng.Next 3 |]
             let thin (s: int[]) = s |> Array.map (fun d -> if rng.Next 3 = 0 then 1 else d)
             let aBatch, bBatch = thin batch.[rng.Next(batch.Length + 1) ..], thin batch.[rng.Next(batch.Length + 1) ..]
-            let a = input "a" (Array.append aBatch [| m; k |]) Float
-            let b = input "b" (Array.append bBatch [| k; n |]) Float
+            let stored name batch rows cols trans =
+                let x = input name (Array.append batch (if trans then [| cols; rows |] else [| rows; cols |])) Float
+                if trans then transpose -1 -2 x else x
+            let a = stored "a" aBatch m k transA
+            let b = stored "b" bBatch k n transB
             let y = matmul a b
             let values = Map [ "a", random rng (Shape.numel a.Shape); "b", random rng (Shape.numel b.Shape) ]
             let batchShape = y.Shape.[.. y.Shape.Length - 3]
             let strides (s: Shape) size = Shape.broadcastStrides s batchShape |> Array.map (fun v -> v * size)
             let av, bv = values.["a"], values.["b"]
+            let g = Cublas.ColumnMajorGemm.Of(m, n, k, transA, transB)
+            let op flag (x: float[]) (offset: int64) ld r c = if flag = Cublas.OpN then x.[int offset + r + c * ld] else x.[int offset + c + r * ld]
+            // cuBLAS's own argument checks: op N reads an M×K (K×N) matrix, op T a K×M (N×K) one; ld ≥ its rows
+            let firstRows, secondRows = (if g.OpFirst = Cublas.OpN then g.M else g.K), (if g.OpSecond = Cublas.OpN then g.K else g.N)
+            let argsValid = g.LdFirst >= max 1 firstRows && g.LdSecond >= max 1 secondRows && g.Ldc >= max 1 g.M
             let out = Array.zeroCreate (Shape.numel y.Shape)
             for call in GpuBackend.PlanGemmCalls(m, n, k, strides aBatch (m * k), strides bBatch (k * n), batchShape) do
                 for e in 0 .. call.Count - 1 do
-                    // cublasSgemm(N, N, n, m, k, B, ldb = n, A, lda = k, C, ldc = n)
+                    // the first operand is B, the second A: Cᵀ = op(B)ᵀ·op(A)ᵀ in column-major order
                     let oa, ob, oc = call.OffsetA + int64 e * call.StrideA, call.OffsetB + int64 e * call.StrideB, call.OffsetC + int64 e * int64 (m * n)
-                    for i in 0 .. n - 1 do
-                        for j in 0 .. m - 1 do
+                    for i in 0 .. g.M - 1 do
+                        for j in 0 .. g.N - 1 do
                             let mutable acc = 0.0
-                            for p in 0 .. k - 1 do acc <- acc + bv.[int ob + i + p * n] * av.[int oa + p + j * k]
-                            out.[int oc + i + j * n] <- acc
+                            for p in 0 .. g.K - 1 do acc <- acc + op g.OpFirst bv ob g.LdFirst i p * op g.OpSecond av oa g.LdSecond p j
+                            out.[int oc + i + j * g.Ldc] <- acc
             let expected = Evaluate.reference1 values y
             let err = relativeError out expected
-            if err >= 1e-12 then printfn "seed %d: %s x %s: error %g" seed (Shape.show a.Shape) (Shape.show b.Shape) err
-            err < 1e-12)
+            if err >= 1e-12 || not argsValid then
+                printfn "seed %d: %s x %s (transA %b, transB %b): error %g, arguments %A" seed (Shape.show a.Shape) (Shape.show b.Shape) transA transB err g
+            argsValid && err < 1e-12)
+        testPropertyWithConfig (config 8) "transposed operands read by the product (ITransposedMatMul) agree with the reference in float32" (fun (seed: int) ->
+            let description, values, outputs = products (Random seed)
+            let lazyTransposes = (Plan.compile outputs).LazyTransposes.Count
+            if lazyTransposes <> 3 then printfn "seed %d: %d lazy transposes, expected 3" seed lazyTransposes
+            lazyTransposes = 3 && agrees (sprintf "seed %d: %s" seed description) values outputs)
+        testPropertyWithConfig (config 8) "bfloat16 products, batched, broadcast and transposed, with weights stored in bfloat16, equal the reference on bfloat16-rounded operands" (fun (seed: int) ->
+            let description, values, outputs = products (Random seed)
+            let got, narrow = runWithMatrixWeights (bf16Shared.Force()) values outputs
+            let onRounded = Evaluate.reference (values |> Map.map (fun _ v -> Array.map roundBf16 v)) outputs
+            let exact = Evaluate.reference values outputs
+            let agreement = Array.map2 relativeError got onRounded |> Array.max
+            // and the rounding shows: the exact product differs by about bfloat16's 2⁻⁹ relative step
+            let rounding = Array.map2 relativeError got exact |> Array.max
+            let ok = narrow = set [ "w"; "wt" ] && agreement < 1e-5 && rounding > 1e-5 && rounding < 3e-2
+            if not ok then printfn "seed %d, %s: weights stored bfloat16 %A, error on rounded operands %g, against exact operands %g" seed description narrow agreement rounding
+            ok)
+        testPropertyWithConfig (config 4) "TF32 products on the CPU accelerator equal the reference on operands rounded to TF32" (fun (seed: int) ->
+            let description, values, outputs = products (Random seed)
+            let got = Evaluate.onBackend (tf32Shared.Force()) values outputs
+            let onRounded = Evaluate.reference (values |> Map.map (fun _ v -> Array.map roundTf32 v)) outputs
+            let agreement = Array.map2 relativeError got onRounded |> Array.max
+            if agreement >= 1e-5 then printfn "seed %d, %s: error on TF32-rounded operands %g" seed description agreement
+            agreement < 1e-5)
+        test "a bfloat16 weight given to any op but a product is refused with a NarrowOperandException naming the op; it downloads widened" {
+            let backend = bf16Shared.Force()
+            let values = [| 1.0f; 0.1f; -3.14159f; 65504.5f; 1e-20f; -0.0f |]
+            use w = backend.AllocateMatrixWeight(ReadOnlySpan values)
+            Expect.isTrue w.IsBFloat16 "stored bfloat16 in bfloat16 mode"
+            let back = Array.zeroCreate<float32> values.Length
+            (backend :> IBackend).Download(w, Span back)
+            Expect.sequenceEqual back (values |> Array.map BFloat16Conversion.Round) "downloads give the rounded values"
+            use y = backend.Allocate values.Length
+            let node = named "mlp.act_fn" (silu (parameter "w" [| 2; 3 |]))
+            let e = Expect.throwsC (fun () -> (backend :> IBackend).Execute(node, [| w :> IBuffer |], y)) id
+            Expect.isTrue (e :? NarrowOperandException) (sprintf "expected NarrowOperandException, got %s: %s" (e.GetType().Name) e.Message)
+            Expect.isTrue (e :? LxtException) "a typed Lxt error"
+            Expect.stringContains e.Message "mlp.act_fn" "names the node"
+            Expect.stringContains e.Message "bfloat16" "says why"
+            Expect.isFalse (e.Message.Contains "\n") "one line"
+            Expect.throwsT<NarrowOperandException> (fun () -> (backend :> IBackend).Copy(w, y)) "no copy into float32"
+            use f32 = GpuBackend.Create(GpuKind.CpuAccelerator)
+            use wide = f32.AllocateMatrixWeight(ReadOnlySpan values)
+            Expect.isFalse wide.IsBFloat16 "float32 mode keeps weights float32"
+        }
+        test "a llama session in bfloat16 stores the weights read only by products in bfloat16 and stays within 5e-2 of float32" {
+            let f = FixtureTests.load "llama"
+            let model, graph, input = FixtureTests.prepare f
+            use model = model
+            let target = Nullable(f.Json.GetProperty("target").GetInt32())
+            let run (precision: GemmPrecision) =
+                let backend = GpuBackend.Create(GpuKind.CpuAccelerator, precision)
+                let session = new Session(graph.Model, model.WeightsFor graph, backend)
+                let logits = (session.Run(dict [ graph.InputName, input ] |> Dictionary)).["logits"].ToDoubleArray()
+                let bytes = backend.AllocatedBytes - backend.ScratchBytes
+                let explainer = new Explainer(graph.Model, graph.InputName, session)
+                let e = explainer.Explain(input, ExplainOptions(Method = Method.AttnLrp, Target = target))
+                explainer, backend, logits, bytes, e.PerPosition
+            let x32, b32, logits32, bytes32, relevance32 = run GemmPrecision.Float32
+            use _ = x32
+            let x16, b16, logits16, bytes16, relevance16 = run GemmPrecision.BFloat16
+            use _ = x16
+            Expect.equal b16.Name "ilgpu-cpu-bf16" "the name says the precision"
+            // after the forward run: the same plan and intermediates, so the difference is the narrowed weights
+            let plan = Plan.compile [ for o in graph.Model.Outputs.Values -> o.Node ]
+            let narrow = Plan.matMulOnlyParameters true plan
+            let narrowValues = Plan.parameters plan |> Array.sumBy (fun p -> match p.Op with Parameter n when narrow.Contains n -> int64 (Shape.numel p.Shape) | _ -> 0L)
+            Expect.isGreaterThan narrow.Count 4 (sprintf "the projections are read only by products: %A" narrow)
+            Expect.equal (bytes32 - bytes16) (2L * narrowValues) "2 bytes less per weight value stored bfloat16"
+            let logitsErr = FixtureTests.relativeError logits16 logits32
+            let relevanceErr = FixtureTests.relativeError relevance16 relevance32
+            let fixtureErr = FixtureTests.relativeError relevance16 (f.Doubles "relevance")
+            printfn "llama in bfloat16: logits %g, relevance %g from float32, %g from the fixture; %d of %d parameter bytes saved"
+                logitsErr relevanceErr fixtureErr (bytes32 - bytes16) bytes32
+            Expect.isLessThan logitsErr 5e-2 "logits within 5e-2 of float32"
+            Expect.isLessThan (FixtureTests.relativeError logits16 f.Logits) 5e-2 "logits within 5e-2 of the fixture"
+            Expect.isLessThan relevanceErr 5e-2 "relevance within 5e-2 of float32"
+            Expect.isLessThan fixtureErr 5e-2 "relevance within 5e-2 of the fixture"
+            Expect.isGreaterThan relevanceErr 0.0 "bfloat16 products do change the relevance"
+        }
+        test "a session keeps a weight in bfloat16 for plans that only multiply by it and uploads a float32 copy for a plan that reads it otherwise" {
+            let x = input "x" [| 2; 3 |] Float
+            let w = parameter "w" [| 3; 3 |]
+            let product, scaled = matmul x w, mul x (slice 0 0 2 w)
+            let model = Model.Create(readOnlyDict [ "product", Expr product; "scaled", Expr scaled ])
+            let rng = Random 7
+            let xs, ws = Array.init 6 (fun _ -> float32 (rng.NextDouble() - 0.5)), Array.init 9 (fun _ -> float32 (rng.NextDouble() - 0.5))
+            use session = new Session(model, Weights().Set("w", ws, 3, 3), Device.IlgpuCpu, 0, GemmPrecision.BFloat16)
+            let inputs = readOnlyDict [ "x", xs ]
+            let eval (node: Node) = (session.Evaluate([| Expr node |], inputs, Threading.CancellationToken.None)).[0].Values |> Array.map float
+            let expectValues (ws: float32[]) (node: Node) (narrow: bool) (what: string) =
+                let values = Map [ "x", Array.map float xs; "w", Array.map float ws ]
+                let values = if narrow then values |> Map.map (fun _ v -> Array.map roundBf16 v) else values
+                let err = relativeError (eval node) (Evaluate.reference1 values node)
+                Expect.isLessThan err (if narrow then 1e-6 else 1e-7) what
+            let ws2 = ws |> Array.map (fun v -> 2.5f * v + 0.125f)
+            let ws3 = ws |> Array.map (fun v -> -v)
+            expectValues ws product true "the product reads the weight rounded to bfloat16"
+            // set while held only narrow: the float32 copy made later starts from the new values, not the source's
+            session.SetParameter("w", ReadOnlySpan ws2)
+            expectValues ws2 scaled false "the elementwise use reads the new value in float32"
+            expectValues ws2 product true "the product reads the new value from its bfloat16 copy"
+            // a new value reaches both copies
+            session.SetParameter("w", ReadOnlySpan ws3)
+            expectValues ws3 product true "the bfloat16 copy is updated"
+            expectValues ws3 scaled false "the float32 copy is updated"
+        }
+        test "TF32 and bfloat16 products are for the GPU devices; the CPU and reference backends refuse them" {
+            use b = Backends.Create(Device.IlgpuCpu, 0, GemmPrecision.BFloat16)
+            Expect.equal b.Name "ilgpu-cpu-bf16" "ilgpu-cpu in bfloat16"
+            for device in [ Device.Cpu; Device.Reference ] do
+                for precision in [ GemmPrecision.TensorFloat32; GemmPrecision.BFloat16 ] do
+                    let e = Expect.throwsC (fun () -> Backends.Create(device, 0, precision) |> ignore) id
+                    Expect.isTrue (e :? ArgumentException) (sprintf "%A %A: %s" device precision (e.GetType().Name))
+                    Expect.stringContains e.Message (GpuBackend.IdOf precision) "names the precision"
+        }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
             llamaParity Device.IlgpuCpu
         }

@@ -140,4 +140,18 @@ let tests =
             Expect.contains kinds "Unary Exp" "pointwise ops by function"
             Expect.isTrue (kinds |> Array.exists (fun k -> k.StartsWith "MatMul")) "matmuls by shape"
         }
+        test "matrix-only parameters: read by MatMuls directly, through views or lazy transposes, and never otherwise" {
+            let x = input "x" [| 3; 4 |] Float
+            let direct = matmul x (parameter "direct" [| 4; 5 |])
+            let linear = matmul x (transpose -1 -2 (parameter "linear" [| 6; 4 |]))
+            let viewed = matmul x (reshape [| 4; 2 |] (parameter "viewed" [| 8 |]))
+            let shared = parameter "shared" [| 4; 4 |]
+            let alsoAdded = add (matmul x shared) (matmul x shared |> mul (reshape [| 1; 4 |] (parameter "scale" [| 4 |])))
+            let mixed = parameter "mixed" [| 4; 4 |]
+            let readTwice = add (matmul x mixed) (slice 0 0 3 mixed)
+            let output = parameter "output" [| 4; 4 |]
+            let plan = Plan.compile [ direct; linear; viewed; alsoAdded; readTwice; matmul x output; reshape [| 16 |] output ]
+            Expect.equal (Plan.matMulOnlyParameters true plan) (set [ "direct"; "linear"; "viewed"; "shared" ]) "with lazy transposes"
+            Expect.equal (Plan.matMulOnlyParameters false plan) (set [ "direct"; "viewed"; "shared" ]) "a materialised transpose reads the weight"
+        }
     ]

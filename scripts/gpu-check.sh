@@ -15,8 +15,8 @@
 # a warm-up, peak device memory held by Lxt), and prints a short table last. Logs go to $OUT (or /tmp/lxt-gpu-out).
 #
 # Environment: LXT_GPU_CHECK_ARGS passes options to the check (e.g. "--models 1b --tokens 128,512 --repeats 3"
-# to fit a short lease, "--tf32" for TF32 products); LXT_CUBLAS_PATH names the cuBLAS library if it is not
-# libcublas.so.12/.13 on the loader path (run adds /usr/local/cuda/lib64 to LD_LIBRARY_PATH).
+# to fit a short lease, "--precision tf32" or "--precision bf16" for TF32 or bfloat16 products); LXT_CUBLAS_PATH
+# names the cuBLAS library if it is not libcublas.so.12/.13 on the loader path (run adds /usr/local/cuda/lib64 to LD_LIBRARY_PATH).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 pack_dir="$root/.gpu-check"

@@ -1,5 +1,6 @@
 // lxt explain: relevance of one prediction of a model folder, on the terminal and optionally as JSON and heatmap files;
 // or, with --batch, of every line of a JSON-lines file, resumably.
+using Lxt.Backend.Gpu;
 using Lxt.Visualization;
 using Spectre.Console;
 
@@ -22,7 +23,7 @@ public sealed class ExplainCommand : ICommand
         new("gamma-conv", "G", "Gamma rule on Conv2d layers (with cp-lrp)"),
         new("gamma-linear", "G", "Gamma rule on Linear layers (with cp-lrp)"),
         new("target", "N", "output index to explain (default: the arg-max of the logits)"),
-        new("precision", "P", "float32 (CPU, default) or float64 (reference interpreter)"),
+        new("precision", "P", "float32 or f32 (default), float64 (reference interpreter), or with --device cuda / ilgpu-cpu the matrix products' tf32 or bf16 (bfloat16 operands and weights, float32 sums)"),
         new("json", "FILE", "also write the result as JSON"),
         DeviceOption.DeviceSpec,
         new("threads", "N", "CPU threads (default: all cores)"),
@@ -99,7 +100,7 @@ public sealed class ExplainCommand : ICommand
         try
         {
             using var session = Terminal.WithStatus(context.Out, $"loading {settings.ModelDir}",
-                () => ExplainSession.Open(settings.ModelDir, settings.Device, settings.Threads));
+                () => ExplainSession.Open(settings.ModelDir, settings.Device, settings.Threads, precision: settings.Precision));
             var summary = Terminal.IsInteractive(context.Out)
                 ? WithProgressBar(session, settings, input, output, interrupt.Token)
                 : WithProgressLines(session, settings, input, output, context.Out, interrupt.Token);
@@ -180,15 +181,24 @@ public sealed class ExplainCommand : ICommand
         Method method;
         try { method = Method.Parse(rules, args.Double("gamma-conv"), args.Double("gamma-linear")); }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
-        string precision = args.Choice("precision", ["float32", "float64"], "float32");
+        string precision = args.Choice("precision", ["float32", "f32", "float64", "tf32", "bf16"], "float32");
         var device = DeviceOption.Parse(args, precision == "float64" ? Device.Reference : Device.Cpu);
         if (args.Has("precision") && args.Has("device") && (precision == "float64") != (device == Device.Reference))
             throw new UsageException($"--precision {precision} contradicts --device {args.String("device")}");
+        var gemm = precision switch
+        {
+            "tf32" => GemmPrecision.TensorFloat32,
+            "bf16" => GemmPrecision.BFloat16,
+            _ => GemmPrecision.Float32,
+        };
+        if (!Backends.SupportsPrecision(device, gemm))
+            throw new UsageException($"--precision {precision} sets the matrix-product precision of --device cuda or ilgpu-cpu; --device {DeviceOption.NameOf(device)} computes in {(device == Device.Reference ? "float64" : "float32")} only");
         return new ExplainRequest(model, input)
         {
             Method = method,
             Target = args.Int("target", min: 0),
             Device = device,
+            Precision = gemm,
             Threads = args.Int("threads", min: 0) ?? 0,
             Nodes = args.List("nodes") ?? [],
             Checkpointing = args.String("checkpointing") switch
