@@ -94,6 +94,12 @@ internal static unsafe class Cublas
     [DllImport(Library, EntryPoint = "cublasSetStream_v2", ExactSpelling = true)]
     public static extern int SetStream(IntPtr handle, IntPtr stream);
 
+    /// <summary>Bytes of the workspace each handle is given (cuBLAS asks for up to 32 MiB on Hopper).</summary>
+    public const int WorkspaceBytes = 32 << 20;
+
+    [DllImport(Library, EntryPoint = "cublasSetWorkspace_v2", ExactSpelling = true)]
+    public static extern int SetWorkspace(IntPtr handle, IntPtr workspace, nuint bytes);
+
     [DllImport(Library, EntryPoint = "cublasSetMathMode", ExactSpelling = true)]
     public static extern int SetMathMode(IntPtr handle, int mode);
 

@@ -52,13 +52,19 @@ public sealed partial class GpuBackend : IFusedPointwise, IInPlaceElementwise
         if (!fusedTables.TryGetValue(group, out var table))
         {
             var encoded = EncodeFused(group);
-            table = accelerator.Allocate1D(encoded);
+            table = accelerator.Allocate1D<int>(encoded.Length);
+            table.View.CopyFromCPU(stream, ref encoded[0], encoded.Length); // ordered before the kernels on the stream
             fusedTables[group] = table;
         }
         if (n > 0)
         {
-            var kernel = fused ??= accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>(FusedKernels.Fused);
+            if (fused is null)
+            {
+                var k = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                    ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>(FusedKernels.Fused);
+                fused = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
+            }
+            var kernel = fused;
             kernel(n, y.View, views[0], views[1], views[2], views[3], views[4], views[5], views[6], views[7], table.View);
         }
         if (SynchronizeEveryStep) accelerator.Synchronize();

@@ -30,7 +30,7 @@ public sealed partial class GpuBackend
         int ra = aShape.Length, rb = bShape.Length, r = shape.Length;
         int m = aShape[ra - 2], k = aShape[ra - 1], n = bShape[rb - 1];
         if (y.Length == 0) return;
-        if (k == 0) { y.View.MemSetToZero(); return; }
+        if (k == 0) { y.View.MemSetToZero(stream); return; }
         var batchShape = shape[..(r - 2)];
         // batch strides counted in values: whole matrices, 0 along broadcast axes
         var batchA = Walk.BroadcastStrides(aShape[..(ra - 2)], batchShape).Select(s => s * m * k).ToArray();
@@ -57,7 +57,7 @@ public sealed partial class GpuBackend
             RoundTf32 = Precision == GemmPrecision.TensorFloat32 ? 1 : 0,
             Batch = Walk.Of(node, batchShape, batchA, batchB),
         };
-        var kernel = matMulTiled ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, MatMulShape>(Kernels.MatMulTiled);
+        var kernel = matMulTiled ??= LoadGrouped<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, MatMulShape>(Kernels.MatMulTiled);
         var config = new KernelConfig(new Index3D((n + t - 1) / t, (m + t - 1) / t, batch), new Index3D(t, t, 1));
         kernel(config, aWide, aNarrow, bWide, bNarrow, y.View, p);
     }

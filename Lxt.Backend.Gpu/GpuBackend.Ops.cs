@@ -120,7 +120,7 @@ public sealed partial class GpuBackend
                 int len = shape[s.axis], inner = ShapeModule.product(shape, s.axis + 1, shape.Length);
                 int rows = len == 0 ? 0 : n / len;
                 if (rows > 0 && inner == 1)
-                    (softmaxRows ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(Kernels.SoftmaxRows))(WarpPerRow(rows), x[0].View, y.View, len);
+                    (softmaxRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, int>(Kernels.SoftmaxRows))(WarpPerRow(rows), x[0].View, y.View, len);
                 else if (rows > 0) (softmax ??= Load<ArrayView<float>, ArrayView<float>, int, int>(Kernels.Softmax))(rows, x[0].View, y.View, len, inner);
                 break;
             }
@@ -131,7 +131,7 @@ public sealed partial class GpuBackend
                 Strided(node, x[0], 0, Walk.BroadcastStrides(b.x.Shape, shape), y, 0, Walk.Strides(shape), shape);
                 break;
             case Op.Reshape or Op.StopGradient or Op.GradientScale or Op.Recompute:
-                if (n > 0) x[0].View.CopyTo(y.View);
+                if (n > 0) x[0].View.CopyTo(stream, y.View);
                 break;
             case Op.Permute p:
             {
@@ -170,7 +170,7 @@ public sealed partial class GpuBackend
                 int rows = shape[0], count = ShapeModule.numel(s.indices.Shape);
                 CheckIndices(x[0], count, rows, "scatter-add", node);
                 int width = n / Math.Max(rows, 1);
-                if (n > 0) y.View.MemSetToZero();
+                if (n > 0) y.View.MemSetToZero(stream);
                 if (count * width > 0)
                     (scatterAdd ??= Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(Kernels.ScatterAdd))(
                         count * width, x[0].View, x[1].View, y.View, width, rows);
@@ -217,7 +217,7 @@ public sealed partial class GpuBackend
         bool trailing = count > 0 && axes.Length > 0 && axes[^1] == xShape.Length - 1 && axes[^1] - axes[0] == axes.Length - 1;
         if (trailing)
         {
-            (reduceRows ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(Kernels.ReduceRows))(WarpPerRow(n), x.View, y.View, count, op.Tag);
+            (reduceRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, int, int>(Kernels.ReduceRows))(WarpPerRow(n), x.View, y.View, count, op.Tag);
             return;
         }
         (reduce ??= Load<ArrayView<float>, ArrayView<float>, Walk, Walk, int, int>(Kernels.Reduce))(n, x.View, y.View, kept, reduced, count, op.Tag);
@@ -244,16 +244,58 @@ public sealed partial class GpuBackend
         SH = stride.Item1, SW = stride.Item2, PH = padding.Item1, PW = padding.Item2,
     };
 
+    // kernels are loaded unbound and called on this backend's stream
     Action<Index1D, T1, T2> Load<T1, T2>(Action<Index1D, T1, T2> kernel)
-        where T1 : struct where T2 : struct => accelerator.LoadAutoGroupedStreamKernel(kernel);
+        where T1 : struct where T2 : struct
+    {
+        var k = accelerator.LoadAutoGroupedKernel(kernel);
+        return (i, a, b) => k(stream, i, a, b);
+    }
     Action<Index1D, T1, T2, T3> Load<T1, T2, T3>(Action<Index1D, T1, T2, T3> kernel)
-        where T1 : struct where T2 : struct where T3 : struct => accelerator.LoadAutoGroupedStreamKernel(kernel);
+        where T1 : struct where T2 : struct where T3 : struct
+    {
+        var k = accelerator.LoadAutoGroupedKernel(kernel);
+        return (i, a, b, c) => k(stream, i, a, b, c);
+    }
     Action<Index1D, T1, T2, T3, T4> Load<T1, T2, T3, T4>(Action<Index1D, T1, T2, T3, T4> kernel)
-        where T1 : struct where T2 : struct where T3 : struct where T4 : struct => accelerator.LoadAutoGroupedStreamKernel(kernel);
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct
+    {
+        var k = accelerator.LoadAutoGroupedKernel(kernel);
+        return (i, a, b, c, d) => k(stream, i, a, b, c, d);
+    }
     Action<Index1D, T1, T2, T3, T4, T5> Load<T1, T2, T3, T4, T5>(Action<Index1D, T1, T2, T3, T4, T5> kernel)
-        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct => accelerator.LoadAutoGroupedStreamKernel(kernel);
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct
+    {
+        var k = accelerator.LoadAutoGroupedKernel(kernel);
+        return (i, a, b, c, d, e) => k(stream, i, a, b, c, d, e);
+    }
     Action<Index1D, T1, T2, T3, T4, T5, T6> Load<T1, T2, T3, T4, T5, T6>(Action<Index1D, T1, T2, T3, T4, T5, T6> kernel)
-        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct => accelerator.LoadAutoGroupedStreamKernel(kernel);
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
+    {
+        var k = accelerator.LoadAutoGroupedKernel(kernel);
+        return (i, a, b, c, d, e, f) => k(stream, i, a, b, c, d, e, f);
+    }
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape> LoadConv(
-        Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape> kernel) => accelerator.LoadAutoGroupedStreamKernel(kernel);
+        Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape> kernel) =>
+        Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape>(kernel);
+
+    // explicitly grouped kernels (a KernelConfig per launch), likewise on this backend's stream
+    Action<KernelConfig, T1, T2, T3> LoadGrouped<T1, T2, T3>(Action<T1, T2, T3> kernel)
+        where T1 : struct where T2 : struct where T3 : struct
+    {
+        var k = accelerator.LoadKernel(kernel);
+        return (c, a, b, d) => k(stream, c, a, b, d);
+    }
+    Action<KernelConfig, T1, T2, T3, T4> LoadGrouped<T1, T2, T3, T4>(Action<T1, T2, T3, T4> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct
+    {
+        var k = accelerator.LoadKernel(kernel);
+        return (c, a, b, d, e) => k(stream, c, a, b, d, e);
+    }
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6> LoadGrouped<T1, T2, T3, T4, T5, T6>(Action<T1, T2, T3, T4, T5, T6> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
+    {
+        var k = accelerator.LoadKernel(kernel);
+        return (c, a, b, d, e, f, g) => k(stream, c, a, b, d, e, f, g);
+    }
 }

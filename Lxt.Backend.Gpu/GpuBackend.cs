@@ -47,11 +47,15 @@ public sealed class NarrowOperandException(string op, string message) : LxtExcep
 /// <summary>Runs plans in float32 on an ILGPU accelerator: one kernel per op on the accelerator's single stream,
 /// cuBLAS strided-batched GEMM for products on CUDA (float32, TF32 or bfloat16 operands, see <see cref="GemmPrecision"/>)
 /// and a shared-memory tiled kernel elsewhere. Not thread-safe.</summary>
-public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecisionWeights
+public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecisionWeights, IRunCapture
 {
     readonly Context context;
     readonly Accelerator accelerator;
+    // every kernel, copy and product goes to this one stream: on CUDA a stream of its own (CUDA graphs cannot
+    // capture the legacy default stream), on the CPU accelerator its default stream
+    readonly AcceleratorStream stream;
     readonly IntPtr cublas;
+    readonly MemoryBuffer1D<byte, Stride1D.Dense>? cublasWorkspace;
     long allocatedBytes, peakBytes;
     bool disposed;
 
@@ -62,6 +66,16 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
         this.context = context;
         this.accelerator = accelerator;
         this.cublas = cublas;
+        stream = kind == GpuKind.Cuda ? accelerator.CreateStream() : accelerator.DefaultStream;
+        if (cublas != IntPtr.Zero)
+        {
+            Cublas.Check(Cublas.SetStream(cublas, ((CudaStream)stream).StreamPtr), "cublasSetStream");
+            // a workspace of its own, so products recorded into a CUDA graph never make cuBLAS allocate
+            cublasWorkspace = accelerator.Allocate1D<byte>(Cublas.WorkspaceBytes);
+            try { Cublas.Check(Cublas.SetWorkspace(cublas, cublasWorkspace.NativePtr, (nuint)Cublas.WorkspaceBytes), "cublasSetWorkspace"); }
+            catch (EntryPointNotFoundException) { } // an older cuBLAS: it keeps its own workspace
+        }
+        graphsEnabled = kind == GpuKind.Cuda && Environment.GetEnvironmentVariable("LXT_CUDA_GRAPHS") != "0";
         Tile = Math.Min(Kernels.MaxTile, (int)Math.Sqrt(accelerator.MaxNumThreadsPerGroup));
         useCublas = cublas != IntPtr.Zero && Environment.GetEnvironmentVariable("LXT_GPU_GEMM") != "ilgpu";
     }
@@ -121,8 +135,6 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
             accelerator = context.CreateCudaAccelerator(0);
             accelerator.Bind();
             Cublas.Check(Cublas.Create(out handle), "cublasCreate");
-            var stream = accelerator.DefaultStream is CudaStream cs ? cs.StreamPtr : IntPtr.Zero;
-            Cublas.Check(Cublas.SetStream(handle, stream), "cublasSetStream");
             // the precision is chosen per call (SGEMM or GemmEx with a compute type); the math mode stays the default
             Cublas.Check(Cublas.SetMathMode(handle, Cublas.DefaultMath), "cublasSetMathMode");
             return new GpuBackend(GpuKind.Cuda, precision, context, accelerator, handle);
@@ -175,7 +187,7 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
     {
         CheckLength(length);
         var memory = AllocateMemory<float>(length);
-        memory.MemSetToZero();
+        memory.View.MemSetToZero(stream);
         return new GpuBuffer(this, memory, length);
     }
     IBuffer IBackend.Allocate(int length) => Allocate(length);
@@ -186,7 +198,7 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
     {
         CheckLength(length);
         var memory = AllocateMemory<ushort>(length);
-        memory.MemSetToZero();
+        memory.View.MemSetToZero(stream);
         return new GpuBuffer(this, memory, length);
     }
 
@@ -246,11 +258,23 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
         if (d.IsBFloat16)
         {
             var words = new ushort[source.Length];
-            for (int i = 0; i < words.Length; i++) words[i] = BFloat16Conversion.FromFloat(source[i]);
-            d.BFloat16Memory.View.SubView(0, words.Length).CopyFromCPU(ref words[0], words.Length);
+            if (words.Length < 1 << 20)
+                for (int i = 0; i < words.Length; i++) words[i] = BFloat16Conversion.FromFloat(source[i]);
+            else
+            {
+                // weight matrices: rounded in parallel chunks (the 8B shapes hold billions of values)
+                var values = source.ToArray();
+                const int chunk = 1 << 18;
+                Parallel.For(0, (words.Length + chunk - 1) / chunk, c =>
+                {
+                    int end = Math.Min(words.Length, (c + 1) * chunk);
+                    for (int i = c * chunk; i < end; i++) words[i] = BFloat16Conversion.FromFloat(values[i]);
+                });
+            }
+            d.BFloat16Memory.View.SubView(0, words.Length).CopyFromCPU(stream, ref words[0], words.Length);
             return;
         }
-        d.Memory.View.SubView(0, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
+        d.Memory.View.SubView(0, source.Length).CopyFromCPU(stream, ref MemoryMarshal.GetReference(source), source.Length);
     }
 
     public void UploadDouble(ReadOnlySpan<double> source, IBuffer destination)
@@ -274,13 +298,13 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
         if (s.IsBFloat16)
         {
             var words = new ushort[destination.Length];
-            s.BFloat16Memory.View.SubView(0, words.Length).CopyToCPU(ref words[0], words.Length);
-            accelerator.Synchronize();
+            s.BFloat16Memory.View.SubView(0, words.Length).CopyToCPU(stream, ref words[0], words.Length);
+            stream.Synchronize();
             for (int i = 0; i < words.Length; i++) destination[i] = BFloat16Conversion.ToFloat(words[i]);
             return;
         }
-        s.Memory.View.SubView(0, destination.Length).CopyToCPU(ref MemoryMarshal.GetReference(destination), destination.Length);
-        accelerator.Synchronize();
+        s.Memory.View.SubView(0, destination.Length).CopyToCPU(stream, ref MemoryMarshal.GetReference(destination), destination.Length);
+        stream.Synchronize();
     }
 
     public void DownloadDouble(IBuffer source, Span<double> destination)
@@ -303,12 +327,44 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
             throw new NarrowOperandException("copy", $"copy: a {s.ElementType} buffer cannot be copied into a {d.ElementType} buffer; only buffers of one element type are copied");
         if (s.Length == 0) return;
         accelerator.Bind();
-        if (s.IsBFloat16) s.BFloat16Memory.View.SubView(0, s.Length).CopyTo(d.BFloat16Memory.View.SubView(0, s.Length));
-        else s.Memory.View.SubView(0, s.Length).CopyTo(d.Memory.View.SubView(0, s.Length));
+        if (s.IsBFloat16) s.BFloat16Memory.View.SubView(0, s.Length).CopyTo(stream, d.BFloat16Memory.View.SubView(0, s.Length));
+        else s.Memory.View.SubView(0, s.Length).CopyTo(stream, d.Memory.View.SubView(0, s.Length));
     }
 
     /// <summary>Makes this backend's accelerator current on the calling thread.</summary>
     internal void Bind() => accelerator.Bind();
+
+    bool graphsEnabled;
+
+    /// <summary>True when plans on this backend record their second run as a CUDA graph and replay it (CUDA only;
+    /// on by default, off with $LXT_CUDA_GRAPHS=0 or here). Replays skip the host's cost per op.</summary>
+    public bool UsesGraphs
+    {
+        get => graphsEnabled;
+        set => graphsEnabled = value && Kind == GpuKind.Cuda;
+    }
+
+    bool IRunCapture.CanCapture => graphsEnabled && !SynchronizeEveryStep && !disposed;
+
+    void IRunCapture.BeginCapture()
+    {
+        accelerator.Bind();
+        CudaDriver.Check(CudaDriver.StreamBeginCapture(((CudaStream)stream).StreamPtr, CudaDriver.CaptureModeRelaxed), "cuStreamBeginCapture");
+    }
+
+    IRecordedRun IRunCapture.EndCapture()
+    {
+        accelerator.Bind();
+        var ptr = ((CudaStream)stream).StreamPtr;
+        CudaDriver.Check(CudaDriver.StreamEndCapture(ptr, out var graph), "cuStreamEndCapture");
+        int status = CudaDriver.GraphInstantiate(out var exec, graph, 0);
+        if (status != 0)
+        {
+            CudaDriver.GraphDestroy(graph);
+            CudaDriver.Check(status, "cuGraphInstantiateWithFlags");
+        }
+        return new CudaRecording(this, graph, exec, ptr);
+    }
 
     /// <summary>Waits until every queued kernel and copy has finished (for timing).</summary>
     public void Synchronize()
@@ -324,7 +380,9 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
         accelerator.Bind();
         DisposeFusedTables();
         if (cublas != IntPtr.Zero) Cublas.Destroy(cublas);
+        cublasWorkspace?.Dispose();
         DisposeScratch();
+        if (!ReferenceEquals(stream, accelerator.DefaultStream)) stream.Dispose();
         accelerator.Dispose();
         context.Dispose();
     }

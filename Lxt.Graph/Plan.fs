@@ -409,7 +409,7 @@ type Executable(compiled: Plan, backend: IBackend) =
     /// and later runs replay the recording with the new inputs (not while profiling).
     member this.Run(inputs: IReadOnlyDictionary<string, IBuffer>) : IBuffer[] =
         match recording with
-        | Some r when not profiling ->
+        | Some r when not profiling && capture.Value.CanCapture ->
             match this.Stage inputs with
             | Some _ ->
                 r.Replay()
