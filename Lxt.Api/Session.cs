@@ -99,6 +99,7 @@ public sealed class Session : IDisposable
     private readonly Dictionary<string, float[]> _setValues = new();
     private readonly Dictionary<string, int[]> _uploadedShapes = new();
     private readonly Dictionary<(Node[] Outputs, Node[] Checkpoints), Executable> _plans = new(new PlanKeyComparer());
+    private readonly HashSet<Executable> _bound = new(ReferenceEqualityComparer.Instance);
 
     /// <summary>A session on a new backend for <paramref name="device"/> (see <see cref="Backends.Create"/>).</summary>
     public Session(Model model, IWeightSource weights, Device device = Device.Cpu, int threads = 0, GemmPrecision precision = GemmPrecision.Float32)
@@ -154,12 +155,17 @@ public sealed class Session : IDisposable
             exe = new Executable(PlanModule.compileWith(options, Microsoft.FSharp.Collections.ListModule.OfArray(nodes)), Backend);
             _plans[key] = exe;
         }
-        var narrow = NarrowableParameters(exe.Plan);
-        foreach (var p in PlanModule.parameters(exe.Plan))
+        if (!_bound.Contains(exe))
         {
-            var name = ((Op.Parameter)p.Op).name;
-            if (!exe.IsBound(name))
-                exe.BindParameter(name, narrow.Contains(name) ? UploadMatrixWeight(name, p.Shape) : Upload(name, p.Shape), owned: false);
+            // once per plan: later runs find every parameter bound (their buffers are updated in place)
+            var narrow = NarrowableParameters(exe.Plan);
+            foreach (var p in PlanModule.parameters(exe.Plan))
+            {
+                var name = ((Op.Parameter)p.Op).name;
+                if (!exe.IsBound(name))
+                    exe.BindParameter(name, narrow.Contains(name) ? UploadMatrixWeight(name, p.Shape) : Upload(name, p.Shape), owned: false);
+            }
+            _bound.Add(exe);
         }
         var feeds = new Dictionary<string, IBuffer>();
         try
@@ -331,12 +337,14 @@ public sealed class Session : IDisposable
     {
         foreach (var p in _plans.Values) ((IDisposable)p).Dispose();
         _plans.Clear();
+        _bound.Clear();
     }
 
     public void Dispose()
     {
         foreach (var p in _plans.Values) ((IDisposable)p).Dispose();
         _plans.Clear();
+        _bound.Clear();
         foreach (var b in _uploaded.Values) b.Dispose();
         _uploaded.Clear();
         foreach (var b in _matrixWeights.Values) b.Dispose();
