@@ -52,3 +52,13 @@ type IFusedPointwise =
     /// Computes `group.Root` into `output` from `inputs`, the values of `group.Operands` in order. With
     /// IInPlaceElementwise, `output` may be the buffer of an operand of the root's shape.
     abstract ExecuteFused: group: FusedGroup * inputs: IBuffer[] * output: IBuffer -> unit
+
+/// Optional for backends running fused groups: a Reduce or Softmax that reads its operand through a fused pointwise
+/// program (see Prologue) evaluated per element as it is read, so the pointwise value read only there is never
+/// written. An Executable fusing its plan gives a consumer a prologue when TakesPrologue accepts it; for any other
+/// backend plans are unchanged.
+type IFusedPrologue =
+    /// True when this backend computes `consumer` (a Reduce or Softmax) from a prologue.
+    abstract TakesPrologue: consumer: Node -> bool
+    /// Computes `prologue.Consumer` into `output` from `inputs`, the values of `prologue.Group.Operands` in order.
+    abstract ExecuteWithPrologue: prologue: Prologue * inputs: IBuffer[] * output: IBuffer -> unit
