@@ -61,4 +61,5 @@ type IFusedPrologue =
     /// True when this backend computes `consumer` (a Reduce or Softmax) from a prologue.
     abstract TakesPrologue: consumer: Node -> bool
     /// Computes `prologue.Consumer` into `output` from `inputs`, the values of `prologue.Group.Operands` in order.
+    /// `output` is never an operand's buffer (a softmax reads each element of its operand more than once).
     abstract ExecuteWithPrologue: prologue: Prologue * inputs: IBuffer[] * output: IBuffer -> unit

@@ -292,7 +292,7 @@ let tests =
             Expect.isLessThanOrEqual peak (2L * 4000L) "one working buffer and the fresh copy Run returns"
             Expect.isLessThanOrEqual (launches (Plan.fuse plan)) 5 "75 ops in at most five kernels"
         }
-        testPropertyWithConfig (config 8) "checkpointed plans with recomputed segments fuse and agree with the reference" (fun (seed: int) ->
+        testPropertyWithConfig (config 8) "checkpointed plans with recomputed segments fuse, with prologues, and agree with the reference" (fun (seed: int) ->
             let rng = Random seed
             let leaves = Evaluate.LeafValues rng
             let t, hidden = 2 + rng.Next 5, 2 + rng.Next 6
@@ -309,13 +309,13 @@ let tests =
             let loss = reduceSum [ 0; 1 ] false (mul h (leaves.Seed h))
             let outputs = [ h; mul x (Autodiff.vjp [ loss, scalar 1.0 ] [ x ] |> List.head) ]
             let plan = Plan.compileWith { Checkpoints = x :: List.ofSeq layers } outputs
-            let fused = Plan.fuse plan
+            let fused = Plan.fuseWith takesPrologue plan
             let recomputes = fused.Steps |> Array.filter (fun n -> match n.Op with Recompute _ -> true | _ -> false)
-            let problems = violations plan fused
+            let problems = violations plan fused @ violations plan (Plan.fuse plan)
             if not problems.IsEmpty then failtestf "seed %d: %s" seed (String.Join("; ", problems))
             let expected = Evaluate.reference leaves.Map outputs
             let actual, _ = HostEvaluation.run (gpu ()) leaves.Map plan
-            recomputes.Length > 0 && fused.Fusion.Count > 0
+            recomputes.Length > 0 && fused.Fusion.Count > 0 && fused.Prologues.Count > 0
             && Array.forall2 (fun a e -> BackendConformance.relativeError a e < 1e-5) actual expected)
         test "the llama fixture's AttnLRP relevance graph fuses validly into fewer kernels" {
             let plan = Plan.compile (llamaRelevanceOutputs ())
