@@ -1,7 +1,10 @@
-// The fused pointwise kernel: one thread per output element interprets a group's register program (see
-// Lxt.Graph.FusedGroup), reading up to eight broadcast operands, with the element functions of the Unary, Binary
-// and Where kernels. Its table (shape, strides, program) is built once per group by GpuBackend.Fused.cs.
+// The fused kernels: a group's register program (see Lxt.Graph.FusedGroup) interpreted per element by one function,
+// Element, reading up to eight broadcast operands with the element functions of the Unary, Binary and Where kernels.
+// Fused computes the group's root one thread per element; SoftmaxRows and ReduceRows read a softmax's or trailing
+// reduction's operand through the program (a prologue). Tables (shape, strides, program) are built once per group
+// by GpuBackend.Fused.cs.
 using ILGPU;
+using Lxt.Graph;
 
 namespace Lxt.Backend.Gpu;
 
@@ -31,6 +34,71 @@ internal static class FusedKernels
     {
         var registers = LocalMemory.Allocate<float>(MaxRegisters);
         var index = LocalMemory.Allocate<int>(MaxRank);
+        y[i] = Element(i, registers, index, table, x0, x1, x2, x3, x4, x5, x6, x7);
+    }
+
+    /// <summary>Softmax of contiguous rows of a fused group's value, one warp per row (group = one warp, grid =
+    /// rows): <see cref="Kernels.SoftmaxRows"/> with each element computed by the program where that kernel reads
+    /// it, so the passes, the shift and the order of the sums are the same.</summary>
+    public static void SoftmaxRows(ArrayView<float> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table, int len)
+    {
+        var registers = LocalMemory.Allocate<float>(MaxRegisters);
+        var index = LocalMemory.Allocate<int>(MaxRank);
+        int start = Grid.IdxX * len, lane = Group.IdxX, width = Group.DimX;
+        float m = float.NegativeInfinity;
+        for (int t = lane; t < len; t += width)
+        {
+            float v = Element(start + t, registers, index, table, x0, x1, x2, x3, x4, x5, x6, x7);
+            if (v > m) m = v;
+        }
+        m = Kernels.WarpMax(m);
+        if (float.IsNegativeInfinity(m)) m = 0f;
+        float z = 0f;
+        for (int t = lane; t < len; t += width)
+            z += MathF.Exp(Element(start + t, registers, index, table, x0, x1, x2, x3, x4, x5, x6, x7) - m);
+        z = Kernels.WarpSum(z);
+        for (int t = lane; t < len; t += width)
+            y[start + t] = MathF.Exp(Element(start + t, registers, index, table, x0, x1, x2, x3, x4, x5, x6, x7) - m) / z;
+    }
+
+    /// <summary>Sum, mean or max of contiguous rows of a fused group's value, one warp per row:
+    /// <see cref="Kernels.ReduceRows"/> with each element computed by the program where that kernel reads it.</summary>
+    public static void ReduceRows(ArrayView<float> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table, int len, int op)
+    {
+        var registers = LocalMemory.Allocate<float>(MaxRegisters);
+        var index = LocalMemory.Allocate<int>(MaxRank);
+        int row = Grid.IdxX, start = row * len, lane = Group.IdxX, width = Group.DimX;
+        if (op == ReduceOp.Tags.Max)
+        {
+            float m = float.NegativeInfinity;
+            for (int t = lane; t < len; t += width)
+            {
+                float v = Element(start + t, registers, index, table, x0, x1, x2, x3, x4, x5, x6, x7);
+                if (v > m || float.IsNaN(v)) m = v;
+            }
+            m = Kernels.WarpMax(m);
+            if (lane == 0) y[row] = m;
+            return;
+        }
+        float s = 0f;
+        for (int t = lane; t < len; t += width) s += Element(start + t, registers, index, table, x0, x1, x2, x3, x4, x5, x6, x7);
+        s = Kernels.WarpSum(s);
+        if (lane == 0) y[row] = op == ReduceOp.Tags.Mean ? s / len : s;
+    }
+
+    /// <summary>The group's value at linear element <paramref name="i"/> of its root: the program interpreted over
+    /// <paramref name="registers"/> (MaxRegisters floats) with <paramref name="index"/> (MaxRank ints) as scratch
+    /// for the element's multi-index. The one interpreter every fused kernel calls.</summary>
+    internal static float Element(int i, ArrayView<float> registers, ArrayView<int> index, ArrayView<int> table,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7)
+    {
         int rank = table[RankAt], count = table[CountAt], program = table[ProgramAt];
         int rest = i;
         for (int d = rank - 1; d >= 0; d--)
@@ -56,7 +124,7 @@ internal static class FusedKernels
             else v = Kernels.ApplyWhere(registers[p], registers[table[at + 2]], registers[table[at + 3]]);
             registers[pc] = v;
         }
-        y[i] = registers[count - 1];
+        return registers[count - 1];
     }
 
     static float Read(int operand, int offset,

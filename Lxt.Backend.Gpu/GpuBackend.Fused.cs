@@ -1,15 +1,20 @@
 // Fused pointwise groups on the GPU: each group's table (merged output walk, operand strides, program) is checked,
-// encoded and uploaded once, then every run is one launch of FusedKernels.Fused.
+// encoded and uploaded once, then every run is one launch of FusedKernels.Fused, or for a prologue one launch of the
+// row kernel (FusedKernels.SoftmaxRows, FusedKernels.ReduceRows) that reads its operand through the program.
 using ILGPU;
 using ILGPU.Runtime;
 using Lxt.Graph;
 
 namespace Lxt.Backend.Gpu;
 
-public sealed partial class GpuBackend : IFusedPointwise, IInPlaceElementwise
+public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPlaceElementwise
 {
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>? fused;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>? softmaxRowsPrologue;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>? reduceRowsPrologue;
 
     // one uploaded table per group, kept while the backend lives (a plan's groups are few and their tables small)
     readonly Dictionary<FusedGroup, MemoryBuffer1D<int, Stride1D.Dense>> fusedTables = new(ReferenceEqualityComparer.Instance);
@@ -20,6 +25,15 @@ public sealed partial class GpuBackend : IFusedPointwise, IInPlaceElementwise
     public bool FusePointwise { get; set; } = true;
 
     bool IFusedPointwise.SupportsFusedPointwise => FusePointwise;
+
+    /// <summary>When true (the default) and <see cref="FusePointwise"/> is on, a softmax along the last axis or a
+    /// reduction over trailing axes reads an operand that nothing else reads through the operand's fused program
+    /// instead of a materialised buffer; false materialises it, e.g. to compare the two.</summary>
+    public bool FusePrologues { get; set; } = true;
+
+    /// <summary>Softmaxes along the last axis and reductions over the trailing axes (the row kernels) take prologues.</summary>
+    bool IFusedPrologue.TakesPrologue(Node consumer) =>
+        FusePointwise && FusePrologues && consumer is not null && RowsOf(consumer, out _, out _, out _);
 
     /// <summary>Every pointwise kernel (Unary, Binary, Where, fused) writes element i after reading element i of
     /// each full-shape operand and reads no other element of it, so its output may be such an operand's buffer.</summary>
@@ -36,6 +50,106 @@ public sealed partial class GpuBackend : IFusedPointwise, IInPlaceElementwise
         int n = ShapeModule.numel(root.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, fused {Node.Describe(root)} needs {n}", nameof(output));
+        var table = BindFused(group, inputs, y);
+        if (n > 0)
+        {
+            if (fused is null)
+            {
+                var k = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                    ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>(FusedKernels.Fused);
+                fused = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
+            }
+            var kernel = fused;
+            var v = fusedViews;
+            kernel(n, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
+        }
+        if (SynchronizeEveryStep) accelerator.Synchronize();
+    }
+
+    /// <summary>Computes a prologue's consumer (a softmax along the last axis or a reduction over trailing axes)
+    /// into <paramref name="output"/> with one launch of its row kernel, which computes the consumer's operand by the
+    /// prologue's program as it reads it.</summary>
+    public void ExecuteWithPrologue(Prologue prologue, IBuffer[] inputs, IBuffer output)
+    {
+        ArgumentNullException.ThrowIfNull(prologue);
+        ArgumentNullException.ThrowIfNull(inputs);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        var y = Own(output, nameof(output));
+        var consumer = prologue.Consumer;
+        var group = prologue.Group;
+        if (consumer.Children.Length != 1 || !ReferenceEquals(consumer.Children.Head, group.Root))
+            throw new ArgumentException($"the prologue of {Node.Describe(consumer)} computes {Node.Describe(group.Root)}, which is not its operand", nameof(prologue));
+        if (!RowsOf(consumer, out int rows, out int len, out int op))
+            throw new NotSupportedException($"gpu backend: {Node.Describe(consumer)} cannot read its operand through a prologue; only a softmax along the last axis or a reduction over the trailing axes can");
+        int n = ShapeModule.numel(consumer.Shape);
+        if (y.Length != n)
+            throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(consumer)} needs {n}", nameof(output));
+        var table = BindFused(group, inputs, y);
+        var v = fusedViews;
+        if (rows > 0 && len > 0)
+        {
+            if (op < 0)
+            {
+                if (softmaxRowsPrologue is null)
+                {
+                    var k = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(FusedKernels.SoftmaxRows);
+                    softmaxRowsPrologue = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l);
+                }
+                softmaxRowsPrologue(WarpPerRow(rows), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len);
+            }
+            else
+            {
+                if (reduceRowsPrologue is null)
+                {
+                    var k = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(FusedKernels.ReduceRows);
+                    reduceRowsPrologue = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r);
+                }
+                reduceRowsPrologue(WarpPerRow(rows), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, op);
+            }
+        }
+        if (SynchronizeEveryStep) accelerator.Synchronize();
+    }
+
+    /// <summary>Rows and row length of a consumer the row kernels run: a softmax along the last axis (op −1) or a
+    /// reduction over the trailing axes, of at least one element each (op its <see cref="ReduceOp"/> tag).</summary>
+    static bool RowsOf(Node consumer, out int rows, out int len, out int op)
+    {
+        rows = len = 0;
+        op = -1;
+        switch (consumer.Op)
+        {
+            case Op.Softmax s:
+            {
+                var shape = consumer.Shape;
+                if (shape.Length == 0 || s.axis != shape.Length - 1) return false;
+                len = shape[s.axis];
+                rows = len == 0 ? 0 : ShapeModule.numel(shape) / len;
+                return true;
+            }
+            case Op.Reduce r:
+            {
+                var xs = r.x.Shape;
+                var axes = r.axes;
+                if (axes.Length == 0 || axes[^1] != xs.Length - 1 || axes[^1] - axes[0] != axes.Length - 1) return false;
+                len = 1;
+                foreach (int a in axes) len *= xs[a];
+                if (len == 0) return false;
+                rows = ShapeModule.numel(xs) / len;
+                op = r.op.Tag;
+                return true;
+            }
+            default:
+                return false;
+        }
+    }
+
+    /// <summary>Checks a group's operand buffers, binds them to the fused views (unused views to
+    /// <paramref name="y"/>, which the program never loads) and returns the group's uploaded table.</summary>
+    ArrayView<int> BindFused(FusedGroup group, IBuffer[] inputs, GpuBuffer y)
+    {
+        var root = group.Root;
         if (inputs.Length != group.Operands.Length)
             throw new ArgumentException($"fused {Node.Describe(root)} reads {group.Operands.Length} operands, got {inputs.Length}", nameof(inputs));
         var views = fusedViews;
@@ -56,18 +170,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IInPlaceElementwise
             table.View.CopyFromCPU(stream, ref encoded[0], encoded.Length); // ordered before the kernels on the stream
             fusedTables[group] = table;
         }
-        if (n > 0)
-        {
-            if (fused is null)
-            {
-                var k = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                    ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>(FusedKernels.Fused);
-                fused = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
-            }
-            var kernel = fused;
-            kernel(n, y.View, views[0], views[1], views[2], views[3], views[4], views[5], views[6], views[7], table.View);
-        }
-        if (SynchronizeEveryStep) accelerator.Synchronize();
+        return table.View;
     }
 
     /// <summary>The kernel's table for a group, after checking that the program only reads earlier registers and

@@ -137,14 +137,14 @@ internal static class Kernels
     }
 
     /// <summary>The sum over the warp's lanes, in every lane.</summary>
-    static float WarpSum(float v)
+    internal static float WarpSum(float v)
     {
         for (int offset = Warp.WarpSize / 2; offset > 0; offset /= 2) v += Warp.ShuffleDown(v, offset);
         return Warp.Shuffle(v, 0);
     }
 
     /// <summary>The maximum over the warp's lanes (NaN if any lane holds NaN), in every lane.</summary>
-    static float WarpMax(float v)
+    internal static float WarpMax(float v)
     {
         for (int offset = Warp.WarpSize / 2; offset > 0; offset /= 2)
         {

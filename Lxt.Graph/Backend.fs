@@ -82,3 +82,14 @@ type ILowPrecisionWeights =
     /// narrower (rounded). Its Length is values.Length; uploads into it round, downloads widen it back to float32,
     /// and ops other than MatMul refuse it with a typed LxtException naming the op.
     abstract AllocateMatrixWeight: values: ReadOnlySpan<float32> -> IBuffer
+
+/// Optional for backends running fused groups: a Reduce or Softmax that reads its operand through a fused pointwise
+/// program (see Prologue) evaluated per element as it is read, so the pointwise value read only there is never
+/// written. An Executable fusing its plan gives a consumer a prologue when TakesPrologue accepts it; for any other
+/// backend plans are unchanged.
+type IFusedPrologue =
+    /// True when this backend computes `consumer` (a Reduce or Softmax) from a prologue.
+    abstract TakesPrologue: consumer: Node -> bool
+    /// Computes `prologue.Consumer` into `output` from `inputs`, the values of `prologue.Group.Operands` in order.
+    /// `output` is never an operand's buffer (a softmax reads each element of its operand more than once).
+    abstract ExecuteWithPrologue: prologue: Prologue * inputs: IBuffer[] * output: IBuffer -> unit

@@ -32,6 +32,14 @@ type FusedGroup =
       Operands: Node[]
       Program: FusedInstr[] }
 
+/// A Reduce or Softmax step that reads its one operand through a fused pointwise program instead of a buffer:
+/// `Group.Root` is `Consumer`'s operand, read by `Consumer` only and no output, and no member of the group (the root
+/// included) is materialised. The consumer evaluates the program at each element of its operand as it reads it.
+[<ReferenceEquality>]
+type Prologue =
+    { Consumer: Node
+      Group: FusedGroup }
+
 module Fusion =
     /// Most operands one group reads (each is one index walk in the fused kernel).
     [<Literal>]
@@ -98,13 +106,18 @@ module Fusion =
             | _ -> ()
         { Root = g.Root; Members = members; Constants = constants; Operands = operands; Program = code.ToArray() }
 
-    /// The fused groups of a plan's steps (in execution order) with its outputs. Walking the steps from the last,
-    /// a pointwise node (or a StopGradient or GradientScale) joins the group of its readers when they all belong to one group, it has that group's root's
-    /// shape, it is no output, and the group stays within MaxOperands and MaxInstructions; otherwise it roots a group
-    /// of its own (a view stays a view). Checkpoints are read by Recompute nodes, never pointwise, so they always stay materialised. A Fill
-    /// read by fused nodes only becomes a constant of their groups. Groups of one member without constants are left
-    /// out: the node's own kernel computes it as well.
-    let groups (steps: Node[]) (outputs: Node seq) : FusedGroup[] =
+    /// Ops that may read their operand through a prologue (a backend decides which of them it runs so).
+    let isPrologueConsumer (n: Node) = match n.Op with Reduce _ | Softmax _ -> true | _ -> false
+
+    /// The fused groups and prologues of a plan's steps (in execution order) with its outputs. Walking the steps from
+    /// the last, a pointwise node (or a StopGradient or GradientScale) joins the group of its readers when they all
+    /// belong to one group, it has that group's root's shape, it is no output, and the group stays within MaxOperands
+    /// and MaxInstructions; otherwise it roots a group of its own (a view stays a view). Checkpoints are read by
+    /// Recompute nodes, never pointwise, so they always stay materialised. A Fill read by fused nodes only becomes a
+    /// constant of their groups. A group whose root is no output and is read by one step only, a Reduce or Softmax
+    /// that `takesPrologue` accepts, becomes that step's prologue. Other groups of one member without constants are
+    /// left out: the node's own kernel computes it as well.
+    let groupsAndPrologues (steps: Node[]) (outputs: Node seq) (takesPrologue: Node -> bool) : FusedGroup[] * Prologue[] =
         let position = Dictionary<Node, int>(HashIdentity.Reference)
         steps |> Array.iteri (fun i n -> position.[n] <- i)
         let readers = Dictionary<Node, ResizeArray<Node>>(HashIdentity.Reference)
@@ -149,6 +162,19 @@ module Fusion =
                 let rs = readersOf n |> Array.ofSeq
                 if rs.Length > 0 && rs |> Array.forall groupOf.ContainsKey then
                     for r in rs do groupOf.[r].Inline n
-        [| for g in all do
-             if g.Members.Count > 1 || g.Constants.Count > 0 then yield program g (fun n -> position.[n]) |]
-        |> Array.sortBy (fun g -> position.[g.Root])
+        let consumerOf (g: Growing) =
+            match readersOf g.Root |> List.ofSeq with
+            | [ r ] when not (isOutput.Contains g.Root) && isPrologueConsumer r && takesPrologue r -> Some r
+            | _ -> None
+        let fused, prologues = ResizeArray<FusedGroup>(), ResizeArray<Prologue>()
+        for g in all do
+            match consumerOf g with
+            | Some r -> prologues.Add { Consumer = r; Group = program g (fun n -> position.[n]) }
+            | None when g.Members.Count > 1 || g.Constants.Count > 0 -> fused.Add(program g (fun n -> position.[n]))
+            | None -> ()
+        fused.ToArray() |> Array.sortBy (fun g -> position.[g.Root]),
+        prologues.ToArray() |> Array.sortBy (fun p -> position.[p.Consumer])
+
+    /// The fused groups of a plan's steps without prologues (see groupsAndPrologues).
+    let groups (steps: Node[]) (outputs: Node seq) : FusedGroup[] =
+        fst (groupsAndPrologues steps outputs (fun _ -> false))

@@ -17,7 +17,10 @@ type Plan =
       LazyTransposes: IReadOnlySet<Node>
       /// Fused pointwise groups by root (see Plan.fuse): a root's step computes its whole group from the group's
       /// operands; the other members and inlined constants are no steps. Empty for plans that are not fused.
-      Fusion: IReadOnlyDictionary<Node, FusedGroup> }
+      Fusion: IReadOnlyDictionary<Node, FusedGroup>
+      /// Prologues by consumer (see Plan.fuseWith): the consumer's step reads its prologue group's operands and
+      /// computes the group's value per element; no member of the group is a step. Empty unless a backend takes them.
+      Prologues: IReadOnlyDictionary<Node, Prologue> }
 
 /// How a plan is compiled.
 type PlanOptions =
@@ -105,37 +108,56 @@ module Plan =
                 | true, r when r |> Seq.forall (fun u -> match u.Op with MatMul _ -> true | _ -> false) -> lazyT.Add n |> ignore
                 | _ -> ()
         { Outputs = Array.ofList outputs; Leaves = order |> Array.filter isLeaf; Steps = steps; LastUse = last
-          LazyTransposes = lazyT; Fusion = Dictionary<Node, FusedGroup>(HashIdentity.Reference) }
+          LazyTransposes = lazyT; Fusion = Dictionary<Node, FusedGroup>(HashIdentity.Reference)
+          Prologues = Dictionary<Node, Prologue>(HashIdentity.Reference) }
 
     let compile (outputs: Node list) : Plan = compileWith PlanOptions.none outputs
 
-    /// What a step reads: a fused root its group's operands, any other step its children.
+    /// What a step reads: a fused root its group's operands, a prologue's consumer its group's operands, any other
+    /// step its children.
     let reads (plan: Plan) (n: Node) : Node list =
         match plan.Fusion.TryGetValue n with
         | true, g -> List.ofArray g.Operands
-        | _ -> n.Children
+        | _ ->
+            match plan.Prologues.TryGetValue n with
+            | true, p -> List.ofArray p.Group.Operands
+            | _ -> n.Children
 
-    /// The plan with its pointwise chains fused (see Fusion.groups): members other than the roots and the inlined
-    /// constants leave the steps, and an operand of a group lives until its root's step. Values are unchanged; a
-    /// backend implementing IFusedPointwise runs it. A plan already fused is returned as it is.
-    let fuse (plan: Plan) : Plan =
-        if plan.Fusion.Count > 0 then plan
+    /// True when a plan has fused groups or prologues.
+    let isFused (plan: Plan) = plan.Fusion.Count > 0 || plan.Prologues.Count > 0
+
+    /// The plan with its pointwise chains fused (see Fusion.groupsAndPrologues): members other than the roots and the
+    /// inlined constants leave the steps, and an operand of a group lives until its root's step. A Reduce or Softmax
+    /// that `takesPrologue` accepts and whose operand is a group root read by it alone computes that group itself:
+    /// the whole group leaves the steps and its operands live until the consumer's step. Values are unchanged; a
+    /// backend implementing IFusedPointwise (and IFusedPrologue for prologues) runs it. A plan already fused is
+    /// returned as it is.
+    let fuseWith (takesPrologue: Node -> bool) (plan: Plan) : Plan =
+        if isFused plan then plan
         else
-            let groups = Fusion.groups plan.Steps plan.Outputs
-            if groups.Length = 0 then plan
+            let groups, prologues = Fusion.groupsAndPrologues plan.Steps plan.Outputs takesPrologue
+            if groups.Length = 0 && prologues.Length = 0 then plan
             else
                 let byRoot = Dictionary<Node, FusedGroup>(HashIdentity.Reference)
+                let byConsumer = Dictionary<Node, Prologue>(HashIdentity.Reference)
                 let hidden = HashSet<Node>(HashIdentity.Reference)
                 for g in groups do
                     byRoot.[g.Root] <- g
                     for m in g.Members do if not (obj.ReferenceEquals(m, g.Root)) then hidden.Add m |> ignore
                     for c in g.Constants do hidden.Add c |> ignore
+                for p in prologues do
+                    byConsumer.[p.Consumer] <- p
+                    for m in p.Group.Members do hidden.Add m |> ignore
+                    for c in p.Group.Constants do hidden.Add c |> ignore
                 let steps = plan.Steps |> Array.filter (hidden.Contains >> not)
-                let fused = { plan with Steps = steps; Fusion = byRoot }
+                let fused = { plan with Steps = steps; Fusion = byRoot; Prologues = byConsumer }
                 let last = Dictionary<Node, int>(HashIdentity.Reference)
                 steps |> Array.iteri (fun i n -> for c in reads fused n do last.[c] <- i)
                 for o in plan.Outputs do last.[o] <- steps.Length
                 { fused with LastUse = last }
+
+    /// The plan with its pointwise chains fused and no prologues (see fuseWith).
+    let fuse (plan: Plan) : Plan = fuseWith (fun _ -> false) plan
 
     /// Names of the inputs a plan needs fed on every run, with their nodes.
     let inputs (p: Plan) = p.Leaves |> Array.filter (fun n -> match n.Op with Input _ -> true | _ -> false)
@@ -182,11 +204,19 @@ module Plan =
 /// A plan bound to a backend: parameters are bound once, inputs per run; intermediate buffers are freed at their
 /// last use into a pool and reused by later steps and later runs. On backends that allow it, lazy transposes are
 /// read by the MatMul itself, pointwise results overwrite an operand that dies at that step, and pointwise chains run
-/// fused (the executable's Plan is then Plan.fuse of the plan it was given).
+/// fused, with reductions and softmaxes reading their operand through a fused prologue where the backend implements
+/// IFusedPrologue (the executable's Plan is then Plan.fuseWith of the plan it was given).
 type Executable(compiled: Plan, backend: IBackend) =
     let fusing = match backend with :? IFusedPointwise as f when f.SupportsFusedPointwise -> Some f | _ -> None
+    let prologues = match backend with :? IFusedPrologue as p when fusing.IsSome -> Some p | _ -> None
     let plan =
-        if fusing.IsSome then Plan.fuse compiled
+        if compiled.Prologues.Count > 0 && prologues.IsNone then
+            raise (NotSupportedException(sprintf "the plan gives %d reductions or softmaxes a fused prologue but backend %s does not run them (IFusedPrologue); run it unfused (Plan.compile without Plan.fuseWith)"
+                                             compiled.Prologues.Count backend.Name))
+        elif fusing.IsSome then
+            match prologues with
+            | Some p -> Plan.fuseWith p.TakesPrologue compiled
+            | None -> Plan.fuse compiled
         elif compiled.Fusion.Count > 0 then
             raise (NotSupportedException(sprintf "the plan fuses %d pointwise groups but backend %s does not run fused groups (IFusedPointwise); run it unfused (Plan.compile without Plan.fuse)"
                                              compiled.Fusion.Count backend.Name))
@@ -249,7 +279,10 @@ type Executable(compiled: Plan, backend: IBackend) =
             | _ ->
                 match plan.Fusion.TryGetValue n with
                 | true, g -> sprintf "Fused %d ops to %s" g.Members.Length (Plan.kindOf n)
-                | _ -> Plan.kindOf n
+                | _ ->
+                    match plan.Prologues.TryGetValue n with
+                    | true, p -> sprintf "%s after %d fused ops" (Plan.kindOf n) p.Group.Members.Length
+                    | _ -> Plan.kindOf n
         let bytes = (args |> Array.sumBy (fun b -> int64 b.Length) |> (+) (int64 (Shape.numel n.Shape))) * elementBytes
         match profile.TryGetValue kind with
         | true, p -> profile.[kind] <- { p with Count = p.Count + 1; Seconds = p.Seconds + seconds; Bytes = p.Bytes + bytes }
@@ -348,7 +381,10 @@ type Executable(compiled: Plan, backend: IBackend) =
                 | _ ->
                     match plan.Fusion.TryGetValue n, fusing with
                     | (true, g), Some f -> f.ExecuteFused(g, args, out)
-                    | _ -> backend.Execute(n, args, out)
+                    | _ ->
+                        match plan.Prologues.TryGetValue n, prologues with
+                        | (true, p), Some f -> f.ExecuteWithPrologue(p, args, out)
+                        | _ -> backend.Execute(n, args, out)
                 value.[n] <- out
                 if profiling then record n clock.Elapsed.TotalSeconds args
             for c in List.distinct reads do

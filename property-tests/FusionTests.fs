@@ -1,6 +1,7 @@
 // Specifications of pointwise fusion: Plan.fuse only hides values nobody else reads, computes every node once, and
 // the GPU backend's fused kernel (on ILGPU's CPU accelerator) computes what the float64 reference computes, on random
-// pointwise graphs, with checkpointing, in place, and on the llama fixture's relevance graph.
+// pointwise graphs, with checkpointing, in place, and on the llama fixture's relevance graph. Prologues: a softmax or
+// trailing reduction reads a pointwise value read by it alone through the value's program, and agrees likewise.
 module Lxt.Tests.FusionTests
 
 open System
@@ -31,20 +32,23 @@ let violations (plan: Plan) (fused: Plan) : string list =
     let interiorOf = Dictionary<Node, FusedGroup>(HashIdentity.Reference)
     let constants = HashSet<Node>(HashIdentity.Reference)
     let fusedMember = HashSet<Node>(HashIdentity.Reference)
-    for KeyValue(root, g) in fused.Fusion do
-        if not (obj.ReferenceEquals(g.Root, root)) then bad "group under %s has root %s" (Node.Describe root) (Node.Describe g.Root)
+    // a group's members, with its root hidden too (and read by `consumer` only) when it is a prologue's group
+    let checkGroup (g: FusedGroup) (consumer: Node option) =
+        let root = g.Root
         if not (obj.ReferenceEquals(Array.last g.Members, root)) then bad "the root of %s is not its last member" (Node.Describe root)
         for m in g.Members do
             fusedMember.Add m |> ignore
             if not (Fusion.isPointwise m || (Fusion.isIdentityView m && not (obj.ReferenceEquals(m, root)))) then
                 bad "%s is fused but neither pointwise nor an interior identity view" (Node.Describe m)
-            if not (obj.ReferenceEquals(m, root)) then
+            if consumer.IsSome || not (obj.ReferenceEquals(m, root)) then
                 if interiorOf.ContainsKey m then bad "%s is interior to two groups" (Node.Describe m)
                 interiorOf.[m] <- g
                 if m.Shape <> root.Shape then bad "interior %s does not have the root's shape" (Node.Describe m)
                 if outputs.Contains m then bad "interior %s is a plan output" (Node.Describe m)
                 for r in readersOf m do
-                    if not (Array.exists (fun x -> obj.ReferenceEquals(x, r)) g.Members) then
+                    let inside = Array.exists (fun x -> obj.ReferenceEquals(x, r)) g.Members
+                    let byConsumer = obj.ReferenceEquals(m, root) && consumer |> Option.exists (fun c -> obj.ReferenceEquals(c, r))
+                    if not (inside || byConsumer) then
                         bad "interior %s is read by %s outside its group" (Node.Describe m) (Node.Describe r)
         for c in g.Constants do
             constants.Add c |> ignore
@@ -57,6 +61,19 @@ let violations (plan: Plan) (fused: Plan) : string list =
         for o in g.Operands do
             if Array.exists (fun m -> obj.ReferenceEquals(m, o)) g.Members then bad "%s is both operand and member" (Node.Describe o)
             if Shape.tryBroadcast o.Shape root.Shape <> Some root.Shape then bad "operand %s does not broadcast to %s" (Node.Describe o) (Node.Describe root)
+    for KeyValue(root, g) in fused.Fusion do
+        if not (obj.ReferenceEquals(g.Root, root)) then bad "group under %s has root %s" (Node.Describe root) (Node.Describe g.Root)
+        checkGroup g None
+    for KeyValue(consumer, p) in fused.Prologues do
+        let root = p.Group.Root
+        if not (obj.ReferenceEquals(p.Consumer, consumer)) then bad "prologue under %s has consumer %s" (Node.Describe consumer) (Node.Describe p.Consumer)
+        if not (Fusion.isPrologueConsumer consumer) then bad "%s takes a prologue but is neither a reduction nor a softmax" (Node.Describe consumer)
+        match consumer.Children with
+        | [ c ] when obj.ReferenceEquals(c, root) -> ()
+        | _ -> bad "the prologue of %s computes %s, which is not its operand" (Node.Describe consumer) (Node.Describe root)
+        if fused.Fusion.ContainsKey root then bad "prologue root %s is also a fused group's root" (Node.Describe root)
+        if not (Array.exists (fun n -> obj.ReferenceEquals(n, consumer)) fused.Steps) then bad "prologue consumer %s is no step" (Node.Describe consumer)
+        checkGroup p.Group (Some consumer)
     for c in constants do
         for r in readersOf c do
             if not (fusedMember.Contains r) then bad "inlined constant %s is read by unfused %s" (Node.Describe c) (Node.Describe r)
@@ -121,6 +138,57 @@ let private pointwiseGraph (seed: int) =
     let middles = pool |> Seq.filter (fun n -> Fusion.isPointwise n && rng.Next 6 = 0) |> List.ofSeq
     last :: middles, leaves.Map
 
+/// What the GPU backend takes prologues for (softmax along the last axis, reductions over trailing axes).
+let private takesPrologue (n: Node) = (gpu () :?> IFusedPrologue).TakesPrologue n
+
+/// A pointwise chain (scaled scores, broadcast operands, a mask filled with a large negative value or −∞) read by a
+/// softmax or a reduction: sum, mean or max over the trailing axes with or without kept axes, or over a leading
+/// axis, which the row kernels do not run. Sometimes the chain's value is also an output or read by another op, and
+/// then it must stay materialised. Returns the outputs, the leaf values, the consumer and whether it takes a prologue.
+let private prologueGraph (seed: int) =
+    let rng = Random seed
+    let leaves = Evaluate.LeafValues rng
+    let shape = if rng.Next 2 = 0 then [| 1 + rng.Next 4; 1 + rng.Next 70 |] else [| 1 + rng.Next 3; 1 + rng.Next 4; 1 + rng.Next 70 |]
+    let r = shape.Length
+    let shapes = [| shape; [| shape.[r - 1] |]; Array.append shape.[.. r - 2] [| 1 |]; [||] |]
+    let leaf (i: int) = leaves.Input(sprintf "x%d" i, shapes.[rng.Next shapes.Length])
+    let kind = rng.Next 9
+    let mutable x = mul (leaves.Input("scores", shape)) (scalar 0.125)
+    for i in 1 .. rng.Next 4 do
+        x <-
+            match rng.Next 6 with
+            | 0 -> tanh x
+            | 1 -> add x (leaf i)
+            | 2 -> mul x (leaf i)
+            | 3 -> exp (tanh x)
+            | 4 -> stopGradient (sub (square x) (leaf i))
+            | _ -> sub (square x) (leaf i)
+    if Fusion.isIdentityView x then x <- tanh x
+    // large negative fills only where the consumer keeps them finite in float32 (softmax, max)
+    let masks = kind = 0 || kind = 3 || kind = 6
+    if masks && rng.Next 4 > 0 then
+        let m = leaves.Input("mask", [| shape.[r - 1] |] |> fun s -> if rng.Next 2 = 0 then s else shape)
+        let negative = [| Double.NegativeInfinity; -3.4028234663852886e38; -1e9 |].[rng.Next 3]
+        x <- where (greater m (scalar 0.5)) (fill shape negative) x
+    let consumer, trailing =
+        match kind with
+        | 0 -> softmax (r - 1) x, true
+        | 1 -> reduceSum [ r - 1 ] true x, true
+        | 2 -> reduceMean [ r - 1 ] false x, true
+        | 3 -> reduceMax [ r - 1 ] (rng.Next 2 = 0) x, true
+        | 4 -> reduceSum [ r - 2; r - 1 ] (rng.Next 2 = 0) x, true
+        | 5 -> reduceMean [ 0 .. r - 1 ] false x, true
+        | 6 -> softmax 0 x, false
+        | 7 -> reduceSum [ 0 ] true x, false
+        | _ -> reduceMax [ r - 2 ] false x, false
+    let shared = rng.Next 4
+    let outputs =
+        match shared with
+        | 0 -> [ consumer; x ]
+        | 1 -> [ consumer; neg x ]
+        | _ -> [ consumer ]
+    outputs, leaves.Map, consumer, trailing && shared > 1
+
 /// Kernel launches of a plan: every step but the views, which share their operand's buffer.
 let private launches (plan: Plan) = plan.Steps |> Array.filter (Plan.isView >> not) |> Array.length
 
@@ -144,12 +212,42 @@ let tests =
             match violations plan fused with
             | [] -> BackendConformance.agreesOn (gpu ()) (sprintf "seed %d, %d groups" seed fused.Fusion.Count) values outputs
             | problems -> failtestf "seed %d: %s" seed (String.Join("; ", problems)))
-        testPropertyWithConfig (config 15) "random graphs of every op, forward and gradients, fuse validly" (fun (seed: int) ->
+        testPropertyWithConfig (config 15) "random graphs of every op, forward and gradients, fuse validly, with and without prologues" (fun (seed: int) ->
             let sample = RandomGraphs.build (seed &&& 0x7fffffff) 6 None
             let plan = Plan.compile (RandomGraphs.forwardAndGradients seed sample.Output)
-            let problems = violations plan (Plan.fuse plan)
+            let problems = violations plan (Plan.fuse plan) @ violations plan (Plan.fuseWith takesPrologue plan)
             if not problems.IsEmpty then printfn "%s: %s" sample.Description (String.Join("; ", problems))
             problems.IsEmpty)
+        testPropertyWithConfig (config 60) "pointwise chains read only by a softmax along the last axis or a trailing reduction become its prologue and agree with the reference on the GPU backend" (fun (seed: int) ->
+            let outputs, values, consumer, expected = prologueGraph seed
+            let plan = Plan.compile outputs
+            let fused = Plan.fuseWith takesPrologue plan
+            match violations plan fused with
+            | [] ->
+                let description = sprintf "seed %d: %s, prologue %b" seed (Node.Describe consumer) expected
+                if fused.Prologues.ContainsKey consumer <> expected then
+                    failtestf "%s: the plan has %d prologues" description fused.Prologues.Count
+                use exe = new Executable(plan, gpu ())
+                Expect.equal (exe.Plan.Prologues.ContainsKey consumer) expected "the executable fuses as Plan.fuseWith does"
+                BackendConformance.agreesOn (gpu ()) description values outputs
+            | problems -> failtestf "seed %d: %s" seed (String.Join("; ", problems)))
+        test "a masked softmax read through a prologue gives bit for bit what the materialised mask gives" {
+            let rng = Random 11
+            let leaves = Evaluate.LeafValues rng
+            let scores = leaves.Input("scores", [| 3; 5; 67 |])
+            let mask = leaves.Input("mask", [| 5; 67 |])
+            let y = softmax -1 (where (greater mask (scalar 0.0)) (mul scores (scalar 0.125)) (fill scores.Shape -3.4028234663852886e38))
+            let plan = Plan.compile [ y ]
+            let backend = gpu () :?> GpuBackend
+            let run () = fst (HostEvaluation.run backend leaves.Map plan)
+            let fused = run ()
+            backend.FusePrologues <- false
+            let materialised = try run () finally backend.FusePrologues <- true
+            Expect.equal fused.[0] materialised.[0] "same values"
+            use exe = new Executable(plan, backend)
+            Expect.equal exe.Plan.Prologues.Count 1 "the mask is the softmax's prologue"
+            Expect.equal (launches exe.Plan) 2 "two kernels: the comparison of the smaller mask, and the softmax"
+        }
         test "plans for backends without fused groups are step for step the compiled plan" {
             let x = input "x" [| 4; 5 |] Float
             let plan = Plan.compile [ exp (mul (tanh x) (scalar 2.0)) ]
@@ -161,6 +259,21 @@ let tests =
             Expect.equal fused.Fusion.Count 1 "one group"
             Expect.equal fused.Steps.Length 1 "one step: the scalar is a constant of the program"
             Expect.throwsT<NotSupportedException> (fun () -> new Executable(fused, new ReferenceBackend()) |> ignore) "a fused plan needs a fusing backend"
+            Expect.equal (Plan.fuse plan).Prologues.Count 0 "Plan.fuse gives no prologues"
+            let softmaxPlan = Plan.compile [ softmax -1 (exp (mul (tanh x) (scalar 2.0))) ]
+            for backend in [ new Lxt.Backend.Cpu.CpuBackend() :> IBackend; new ReferenceBackend() ] do
+                use exe = new Executable(softmaxPlan, backend)
+                Expect.isTrue (obj.ReferenceEquals(exe.Plan, softmaxPlan)) (sprintf "%s runs the softmax plan as compiled" backend.Name)
+            let withPrologue = Plan.fuseWith takesPrologue softmaxPlan
+            Expect.equal withPrologue.Prologues.Count 1 "the softmax takes its operand's program"
+            Expect.equal withPrologue.Steps.Length 1 "one step: the softmax"
+            Expect.throwsT<NotSupportedException> (fun () -> new Executable(withPrologue, new ReferenceBackend()) |> ignore) "a plan with prologues needs a backend running them"
+            (gpu () :?> GpuBackend).FusePrologues <- false
+            try
+                use noPrologues = new Executable(softmaxPlan, gpu ())
+                Expect.equal noPrologues.Plan.Prologues.Count 0 "prologues can be turned off"
+                Expect.equal noPrologues.Plan.Fusion.Count 1 "the chain is still fused"
+            finally (gpu () :?> GpuBackend).FusePrologues <- true
             use exe = new Executable(plan, gpu ())
             Expect.equal exe.Plan.Fusion.Count 1 "the GPU backend fuses"
             (gpu () :?> GpuBackend).FusePointwise <- false
@@ -179,7 +292,7 @@ let tests =
             Expect.isLessThanOrEqual peak (2L * 4000L) "one working buffer and the fresh copy Run returns"
             Expect.isLessThanOrEqual (launches (Plan.fuse plan)) 5 "75 ops in at most five kernels"
         }
-        testPropertyWithConfig (config 8) "checkpointed plans with recomputed segments fuse and agree with the reference" (fun (seed: int) ->
+        testPropertyWithConfig (config 8) "checkpointed plans with recomputed segments fuse, with prologues, and agree with the reference" (fun (seed: int) ->
             let rng = Random seed
             let leaves = Evaluate.LeafValues rng
             let t, hidden = 2 + rng.Next 5, 2 + rng.Next 6
@@ -196,22 +309,26 @@ let tests =
             let loss = reduceSum [ 0; 1 ] false (mul h (leaves.Seed h))
             let outputs = [ h; mul x (Autodiff.vjp [ loss, scalar 1.0 ] [ x ] |> List.head) ]
             let plan = Plan.compileWith { Checkpoints = x :: List.ofSeq layers } outputs
-            let fused = Plan.fuse plan
+            let fused = Plan.fuseWith takesPrologue plan
             let recomputes = fused.Steps |> Array.filter (fun n -> match n.Op with Recompute _ -> true | _ -> false)
-            let problems = violations plan fused
+            let problems = violations plan fused @ violations plan (Plan.fuse plan)
             if not problems.IsEmpty then failtestf "seed %d: %s" seed (String.Join("; ", problems))
             let expected = Evaluate.reference leaves.Map outputs
             let actual, _ = HostEvaluation.run (gpu ()) leaves.Map plan
-            recomputes.Length > 0 && fused.Fusion.Count > 0
+            recomputes.Length > 0 && fused.Fusion.Count > 0 && fused.Prologues.Count > 0
             && Array.forall2 (fun a e -> BackendConformance.relativeError a e < 1e-5) actual expected)
         test "the llama fixture's AttnLRP relevance graph fuses validly into fewer kernels" {
             let plan = Plan.compile (llamaRelevanceOutputs ())
             let fused = Plan.fuse plan
             let problems = violations plan fused
             Expect.isEmpty problems "valid fusion"
-            let before, after = launches plan, launches fused
-            printfn "llama AttnLRP relevance graph: %d kernels unfused, %d fused (%d groups)" before after fused.Fusion.Count
+            let withPrologues = Plan.fuseWith takesPrologue plan
+            Expect.isEmpty (violations plan withPrologues) "valid fusion with prologues"
+            let before, after, prologue = launches plan, launches fused, launches withPrologues
+            printfn "llama AttnLRP relevance graph: %d kernels unfused, %d fused (%d groups), %d with prologues (%d groups, %d prologues)"
+                before after fused.Fusion.Count prologue withPrologues.Fusion.Count withPrologues.Prologues.Count
             Expect.isLessThan after before "fusion removes kernels"
+            Expect.isLessThan prologue after "prologues remove kernels"
         }
         test "the ILGPU CPU accelerator device fuses by default, so the llama fixture parity runs fused" {
             use backend = Backends.Create Device.IlgpuCpu
@@ -229,6 +346,20 @@ let tests =
             let e = Expect.throwsC (fun () -> (backend :?> IFusedPointwise).ExecuteFused(group, [| xs |], out)) id
             Expect.isTrue (e :? ArgumentException) "an argument error"
             Expect.stringContains e.Message "register 3" "names the register"
+            xs.Dispose()
+            out.Dispose()
+        }
+        test "a prologue whose group is not its consumer's operand is rejected before any kernel runs" {
+            let x = input "x" [| 2; 3 |] Float
+            let y = exp x
+            let other = neg x
+            let group = { Root = y; Members = [| y |]; Constants = [||]; Operands = [| x |]; Program = [| Load 0; Apply1(Exp, 0) |] }
+            let backend = gpu ()
+            let xs = backend.Allocate 6
+            let out = backend.Allocate 2
+            let e = Expect.throwsC (fun () -> (backend :?> IFusedPrologue).ExecuteWithPrologue({ Consumer = reduceSum [ 1 ] false other; Group = group }, [| xs |], out)) id
+            Expect.isTrue (e :? ArgumentException) "an argument error"
+            Expect.stringContains e.Message "not its operand" "says what is wrong"
             xs.Dispose()
             out.Dispose()
         }
