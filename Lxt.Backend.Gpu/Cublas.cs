@@ -82,6 +82,9 @@ internal static unsafe class Cublas
     public const int R32F = 0, R16BF = 14;
     /// <summary>cublasComputeType_t: CUBLAS_COMPUTE_32F and CUBLAS_COMPUTE_32F_FAST_TF32.</summary>
     public const int Compute32F = 68, Compute32FFastTf32 = 77;
+    /// <summary>CUBLAS_COMPUTE_32F_FAST_16BF: float32 operands and results, products on bfloat16 tensor cores (cuBLAS
+    /// rounds the operands as it loads them, so no bfloat16 copies are written).</summary>
+    public const int Compute32FFast16BF = 75;
     /// <summary>cublasGemmAlgo_t: CUBLAS_GEMM_DEFAULT.</summary>
     public const int GemmDefault = -1;
 
@@ -131,9 +134,10 @@ internal static unsafe class Cublas
     /// <summary>`count` row-major products C[i] = op(A[i])·op(B[i]) (see <see cref="ColumnMajorGemm"/>) whose operands lie
     /// strideA and strideB values apart (0 reuses one matrix) and results strideC floats apart. Float32: SGEMM with the
     /// default math. TensorFloat32: GemmEx on float32 with CUBLAS_COMPUTE_32F_FAST_TF32. BFloat16: GemmEx on bfloat16
-    /// operands (CUDA_R_16BF) into float32 results with CUBLAS_COMPUTE_32F.</summary>
+    /// operands (CUDA_R_16BF) into float32 results with CUBLAS_COMPUTE_32F, or, when `narrowOperands` is false, float32
+    /// operands with CUBLAS_COMPUTE_32F_FAST_16BF.</summary>
     public static void StridedBatched(IntPtr cublas, GemmPrecision precision, ColumnMajorGemm g, IntPtr a, long strideA,
-                                      IntPtr b, long strideB, IntPtr c, long strideC, int count)
+                                      IntPtr b, long strideB, IntPtr c, long strideC, int count, bool narrowOperands = true)
     {
         float alpha = 1f, beta = 0f;
         switch (precision)
@@ -146,6 +150,11 @@ internal static unsafe class Cublas
                 Check(GemmStridedBatchedEx(cublas, g.OpFirst, g.OpSecond, g.M, g.N, g.K, &alpha, b, R32F, g.LdFirst, strideB,
                                            a, R32F, g.LdSecond, strideA, &beta, c, R32F, g.Ldc, strideC, count,
                                            Compute32FFastTf32, GemmDefault), "cublasGemmStridedBatchedEx (TF32)");
+                break;
+            case GemmPrecision.BFloat16 when !narrowOperands:
+                Check(GemmStridedBatchedEx(cublas, g.OpFirst, g.OpSecond, g.M, g.N, g.K, &alpha, b, R32F, g.LdFirst, strideB,
+                                           a, R32F, g.LdSecond, strideA, &beta, c, R32F, g.Ldc, strideC, count,
+                                           Compute32FFast16BF, GemmDefault), "cublasGemmStridedBatchedEx (float32 on BF16 tensor cores)");
                 break;
             case GemmPrecision.BFloat16:
                 Check(GemmStridedBatchedEx(cublas, g.OpFirst, g.OpSecond, g.M, g.N, g.K, &alpha, b, R16BF, g.LdFirst, strideB,

@@ -19,8 +19,13 @@ internal static class FusedKernels
     /// <summary>Axes of the output walk after size-1 axes are dropped and contiguous ones merged.</summary>
     public const int MaxRank = 8;
 
-    // table layout: header, then the walk's sizes (outermost first), then each operand's strides, then the program
-    public const int RankAt = 0, OperandsAt = 1, CountAt = 2, ProgramAt = 3, HeaderLength = 4;
+    // table layout: header, then the walk's sizes (outermost first), then each operand's strides, then the program;
+    // the header says whether any load needs the element's multi-index (one that is neither contiguous nor a scalar)
+    public const int RankAt = 0, OperandsAt = 1, CountAt = 2, ProgramAt = 3, NeedsIndexAt = 4, HeaderLength = 5;
+
+    /// <summary>How a Load finds its element (the instruction's third int): through the strides, at the output's own
+    /// index (an operand of the root's shape, contiguous), or at 0 (a scalar).</summary>
+    public const int Strided = 0, Contiguous = 1, Scalar = 2;
 
     /// <summary>Each instruction is four ints: its kind, then (operand | float bits | op tag | cond register) and
     /// up to two registers.</summary>
@@ -100,12 +105,15 @@ internal static class FusedKernels
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7)
     {
         int rank = table[RankAt], count = table[CountAt], program = table[ProgramAt];
-        int rest = i;
-        for (int d = rank - 1; d >= 0; d--)
+        if (table[NeedsIndexAt] != 0)
         {
-            int n = table[HeaderLength + d], q = rest / n;
-            index[d] = rest - q * n;
-            rest = q;
+            int rest = i;
+            for (int d = rank - 1; d >= 0; d--)
+            {
+                int n = table[HeaderLength + d], q = rest / n;
+                index[d] = rest - q * n;
+                rest = q;
+            }
         }
         for (int pc = 0; pc < count; pc++)
         {
@@ -114,8 +122,12 @@ internal static class FusedKernels
             float v;
             if (kind == Load)
             {
-                int strides = HeaderLength + rank + p * rank, offset = 0;
-                for (int d = 0; d < rank; d++) offset += index[d] * table[strides + d];
+                int mode = table[at + 2], offset = mode == Contiguous ? i : 0;
+                if (mode == Strided)
+                {
+                    int strides = HeaderLength + rank + p * rank;
+                    for (int d = 0; d < rank; d++) offset += index[d] * table[strides + d];
+                }
                 v = Read(p, offset, x0, x1, x2, x3, x4, x5, x6, x7);
             }
             else if (kind == Const) v = Interop.IntAsFloat((uint)p);

@@ -26,6 +26,14 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
 
     bool IFusedPointwise.SupportsFusedPointwise => FusePointwise;
 
+    /// <summary>Values of more elements than this stay out of fused groups and prologues (default 2²²): the fused
+    /// kernels interpret their program per element, which beats one launch per op on small values but is slower than
+    /// the plain kernels' single pass per op on large ones (the [heads, tokens, tokens] attention values of long
+    /// inputs).</summary>
+    public int FusedElementLimit { get; set; } = 1 << 22;
+
+    bool IFusedPointwise.Fuses(Node node) => node is not null && ShapeModule.numel(node.Shape) <= FusedElementLimit;
+
     /// <summary>When true (the default) and <see cref="FusePointwise"/> is on, a softmax along the last axis or a
     /// reduction over trailing axes reads an operand that nothing else reads through the operand's fused program
     /// instead of a materialised buffer; false materialises it, e.g. to compare the two.</summary>
@@ -33,7 +41,8 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
 
     /// <summary>Softmaxes along the last axis and reductions over the trailing axes (the row kernels) take prologues.</summary>
     bool IFusedPrologue.TakesPrologue(Node consumer) =>
-        FusePointwise && FusePrologues && consumer is not null && RowsOf(consumer, out _, out _, out _);
+        FusePointwise && FusePrologues && consumer is not null && RowsOf(consumer, out _, out _, out _)
+        && consumer.Children.All(c => ShapeModule.numel(c.Shape) <= FusedElementLimit);
 
     /// <summary>Every pointwise kernel (Unary, Binary, Where, fused) writes element i after reading element i of
     /// each full-shape operand and reads no other element of it, so its output may be such an operand's buffer.</summary>
@@ -228,6 +237,22 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             table[FusedKernels.HeaderLength + d] = dims[d].N;
             for (int k = 0; k < operands; k++) table[FusedKernels.HeaderLength + rank + k * rank + d] = dims[d].S[k];
         }
+        // loads that need no multi-index: an operand walked contiguously (its strides are the walk's row-major ones)
+        // reads at the output's index, a broadcast scalar at 0
+        var modes = new int[operands];
+        for (int k = 0; k < operands; k++)
+        {
+            bool scalar = true, contiguous = true;
+            long expected = 1;
+            for (int d = rank - 1; d >= 0; d--)
+            {
+                scalar &= dims[d].S[k] == 0;
+                contiguous &= dims[d].S[k] == expected;
+                expected *= dims[d].N;
+            }
+            modes[k] = scalar ? FusedKernels.Scalar : contiguous ? FusedKernels.Contiguous : FusedKernels.Strided;
+        }
+        table[FusedKernels.NeedsIndexAt] = group.Program.Any(instr => instr is FusedInstr.Load l && l.operand >= 0 && l.operand < operands && modes[l.operand] == FusedKernels.Strided) ? 1 : 0;
         for (int pc = 0; pc < count; pc++)
         {
             int Register(int r) => r >= 0 && r < pc
@@ -236,7 +261,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             int at = program + pc * FusedKernels.InstructionLength;
             (int kind, int p, int a, int b) = group.Program[pc] switch
             {
-                FusedInstr.Load l when l.operand >= 0 && l.operand < operands => (FusedKernels.Load, l.operand, 0, 0),
+                FusedInstr.Load l when l.operand >= 0 && l.operand < operands => (FusedKernels.Load, l.operand, modes[l.operand], 0),
                 FusedInstr.Load l => throw new ArgumentException($"{where}: instruction {pc} loads operand {l.operand} of {operands}", nameof(group)),
                 FusedInstr.Const c => (FusedKernels.Const, BitConverter.SingleToInt32Bits((float)c.value), 0, 0),
                 FusedInstr.Apply1 u => (FusedKernels.Unary, u.op.Tag, Register(u.x), 0),

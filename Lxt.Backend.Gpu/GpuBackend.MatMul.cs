@@ -107,12 +107,29 @@ public sealed partial class GpuBackend
         unusedNarrow = null;
     }
 
+    // whether cuBLAS takes float32 operands with CUBLAS_COMPUTE_32F_FAST_16BF (cleared at its first refusal)
+    bool fast16BF = true;
+
     void CublasMatMul(Node node, int m, int n, int k, GpuBuffer a, bool transA, int[] batchA, GpuBuffer b, bool transB, int[] batchB,
                       int[] batchShape, GpuBuffer y)
     {
         var gemm = Cublas.ColumnMajorGemm.Of(m, n, k, transA, transB);
         IntPtr pa, pb;
         int size;
+        if (Precision == GemmPrecision.BFloat16 && !a.IsBFloat16 && !b.IsBFloat16 && fast16BF)
+        {
+            // two float32 operands (activations, e.g. attention): cuBLAS rounds them as it loads them
+            try
+            {
+                foreach (var call in PlanGemmCalls(m, n, k, batchA, batchB, batchShape))
+                    Cublas.StridedBatched(cublas, Precision, gemm,
+                        a.Pointer + (nint)(call.OffsetA * sizeof(float)), call.StrideA,
+                        b.Pointer + (nint)(call.OffsetB * sizeof(float)), call.StrideB,
+                        y.Pointer + (nint)(call.OffsetC * sizeof(float)), (long)m * n, call.Count, narrowOperands: false);
+                return;
+            }
+            catch (LxtException) { fast16BF = false; } // not offered by this cuBLAS: bfloat16 copies from now on
+        }
         if (Precision == GemmPrecision.BFloat16)
         {
             pa = a.IsBFloat16 ? a.Pointer : NarrowCopy(a, ref scratchA);

@@ -22,6 +22,12 @@ public struct Walk
     /// <summary>Offsets of linear index i in the three operands.</summary>
     public readonly Offsets At(int i)
     {
+        if (N1 == 1 && N2 == 1 && N3 == 1 && N4 == 1)
+        {
+            // at most two axes after merging (most ops): one division instead of five
+            int q0 = i / N5, r0 = i - q0 * N5;
+            return new Offsets { A = r0 * A5 + q0 * A0, B = r0 * B5 + q0 * B0, C = r0 * C5 + q0 * C0 };
+        }
         int a = 0, b = 0, c = 0;
         int q = i / N5, r = i - q * N5; a += r * A5; b += r * B5; c += r * C5; i = q;
         q = i / N4; r = i - q * N4; a += r * A4; b += r * B4; c += r * C4; i = q;
@@ -34,6 +40,11 @@ public struct Walk
     /// <summary>Offset of linear index i in operand A.</summary>
     public readonly int Offset(int i)
     {
+        if (N1 == 1 && N2 == 1 && N3 == 1 && N4 == 1)
+        {
+            int q0 = i / N5;
+            return (i - q0 * N5) * A5 + q0 * A0;
+        }
         int a = 0;
         int q = i / N5, r = i - q * N5; a += r * A5; i = q;
         q = i / N4; r = i - q * N4; a += r * A4; i = q;

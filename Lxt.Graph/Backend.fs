@@ -49,6 +49,9 @@ type IHostArrayAdoption =
 type IFusedPointwise =
     /// False runs plans node by node on this backend.
     abstract SupportsFusedPointwise: bool
+    /// Whether a pointwise node may be computed inside a fused group (a backend may keep large values, where its
+    /// plain kernels are faster than its fused one, out of groups).
+    abstract Fuses: node: Node -> bool
     /// Computes `group.Root` into `output` from `inputs`, the values of `group.Operands` in order. With
     /// IInPlaceElementwise, `output` may be the buffer of an operand of the root's shape.
     abstract ExecuteFused: group: FusedGroup * inputs: IBuffer[] * output: IBuffer -> unit

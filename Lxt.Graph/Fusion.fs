@@ -116,8 +116,8 @@ module Fusion =
     /// Recompute nodes, never pointwise, so they always stay materialised. A Fill read by fused nodes only becomes a
     /// constant of their groups. A group whose root is no output and is read by one step only, a Reduce or Softmax
     /// that `takesPrologue` accepts, becomes that step's prologue. Other groups of one member without constants are
-    /// left out: the node's own kernel computes it as well.
-    let groupsAndPrologues (steps: Node[]) (outputs: Node seq) (takesPrologue: Node -> bool) : FusedGroup[] * Prologue[] =
+    /// left out: the node's own kernel computes it as well. Nodes `fusible` rejects join no group and root none.
+    let groupsAndProloguesWhere (fusible: Node -> bool) (steps: Node[]) (outputs: Node seq) (takesPrologue: Node -> bool) : FusedGroup[] * Prologue[] =
         let position = Dictionary<Node, int>(HashIdentity.Reference)
         steps |> Array.iteri (fun i n -> position.[n] <- i)
         let readers = Dictionary<Node, ResizeArray<Node>>(HashIdentity.Reference)
@@ -140,7 +140,7 @@ module Fusion =
                 | _ -> None
         for i in steps.Length - 1 .. -1 .. 0 do
             let n = steps.[i]
-            if isPointwise n || isIdentityView n then
+            if (isPointwise n || isIdentityView n) && fusible n then
                 let joins =
                     match soleGroup n with
                     | Some g when n.Shape = g.Root.Shape ->
@@ -174,6 +174,10 @@ module Fusion =
             | None -> ()
         fused.ToArray() |> Array.sortBy (fun g -> position.[g.Root]),
         prologues.ToArray() |> Array.sortBy (fun p -> position.[p.Consumer])
+
+    /// As groupsAndProloguesWhere with every pointwise node fusible.
+    let groupsAndPrologues (steps: Node[]) (outputs: Node seq) (takesPrologue: Node -> bool) : FusedGroup[] * Prologue[] =
+        groupsAndProloguesWhere (fun _ -> true) steps outputs takesPrologue
 
     /// The fused groups of a plan's steps without prologues (see groupsAndPrologues).
     let groups (steps: Node[]) (outputs: Node seq) : FusedGroup[] =

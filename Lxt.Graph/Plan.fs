@@ -132,10 +132,10 @@ module Plan =
     /// the whole group leaves the steps and its operands live until the consumer's step. Values are unchanged; a
     /// backend implementing IFusedPointwise (and IFusedPrologue for prologues) runs it. A plan already fused is
     /// returned as it is.
-    let fuseWith (takesPrologue: Node -> bool) (plan: Plan) : Plan =
+    let fuseWhere (fusible: Node -> bool) (takesPrologue: Node -> bool) (plan: Plan) : Plan =
         if isFused plan then plan
         else
-            let groups, prologues = Fusion.groupsAndPrologues plan.Steps plan.Outputs takesPrologue
+            let groups, prologues = Fusion.groupsAndProloguesWhere fusible plan.Steps plan.Outputs takesPrologue
             if groups.Length = 0 && prologues.Length = 0 then plan
             else
                 let byRoot = Dictionary<Node, FusedGroup>(HashIdentity.Reference)
@@ -155,6 +155,9 @@ module Plan =
                 steps |> Array.iteri (fun i n -> for c in reads fused n do last.[c] <- i)
                 for o in plan.Outputs do last.[o] <- steps.Length
                 { fused with LastUse = last }
+
+    /// As fuseWhere with every pointwise node fusible.
+    let fuseWith (takesPrologue: Node -> bool) (plan: Plan) : Plan = fuseWhere (fun _ -> true) takesPrologue plan
 
     /// The plan with its pointwise chains fused and no prologues (see fuseWith).
     let fuse (plan: Plan) : Plan = fuseWith (fun _ -> false) plan
@@ -215,8 +218,8 @@ type Executable(compiled: Plan, backend: IBackend) =
                                              compiled.Prologues.Count backend.Name))
         elif fusing.IsSome then
             match prologues with
-            | Some p -> Plan.fuseWith p.TakesPrologue compiled
-            | None -> Plan.fuse compiled
+            | Some p -> Plan.fuseWhere fusing.Value.Fuses p.TakesPrologue compiled
+            | None -> Plan.fuseWhere fusing.Value.Fuses (fun _ -> false) compiled
         elif compiled.Fusion.Count > 0 then
             raise (NotSupportedException(sprintf "the plan fuses %d pointwise groups but backend %s does not run fused groups (IFusedPointwise); run it unfused (Plan.compile without Plan.fuse)"
                                              compiled.Fusion.Count backend.Name))

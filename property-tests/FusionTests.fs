@@ -336,6 +336,22 @@ let tests =
             | :? IFusedPointwise as f -> Expect.isTrue f.SupportsFusedPointwise "fusion on by default"
             | _ -> failtest "the GPU backend runs fused groups"
         }
+        test "values above the GPU backend's fused element limit stay out of groups and prologues, and agree" {
+            use backend = GpuBackend.Create GpuKind.CpuAccelerator
+            backend.FusedElementLimit <- 12
+            let values (n: int) = Map [ "x", Array.init n (fun i -> float i / float n - 0.5) ]
+            let chain (shape: int[]) =
+                let x = input "x" shape Float
+                softmax 1 (mul (exp (neg x)) (addScalar 1.0 x))
+            for shape, fusedExpected in [ [| 2; 5 |], true; [| 4; 4 |], false ] do
+                let y = chain shape
+                let plan = Plan.compile [ y ]
+                use exe = new Executable(plan, backend)
+                Expect.equal (Plan.isFused exe.Plan) fusedExpected (sprintf "%s fused: %b" (Shape.show shape) fusedExpected)
+                let v = values (Shape.numel shape)
+                let actual, _ = HostEvaluation.run backend v plan
+                Expect.isLessThan (BackendConformance.relativeError actual.[0] (Evaluate.reference1 v y)) 1e-5 "same values as the reference"
+        }
         test "a malformed fused group is rejected before any kernel runs" {
             let x = input "x" [| 3 |] Float
             let y = neg (exp x)
