@@ -26,11 +26,14 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
 
     bool IFusedPointwise.SupportsFusedPointwise => FusePointwise;
 
-    /// <summary>Values of more elements than this stay out of fused groups and prologues (default 2²²): the fused
-    /// kernels interpret their program per element, which beats one launch per op on small values but is slower than
-    /// the plain kernels' single pass per op on large ones (the [heads, tokens, tokens] attention values of long
-    /// inputs).</summary>
-    public int FusedElementLimit { get; set; } = 1 << 22;
+    /// <summary>Pointwise values of more elements than this stay out of fused groups (default: no limit).</summary>
+    public int FusedElementLimit { get; set; } = int.MaxValue;
+
+    /// <summary>Softmaxes and reductions of operands of more elements than this read them materialised, not through a
+    /// prologue (default 2²²). A prologue softmax evaluates its program three times per element, and on large values
+    /// (the [heads, tokens, tokens] attention scores of long inputs, measured on an H100) that costs more than one
+    /// fused pass that writes the value and the plain row kernel that reads it.</summary>
+    public int PrologueElementLimit { get; set; } = 1 << 22;
 
     bool IFusedPointwise.Fuses(Node node) => node is not null && ShapeModule.numel(node.Shape) <= FusedElementLimit;
 
@@ -42,7 +45,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// <summary>Softmaxes along the last axis and reductions over the trailing axes (the row kernels) take prologues.</summary>
     bool IFusedPrologue.TakesPrologue(Node consumer) =>
         FusePointwise && FusePrologues && consumer is not null && RowsOf(consumer, out _, out _, out _)
-        && consumer.Children.All(c => ShapeModule.numel(c.Shape) <= FusedElementLimit);
+        && consumer.Children.All(c => ShapeModule.numel(c.Shape) <= Math.Min(FusedElementLimit, PrologueElementLimit));
 
     /// <summary>Every pointwise kernel (Unary, Binary, Where, fused) writes element i after reading element i of
     /// each full-shape operand and reads no other element of it, so its output may be such an operand's buffer.</summary>

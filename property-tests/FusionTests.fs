@@ -336,9 +336,10 @@ let tests =
             | :? IFusedPointwise as f -> Expect.isTrue f.SupportsFusedPointwise "fusion on by default"
             | _ -> failtest "the GPU backend runs fused groups"
         }
-        test "values above the GPU backend's fused element limit stay out of groups and prologues, and agree" {
+        test "values above the GPU backend's element limits stay out of groups and prologues, and agree" {
             use backend = GpuBackend.Create GpuKind.CpuAccelerator
             backend.FusedElementLimit <- 12
+            Expect.equal backend.PrologueElementLimit (1 <<< 22) "large softmax and reduction operands are materialised by default"
             let values (n: int) = Map [ "x", Array.init n (fun i -> float i / float n - 0.5) ]
             let chain (shape: int[]) =
                 let x = input "x" shape Float
@@ -351,6 +352,13 @@ let tests =
                 let v = values (Shape.numel shape)
                 let actual, _ = HostEvaluation.run backend v plan
                 Expect.isLessThan (BackendConformance.relativeError actual.[0] (Evaluate.reference1 v y)) 1e-5 "same values as the reference"
+            // a softmax of more elements than the prologue limit reads a fused group's materialised value
+            backend.FusedElementLimit <- Int32.MaxValue
+            backend.PrologueElementLimit <- 12
+            let y = chain [| 4; 4 |]
+            use exe = new Executable(Plan.compile [ y ], backend)
+            Expect.equal exe.Plan.Prologues.Count 0 "no prologue above the limit"
+            Expect.equal exe.Plan.Fusion.Count 1 "the pointwise chain is still one group"
         }
         test "a malformed fused group is rejected before any kernel runs" {
             let x = input "x" [| 3 |] Float
