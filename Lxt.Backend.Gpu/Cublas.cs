@@ -140,6 +140,14 @@ internal static unsafe class Cublas
                                       IntPtr b, long strideB, IntPtr c, long strideC, int count, bool narrowOperands = true)
     {
         float alpha = 1f, beta = 0f;
+        // GemmEx with operands of one type into float32 results
+        void Ex(int operandType, int compute, string what)
+        {
+            float one = 1f, zero = 0f;
+            Check(GemmStridedBatchedEx(cublas, g.OpFirst, g.OpSecond, g.M, g.N, g.K, &one, b, operandType, g.LdFirst, strideB,
+                                       a, operandType, g.LdSecond, strideA, &zero, c, R32F, g.Ldc, strideC, count,
+                                       compute, GemmDefault), "cublasGemmStridedBatchedEx (" + what + ")");
+        }
         switch (precision)
         {
             case GemmPrecision.Float32:
@@ -147,19 +155,13 @@ internal static unsafe class Cublas
                                           a, g.LdSecond, strideA, &beta, c, g.Ldc, strideC, count), "cublasSgemmStridedBatched");
                 break;
             case GemmPrecision.TensorFloat32:
-                Check(GemmStridedBatchedEx(cublas, g.OpFirst, g.OpSecond, g.M, g.N, g.K, &alpha, b, R32F, g.LdFirst, strideB,
-                                           a, R32F, g.LdSecond, strideA, &beta, c, R32F, g.Ldc, strideC, count,
-                                           Compute32FFastTf32, GemmDefault), "cublasGemmStridedBatchedEx (TF32)");
+                Ex(R32F, Compute32FFastTf32, "TF32");
                 break;
             case GemmPrecision.BFloat16 when !narrowOperands:
-                Check(GemmStridedBatchedEx(cublas, g.OpFirst, g.OpSecond, g.M, g.N, g.K, &alpha, b, R32F, g.LdFirst, strideB,
-                                           a, R32F, g.LdSecond, strideA, &beta, c, R32F, g.Ldc, strideC, count,
-                                           Compute32FFast16BF, GemmDefault), "cublasGemmStridedBatchedEx (float32 on BF16 tensor cores)");
+                Ex(R32F, Compute32FFast16BF, "float32 on BF16 tensor cores");
                 break;
             case GemmPrecision.BFloat16:
-                Check(GemmStridedBatchedEx(cublas, g.OpFirst, g.OpSecond, g.M, g.N, g.K, &alpha, b, R16BF, g.LdFirst, strideB,
-                                           a, R16BF, g.LdSecond, strideA, &beta, c, R32F, g.Ldc, strideC, count,
-                                           Compute32F, GemmDefault), "cublasGemmStridedBatchedEx (BF16)");
+                Ex(R16BF, Compute32F, "BF16");
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(precision), precision, "unknown GEMM precision");

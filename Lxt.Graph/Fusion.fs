@@ -120,12 +120,7 @@ module Fusion =
     let groupsAndProloguesWhere (fusible: Node -> bool) (steps: Node[]) (outputs: Node seq) (takesPrologue: Node -> bool) : FusedGroup[] * Prologue[] =
         let position = Dictionary<Node, int>(HashIdentity.Reference)
         steps |> Array.iteri (fun i n -> position.[n] <- i)
-        let readers = Dictionary<Node, ResizeArray<Node>>(HashIdentity.Reference)
-        for n in steps do
-            for c in List.distinct n.Children do
-                match readers.TryGetValue c with
-                | true, r -> r.Add n
-                | _ -> readers.[c] <- ResizeArray [ n ]
+        let readers = Traverse.readers steps
         let isOutput = HashSet<Node>(outputs, HashIdentity.Reference)
         let groupOf = Dictionary<Node, Growing>(HashIdentity.Reference)
         let all = ResizeArray<Growing>()

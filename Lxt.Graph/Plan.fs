@@ -94,12 +94,7 @@ module Plan =
         steps |> Array.iteri (fun i n -> for c in n.Children do last.[c] <- i)
         for o in outputs do last.[o] <- steps.Length
         // a transpose stays lazy only when every reader is a MatMul and it is no output
-        let readers = Dictionary<Node, ResizeArray<Node>>(HashIdentity.Reference)
-        for n in steps do
-            for c in List.distinct n.Children do
-                match readers.TryGetValue c with
-                | true, r -> r.Add n
-                | _ -> readers.[c] <- ResizeArray [ n ]
+        let readers = Traverse.readers steps
         let outputSet = HashSet<Node>(outputs, HashIdentity.Reference)
         let lazyT = HashSet<Node>(HashIdentity.Reference)
         for n in steps do
@@ -171,12 +166,8 @@ module Plan =
     /// implements ITransposedMatMul), one of the plan's lazy transposes. Neither the parameter nor such a view is an
     /// output. A backend implementing ILowPrecisionWeights may store these parameters narrower.
     let matMulOnlyParameters (lazyTransposes: bool) (p: Plan) : Set<string> =
-        let readers = Dictionary<Node, ResizeArray<Node>>(HashIdentity.Reference)
-        for n in p.Steps do
-            for c in List.distinct n.Children do
-                match readers.TryGetValue c with
-                | true, r -> r.Add n
-                | _ -> readers.[c] <- ResizeArray [ n ]
+        // in a fused plan a parameter may be read by a fused group's or prologue's program: its step reads it
+        let readers = Traverse.readersBy (reads p) p.Steps
         let outputs = HashSet<Node>(p.Outputs, HashIdentity.Reference)
         let rec onlyMatMuls (n: Node) =
             not (outputs.Contains n)

@@ -22,6 +22,19 @@ let topoWith (operands: Node -> Node list) (roots: Node seq) : Node[] =
 /// All nodes reachable from `roots`, operands before users (iterative: deep graphs do not overflow the stack).
 let topo (roots: Node seq) : Node[] = topoWith (fun n -> n.Children) roots
 
+/// The steps reading each node through `operands`, in the steps' order (a node read twice by one step is listed once).
+let readersBy (operands: Node -> Node list) (steps: Node seq) : Dictionary<Node, ResizeArray<Node>> =
+    let readers = Dictionary<Node, ResizeArray<Node>>(HashIdentity.Reference)
+    for n in steps do
+        for c in List.distinct (operands n) do
+            match readers.TryGetValue c with
+            | true, r -> r.Add n
+            | _ -> readers.[c] <- ResizeArray [ n ]
+    readers
+
+/// The steps reading each node as an operand (see readersBy).
+let readers (steps: Node seq) = readersBy (fun n -> n.Children) steps
+
 /// Rebuilds the graphs under `roots` bottom-up: each node is first rebuilt over its mapped operands, then passed
 /// to `f`. Shared subgraphs are visited once. Returns the map from old to new nodes.
 let mapBottomUp (f: Node -> Node) (roots: Node seq) : IReadOnlyDictionary<Node, Node> =

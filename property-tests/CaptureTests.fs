@@ -77,19 +77,28 @@ let private bind (backend: IBackend) (exe: Executable) (w: float32[]) =
     backend.Upload(ReadOnlySpan w, b)
     exe.BindParameter("w", b, true)
 
+/// A recording backend's executable and a plain CPU executable of the same network, both with weights `w`.
+let private pair (failCapture: bool) (rng: Random) =
+    let outputs = network ()
+    let recorder = new RecordingBackend(failCapture)
+    let backend = recorder :> IBackend
+    let exe = new Executable(Plan.compile outputs, backend)
+    let plainBackend = new CpuBackend(1) :> IBackend
+    let plain = new Executable(Plan.compile outputs, plainBackend)
+    let w = randomArray rng 20
+    bind backend exe w
+    bind plainBackend plain w
+    let dispose () =
+        for d in [ exe :> IDisposable; plain; plainBackend; recorder ] do d.Dispose()
+    recorder, exe, plainBackend, plain, { new IDisposable with member _.Dispose() = dispose () }
+
 let tests =
     testSequenced <| testList "recorded runs" [
         test "the second run is recorded and later runs replay it with new inputs, as plain runs compute" {
             let rng = Random 3
-            let outputs = network ()
-            use recorder = new RecordingBackend(false)
+            let recorder, exe, plainBackend, plain, resources = pair false rng
+            use _ = resources
             let backend = recorder :> IBackend
-            use exe = new Executable(Plan.compile outputs, backend)
-            use plainBackend = new CpuBackend(1)
-            use plain = new Executable(Plan.compile outputs, plainBackend)
-            let w = randomArray rng 20
-            bind backend exe w
-            bind plainBackend plain w
             let held = ResizeArray()
             for run in 1 .. 5 do
                 let x = randomArray rng 30
@@ -105,12 +114,9 @@ let tests =
         }
         test "a parameter bound to a new buffer is recorded again" {
             let rng = Random 4
-            let outputs = network ()
-            use recorder = new RecordingBackend(false)
+            let recorder, exe, plainBackend, plain, resources = pair false rng
+            use _ = resources
             let backend = recorder :> IBackend
-            use exe = new Executable(Plan.compile outputs, backend)
-            use plainBackend = new CpuBackend(1)
-            use plain = new Executable(Plan.compile outputs, plainBackend)
             let x = randomArray rng 30
             for w in [ randomArray rng 20; randomArray rng 20 ] do
                 bind backend exe w
@@ -122,15 +128,9 @@ let tests =
         }
         test "a failing capture leaves plain runs that compute the same values" {
             let rng = Random 5
-            let outputs = network ()
-            use recorder = new RecordingBackend(true)
+            let recorder, exe, plainBackend, plain, resources = pair true rng
+            use _ = resources
             let backend = recorder :> IBackend
-            use exe = new Executable(Plan.compile outputs, backend)
-            use plainBackend = new CpuBackend(1)
-            use plain = new Executable(Plan.compile outputs, plainBackend)
-            let w = randomArray rng 20
-            bind backend exe w
-            bind plainBackend plain w
             for _ in 1 .. 4 do
                 let x = randomArray rng 30
                 Expect.equal (values backend exe x |> host backend) (values plainBackend plain x |> host plainBackend) "equals a plain run"
