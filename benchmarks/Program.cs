@@ -14,6 +14,8 @@ switch (args[0].ToLowerInvariant())
         return SgemmBench.Run(rest);
     case "llama":
         return LlamaBench.Run(rest);
+    case "checkpointing":
+        return CheckpointingBench.Run(rest);
     case "llama-memory": // child process of `llama`: one explanation, then its peak resident memory
         return LlamaBench.Run(rest, memoryChild: true);
     default:
@@ -31,4 +33,7 @@ static void Usage()
     Console.WriteLine("  llama [--threads 1] [--layers 8 --hidden 1024 --intermediate 2816 --heads 16 --kv-heads 4 --tokens 256 --vocab 32000]");
     Console.WriteLine("        [--reps 5] [--profile] [--no-torch] [--torch-script PATH]");
     Console.WriteLine("        AttnLRP end to end on a random Llama beside PyTorch (../shared/bench/torch_llama_lrp.py), peak memory, op profile");
+    Console.WriteLine("  checkpointing [--layers 2 --hidden 2048 --intermediate 8192 --heads 32 --kv-heads 8 --tokens 512 --vocab 1000]");
+    Console.WriteLine("        [--threads 0] [--reps 2] [--mode none|layers|sqrt|products ...]");
+    Console.WriteLine("        AttnLRP on the CPU backend: peak intermediate bytes and time per checkpointing mode, relevance against the first");
 }

@@ -131,7 +131,7 @@ let private fixtureTests =
                     test (sprintf "%s %s in %s: relevance at the input and every layer output is the same with checkpointing" name m.Id precision) {
                         let f = FixtureTests.load name
                         let graph, plain = explainWith device m Checkpointing.None f
-                        for checkpointing in [ Checkpointing.EveryLayer; Checkpointing.SqrtLayers ] do
+                        for checkpointing in [ Checkpointing.EveryLayer; Checkpointing.SqrtLayers; Checkpointing.Products ] do
                             let _, ckpt = explainWith device m checkpointing f
                             let scale = 1.0 + (plain.InputRelevance.ToDoubleArray() |> Array.map Math.Abs |> Array.max)
                             let check what (a: double[]) (b: double[]) =
@@ -200,4 +200,59 @@ let private llamaTests =
         }
     ]
 
-let tests = testList "checkpointing" [ graphTests; fixtureTests; llamaTests ]
+/// The explanation graph of a random Llama as Explainer builds it (rewritten logits, then input relevance), its
+/// product checkpoints, and the MatMul and Recompute steps of its plan compiled with and without them.
+let private productPlans (layers: int) (tokens: int) =
+    let graph = Architectures.Build(ModelConfig.Parse(llamaConfig layers), tokens)
+    let output, x = graph.Model.["logits"].Node, graph.Model.Inputs |> Seq.find (fun i -> i.Name = graph.InputName)
+    let rules = Method.AttnLrp.RuleSet
+    let seed = input "lxt.seed" output.Shape Float
+    let relevance = Lxt.Rules.Lrp.relevance rules output seed [ x.Node ]
+    let rewritten = Lxt.Rules.Lrp.rewrite rules [ output ] |> List.head
+    let outputs = rewritten :: relevance
+    let checkpoints = Explainer.ProductCheckpoints(x.Node, Expr rewritten) |> Seq.map (fun e -> e.Node) |> List.ofSeq
+    let count (plan: Plan) f = plan.Steps |> Array.filter (fun (n: Node) -> f n.Op) |> Array.length
+    let isMatMul = function MatMul _ -> true | _ -> false
+    let isRecompute = function Recompute _ -> true | _ -> false
+    let plain, products = Plan.compileWith PlanOptions.none outputs, Plan.compileWith { Checkpoints = checkpoints } outputs
+    checkpoints, (count plain isMatMul, count products isMatMul), count products isRecompute
+
+let private productTests =
+    testList "checkpoints at the matrix products" [
+        test "the input and every MatMul of the rewritten forward pass are the checkpoints; the plan recomputes no MatMul" {
+            let checkpoints, (plainMatMuls, productMatMuls), recomputes = productPlans 3 8
+            let matmuls = checkpoints |> List.filter (fun n -> match n.Op with MatMul _ -> true | _ -> false)
+            // per layer: q, k, v, o, q·kᵀ, attention·v, gate, up, down; and the lm_head
+            Expect.equal matmuls.Length (3 * 9 + 1) "every product of the forward pass"
+            Expect.equal checkpoints.Length (matmuls.Length + 1) "and the input"
+            Expect.equal productMatMuls plainMatMuls "as many MatMul steps as without checkpointing"
+            Expect.isGreaterThan recomputes 3 "segments between products are recomputed"
+        }
+        test "many checkpoints: a 16-layer model's plan (hundreds of checkpoints) compiles quickly" {
+            let clock = Diagnostics.Stopwatch.StartNew()
+            let checkpoints, (plainMatMuls, productMatMuls), _ = productPlans 16 8
+            Expect.isGreaterThan checkpoints.Length 140 "well over a hundred checkpoints"
+            Expect.equal productMatMuls plainMatMuls "no MatMul recomputed"
+            Expect.isLessThan clock.Elapsed.TotalSeconds 30.0 "compiles in linear time"
+        }
+        test "float64 reference: bit-identical relevance with and without product checkpoints on an 8-layer random Llama" {
+            let _, plain = llamaPeak Device.Reference 8 Checkpointing.None
+            let _, products = llamaPeak Device.Reference 8 Checkpointing.Products
+            Expect.equal products plain "bit-identical"
+        }
+        test "float32 CPU: the same relevance and a lower peak than without checkpointing, and no layer outputs needed" {
+            let plain, r = llamaPeak Device.Cpu 8 Checkpointing.None
+            let products, rp = llamaPeak Device.Cpu 8 Checkpointing.Products
+            printfn "llama 8 layers, 64 tokens, hidden 64, float32: peak %d B plain, %d B at the products" plain products
+            Expect.isLessThanOrEqual (maxAbsDiff rp r) 1e-6 "same relevance"
+            Expect.isLessThan products plain "checkpointing at the products lowers the peak"
+            let graph = Architectures.Build(ModelConfig.Parse(llamaConfig 2), 4)
+            use explainer = new Explainer(graph.Model, graph.InputName, Weights.Random(graph.Model), Device.Reference)
+            let input = Array.create (graph.InputShape |> Seq.fold (*) 1) 0.1f
+            let a = explainer.Explain(input, ExplainOptions(Target = Nullable 1))
+            let b = explainer.Explain(input, ExplainOptions(Target = Nullable 1, Checkpointing = Checkpointing.Products))
+            Expect.equal (b.InputRelevance.ToDoubleArray()) (a.InputRelevance.ToDoubleArray()) "without LayerOutputs"
+        }
+    ]
+
+let tests = testList "checkpointing" [ graphTests; fixtureTests; llamaTests; productTests ]

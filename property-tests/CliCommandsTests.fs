@@ -337,7 +337,7 @@ let gpuDeviceTests =
 
 let checkpointingTests =
     testList "checkpointing" [
-        test "--checkpointing layers and sqrt give the relevance of a plain run" {
+        test "--checkpointing layers, sqrt and products give the relevance of a plain run" {
             let dir = Path.Combine(Path.GetTempPath(), "lxt-ckpt-" + Guid.NewGuid().ToString("N"))
             Directory.CreateDirectory dir |> ignore
             try
@@ -347,14 +347,14 @@ let checkpointingTests =
                     use doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText json)
                     doc.RootElement.GetProperty("relevance").EnumerateArray() |> Seq.map (fun e -> e.GetDouble()) |> Array.ofSeq
                 let plain = relevance "none"
-                for mode in [ "layers"; "sqrt" ] do
+                for mode in [ "layers"; "sqrt"; "products" ] do
                     let r = relevance mode
                     Expect.equal r.Length plain.Length "one value per token"
                     for a, b in Array.zip r plain do Expect.floatClose Accuracy.veryHigh a b (sprintf "%s: same relevance" mode)
             finally Directory.Delete(dir, true)
         }
-        test "--checkpointing takes none, layers or sqrt" {
-            expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--checkpointing"; "half" ] "none, layers or sqrt"
+        test "--checkpointing takes none, layers, sqrt or products" {
+            expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--checkpointing"; "half" ] "none, layers, sqrt or products"
         }
     ]
 

@@ -34,7 +34,7 @@ public sealed class ExplainCommand : ICommand
         new("tex", "FILE", "write a LaTeX standalone token heatmap (text models)"),
         new("pdf", "FILE", "compile that LaTeX heatmap to PDF (needs pdflatex, lualatex or tectonic)"),
         new("colormap", "MAP", "image heatmap colours: bwr (default) or coldnhot"),
-        new("checkpointing", "none|layers|sqrt", "recompute layer interiors in the relevance pass: none (default), every layer, or every √L-th layer (less memory, same relevance)"),
+        new("checkpointing", "none|layers|sqrt|products", "recompute activations in the relevance pass: none (default), layer interiors from every layer or every √L-th layer, or the pointwise ops between matrix products (less memory, same relevance)"),
         new("trace", "FILE.png", "write a token × layer image of relevance at every layer output (text models)"),
         new("batch", "FILE", "explain every line of a JSON-lines file ({\"text\"|\"input_ids\"|\"pixels\", \"id\"?, \"target\"?})"),
         new("out", "FILE", "with --batch: append one JSON result per line here; a rerun resumes where it stopped"),
@@ -206,7 +206,8 @@ public sealed class ExplainCommand : ICommand
                 null or "none" => Checkpointing.None,
                 "layers" => Checkpointing.EveryLayer,
                 "sqrt" => Checkpointing.SqrtLayers,
-                var other => throw new UsageException($"option '--checkpointing' takes none, layers or sqrt, not '{other}'"),
+                "products" => Checkpointing.Products,
+                var other => throw new UsageException($"option '--checkpointing' takes none, layers, sqrt or products, not '{other}'"),
             },
         };
     }
