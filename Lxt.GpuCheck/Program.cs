@@ -1,7 +1,7 @@
 // Checks the GPU backend where a CUDA device is: parity with every reference fixture, cuBLAS against the ILGPU
 // tiled product, then AttnLRP timings on random Llama 3.2 1B / Llama 3.1 8B shapes. Prints a short table last.
 // Usage: Lxt.GpuCheck [--fixtures DIR] [--out DIR] [--device cuda|ilgpu-cpu] [--models 1b,8b] [--tokens 128,512,2048]
-//                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,layers]
+//                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,layers,products]
 //                     [--profile-tokens 128,2048] [--layers N]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
 //                     tolerances to 1e-2 and 5e-2)
@@ -364,7 +364,7 @@ void TimeModel(string size, List<string> rows, List<string> best)
             backend.ResetPeak();
             var explainer = new Explainer(graph.Model, graph.InputName, session) { LayerOutputs = graph.LayerOutputs };
             var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing };
-            string mode = checkpointing.IsEnabled ? "every layer" : "none";
+            string mode = !checkpointing.IsEnabled ? "none" : ReferenceEquals(checkpointing, Lxt.Checkpointing.Products) ? "products" : "every layer";
             try
             {
                 var setup = Stopwatch.StartNew();
@@ -477,7 +477,8 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                     {
                         "none" => Lxt.Checkpointing.None,
                         "layers" => Lxt.Checkpointing.EveryLayer,
-                        _ => throw new ArgumentException($"--checkpointing takes none and/or layers, not '{c}'"),
+                        "products" => Lxt.Checkpointing.Products,
+                        _ => throw new ArgumentException($"--checkpointing takes none, layers and/or products, not '{c}'"),
                     }).ToArray(),
                 },
                 var other => throw new ArgumentException($"unknown option '{other}'"),
