@@ -446,6 +446,9 @@ type Executable(compiled: Plan, backend: IBackend) =
                 this.Fresh()
             | None -> this.RunSteps(inputs, null)
         | _ ->
+            // a plain run while a recording exists (profiling, or capture turned off) gets the recording's buffers
+            // back instead of allocating a second set; the next run that may capture records again
+            this.DropRecording()
             let wanted =
                 recording.IsNone && runs >= 1 && not captureFailed && not profiling
                 && (match capture with Some c -> c.CanCapture | None -> false)

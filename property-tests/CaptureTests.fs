@@ -19,6 +19,7 @@ type private RecordingBackend(failCapture: bool) =
     member val Captures = 0 with get, set
     member val Replays = 0 with get, set
     member val Steps = 0 with get, set
+    member val Allocations = 0 with get, set
     member private _.Queue(work: unit -> unit) =
         match capturing with
         | Some l -> l.Add work
@@ -28,7 +29,9 @@ type private RecordingBackend(failCapture: bool) =
     interface IBackend with
         member _.Name = "recording cpu"
         member _.IsDoublePrecision = false
-        member _.Allocate length = inner.Allocate length
+        member this.Allocate length =
+            this.Allocations <- this.Allocations + 1
+            inner.Allocate length
         member this.Upload(source, destination) = this.NotCapturing "upload"; inner.Upload(source, destination)
         member this.UploadDouble(source, destination) = this.NotCapturing "upload"; inner.UploadDouble(source, destination)
         member this.Download(source, destination) = this.NotCapturing "download"; inner.Download(source, destination)
@@ -154,10 +157,17 @@ let tests =
             use exe = new Executable(Plan.compile (network ()), backend)
             bind backend exe (randomArray rng 20)
             for _ in 1 .. 3 do values backend exe (randomArray rng 30) |> ignore
-            let before = recorder.Steps
+            let before, allocated = recorder.Steps, recorder.Allocations
             exe.Profiling <- true
             values backend exe (randomArray rng 30) |> ignore
             Expect.isGreaterThan recorder.Steps before "the profiled run executed its steps"
             Expect.isNonEmpty exe.Profile "and profiled them"
+            // on the recording's buffers: only the input fed and the results handed out are new
+            Expect.isLessThanOrEqual (recorder.Allocations - allocated) 4 "no second set of intermediate buffers"
+            Expect.isFalse exe.IsReplaying "the recording is dropped"
+            exe.Profiling <- false
+            for _ in 1 .. 2 do values backend exe (randomArray rng 30) |> ignore
+            Expect.isTrue exe.IsReplaying "recorded again once profiling is off"
+            Expect.equal recorder.Captures 2 "a second recording"
         }
     ]
