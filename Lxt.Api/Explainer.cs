@@ -148,6 +148,7 @@ public sealed class Explanation
     /// <summary>Relevance at the requested named nodes, in their shapes.</summary>
     public required IReadOnlyDictionary<string, TensorValue> Nodes { get; init; }
     public double RelevanceSum => PerPosition.Sum();
+    /// <summary>Time of a forward pass run before the relevance pass; zero, since the target is picked inside it.</summary>
     public required TimeSpan ForwardTime { get; init; }
     public required TimeSpan RelevanceTime { get; init; }
 
@@ -222,52 +223,54 @@ public sealed class Explainer : IDisposable
     public double[] Forward(float[] input, CancellationToken cancellation = default) =>
         _session.Evaluate([_output], Feeds(input), cancellation)[0].ToDoubleArray();
 
+    /// <summary>Explains one prediction. Without <see cref="ExplainOptions.Target"/> the target is the arg-max of the
+    /// outputs, picked inside the relevance pass (its seed is the one-hot of the arg-max, ties to the lower index), so
+    /// one forward pass serves both.</summary>
     public Explanation Explain(float[] input, ExplainOptions? options = null, CancellationToken cancellation = default)
     {
         options ??= new ExplainOptions();
         int classes = _output.Shape[0];
         var clock = Stopwatch.StartNew();
-        double[]? logits = null;
-        int target;
+        bool pick = options.Target is null;
+        // the seed is this offset plus, for a picked target, the one-hot of the arg-max computed in the graph
+        var offset = new float[classes];
         if (options.Target is int t)
         {
             if (t < 0 || t >= classes) throw new ArgumentOutOfRangeException(nameof(options), $"target {t} is outside the {classes} outputs");
-            target = t;
+            offset[t] = 1;
         }
-        else
-        {
-            logits = Forward(input, cancellation);
-            target = ArgMax(logits);
-        }
-        var forwardTime = clock.Elapsed;
-
-        clock.Restart();
-        var seed = new float[classes];
-        seed[target] = 1;
         if (options.ContrastWith is { Count: > 0 } others)
             foreach (var o in others)
             {
                 if (o < 0 || o >= classes) throw new ArgumentOutOfRangeException(nameof(options), $"contrast index {o} is outside the {classes} outputs");
-                seed[o] -= 1f / others.Count;
+                offset[o] -= 1f / others.Count;
             }
         var nodes = options.Nodes.Select(n => Model.FindNode(n) ?? throw new KeyNotFoundException(
             $"the model has no node named '{n}' (named nodes include: {string.Join(", ", Model.NodeNames().Take(12))}, ...)")).ToArray();
         var ruleSet = options.Method.RuleSet;
         var byNodes = _relevanceGraphs.GetOrCreateValue(ruleSet);
-        var key = string.Join("\n", options.Nodes);
+        var key = (pick ? "arg-max\n" : "") + string.Join("\n", options.Nodes);
         if (!byNodes.TryGetValue(key, out var outputs))
         {
-            var seedNode = Ops.input(SeedName, _output.Node.Shape, DType.Float);
+            var rewrittenOutput = Lrp.rewrite(ruleSet, ListModule.OfArray(new[] { _output.Node })).Head;
+            var seedInput = Ops.input(SeedName, _output.Node.Shape, DType.Float);
+            var seedNode = pick ? Ops.add(Ops.topKMask(1, rewrittenOutput), seedInput) : seedInput;
             var at = ListModule.OfSeq(new[] { _input.Node }.Concat(nodes.Select(n => n.Node)));
             var relevance = Lrp.relevance(ruleSet, _output.Node, seedNode, at);
-            var rewrittenOutput = Lrp.rewrite(ruleSet, ListModule.OfArray(new[] { _output.Node })).Head;
-            outputs = new[] { new Expr(rewrittenOutput) }.Concat(relevance.Select(n => new Expr(n))).ToArray();
+            outputs = new[] { new Expr(rewrittenOutput) }.Concat(relevance.Select(n => new Expr(n)))
+                .Concat(pick ? [new Expr(seedNode)] : []).ToArray();
             byNodes[key] = outputs;
         }
         var feeds = Feeds(input);
-        feeds[SeedName] = seed;
+        feeds[SeedName] = offset;
         var values = _session.Evaluate(outputs, feeds, null, Checkpoints(options.Checkpointing, outputs), cancellation);
-        logits ??= values[0].ToDoubleArray();
+        var logits = values[0].ToDoubleArray();
+        int target = options.Target ?? ArgMax(logits);
+        if (pick && Math.Abs(values[^1][target] - offset[target] - 1) > 1e-6)
+        {
+            // the graph's arg-max is not the host's (NaN logits): explain the host's pick explicitly
+            return Explain(input, options with { Target = target }, cancellation);
+        }
         var inputRelevance = values[1];
         return new Explanation
         {
@@ -278,7 +281,7 @@ public sealed class Explainer : IDisposable
             InputRelevance = inputRelevance,
             PerPosition = _input.Rank == 3 ? Explanation.SumFirstAxis(inputRelevance) : Explanation.SumLastAxis(inputRelevance),
             Nodes = options.Nodes.Select((n, i) => (n, values[2 + i])).ToDictionary(p => p.n, p => p.Item2),
-            ForwardTime = forwardTime,
+            ForwardTime = TimeSpan.Zero,
             RelevanceTime = clock.Elapsed,
         };
     }

@@ -17,7 +17,7 @@ public sealed partial class GpuBackend
     Action<Index1D, ArrayView<float>, ArrayView<float>, Walk, Walk, int, int>? reduce;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>? gather, scatterAdd;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape>? conv2d, conv2dGradInput, conv2dGradWeight;
-    Action<Index1D, ArrayView<float>, ArrayView<float>, int, int>? topKMask;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? topKMask;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, int>? softmaxRows;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? reduceRows;
 
@@ -188,7 +188,7 @@ public sealed partial class GpuBackend
             case Op.TopKMask t:
             {
                 int width = shape[^1], rows = width == 0 ? 0 : n / width;
-                if (rows > 0) (topKMask ??= Load<ArrayView<float>, ArrayView<float>, int, int>(Kernels.TopKMask))(rows, x[0].View, y.View, width, t.k);
+                if (rows > 0) (topKMask ??= LoadGrouped<ArrayView<float>, ArrayView<float>, int, int>(Kernels.TopKMaskRows))(WarpPerRow(rows), x[0].View, y.View, width, t.k);
                 break;
             }
             default:

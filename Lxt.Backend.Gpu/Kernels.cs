@@ -260,21 +260,41 @@ internal static class Kernels
         y[i] = acc;
     }
 
-    /// <summary>One thread per row: an entry is kept when fewer than k entries beat it (larger, or equal at a lower index).</summary>
-    public static void TopKMask(Index1D row, ArrayView<float> x, ArrayView<float> y, int width, int k)
+    /// <summary>1 at the k largest entries of each contiguous row, else 0, one warp per row (group = one warp, grid =
+    /// rows): k rounds, each picking the largest entry not yet picked, ties (and NaNs, which lose to every number) to
+    /// the lower index, as the reference's stable sort does. O(k·width / lanes) per lane.</summary>
+    public static void TopKMaskRows(ArrayView<float> x, ArrayView<float> y, int width, int k)
     {
-        int start = row * width;
-        for (int i = 0; i < width; i++)
+        int start = Grid.IdxX * width, lane = Group.IdxX, lanes = Group.DimX;
+        for (int t = lane; t < width; t += lanes) y[start + t] = 0f;
+        Group.Barrier();
+        for (int round = 0; round < k && round < width; round++)
         {
-            float v = x[start + i];
-            int beaten = 0;
-            for (int j = 0; j < width; j++)
+            float bv = float.NaN;
+            int bi = int.MaxValue;
+            for (int t = lane; t < width; t += lanes)
             {
-                float u = x[start + j];
-                if (u > v || (u == v && j < i)) beaten++;
+                float v = x[start + t];
+                if (y[start + t] == 0f && Beats(v, t, bv, bi)) { bv = v; bi = t; }
             }
-            y[start + i] = beaten < k ? 1f : 0f;
+            for (int offset = Warp.WarpSize / 2; offset > 0; offset /= 2)
+            {
+                float ov = Warp.ShuffleDown(bv, offset);
+                int oi = Warp.ShuffleDown(bi, offset);
+                if (Beats(ov, oi, bv, bi)) { bv = ov; bi = oi; }
+            }
+            if (lane == 0 && bi != int.MaxValue) y[start + bi] = 1f;
+            Group.Barrier();
         }
+    }
+
+    /// <summary>Whether entry (av at ai) ranks before (bv at bi): the larger number, a number before NaN, else the lower index.</summary>
+    static bool Beats(float av, int ai, float bv, int bi)
+    {
+        bool aNaN = float.IsNaN(av), bNaN = float.IsNaN(bv);
+        if (aNaN != bNaN) return bNaN;
+        if (!aNaN && av != bv) return av > bv;
+        return ai < bi;
     }
 
     /// <summary>float32 operands into bfloat16 words (for products in bfloat16).</summary>

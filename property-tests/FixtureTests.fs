@@ -125,8 +125,30 @@ let conservationTests =
         }
     ]
 
+/// Without a target the arg-max is picked inside the relevance pass: the same target and relevance as naming it.
+let pickedTargetTests =
+    testList "a target picked inside the relevance pass" [
+        for device in [ Device.Reference; Device.Cpu ] do
+            for name in [ "llama"; "gpt2" ] do
+                test (sprintf "%s on %A equals the arg-max named explicitly, with and without a contrast" name device) {
+                    let f = load name
+                    let model, graph, input = prepare f
+                    use model = model
+                    use explainer = new Explainer(graph.Model, graph.InputName, model.WeightsFor graph, device)
+                    for contrast in [ [||]; [| 3; 5 |] ] do
+                        let picked = explainer.Explain(input, ExplainOptions(Method = Method.AttnLrp, ContrastWith = contrast))
+                        let argMax = picked.Logits |> Array.mapi (fun i v -> i, v) |> Array.maxBy snd |> fst
+                        Expect.equal picked.Target argMax "the target is the logits' arg-max"
+                        let named = explainer.Explain(input, ExplainOptions(Method = Method.AttnLrp, ContrastWith = contrast, Target = Nullable argMax))
+                        Expect.equal picked.PerPosition named.PerPosition "the same relevance as the named target"
+                        Expect.equal picked.Logits named.Logits "the same logits"
+                        Expect.equal picked.ForwardTime TimeSpan.Zero "no separate forward pass"
+                }
+    ]
+
 let tests =
     testList "fixtures" [
+        pickedTargetTests
         testList "forward logits match the reference" [
             for name in names do
                 test (sprintf "%s in float64" name) {

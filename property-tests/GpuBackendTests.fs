@@ -251,6 +251,13 @@ let tests =
                     Expect.isTrue (e :? ArgumentException) (sprintf "%A %A: %s" device precision (e.GetType().Name))
                     Expect.stringContains e.Message (GpuBackend.IdOf precision) "names the precision"
         }
+        test "top-k masks of wide rows with ties (a vocabulary's arg-max) agree with the reference" {
+            let rng = Random 11
+            let x = input "x" [| 3; 3000 |] Float
+            // few distinct values: many ties, which go to the lower index
+            let values = Map [ "x", Array.init 9000 (fun _ -> float (rng.Next 7)) ]
+            Expect.isTrue (agrees "wide top-k" values [ topKMask 1 x; topKMask 2 x; topKMask 5 x ]) "k = 1, 2, 5 over 3000 entries"
+        }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
             llamaParity Device.IlgpuCpu
         }
