@@ -139,6 +139,19 @@ internal static class Reductions
     {
         int width = shape[^1], rows = width == 0 ? 0 : x.Length / width;
         y.Clear();
+        if (k == 1)
+        {
+            // the arg-max (an explanation's picked target over a vocabulary): one scan, NaN below every number
+            for (int r = 0; r < rows; r++)
+            {
+                var row = x.Slice(r * width, width);
+                int best = -1;
+                for (int i = 0; i < width; i++)
+                    if (!float.IsNaN(row[i]) && (best < 0 || row[i] > row[best])) best = i;
+                y[r * width + Math.Max(best, 0)] = 1f;
+            }
+            return;
+        }
         var order = new int[width];
         for (int r = 0; r < rows; r++)
         {
