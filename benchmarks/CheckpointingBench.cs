@@ -2,7 +2,6 @@
 // random Llama (the 1B shape with few layers by default), and whether relevance matches the run without checkpointing.
 using System.Diagnostics;
 using System.Globalization;
-using Lxt.Models;
 
 namespace Lxt.Benchmarks;
 
@@ -10,20 +9,15 @@ internal static class CheckpointingBench
 {
     public static int Run(string[] args)
     {
-        int layers = 2, hidden = 2048, inter = 8192, heads = 32, kv = 8, tokens = 512, vocab = 1000, threads = 0, reps = 2;
+        var shape = new LlamaShape(Layers: 2, Hidden: 2048, Intermediate: 8192, Heads: 32, KvHeads: 8, Tokens: 512, Vocab: 1000);
+        int threads = 0, reps = 2;
         var modes = new List<string>();
         for (int i = 0; i < args.Length; i++)
         {
             int Next() => int.Parse(args[++i], CultureInfo.InvariantCulture);
+            if (i + 1 < args.Length && shape.With(args[i], () => args[++i]) is { } changed) { shape = changed; continue; }
             switch (args[i])
             {
-                case "--layers" when i + 1 < args.Length: layers = Next(); break;
-                case "--hidden" when i + 1 < args.Length: hidden = Next(); break;
-                case "--intermediate" when i + 1 < args.Length: inter = Next(); break;
-                case "--heads" when i + 1 < args.Length: heads = Next(); break;
-                case "--kv-heads" when i + 1 < args.Length: kv = Next(); break;
-                case "--tokens" when i + 1 < args.Length: tokens = Next(); break;
-                case "--vocab" when i + 1 < args.Length: vocab = Next(); break;
                 case "--threads" when i + 1 < args.Length: threads = Next(); break;
                 case "--reps" when i + 1 < args.Length: reps = Next(); break;
                 case "--mode" when i + 1 < args.Length: modes.Add(args[++i]); break;
@@ -33,17 +27,10 @@ internal static class CheckpointingBench
             }
         }
         if (modes.Count == 0) modes.AddRange(["none", "layers", "products"]);
-        var json = $$"""
-            {"model_type": "llama", "hidden_size": {{hidden}}, "intermediate_size": {{inter}}, "num_attention_heads": {{heads}},
-             "num_key_value_heads": {{kv}}, "num_hidden_layers": {{layers}}, "vocab_size": {{vocab}}, "rms_norm_eps": 1e-5,
-             "rope_theta": 500000.0, "max_position_embeddings": 131072, "tie_word_embeddings": false}
-            """;
-        var graph = Architectures.Build(ModelConfig.Parse(json, "llama"), tokens);
+        var graph = shape.Build();
         var weights = Weights.Random(graph.Model, seed: 3);
-        var rng = new Random(5);
-        var input = new float[graph.InputShape.Aggregate(1, (a, b) => a * b)];
-        for (int i = 0; i < input.Length; i++) input[i] = (float)(rng.NextDouble() - 0.5) * 0.05f;
-        Console.WriteLine($"llama: layers {layers}, hidden {hidden}, intermediate {inter}, heads {heads}, kv heads {kv}, tokens {tokens}, vocab {vocab}; AttnLRP, cpu, float32");
+        var input = shape.RandomEmbeddings();
+        Console.WriteLine($"llama: {shape}; AttnLRP, cpu, float32");
         double[]? reference = null;
         foreach (var mode in modes)
         {

@@ -12,25 +12,7 @@ namespace Lxt.Benchmarks;
 
 internal static class LlamaBench
 {
-    sealed record Shape(int Layers, int Hidden, int Intermediate, int Heads, int KvHeads, int Tokens, int Vocab)
-    {
-        public string[] TorchArgs => [$"{Layers}", $"{Hidden}", $"{Intermediate}", $"{Heads}", $"{KvHeads}", $"{Tokens}", $"{Vocab}"];
-        public override string ToString() => $"layers {Layers}, hidden {Hidden}, intermediate {Intermediate}, heads {Heads}, kv heads {KvHeads}, tokens {Tokens}, vocab {Vocab}";
-        /// Multiply-adds ×2 of one forward pass (projections, attention products, the last position's lm_head).
-        public double ForwardFlops
-        {
-            get
-            {
-                double d = Hidden / Heads, t = Tokens;
-                double proj = 2 * t * Hidden * (Heads * d + 2 * KvHeads * d) + 2 * t * Heads * d * Hidden;
-                double mlp = 3 * 2 * t * Hidden * Intermediate;
-                double attn = 2 * 2 * Heads * t * t * d;
-                return Layers * (proj + mlp + attn) + 2.0 * Hidden * Vocab;
-            }
-        }
-    }
-
-    sealed record Options(Shape Shape, int Threads, int Reps, bool Profile, bool Torch, string? TorchScript);
+    sealed record Options(LlamaShape Shape, int Threads, int Reps, bool Profile, bool Torch, string? TorchScript);
 
     public static int Run(string[] args, bool memoryChild = false)
     {
@@ -41,22 +23,17 @@ internal static class LlamaBench
 
     static Options? Parse(string[] args)
     {
-        int layers = 8, hidden = 1024, inter = 2816, heads = 16, kv = 4, tokens = 256, vocab = 32000, threads = 1, reps = 5;
+        var shape = new LlamaShape(Layers: 8, Hidden: 1024, Intermediate: 2816, Heads: 16, KvHeads: 4, Tokens: 256, Vocab: 32000);
+        int threads = 1, reps = 5;
         bool profile = false, torch = true;
         string? script = null;
         for (int i = 0; i < args.Length; i++)
         {
             string a = args[i];
             int Next() => int.Parse(args[++i], CultureInfo.InvariantCulture);
+            if (i + 1 < args.Length && shape.With(a, () => args[++i]) is { } changed) { shape = changed; continue; }
             switch (a)
             {
-                case "--layers" when i + 1 < args.Length: layers = Next(); break;
-                case "--hidden" when i + 1 < args.Length: hidden = Next(); break;
-                case "--intermediate" when i + 1 < args.Length: inter = Next(); break;
-                case "--heads" when i + 1 < args.Length: heads = Next(); break;
-                case "--kv-heads" when i + 1 < args.Length: kv = Next(); break;
-                case "--tokens" when i + 1 < args.Length: tokens = Next(); break;
-                case "--vocab" when i + 1 < args.Length: vocab = Next(); break;
                 case "--threads" when i + 1 < args.Length: threads = Next(); break;
                 case "--reps" when i + 1 < args.Length: reps = Next(); break;
                 case "--torch-script" when i + 1 < args.Length: script = args[++i]; break;
@@ -67,30 +44,12 @@ internal static class LlamaBench
                     return null;
             }
         }
-        if (threads < 1 || reps < 1 || hidden % heads != 0 || heads % kv != 0)
+        if (threads < 1 || reps < 1 || shape.Hidden % shape.Heads != 0 || shape.Heads % shape.KvHeads != 0)
         {
             Console.Error.WriteLine("llama: need threads >= 1, reps >= 1, hidden divisible by heads, heads by kv heads");
             return null;
         }
-        return new(new(layers, hidden, inter, heads, kv, tokens, vocab), threads, reps, profile, torch, script);
-    }
-
-    static TransformerGraph Build(Shape s)
-    {
-        var json = $$"""
-            {"model_type": "llama", "hidden_size": {{s.Hidden}}, "intermediate_size": {{s.Intermediate}},
-             "num_hidden_layers": {{s.Layers}}, "num_attention_heads": {{s.Heads}}, "num_key_value_heads": {{s.KvHeads}},
-             "vocab_size": {{s.Vocab}}, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu"}
-            """;
-        return Architectures.Build(ModelConfig.Parse(json, "benchmark config"), s.Tokens);
-    }
-
-    static float[] RandomEmbeddings(Shape s)
-    {
-        var rng = new Random(1);
-        var x = new float[s.Tokens * s.Hidden];
-        for (int i = 0; i < x.Length; i++) x[i] = (float)(0.02 * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
-        return x;
+        return new(shape, threads, reps, profile, torch, script);
     }
 
     static double MedianMs(int reps, Action body)
@@ -112,9 +71,9 @@ internal static class LlamaBench
         var s = o.Shape;
         Console.WriteLine($"Llama AttnLRP: {s}; {o.Threads} thread(s); median of {o.Reps} after a warm-up");
         Console.WriteLine($"SGEMM kernel {Sgemm.KernelName}; forward {s.ForwardFlops / 1e9:F1} GFLOP");
-        var g = Build(s);
+        var g = s.Build();
         var weights = Weights.Random(g.Model, seed: 0);
-        var input = RandomEmbeddings(s);
+        var input = s.RandomEmbeddings();
         double fwdMs, lrpMs;
         int target;
         using (var explainer = new Explainer(g.Model, g.InputName, weights, Device.Cpu, o.Threads))
@@ -191,9 +150,9 @@ internal static class LlamaBench
 
     static int MemoryChild(Options o)
     {
-        var g = Build(o.Shape);
+        var g = o.Shape.Build();
         var weights = Weights.Random(g.Model, seed: 0);
-        var input = RandomEmbeddings(o.Shape);
+        var input = o.Shape.RandomEmbeddings();
         using var explainer = new Explainer(g.Model, g.InputName, weights, Device.Cpu, o.Threads);
         explainer.Explain(input, new ExplainOptions { Method = Method.AttnLrp, Target = 0 });
         Console.WriteLine(JsonSerializer.Serialize(new { vmhwm = VmHwmBytes(), planned = explainer.Session.PeakIntermediateBytes }));
