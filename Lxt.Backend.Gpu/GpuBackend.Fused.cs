@@ -54,10 +54,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// <summary>Computes a fused group's root into <paramref name="output"/> with one kernel launch.</summary>
     public void ExecuteFused(FusedGroup group, IBuffer[] inputs, IBuffer output)
     {
-        ArgumentNullException.ThrowIfNull(group);
-        ArgumentNullException.ThrowIfNull(inputs);
-        ObjectDisposedException.ThrowIf(disposed, this);
-        var y = Own(output, nameof(output));
+        var y = CheckCall(group, inputs, output);
         var root = group.Root;
         int n = ShapeModule.numel(root.Shape);
         if (y.Length != n)
@@ -83,10 +80,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// prologue's program as it reads it.</summary>
     public void ExecuteWithPrologue(Prologue prologue, IBuffer[] inputs, IBuffer output)
     {
-        ArgumentNullException.ThrowIfNull(prologue);
-        ArgumentNullException.ThrowIfNull(inputs);
-        ObjectDisposedException.ThrowIf(disposed, this);
-        var y = Own(output, nameof(output));
+        var y = CheckCall(prologue, inputs, output);
         var consumer = prologue.Consumer;
         var group = prologue.Group;
         if (consumer.Children.Length != 1 || !ReferenceEquals(consumer.Children.Head, group.Root))
@@ -122,6 +116,15 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             }
         }
         if (SynchronizeEveryStep) accelerator.Synchronize();
+    }
+
+    /// <summary>The output buffer of a fused call, after checking the call's arguments and that the backend lives.</summary>
+    GpuBuffer CheckCall(object what, IBuffer[] inputs, IBuffer output)
+    {
+        ArgumentNullException.ThrowIfNull(what);
+        ArgumentNullException.ThrowIfNull(inputs);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        return Own(output, nameof(output));
     }
 
     /// <summary>Rows and row length of a consumer the row kernels run: a softmax along the last axis (op −1) or a
