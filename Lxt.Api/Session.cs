@@ -342,9 +342,7 @@ public sealed class Session : IDisposable
 
     public void Dispose()
     {
-        foreach (var p in _plans.Values) ((IDisposable)p).Dispose();
-        _plans.Clear();
-        _bound.Clear();
+        ReleasePlans();
         foreach (var b in _uploaded.Values) b.Dispose();
         _uploaded.Clear();
         foreach (var b in _matrixWeights.Values) b.Dispose();

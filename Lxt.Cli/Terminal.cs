@@ -85,9 +85,7 @@ public static class Terminal
         header.AddRow(new Text("target"), new Text($"{r.Target}{label}, logit {Num(r.TargetLogit)}"));
         header.AddRow(new Text("relevance"), new Text($"sum {Num(r.RelevanceSum)}"));
         header.AddRow(new Text("time"), new Text(
-            r.ForwardTime > TimeSpan.Zero
-                ? $"load {r.LoadTime.TotalMilliseconds:F0} ms, forward {r.ForwardTime.TotalMilliseconds:F0} ms, relevance {r.RelevanceTime.TotalMilliseconds:F0} ms"
-                : $"load {r.LoadTime.TotalMilliseconds:F0} ms, forward and relevance {r.RelevanceTime.TotalMilliseconds:F0} ms (one pass)"));
+            $"load {r.LoadTime.TotalMilliseconds:F0} ms, forward and relevance {r.RelevanceTime.TotalMilliseconds:F0} ms (one pass)"));
         console.Write(header);
         console.WriteLine();
         if (r.ImageSize is var (height, width)) RenderImage(console, r, height, width);

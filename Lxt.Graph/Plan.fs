@@ -208,9 +208,8 @@ type Executable(compiled: Plan, backend: IBackend) =
             raise (NotSupportedException(sprintf "the plan gives %d reductions or softmaxes a fused prologue but backend %s does not run them (IFusedPrologue); run it unfused (Plan.compile without Plan.fuseWith)"
                                              compiled.Prologues.Count backend.Name))
         elif fusing.IsSome then
-            match prologues with
-            | Some p -> Plan.fuseWhere fusing.Value.Fuses p.TakesPrologue compiled
-            | None -> Plan.fuseWhere fusing.Value.Fuses (fun _ -> false) compiled
+            let takesPrologue = match prologues with Some p -> p.TakesPrologue | None -> (fun _ -> false)
+            Plan.fuseWhere fusing.Value.Fuses takesPrologue compiled
         elif compiled.Fusion.Count > 0 then
             raise (NotSupportedException(sprintf "the plan fuses %d pointwise groups but backend %s does not run fused groups (IFusedPointwise); run it unfused (Plan.compile without Plan.fuse)"
                                              compiled.Fusion.Count backend.Name))
@@ -246,13 +245,16 @@ type Executable(compiled: Plan, backend: IBackend) =
                 persistent.[n] <- b
             | _ -> ()
 
+    // a new buffer, counted in the executable's peak
+    let allocate (length: int) =
+        liveBytes <- liveBytes + int64 length * elementBytes
+        peakBytes <- max peakBytes liveBytes
+        backend.Allocate length
+
     let take (length: int) =
         match pool.TryGetValue length with
         | true, s when s.Count > 0 -> s.Pop()
-        | _ ->
-            liveBytes <- liveBytes + int64 length * elementBytes
-            peakBytes <- max peakBytes liveBytes
-            backend.Allocate length
+        | _ -> allocate length
 
     let give (b: IBuffer) =
         match pool.TryGetValue b.Length with
@@ -314,8 +316,6 @@ type Executable(compiled: Plan, backend: IBackend) =
     member _.IsBound(name: string) =
         plan.Leaves |> Array.exists (fun n -> n.Op = Parameter name && persistent.ContainsKey n)
 
-    /// Runs the plan. `inputs` maps input names to buffers owned by the caller. Returns one fresh buffer per output;
-    /// give them back with Recycle (or Dispose them).
     // Runs the steps. Outputs are copied into `into` when given (the recorded run), else into fresh pooled buffers.
     member private _.RunSteps(inputs: IReadOnlyDictionary<string, IBuffer>, into: IBuffer[]) : IBuffer[] =
         let value = Dictionary<Node, IBuffer>(HashIdentity.Reference)
@@ -392,11 +392,6 @@ type Executable(compiled: Plan, backend: IBackend) =
         for o in Array.distinct plan.Outputs do release o
         results
 
-    member private _.Stable(length: int) =
-        liveBytes <- liveBytes + int64 length * elementBytes
-        peakBytes <- max peakBytes liveBytes
-        backend.Allocate length
-
     // The caller's inputs copied into the executable's own buffers, which a recording reads; None when an input is
     // missing or of the wrong length (the plain run then reports it).
     member private this.Stage(inputs: IReadOnlyDictionary<string, IBuffer>) : IReadOnlyDictionary<string, IBuffer> option =
@@ -413,7 +408,7 @@ type Executable(compiled: Plan, backend: IBackend) =
                     let stable =
                         match stableInputs.TryGetValue name with
                         | true, b -> b
-                        | _ -> let b = this.Stable(Shape.numel n.Shape) in stableInputs.[name] <- b; b
+                        | _ -> let b = allocate (Shape.numel n.Shape) in stableInputs.[name] <- b; b
                     backend.Copy(inputs.[name], stable)
                 | _ -> ()
             Some(stableInputs :> IReadOnlyDictionary<string, IBuffer>)
@@ -457,7 +452,7 @@ type Executable(compiled: Plan, backend: IBackend) =
             | None -> this.RunSteps(inputs, null)
             | Some staged ->
                 if stableOutputs.Length = 0 then
-                    stableOutputs <- plan.Outputs |> Array.map (fun o -> this.Stable(Shape.numel o.Shape))
+                    stableOutputs <- plan.Outputs |> Array.map (fun o -> allocate (Shape.numel o.Shape))
                 let c = capture.Value
                 c.BeginCapture()
                 let recorded =
