@@ -114,41 +114,34 @@ public sealed partial class GpuBackend
                       int[] batchShape, GpuBuffer y)
     {
         var gemm = Cublas.ColumnMajorGemm.Of(m, n, k, transA, transB);
-        IntPtr pa, pb;
-        int size;
+        // the strided-batched calls over operands at pa and pb whose values are `size` bytes each
+        void Calls(IntPtr pa, IntPtr pb, int size, bool narrowOperands)
+        {
+            foreach (var call in PlanGemmCalls(m, n, k, batchA, batchB, batchShape))
+                Cublas.StridedBatched(cublas, Precision, gemm,
+                    pa + (nint)(call.OffsetA * size), call.StrideA,
+                    pb + (nint)(call.OffsetB * size), call.StrideB,
+                    y.Pointer + (nint)(call.OffsetC * sizeof(float)), (long)m * n, call.Count, narrowOperands);
+        }
         if (Precision == GemmPrecision.BFloat16 && !a.IsBFloat16 && !b.IsBFloat16 && fast16BF)
         {
             // two float32 operands (activations, e.g. attention): cuBLAS rounds them as it loads them
             try
             {
-                foreach (var call in PlanGemmCalls(m, n, k, batchA, batchB, batchShape))
-                    Cublas.StridedBatched(cublas, Precision, gemm,
-                        a.Pointer + (nint)(call.OffsetA * sizeof(float)), call.StrideA,
-                        b.Pointer + (nint)(call.OffsetB * sizeof(float)), call.StrideB,
-                        y.Pointer + (nint)(call.OffsetC * sizeof(float)), (long)m * n, call.Count, narrowOperands: false);
+                Calls(a.Pointer, b.Pointer, sizeof(float), narrowOperands: false);
                 return;
             }
             catch (LxtException) { fast16BF = false; } // not offered by this cuBLAS: bfloat16 copies from now on
         }
         if (Precision == GemmPrecision.BFloat16)
         {
-            pa = a.IsBFloat16 ? a.Pointer : NarrowCopy(a, ref scratchA);
-            pb = b.IsBFloat16 ? b.Pointer : NarrowCopy(b, ref scratchB);
-            size = sizeof(ushort);
+            Calls(a.IsBFloat16 ? a.Pointer : NarrowCopy(a, ref scratchA), b.IsBFloat16 ? b.Pointer : NarrowCopy(b, ref scratchB),
+                  sizeof(ushort), narrowOperands: true);
+            return;
         }
-        else
-        {
-            if (a.IsBFloat16 || b.IsBFloat16)
-                throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} has a bfloat16 operand, which only {GemmPrecision.BFloat16} products read; this backend computes them in {Precision}");
-            pa = a.Pointer;
-            pb = b.Pointer;
-            size = sizeof(float);
-        }
-        foreach (var call in PlanGemmCalls(m, n, k, batchA, batchB, batchShape))
-            Cublas.StridedBatched(cublas, Precision, gemm,
-                pa + (nint)(call.OffsetA * size), call.StrideA,
-                pb + (nint)(call.OffsetB * size), call.StrideB,
-                y.Pointer + (nint)(call.OffsetC * sizeof(float)), (long)m * n, call.Count);
+        if (a.IsBFloat16 || b.IsBFloat16)
+            throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} has a bfloat16 operand, which only {GemmPrecision.BFloat16} products read; this backend computes them in {Precision}");
+        Calls(a.Pointer, b.Pointer, sizeof(float), narrowOperands: true);
     }
 
     /// <summary>One strided-batched GEMM: Count products, the i-th reading A at OffsetA + i·StrideA, B at

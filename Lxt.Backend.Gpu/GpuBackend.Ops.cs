@@ -208,18 +208,17 @@ public sealed partial class GpuBackend
     void Reduce(Node node, ReduceOp op, int[] axes, int[] xShape, GpuBuffer x, GpuBuffer y, int n)
     {
         if (n == 0) return;
-        var st = Walk.Strides(xShape);
-        var keptAxes = Enumerable.Range(0, xShape.Length).Where(a => !axes.Contains(a)).ToArray();
-        var kept = Walk.Of(node, keptAxes.Select(a => xShape[a]).ToArray(), keptAxes.Select(a => st[a]).ToArray());
-        var reduced = Walk.Of(node, axes.Select(a => xShape[a]).ToArray(), axes.Select(a => st[a]).ToArray());
         int count = ShapeModule.product(axes.Select(a => xShape[a]).ToArray(), 0, axes.Length);
         if (count == 0 && op.IsMax) throw new InvalidOperationException($"{Node.Describe(node)}: reduce max over an empty axis has no value");
-        bool trailing = count > 0 && axes.Length > 0 && axes[^1] == xShape.Length - 1 && axes[^1] - axes[0] == axes.Length - 1;
-        if (trailing)
+        if (RowsOf(node, out _, out _, out _)) // trailing axes: one warp per row
         {
             (reduceRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, int, int>(Kernels.ReduceRows))(WarpPerRow(n), x.View, y.View, count, op.Tag);
             return;
         }
+        var st = Walk.Strides(xShape);
+        var keptAxes = Enumerable.Range(0, xShape.Length).Where(a => !axes.Contains(a)).ToArray();
+        var kept = Walk.Of(node, keptAxes.Select(a => xShape[a]).ToArray(), keptAxes.Select(a => st[a]).ToArray());
+        var reduced = Walk.Of(node, axes.Select(a => xShape[a]).ToArray(), axes.Select(a => st[a]).ToArray());
         (reduce ??= Load<ArrayView<float>, ArrayView<float>, Walk, Walk, int, int>(Kernels.Reduce))(n, x.View, y.View, kept, reduced, count, op.Tag);
     }
 

@@ -257,24 +257,28 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
         accelerator.Bind();
         if (d.IsBFloat16)
         {
-            var words = new ushort[source.Length];
-            if (words.Length < 1 << 20)
-                for (int i = 0; i < words.Length; i++) words[i] = BFloat16Conversion.FromFloat(source[i]);
-            else
-            {
-                // weight matrices: rounded in parallel chunks (the 8B shapes hold billions of values)
-                var values = source.ToArray();
-                const int chunk = 1 << 18;
-                Parallel.For(0, (words.Length + chunk - 1) / chunk, c =>
-                {
-                    int end = Math.Min(words.Length, (c + 1) * chunk);
-                    for (int i = c * chunk; i < end; i++) words[i] = BFloat16Conversion.FromFloat(values[i]);
-                });
-            }
+            var words = ToBFloat16Words(source);
             d.BFloat16Memory.View.SubView(0, words.Length).CopyFromCPU(stream, ref words[0], words.Length);
             return;
         }
         d.Memory.View.SubView(0, source.Length).CopyFromCPU(stream, ref MemoryMarshal.GetReference(source), source.Length);
+    }
+
+    /// <summary>Host values rounded to bfloat16 words, in parallel chunks (weight matrices hold up to billions).</summary>
+    static unsafe ushort[] ToBFloat16Words(ReadOnlySpan<float> source)
+    {
+        var words = new ushort[source.Length];
+        const int chunk = 1 << 18;
+        fixed (float* pinned = source)
+        {
+            var values = (nint)pinned;
+            Parallel.For(0, (words.Length + chunk - 1) / chunk, c =>
+            {
+                int end = Math.Min(words.Length, (c + 1) * chunk);
+                for (int i = c * chunk; i < end; i++) words[i] = BFloat16Conversion.FromFloat(((float*)values)[i]);
+            });
+        }
+        return words;
     }
 
     public void UploadDouble(ReadOnlySpan<double> source, IBuffer destination)

@@ -49,8 +49,11 @@ public sealed class GpuBuffer : IBuffer
     /// <summary>True for a bfloat16 buffer.</summary>
     public bool IsBFloat16 => ElementType == GpuElementType.BFloat16;
 
+    // the allocation, whichever its element type (null once disposed)
+    MemoryBuffer? Allocation => (MemoryBuffer?)memory ?? narrow;
+
     /// <summary>Bytes of device memory the buffer holds.</summary>
-    public long LengthInBytes => memory?.LengthInBytes ?? narrow?.LengthInBytes ?? 0;
+    public long LengthInBytes => Allocation?.LengthInBytes ?? 0;
 
     /// <summary>The ILGPU float32 buffer (at least one element long, so empty tensors still own a valid allocation).
     /// A bfloat16 buffer has none: its values are in <see cref="BFloat16Memory"/>.</summary>
@@ -76,17 +79,10 @@ public sealed class GpuBuffer : IBuffer
 
     public void Dispose()
     {
-        if (memory is not null)
-        {
-            Owner.Released(memory.LengthInBytes);
-            memory.Dispose();
-            memory = null;
-        }
-        if (narrow is not null)
-        {
-            Owner.Released(narrow.LengthInBytes);
-            narrow.Dispose();
-            narrow = null;
-        }
+        if (Allocation is not { } allocation) return;
+        Owner.Released(allocation.LengthInBytes);
+        allocation.Dispose();
+        memory = null;
+        narrow = null;
     }
 }
