@@ -2,22 +2,26 @@
 // encoded and uploaded once, then every run is one launch of FusedKernels.Fused, or for a prologue one launch of the
 // row kernel (FusedKernels.SoftmaxRows, FusedKernels.ReduceRows) that reads its operand through the program.
 using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 using Lxt.Graph;
 
 namespace Lxt.Backend.Gpu;
 
 public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPlaceElementwise
 {
-    Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>? fused;
-    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>? softmaxRowsPrologue;
-    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>? reduceRowsPrologue;
+    // one compiled kernel per program type (and kernel): groups computing alike share it
+    readonly Dictionary<Type, Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>> fusedKernels = [];
+    readonly Dictionary<Type, Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>> softmaxRowsKernels = [];
+    readonly Dictionary<Type, Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> reduceRowsKernels = [];
 
     // one uploaded table per group, kept while the backend lives (a plan's groups are few and their tables small)
-    readonly Dictionary<FusedGroup, MemoryBuffer1D<int, Stride1D.Dense>> fusedTables = new(ReferenceEqualityComparer.Instance);
+    readonly Dictionary<FusedGroup, (MemoryBuffer1D<int, Stride1D.Dense> Table, Type Program)> fusedTables = new(ReferenceEqualityComparer.Instance);
     readonly ArrayView<float>[] fusedViews = new ArrayView<float>[FusedKernels.MaxOperands];
 
     /// <summary>When true (the default), executables on this backend fuse chains of pointwise ops into one kernel
@@ -59,16 +63,16 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         int n = ShapeModule.numel(root.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, fused {Node.Describe(root)} needs {n}", nameof(output));
-        var table = BindFused(group, inputs, y);
+        var (table, program) = BindFused(group, inputs, y);
         if (n > 0)
         {
-            if (fused is null)
+            if (!fusedKernels.TryGetValue(program, out var kernel))
             {
-                var k = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                    ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>(FusedKernels.Fused);
-                fused = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
+                var k = accelerator.LoadAutoGroupedKernel(Specialize<Action<Index1D, ArrayView<float>, ArrayView<float>,
+                    ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                    ArrayView<float>, ArrayView<int>>>(nameof(FusedKernels.Fused), program));
+                fusedKernels[program] = kernel = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
             }
-            var kernel = fused;
             var v = fusedViews;
             kernel(n, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
         }
@@ -90,29 +94,31 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         int n = ShapeModule.numel(consumer.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(consumer)} needs {n}", nameof(output));
-        var table = BindFused(group, inputs, y);
+        var (table, program) = BindFused(group, inputs, y);
         var v = fusedViews;
         if (rows > 0 && len > 0)
         {
             if (op < 0)
             {
-                if (softmaxRowsPrologue is null)
+                if (!softmaxRowsKernels.TryGetValue(program, out var kernel))
                 {
-                    var k = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(FusedKernels.SoftmaxRows);
-                    softmaxRowsPrologue = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l);
+                    var k = accelerator.LoadKernel(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                        ArrayView<int>, int>>(nameof(FusedKernels.SoftmaxRows), program));
+                    softmaxRowsKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l);
                 }
-                softmaxRowsPrologue(WarpPerRow(rows), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len);
+                kernel(WarpPerRow(rows), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len);
             }
             else
             {
-                if (reduceRowsPrologue is null)
+                if (!reduceRowsKernels.TryGetValue(program, out var kernel))
                 {
-                    var k = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(FusedKernels.ReduceRows);
-                    reduceRowsPrologue = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r);
+                    var k = accelerator.LoadKernel(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                        ArrayView<int>, int, int>>(nameof(FusedKernels.ReduceRows), program));
+                    reduceRowsKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r);
                 }
-                reduceRowsPrologue(WarpPerRow(rows), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, op);
+                kernel(WarpPerRow(rows), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, op);
             }
         }
         if (SynchronizeEveryStep) accelerator.Synchronize();
@@ -160,9 +166,28 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         }
     }
 
+    /// <summary>The PTX that the fused kernel <paramref name="kernel"/> (Fused, SoftmaxRows or ReduceRows) compiles to
+    /// for <paramref name="group"/> on an SM 9.0 device, made without a device: to inspect the code a program gives.</summary>
+    internal static string FusedPtx(FusedGroup group, string kernel)
+    {
+        var method = typeof(FusedKernels).GetMethod(kernel)!.MakeGenericMethod(FusedProgramType.Of(EncodeFused(group)));
+        using var context = Context.Create(b => b.EnableAlgorithms());
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90,
+            CudaInstructionSet.ISA_80, null!);
+        var entry = kernel == nameof(FusedKernels.Fused)
+            ? EntryPointDescription.FromImplicitlyGroupedKernel(method)
+            : EntryPointDescription.FromExplicitlyGroupedKernel(method);
+        return ((PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty)).PTXAssembly;
+    }
+
+    /// <summary>The fused kernel <paramref name="name"/> of <see cref="FusedKernels"/> for a program type.</summary>
+    static TDelegate Specialize<TDelegate>(string name, Type program) where TDelegate : Delegate =>
+        typeof(FusedKernels).GetMethod(name)!.MakeGenericMethod(program).CreateDelegate<TDelegate>();
+
     /// <summary>Checks a group's operand buffers, binds them to the fused views (unused views to
-    /// <paramref name="y"/>, which the program never loads) and returns the group's uploaded table.</summary>
-    ArrayView<int> BindFused(FusedGroup group, IBuffer[] inputs, GpuBuffer y)
+    /// <paramref name="y"/>, which the program never loads) and returns the group's uploaded table and its program's
+    /// type.</summary>
+    (ArrayView<int> Table, Type Program) BindFused(FusedGroup group, IBuffer[] inputs, GpuBuffer y)
     {
         var root = group.Root;
         if (inputs.Length != group.Operands.Length)
@@ -178,14 +203,14 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             views[k] = b.View;
         }
         accelerator.Bind();
-        if (!fusedTables.TryGetValue(group, out var table))
+        if (!fusedTables.TryGetValue(group, out var bound))
         {
             var encoded = EncodeFused(group);
-            table = accelerator.Allocate1D<int>(encoded.Length);
+            var table = accelerator.Allocate1D<int>(encoded.Length);
             table.View.CopyFromCPU(stream, ref encoded[0], encoded.Length); // ordered before the kernels on the stream
-            fusedTables[group] = table;
+            fusedTables[group] = bound = (table, FusedProgramType.Of(encoded));
         }
-        return table.View;
+        return (bound.Table.View, bound.Program);
     }
 
     /// <summary>The kernel's table for a group, after checking that the program only reads earlier registers and
@@ -258,7 +283,6 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             }
             modes[k] = scalar ? FusedKernels.Scalar : contiguous ? FusedKernels.Contiguous : FusedKernels.Strided;
         }
-        table[FusedKernels.NeedsIndexAt] = group.Program.Any(instr => instr is FusedInstr.Load l && l.operand >= 0 && l.operand < operands && modes[l.operand] == FusedKernels.Strided) ? 1 : 0;
         for (int pc = 0; pc < count; pc++)
         {
             int Register(int r) => r >= 0 && r < pc
@@ -285,7 +309,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
 
     void DisposeFusedTables()
     {
-        foreach (var t in fusedTables.Values) t.Dispose();
+        foreach (var t in fusedTables.Values) t.Table.Dispose();
         fusedTables.Clear();
     }
 }

@@ -1,5 +1,6 @@
 // The ILGPU kernels of the GPU backend: static methods over an index and array views, one per op family.
 // They follow Reference.fs op by op; float32 throughout, with erf written out so every device computes the same.
+using System.Runtime.CompilerServices;
 using ILGPU;
 using Lxt.Graph;
 
@@ -336,6 +337,7 @@ internal static class Kernels
 
 
     /// <summary>One element of a unary op (by <see cref="UnaryOp"/> tag): the Unary and the fused kernels' semantics.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // a fused program's constant op tag folds the switch
     internal static float ApplyUnary(int op, float x)
     {
         switch (op)
@@ -363,6 +365,7 @@ internal static class Kernels
     }
 
     /// <summary>One element of a binary op (by <see cref="BinaryOp"/> tag): the Binary and the fused kernels' semantics.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float ApplyBinary(int op, float a, float b)
     {
         switch (op)
@@ -381,6 +384,7 @@ internal static class Kernels
     }
 
     /// <summary>One element of Where: the Where and the fused kernels' semantics.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float ApplyWhere(float cond, float whenTrue, float whenFalse) => cond != 0f ? whenTrue : whenFalse;
 
     /// <summary>erf(u) for |u| &lt; 0.75 from its Maclaurin series (eight terms reach float precision).</summary>

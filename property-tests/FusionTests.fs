@@ -360,6 +360,32 @@ let tests =
             Expect.equal exe.Plan.Prologues.Count 0 "no prologue above the limit"
             Expect.equal exe.Plan.Fusion.Count 1 "the pointwise chain is still one group"
         }
+        test "fused kernels compile to straight-line code: no local memory, each operand loaded once, no program decoded" {
+            // a masked, scaled attention score (a [4, 6] mask broadcast over [3, 4, 6] scores) read by a softmax, a masked
+            // row sum and a long chain on the same scores: the groups a relevance graph has, compiled to PTX here
+            let scores = input "scores" [| 3; 4; 6 |] Float
+            let mask = input "mask" [| 4; 6 |] Float
+            let masked = where (greater mask (scalar 0.0)) (mul scores (scalar 0.125)) (fill scores.Shape -1e30)
+            let chain = List.fold (fun acc i -> if i % 3 = 0 then tanh acc else mul (add acc scores) (scalar (float i))) (exp scores) [ 1 .. 9 ]
+            let plan = Plan.compile [ softmax -1 masked; reduceSum [ -1 ] false (mul (neg scores) mask); chain ]
+            let fused = Plan.fuseWith takesPrologue plan
+            Expect.equal fused.Prologues.Count 2 "the softmax and the sum read their operands through programs"
+            let groups =
+                [ for KeyValue(_, p) in fused.Prologues -> (match p.Consumer.Op with Softmax _ -> "SoftmaxRows" | _ -> "ReduceRows"), p.Group ]
+                @ [ for KeyValue(_, g) in fused.Fusion -> "Fused", g ]
+            Expect.isGreaterThanOrEqual (List.length groups) 3 "two prologues and the chain's group"
+            for kernel, group in groups do
+                let ptx = GpuBackend.FusedPtx(group, kernel)
+                let count (s: string) = Text.RegularExpressions.Regex.Matches(ptx, Text.RegularExpressions.Regex.Escape s).Count
+                let what = sprintf "%s of %s (%d instructions)" kernel (Node.Describe group.Root) group.Program.Length
+                Expect.equal (count ".local") 0 (sprintf "%s keeps its registers in registers" what)
+                let loads = group.Program |> Array.filter (fun i -> match i with Load _ -> true | _ -> false) |> Array.length
+                // the program is inlined where a kernel evaluates it: a softmax's three passes over the row, a
+                // reduction's maximum and its sum (the op is a kernel argument), a pointwise kernel's one element
+                let evaluations = match kernel with "SoftmaxRows" -> 3 | "ReduceRows" -> 2 | _ -> 1
+                let floatLoads = Text.RegularExpressions.Regex.Matches(ptx, @"\bld(\.global)?(\.nc)?\.f32\b").Count
+                Expect.equal floatLoads (loads * evaluations) (sprintf "%s loads each operand once where it evaluates the program" what)
+        }
         test "a malformed fused group is rejected before any kernel runs" {
             let x = input "x" [| 3 |] Float
             let y = neg (exp x)
