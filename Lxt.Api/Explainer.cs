@@ -110,11 +110,15 @@ public sealed class Checkpointing
         return layers.Where((_, i) => (i + 1) % every == 0).ToArray();
     });
 
-    /// <summary>Every matrix product (MatMul) of the forward pass, and the input: the backward pass recomputes only the
-    /// pointwise, normalisation and layout ops between products (norms, rotary embeddings, activations, gates, masks,
-    /// the rules' helper values), never a product. It keeps the products' outputs instead of everything derived from
-    /// them, for a small share of the forward pass's time; it needs no <see cref="Explainer.LayerOutputs"/>.</summary>
-    public static Checkpointing Products { get; } = new("every matrix product", _ => [], atProducts: true);
+    /// <summary>Every matrix product (MatMul) and reduction of the forward pass, and the input: the backward pass
+    /// recomputes the pointwise, normalisation and layout ops between them (norms, rotary embeddings, activations,
+    /// gates, masks, the rules' helper values). It keeps the products' outputs instead of everything derived from them,
+    /// for a small share of the forward pass's time; it needs no <see cref="Explainer.LayerOutputs"/>. A product with
+    /// more elements than either operand (the attention scores q·kᵀ of an input longer than a head's dimensions) is no
+    /// checkpoint: it is recomputed, with its softmax, from the kept queries and keys, so no value of [heads, tokens,
+    /// tokens] outlives its layer. The kept reductions (a norm's mean square) let a norm be recomputed without the
+    /// residual stream, which is then not kept either.</summary>
+    public static Checkpointing Products { get; } = new("every matrix product and reduction", _ => [], atProducts: true);
 
     /// <summary>The named nodes of the model graph as checkpoints.</summary>
     public static Checkpointing At(params string[] nodes)
@@ -303,13 +307,25 @@ public sealed class Explainer : IDisposable
     }
 
     // the matrix products of the rewritten forward graph (under the rewritten output, so markers the rules put around
-    // them are looked through) and the input; none is interior to a segment, so none is recomputed. Softmax outputs
-    // are left out: keeping them as well gave the same peak on a 1B-shaped Llama at 512 tokens.
+    // them are looked through), its reductions and the input. Products with more elements than either operand
+    // (attention scores q·kᵀ once the tokens outnumber a head's dimensions) are left out: they are recomputed from
+    // their operands with the softmax over them, one product per layer, so no [heads, tokens, tokens] value is kept
+    // from the forward pass. Reductions (the mean square of a norm) are kept because they are small and a segment's
+    // norm can then be recomputed without the residual stream, which no product's backward reads. Softmax outputs are
+    // left out: keeping them as well gave the same peak on a 1B-shaped Llama at 512 tokens.
     internal static IReadOnlyList<Expr> ProductCheckpoints(Lxt.Graph.Node input, Expr rewrittenOutput)
     {
         var checkpoints = new List<Expr> { new(input) };
         foreach (var n in Traverse.topo(new[] { rewrittenOutput.Node }))
-            if (n.Op.IsMatMul) checkpoints.Add(new Expr(n));
+        {
+            bool keep = n.Op switch
+            {
+                Op.MatMul m => ShapeModule.numel(n.Shape) <= Math.Max(ShapeModule.numel(m.a.Shape), ShapeModule.numel(m.b.Shape)),
+                Op.Reduce => true,
+                _ => false,
+            };
+            if (keep) checkpoints.Add(new Expr(n));
+        }
         return checkpoints;
     }
 

@@ -2,6 +2,7 @@
 // and applies the element functions of the Unary, Binary and Where kernels. Fused computes the group's root one
 // thread per element; SoftmaxRows and ReduceRows read a softmax's or trailing reduction's operand through the
 // program (a prologue). Tables (walk, strides, program) are built once per group by GpuBackend.Fused.cs.
+using System.Runtime.CompilerServices;
 using ILGPU;
 using Lxt.Graph;
 
@@ -39,15 +40,27 @@ internal static class FusedKernels
         y[i] = default(TValue).At(x, i);
     }
 
-    /// <summary>Softmax of contiguous rows of a fused group's value, one warp per row (group = one warp, grid =
-    /// rows): <see cref="Kernels.SoftmaxRows"/> with each element computed by the program where that kernel reads
-    /// it, so the passes, the shift and the order of the sums are the same.</summary>
+    /// <summary>Softmax of contiguous rows of a fused group's value (a prologue), one warp per row.</summary>
     public static void SoftmaxRows<TValue>(ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table, int len) where TValue : struct, IFusedValue
+        ArrayView<int> table, int len) where TValue : struct, IFusedValue =>
+        SoftmaxRowsOf<TValue>(y, new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len);
+
+    /// <summary>Sum, mean or max of contiguous rows of a fused group's value (a prologue), one warp per row.</summary>
+    public static void ReduceRows<TValue>(ArrayView<float> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table, int len, int op) where TValue : struct, IFusedValue =>
+        ReduceRowsOf<TValue>(y, new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, op);
+
+    /// <summary>Softmax of contiguous rows of the value <typeparamref name="TValue"/> computes from
+    /// <paramref name="x"/>, one warp per row (group = one warp, grid = rows): lanes stride over the row so loads
+    /// coalesce and combine their maxima and sums by shuffles. A row that is −∞ throughout keeps the reference's shift
+    /// of 0 and so gives 0/0. The plain softmax kernel and every prologue run this one body.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void SoftmaxRowsOf<TValue>(ArrayView<float> y, in FusedOperands x, int len) where TValue : struct, IFusedValue
     {
-        var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
         var value = default(TValue);
         int start = Grid.IdxX * len, lane = Group.IdxX, width = Group.DimX;
         float m = float.NegativeInfinity;
@@ -64,14 +77,12 @@ internal static class FusedKernels
         for (int t = lane; t < len; t += width) y[start + t] = MathF.Exp(value.At(x, start + t) - m) / z;
     }
 
-    /// <summary>Sum, mean or max of contiguous rows of a fused group's value, one warp per row:
-    /// <see cref="Kernels.ReduceRows"/> with each element computed by the program where that kernel reads it.</summary>
-    public static void ReduceRows<TValue>(ArrayView<float> y,
-        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
-        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table, int len, int op) where TValue : struct, IFusedValue
+    /// <summary>Sum, mean or max (by <see cref="ReduceOp"/> tag) of contiguous rows of the value
+    /// <typeparamref name="TValue"/> computes from <paramref name="x"/>, one warp per row: the body of the plain
+    /// row reduction and of every reduction prologue.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void ReduceRowsOf<TValue>(ArrayView<float> y, in FusedOperands x, int len, int op) where TValue : struct, IFusedValue
     {
-        var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
         var value = default(TValue);
         int row = Grid.IdxX, start = row * len, lane = Group.IdxX, width = Group.DimX;
         if (op == ReduceOp.Tags.Max)

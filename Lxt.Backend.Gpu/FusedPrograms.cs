@@ -144,6 +144,10 @@ internal readonly struct FusedOperands
         Table = table;
     }
 
+    /// <summary>One operand, <paramref name="x"/>, and no table: what <see cref="Operand0"/> reads.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static FusedOperands Of(ArrayView<float> x) => new(x, x, x, x, x, x, x, x, default);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public float Read(int operand, int offset)
     {
@@ -279,6 +283,13 @@ internal struct Program<P, R> : IFusedValue where P : struct, IFusedProgram wher
         default(P).Run(ref r, x, i);
         return r.Get(default(R).Value);
     }
+}
+
+/// <summary>The value of operand 0 at the element itself: a plain kernel's operand, read as a program.</summary>
+internal struct Operand0 : IFusedValue
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly float At(in FusedOperands x, int i) => x.Read(0, i);
 }
 
 /// <summary>Builds the type of an encoded program (GpuBackend.EncodeFused's table).</summary>

@@ -34,10 +34,10 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     public int FusedElementLimit { get; set; } = int.MaxValue;
 
     /// <summary>Softmaxes and reductions of operands of more elements than this read them materialised, not through a
-    /// prologue (default 2²²). A prologue softmax evaluates its program three times per element, and on large values
-    /// (the [heads, tokens, tokens] attention scores of long inputs, measured on an H100) that costs more than one
-    /// fused pass that writes the value and the plain row kernel that reads it.</summary>
-    public int PrologueElementLimit { get; set; } = 1 << 22;
+    /// prologue (default: no limit). A prologue reads the group's operands where the row kernel would read the
+    /// materialised value, and its program is compiled code, so a prologue moves fewer bytes at every size; the limit
+    /// is there to compare the two.</summary>
+    public int PrologueElementLimit { get; set; } = int.MaxValue;
 
     bool IFusedPointwise.Fuses(Node node) => node is not null && ShapeModule.numel(node.Shape) <= FusedElementLimit;
 

@@ -96,46 +96,13 @@ internal static class Kernels
         for (int t = 0; t < len; t++) y[start + t * inner] = MathF.Exp(x[start + t * inner] - m) / z;
     }
 
-    /// <summary>Softmax of contiguous rows, one warp per row (group = one warp, grid = rows): lanes stride over the
-    /// row so loads coalesce, and combine their maxima and sums by shuffles.</summary>
-    public static void SoftmaxRows(ArrayView<float> x, ArrayView<float> y, int len)
-    {
-        int start = Grid.IdxX * len, lane = Group.IdxX, width = Group.DimX;
-        float m = float.NegativeInfinity;
-        for (int t = lane; t < len; t += width)
-        {
-            float v = x[start + t];
-            if (v > m) m = v;
-        }
-        m = WarpMax(m);
-        if (float.IsNegativeInfinity(m)) m = 0f;
-        float z = 0f;
-        for (int t = lane; t < len; t += width) z += MathF.Exp(x[start + t] - m);
-        z = WarpSum(z);
-        for (int t = lane; t < len; t += width) y[start + t] = MathF.Exp(x[start + t] - m) / z;
-    }
+    /// <summary>Softmax of contiguous rows, one warp per row (see <see cref="FusedKernels.SoftmaxRowsOf"/>).</summary>
+    public static void SoftmaxRows(ArrayView<float> x, ArrayView<float> y, int len) =>
+        FusedKernels.SoftmaxRowsOf<Operand0>(y, FusedOperands.Of(x), len);
 
     /// <summary>Sum, mean or max of contiguous rows, one warp per row (the reduced axes are the trailing ones).</summary>
-    public static void ReduceRows(ArrayView<float> x, ArrayView<float> y, int len, int op)
-    {
-        int row = Grid.IdxX, start = row * len, lane = Group.IdxX, width = Group.DimX;
-        if (op == ReduceOp.Tags.Max)
-        {
-            float m = float.NegativeInfinity;
-            for (int t = lane; t < len; t += width)
-            {
-                float v = x[start + t];
-                if (v > m || float.IsNaN(v)) m = v;
-            }
-            m = WarpMax(m);
-            if (lane == 0) y[row] = m;
-            return;
-        }
-        float s = 0f;
-        for (int t = lane; t < len; t += width) s += x[start + t];
-        s = WarpSum(s);
-        if (lane == 0) y[row] = op == ReduceOp.Tags.Mean ? s / len : s;
-    }
+    public static void ReduceRows(ArrayView<float> x, ArrayView<float> y, int len, int op) =>
+        FusedKernels.ReduceRowsOf<Operand0>(y, FusedOperands.Of(x), len, op);
 
     /// <summary>The sum over the warp's lanes, in every lane.</summary>
     internal static float WarpSum(float v)

@@ -219,14 +219,25 @@ let private productPlans (layers: int) (tokens: int) =
 
 let private productTests =
     testList "checkpoints at the matrix products" [
-        test "the input and every MatMul of the rewritten forward pass are the checkpoints; the plan recomputes no MatMul" {
+        test "the input and every MatMul and Reduce of the rewritten forward pass are the checkpoints; the plan recomputes no MatMul" {
             let checkpoints, (plainMatMuls, productMatMuls), recomputes = productPlans 3 8
             let matmuls = checkpoints |> List.filter (fun n -> match n.Op with MatMul _ -> true | _ -> false)
+            let reductions = checkpoints |> List.filter (fun n -> match n.Op with Reduce _ -> true | _ -> false)
             // per layer: q, k, v, o, q·kᵀ, attention·v, gate, up, down; and the lm_head
             Expect.equal matmuls.Length (3 * 9 + 1) "every product of the forward pass"
-            Expect.equal checkpoints.Length (matmuls.Length + 1) "and the input"
+            // per layer the mean squares of two RMSNorms; and the final norm's
+            Expect.equal reductions.Length (3 * 2 + 1) "every reduction of the forward pass"
+            Expect.equal checkpoints.Length (matmuls.Length + reductions.Length + 1) "and the input"
             Expect.equal productMatMuls plainMatMuls "as many MatMul steps as without checkpointing"
             Expect.isGreaterThan recomputes 3 "segments between products are recomputed"
+        }
+        test "with more tokens than a head's dimensions, the attention scores are no checkpoint: one product per layer is recomputed" {
+            let checkpoints, (plainMatMuls, productMatMuls), _ = productPlans 3 64
+            let matmuls = checkpoints |> List.filter (fun n -> match n.Op with MatMul _ -> true | _ -> false)
+            // 64 tokens, heads of 16 dimensions: q·kᵀ is [4, 64, 64], four times its operands
+            Expect.equal matmuls.Length (3 * 8 + 1) "every product but q·kᵀ"
+            Expect.isTrue (matmuls |> List.forall (fun n -> n.Shape <> [| 4; 64; 64 |])) "no attention scores kept"
+            Expect.equal productMatMuls (plainMatMuls + 3) "q·kᵀ recomputed once per layer"
         }
         test "many checkpoints: a 16-layer model's plan (hundreds of checkpoints) compiles quickly" {
             let clock = Diagnostics.Stopwatch.StartNew()
