@@ -1,168 +1,77 @@
 // Fused programs as types: every instruction of a group's register program (Lxt.Graph.FusedInstr) becomes a struct
-// type whose Run method ILGPU inlines, with its registers, operand numbers and op tags as type arguments. A group's
-// kernel is the generic kernel instantiated with its program's type, so ILGPU compiles it to straight-line code:
-// each register is a machine register, each op one instruction, and nothing is decoded per element. Programs of the
-// same shape share one compiled kernel. The table (walk sizes, operand strides, constants) is GpuBackend.EncodeFused's.
+// type whose Run method ILGPU inlines, with its registers, operands and element function as type arguments, each a
+// type that reads or writes one field or applies one function. A group's kernel is the generic kernel instantiated with
+// its program's type, so ILGPU compiles it to straight-line code: each register a machine register, each op its own
+// instructions, nothing decoded per element and no switch to fold. Programs of the same shape share one compiled
+// kernel. The table (walk sizes, operand strides, constants) is GpuBackend.EncodeFused's.
 using System.Runtime.CompilerServices;
 using ILGPU;
 
 namespace Lxt.Backend.Gpu;
 
-/// <summary>A number known from a type: a register, an operand or an op tag of a program.</summary>
-internal interface IConstant { int Value { get; } }
-
-internal struct I0 : IConstant { public int Value => 0; }
-internal struct I1 : IConstant { public int Value => 1; }
-internal struct I2 : IConstant { public int Value => 2; }
-internal struct I3 : IConstant { public int Value => 3; }
-internal struct I4 : IConstant { public int Value => 4; }
-internal struct I5 : IConstant { public int Value => 5; }
-internal struct I6 : IConstant { public int Value => 6; }
-internal struct I7 : IConstant { public int Value => 7; }
-internal struct I8 : IConstant { public int Value => 8; }
-internal struct I9 : IConstant { public int Value => 9; }
-internal struct I10 : IConstant { public int Value => 10; }
-internal struct I11 : IConstant { public int Value => 11; }
-internal struct I12 : IConstant { public int Value => 12; }
-internal struct I13 : IConstant { public int Value => 13; }
-internal struct I14 : IConstant { public int Value => 14; }
-internal struct I15 : IConstant { public int Value => 15; }
-internal struct I16 : IConstant { public int Value => 16; }
-internal struct I17 : IConstant { public int Value => 17; }
-internal struct I18 : IConstant { public int Value => 18; }
-internal struct I19 : IConstant { public int Value => 19; }
-internal struct I20 : IConstant { public int Value => 20; }
-internal struct I21 : IConstant { public int Value => 21; }
-internal struct I22 : IConstant { public int Value => 22; }
-internal struct I23 : IConstant { public int Value => 23; }
-internal struct I24 : IConstant { public int Value => 24; }
-internal struct I25 : IConstant { public int Value => 25; }
-internal struct I26 : IConstant { public int Value => 26; }
-internal struct I27 : IConstant { public int Value => 27; }
-internal struct I28 : IConstant { public int Value => 28; }
-internal struct I29 : IConstant { public int Value => 29; }
-internal struct I30 : IConstant { public int Value => 30; }
-internal struct I31 : IConstant { public int Value => 31; }
-
-/// <summary>The registers of a fused program: its values, one field each, picked by constants that fold away.</summary>
+/// <summary>The registers of a fused program, one field each.</summary>
 internal struct Registers
 {
     public float R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, R11, R12, R13, R14, R15, R16, R17, R18, R19, R20, R21, R22, R23, R24, R25, R26, R27, R28, R29, R30, R31;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly float Get(int k)
-    {
-        switch (k)
-        {
-            case 0: return R0;
-            case 1: return R1;
-            case 2: return R2;
-            case 3: return R3;
-            case 4: return R4;
-            case 5: return R5;
-            case 6: return R6;
-            case 7: return R7;
-            case 8: return R8;
-            case 9: return R9;
-            case 10: return R10;
-            case 11: return R11;
-            case 12: return R12;
-            case 13: return R13;
-            case 14: return R14;
-            case 15: return R15;
-            case 16: return R16;
-            case 17: return R17;
-            case 18: return R18;
-            case 19: return R19;
-            case 20: return R20;
-            case 21: return R21;
-            case 22: return R22;
-            case 23: return R23;
-            case 24: return R24;
-            case 25: return R25;
-            case 26: return R26;
-            case 27: return R27;
-            case 28: return R28;
-            case 29: return R29;
-            case 30: return R30;
-            default: return R31;
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Set(int k, float value)
-    {
-        switch (k)
-        {
-            case 0: R0 = value; break;
-            case 1: R1 = value; break;
-            case 2: R2 = value; break;
-            case 3: R3 = value; break;
-            case 4: R4 = value; break;
-            case 5: R5 = value; break;
-            case 6: R6 = value; break;
-            case 7: R7 = value; break;
-            case 8: R8 = value; break;
-            case 9: R9 = value; break;
-            case 10: R10 = value; break;
-            case 11: R11 = value; break;
-            case 12: R12 = value; break;
-            case 13: R13 = value; break;
-            case 14: R14 = value; break;
-            case 15: R15 = value; break;
-            case 16: R16 = value; break;
-            case 17: R17 = value; break;
-            case 18: R18 = value; break;
-            case 19: R19 = value; break;
-            case 20: R20 = value; break;
-            case 21: R21 = value; break;
-            case 22: R22 = value; break;
-            case 23: R23 = value; break;
-            case 24: R24 = value; break;
-            case 25: R25 = value; break;
-            case 26: R26 = value; break;
-            case 27: R27 = value; break;
-            case 28: R28 = value; break;
-            case 29: R29 = value; break;
-            case 30: R30 = value; break;
-            default: R31 = value; break;
-        }
-    }
 }
+
+/// <summary>A register of a fused program, as a type.</summary>
+internal interface IRegister
+{
+    int Index { get; }
+    float Get(in Registers r);
+    void Set(ref Registers r, float value);
+}
+
+internal struct R0 : IRegister { public readonly int Index => 0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R0 = value; }
+internal struct R1 : IRegister { public readonly int Index => 1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R1 = value; }
+internal struct R2 : IRegister { public readonly int Index => 2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R2 = value; }
+internal struct R3 : IRegister { public readonly int Index => 3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R3 = value; }
+internal struct R4 : IRegister { public readonly int Index => 4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R4 = value; }
+internal struct R5 : IRegister { public readonly int Index => 5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R5 = value; }
+internal struct R6 : IRegister { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R6 = value; }
+internal struct R7 : IRegister { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R7 = value; }
+internal struct R8 : IRegister { public readonly int Index => 8; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R8; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R8 = value; }
+internal struct R9 : IRegister { public readonly int Index => 9; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R9; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R9 = value; }
+internal struct R10 : IRegister { public readonly int Index => 10; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R10; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R10 = value; }
+internal struct R11 : IRegister { public readonly int Index => 11; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R11; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R11 = value; }
+internal struct R12 : IRegister { public readonly int Index => 12; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R12; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R12 = value; }
+internal struct R13 : IRegister { public readonly int Index => 13; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R13; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R13 = value; }
+internal struct R14 : IRegister { public readonly int Index => 14; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R14; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R14 = value; }
+internal struct R15 : IRegister { public readonly int Index => 15; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R15; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R15 = value; }
+internal struct R16 : IRegister { public readonly int Index => 16; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R16; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R16 = value; }
+internal struct R17 : IRegister { public readonly int Index => 17; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R17; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R17 = value; }
+internal struct R18 : IRegister { public readonly int Index => 18; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R18; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R18 = value; }
+internal struct R19 : IRegister { public readonly int Index => 19; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R19; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R19 = value; }
+internal struct R20 : IRegister { public readonly int Index => 20; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R20; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R20 = value; }
+internal struct R21 : IRegister { public readonly int Index => 21; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R21; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R21 = value; }
+internal struct R22 : IRegister { public readonly int Index => 22; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R22; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R22 = value; }
+internal struct R23 : IRegister { public readonly int Index => 23; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R23; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R23 = value; }
+internal struct R24 : IRegister { public readonly int Index => 24; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R24; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R24 = value; }
+internal struct R25 : IRegister { public readonly int Index => 25; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R25; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R25 = value; }
+internal struct R26 : IRegister { public readonly int Index => 26; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R26; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R26 = value; }
+internal struct R27 : IRegister { public readonly int Index => 27; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R27; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R27 = value; }
+internal struct R28 : IRegister { public readonly int Index => 28; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R28; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R28 = value; }
+internal struct R29 : IRegister { public readonly int Index => 29; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R29; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R29 = value; }
+internal struct R30 : IRegister { public readonly int Index => 30; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R30; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R30 = value; }
+internal struct R31 : IRegister { public readonly int Index => 31; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R31; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R31 = value; }
 
 /// <summary>The operand views of a fused kernel and its table.</summary>
 internal readonly struct FusedOperands
 {
-    readonly ArrayView<float> x0, x1, x2, x3, x4, x5, x6, x7;
+    public readonly ArrayView<float> X0, X1, X2, X3, X4, X5, X6, X7;
     public readonly ArrayView<int> Table;
 
     public FusedOperands(ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7, ArrayView<int> table)
     {
-        this.x0 = x0; this.x1 = x1; this.x2 = x2; this.x3 = x3;
-        this.x4 = x4; this.x5 = x5; this.x6 = x6; this.x7 = x7;
+        X0 = x0; X1 = x1; X2 = x2; X3 = x3; X4 = x4; X5 = x5; X6 = x6; X7 = x7;
         Table = table;
     }
 
     /// <summary>One operand, <paramref name="x"/>, and no table: what <see cref="Operand0"/> reads.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static FusedOperands Of(ArrayView<float> x) => new(x, x, x, x, x, x, x, x, default);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public float Read(int operand, int offset)
-    {
-        switch (operand)
-        {
-            case 0: return x0[offset];
-            case 1: return x1[offset];
-            case 2: return x2[offset];
-            case 3: return x3[offset];
-            case 4: return x4[offset];
-            case 5: return x5[offset];
-            case 6: return x6[offset];
-            default: return x7[offset];
-        }
-    }
 
     /// <summary>Where operand <paramref name="operand"/> holds linear element <paramref name="i"/> of the root: the
     /// element's multi-index over the table's walk, dotted with the operand's strides.</summary>
@@ -180,6 +89,22 @@ internal readonly struct FusedOperands
         return offset;
     }
 }
+
+/// <summary>An operand of a fused kernel, as a type.</summary>
+internal interface IOperand
+{
+    int Index { get; }
+    float Read(in FusedOperands x, int offset);
+}
+
+internal struct X0 : IOperand { public readonly int Index => 0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X0[offset]; }
+internal struct X1 : IOperand { public readonly int Index => 1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X1[offset]; }
+internal struct X2 : IOperand { public readonly int Index => 2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X2[offset]; }
+internal struct X3 : IOperand { public readonly int Index => 3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X3[offset]; }
+internal struct X4 : IOperand { public readonly int Index => 4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X4[offset]; }
+internal struct X5 : IOperand { public readonly int Index => 5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X5[offset]; }
+internal struct X6 : IOperand { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X6[offset]; }
+internal struct X7 : IOperand { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X7[offset]; }
 
 /// <summary>Instructions of a fused program, and the program itself (a sequence of them): each computes its
 /// registers at linear element <c>i</c> of the group's root.</summary>
@@ -206,65 +131,58 @@ internal struct Then<TFirst, TRest> : IFusedProgram where TFirst : struct, IFuse
 }
 
 /// <summary>Register D = operand K at the root's own index (an operand of the root's shape, walked contiguously).</summary>
-internal struct LoadContiguous<K, D> : IFusedProgram where K : struct, IConstant where D : struct, IConstant
+internal struct LoadContiguous<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i) => r.Set(default(D).Value, x.Read(default(K).Value, i));
+    public readonly void Run(ref Registers r, in FusedOperands x, int i) => default(D).Set(ref r, default(K).Read(x, i));
 }
 
 /// <summary>Register D = the one value of operand K (a scalar broadcast to the root).</summary>
-internal struct LoadScalar<K, D> : IFusedProgram where K : struct, IConstant where D : struct, IConstant
+internal struct LoadScalar<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i) => r.Set(default(D).Value, x.Read(default(K).Value, 0));
+    public readonly void Run(ref Registers r, in FusedOperands x, int i) => default(D).Set(ref r, default(K).Read(x, 0));
 }
 
 /// <summary>Register D = operand K through its broadcast strides.</summary>
-internal struct LoadStrided<K, D> : IFusedProgram where K : struct, IConstant where D : struct, IConstant
+internal struct LoadStrided<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i)
-    {
-        int k = default(K).Value;
-        r.Set(default(D).Value, x.Read(k, x.StridedOffset(k, i)));
-    }
+    public readonly void Run(ref Registers r, in FusedOperands x, int i) =>
+        default(D).Set(ref r, default(K).Read(x, x.StridedOffset(default(K).Index, i)));
 }
 
 /// <summary>Register D = the constant the table holds in instruction D.</summary>
-internal struct Constant<D> : IFusedProgram where D : struct, IConstant
-{
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i)
-    {
-        int d = default(D).Value;
-        r.Set(d, Interop.IntAsFloat((uint)x.Table[x.Table[FusedKernels.ProgramAt] + d * FusedKernels.InstructionLength + 1]));
-    }
-}
-
-/// <summary>Register D = unary op Op (a <see cref="Lxt.Graph.UnaryOp"/> tag) of register A.</summary>
-internal struct UnaryOf<Op, A, D> : IFusedProgram where Op : struct, IConstant where A : struct, IConstant where D : struct, IConstant
+internal struct Constant<D> : IFusedProgram where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void Run(ref Registers r, in FusedOperands x, int i) =>
-        r.Set(default(D).Value, Kernels.ApplyUnary(default(Op).Value, r.Get(default(A).Value)));
+        default(D).Set(ref r, Interop.IntAsFloat((uint)x.Table[x.Table[FusedKernels.ProgramAt] + default(D).Index * FusedKernels.InstructionLength + 1]));
 }
 
-/// <summary>Register D = binary op Op (a <see cref="Lxt.Graph.BinaryOp"/> tag) of registers A and B.</summary>
-internal struct BinaryOf<Op, A, B, D> : IFusedProgram
-    where Op : struct, IConstant where A : struct, IConstant where B : struct, IConstant where D : struct, IConstant
+/// <summary>Register D = F(register A).</summary>
+internal struct UnaryOf<F, A, D> : IFusedProgram where F : struct, IUnaryFunction where A : struct, IRegister where D : struct, IRegister
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, int i) => default(D).Set(ref r, default(F).Apply(default(A).Get(r)));
+}
+
+/// <summary>Register D = F(register A, register B).</summary>
+internal struct BinaryOf<F, A, B, D> : IFusedProgram
+    where F : struct, IBinaryFunction where A : struct, IRegister where B : struct, IRegister where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void Run(ref Registers r, in FusedOperands x, int i) =>
-        r.Set(default(D).Value, Kernels.ApplyBinary(default(Op).Value, r.Get(default(A).Value), r.Get(default(B).Value)));
+        default(D).Set(ref r, default(F).Apply(default(A).Get(r), default(B).Get(r)));
 }
 
 /// <summary>Register D = register T where register C is not 0, else register F.</summary>
 internal struct WhereOf<C, T, F, D> : IFusedProgram
-    where C : struct, IConstant where T : struct, IConstant where F : struct, IConstant where D : struct, IConstant
+    where C : struct, IRegister where T : struct, IRegister where F : struct, IRegister where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void Run(ref Registers r, in FusedOperands x, int i) =>
-        r.Set(default(D).Value, Kernels.ApplyWhere(r.Get(default(C).Value), r.Get(default(T).Value), r.Get(default(F).Value)));
+        default(D).Set(ref r, Kernels.ApplyWhere(default(C).Get(r), default(T).Get(r), default(F).Get(r)));
 }
 
 /// <summary>A program's value: its last register.</summary>
@@ -274,14 +192,14 @@ internal interface IFusedValue
 }
 
 /// <summary>The value of program P, whose last register is R.</summary>
-internal struct Program<P, R> : IFusedValue where P : struct, IFusedProgram where R : struct, IConstant
+internal struct Program<P, R> : IFusedValue where P : struct, IFusedProgram where R : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly float At(in FusedOperands x, int i)
     {
         var r = default(Registers);
         default(P).Run(ref r, x, i);
-        return r.Get(default(R).Value);
+        return default(R).Get(r);
     }
 }
 
@@ -289,23 +207,29 @@ internal struct Program<P, R> : IFusedValue where P : struct, IFusedProgram wher
 internal struct Operand0 : IFusedValue
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly float At(in FusedOperands x, int i) => x.Read(0, i);
+    public readonly float At(in FusedOperands x, int i) => x.X0[i];
 }
 
 /// <summary>Builds the type of an encoded program (GpuBackend.EncodeFused's table).</summary>
 internal static class FusedProgramType
 {
-    static readonly Type[] Constants =
+    static readonly Type[] RegisterTypes =
     [
-        typeof(I0), typeof(I1), typeof(I2), typeof(I3), typeof(I4), typeof(I5), typeof(I6), typeof(I7),
-        typeof(I8), typeof(I9), typeof(I10), typeof(I11), typeof(I12), typeof(I13), typeof(I14), typeof(I15),
-        typeof(I16), typeof(I17), typeof(I18), typeof(I19), typeof(I20), typeof(I21), typeof(I22), typeof(I23),
-        typeof(I24), typeof(I25), typeof(I26), typeof(I27), typeof(I28), typeof(I29), typeof(I30), typeof(I31),
+        typeof(R0), typeof(R1), typeof(R2), typeof(R3), typeof(R4), typeof(R5), typeof(R6), typeof(R7),
+        typeof(R8), typeof(R9), typeof(R10), typeof(R11), typeof(R12), typeof(R13), typeof(R14), typeof(R15),
+        typeof(R16), typeof(R17), typeof(R18), typeof(R19), typeof(R20), typeof(R21), typeof(R22), typeof(R23),
+        typeof(R24), typeof(R25), typeof(R26), typeof(R27), typeof(R28), typeof(R29), typeof(R30), typeof(R31),
     ];
 
-    static Type C(int k) => k >= 0 && k < Constants.Length
-        ? Constants[k]
-        : throw new NotSupportedException($"gpu backend: a fused program needs the number {k}; 0 to {Constants.Length - 1} are supported");
+    static readonly Type[] OperandTypes = [typeof(X0), typeof(X1), typeof(X2), typeof(X3), typeof(X4), typeof(X5), typeof(X6), typeof(X7)];
+
+    static Type Register(int k) => k >= 0 && k < RegisterTypes.Length
+        ? RegisterTypes[k]
+        : throw new NotSupportedException($"gpu backend: a fused program uses register {k}; 0 to {RegisterTypes.Length - 1} are supported");
+
+    static Type Operand(int k) => k >= 0 && k < OperandTypes.Length
+        ? OperandTypes[k]
+        : throw new NotSupportedException($"gpu backend: a fused program reads operand {k}; 0 to {OperandTypes.Length - 1} are supported");
 
     /// <summary>The <see cref="IFusedValue"/> type computing the program of <paramref name="table"/>.</summary>
     public static Type Of(int[] table)
@@ -323,14 +247,14 @@ internal static class FusedProgramType
                     FusedKernels.Contiguous => typeof(LoadContiguous<,>),
                     FusedKernels.Scalar => typeof(LoadScalar<,>),
                     _ => typeof(LoadStrided<,>),
-                }).MakeGenericType(C(p), C(pc)),
-                FusedKernels.Const => typeof(Constant<>).MakeGenericType(C(pc)),
-                FusedKernels.Unary => typeof(UnaryOf<,,>).MakeGenericType(C(p), C(a), C(pc)),
-                FusedKernels.Binary => typeof(BinaryOf<,,,>).MakeGenericType(C(p), C(a), C(b), C(pc)),
-                _ => typeof(WhereOf<,,,>).MakeGenericType(C(p), C(a), C(b), C(pc)),
+                }).MakeGenericType(Operand(p), Register(pc)),
+                FusedKernels.Const => typeof(Constant<>).MakeGenericType(Register(pc)),
+                FusedKernels.Unary => typeof(UnaryOf<,,>).MakeGenericType(Unary1.Of(p), Register(a), Register(pc)),
+                FusedKernels.Binary => typeof(BinaryOf<,,,>).MakeGenericType(Binary2.Of(p), Register(a), Register(b), Register(pc)),
+                _ => typeof(WhereOf<,,,>).MakeGenericType(Register(p), Register(a), Register(b), Register(pc)),
             };
             body = typeof(Then<,>).MakeGenericType(instruction, body);
         }
-        return typeof(Program<,>).MakeGenericType(body, C(count - 1));
+        return typeof(Program<,>).MakeGenericType(body, Register(count - 1));
     }
 }

@@ -303,49 +303,49 @@ internal static class Kernels
     }
 
 
-    /// <summary>One element of a unary op (by <see cref="UnaryOp"/> tag): the Unary and the fused kernels' semantics.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] // a fused program's constant op tag folds the switch
+    /// <summary>One element of a unary op (by <see cref="UnaryOp"/> tag): the Unary and the fused kernels' semantics,
+    /// each op's function a type of <see cref="Unary1"/> (which fused programs name directly).</summary>
     internal static float ApplyUnary(int op, float x)
     {
         switch (op)
         {
-            case UnaryOp.Tags.Neg: return -x;
-            case UnaryOp.Tags.Exp: return MathF.Exp(x);
-            case UnaryOp.Tags.Log: return MathF.Log(x);
-            case UnaryOp.Tags.Sqrt: return MathF.Sqrt(x);
-            case UnaryOp.Tags.Rsqrt: return 1f / MathF.Sqrt(x);
-            case UnaryOp.Tags.Tanh: return MathF.Tanh(x);
-            case UnaryOp.Tags.Sigmoid: return 1f / (1f + MathF.Exp(-x));
-            case UnaryOp.Tags.Erf: return Erf(x);
-            case UnaryOp.Tags.GeluErf: return GeluErf(x);
-            case UnaryOp.Tags.GeluTanh: return 0.5f * x * (1f + MathF.Tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-            case UnaryOp.Tags.Silu: return x / (1f + MathF.Exp(-x));
-            case UnaryOp.Tags.Relu: return x > 0f ? x : 0f;
-            case UnaryOp.Tags.Abs: return MathF.Abs(x);
-            case UnaryOp.Tags.Sign: return x > 0f ? 1f : x < 0f ? -1f : 0f;
-            case UnaryOp.Tags.Reciprocal: return 1f / x;
-            case UnaryOp.Tags.Sin: return MathF.Sin(x);
-            case UnaryOp.Tags.Cos: return MathF.Cos(x);
-            case UnaryOp.Tags.Square: return x * x;
+            case UnaryOp.Tags.Neg: return default(Unary1.Neg).Apply(x);
+            case UnaryOp.Tags.Exp: return default(Unary1.Exp).Apply(x);
+            case UnaryOp.Tags.Log: return default(Unary1.Log).Apply(x);
+            case UnaryOp.Tags.Sqrt: return default(Unary1.Sqrt).Apply(x);
+            case UnaryOp.Tags.Rsqrt: return default(Unary1.Rsqrt).Apply(x);
+            case UnaryOp.Tags.Tanh: return default(Unary1.Tanh).Apply(x);
+            case UnaryOp.Tags.Sigmoid: return default(Unary1.Sigmoid).Apply(x);
+            case UnaryOp.Tags.Erf: return default(Unary1.Erf).Apply(x);
+            case UnaryOp.Tags.GeluErf: return default(Unary1.GeluErf).Apply(x);
+            case UnaryOp.Tags.GeluTanh: return default(Unary1.GeluTanh).Apply(x);
+            case UnaryOp.Tags.Silu: return default(Unary1.Silu).Apply(x);
+            case UnaryOp.Tags.Relu: return default(Unary1.Relu).Apply(x);
+            case UnaryOp.Tags.Abs: return default(Unary1.Abs).Apply(x);
+            case UnaryOp.Tags.Sign: return default(Unary1.Sign).Apply(x);
+            case UnaryOp.Tags.Reciprocal: return default(Unary1.Reciprocal).Apply(x);
+            case UnaryOp.Tags.Sin: return default(Unary1.Sin).Apply(x);
+            case UnaryOp.Tags.Cos: return default(Unary1.Cos).Apply(x);
+            case UnaryOp.Tags.Square: return default(Unary1.Square).Apply(x);
             default: return float.NaN;
         }
     }
 
-    /// <summary>One element of a binary op (by <see cref="BinaryOp"/> tag): the Binary and the fused kernels' semantics.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    /// <summary>One element of a binary op (by <see cref="BinaryOp"/> tag): the Binary and the fused kernels'
+    /// semantics, each op's function a type of <see cref="Binary2"/>.</summary>
     internal static float ApplyBinary(int op, float a, float b)
     {
         switch (op)
         {
-            case BinaryOp.Tags.Add: return a + b;
-            case BinaryOp.Tags.Sub: return a - b;
-            case BinaryOp.Tags.Mul: return a * b;
-            case BinaryOp.Tags.Div: return a / b;
-            case BinaryOp.Tags.Pow: return MathF.Pow(a, b);
-            case BinaryOp.Tags.Maximum: return float.IsNaN(a) || float.IsNaN(b) ? float.NaN : a > b ? a : b;
-            case BinaryOp.Tags.Minimum: return float.IsNaN(a) || float.IsNaN(b) ? float.NaN : a < b ? a : b;
-            case BinaryOp.Tags.Greater: return a > b ? 1f : 0f;
-            case BinaryOp.Tags.Equal: return a == b ? 1f : 0f;
+            case BinaryOp.Tags.Add: return default(Binary2.Add).Apply(a, b);
+            case BinaryOp.Tags.Sub: return default(Binary2.Sub).Apply(a, b);
+            case BinaryOp.Tags.Mul: return default(Binary2.Mul).Apply(a, b);
+            case BinaryOp.Tags.Div: return default(Binary2.Div).Apply(a, b);
+            case BinaryOp.Tags.Pow: return default(Binary2.Pow).Apply(a, b);
+            case BinaryOp.Tags.Maximum: return default(Binary2.Maximum).Apply(a, b);
+            case BinaryOp.Tags.Minimum: return default(Binary2.Minimum).Apply(a, b);
+            case BinaryOp.Tags.Greater: return default(Binary2.Greater).Apply(a, b);
+            case BinaryOp.Tags.Equal: return default(Binary2.Equal).Apply(a, b);
             default: return float.NaN;
         }
     }
@@ -387,7 +387,7 @@ internal static class Kernels
         return t * MathF.Exp(p - a * a);
     }
 
-    static float Erf(float x)
+    internal static float ErfOf(float x)
     {
         float a = MathF.Abs(x);
         if (a < 0.75f) return ErfSeries(x);
@@ -396,11 +396,99 @@ internal static class Kernels
     }
 
     /// <summary>0.5 x (1 + erf(x/√2)), with 1 + erf(u) = erfc(|u|) for negative u so the left tail keeps its accuracy.</summary>
-    static float GeluErf(float x)
+    internal static float GeluErfOf(float x)
     {
         float u = x * 0.70710678118654752f;
         float a = MathF.Abs(u);
         float onePlusErf = a < 0.75f ? 1f + ErfSeries(u) : u < 0f ? ErfcOfAbs(a) : 2f - ErfcOfAbs(a);
         return 0.5f * x * onePlusErf;
     }
+}
+
+/// <summary>The function of a unary op as a type, so a kernel generic in it compiles just that function.</summary>
+internal interface IUnaryFunction
+{
+    float Apply(float x);
+}
+
+/// <summary>The function of a binary op as a type.</summary>
+internal interface IBinaryFunction
+{
+    float Apply(float a, float b);
+}
+
+/// <summary>The element functions of the unary ops, one type each (named as the <see cref="UnaryOp"/> cases).</summary>
+internal static class Unary1
+{
+    public struct Neg : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => -x; }
+    public struct Exp : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => MathF.Exp(x); }
+    public struct Log : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => MathF.Log(x); }
+    public struct Sqrt : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => MathF.Sqrt(x); }
+    public struct Rsqrt : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => 1f / MathF.Sqrt(x); }
+    public struct Tanh : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => MathF.Tanh(x); }
+    public struct Sigmoid : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => 1f / (1f + MathF.Exp(-x)); }
+    public struct Erf : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => Kernels.ErfOf(x); }
+    public struct GeluErf : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => Kernels.GeluErfOf(x); }
+    public struct GeluTanh : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => 0.5f * x * (1f + MathF.Tanh(0.7978845608028654f * (x + 0.044715f * x * x * x))); }
+    public struct Silu : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => x / (1f + MathF.Exp(-x)); }
+    public struct Relu : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => x > 0f ? x : 0f; }
+    public struct Abs : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => MathF.Abs(x); }
+    public struct Sign : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => x > 0f ? 1f : x < 0f ? -1f : 0f; }
+    public struct Reciprocal : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => 1f / x; }
+    public struct Sin : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => MathF.Sin(x); }
+    public struct Cos : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => MathF.Cos(x); }
+    public struct Square : IUnaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float x) => x * x; }
+
+    /// <summary>The function type of each <see cref="UnaryOp"/> tag.</summary>
+    public static Type Of(int tag) => tag switch
+    {
+        UnaryOp.Tags.Neg => typeof(Neg),
+        UnaryOp.Tags.Exp => typeof(Exp),
+        UnaryOp.Tags.Log => typeof(Log),
+        UnaryOp.Tags.Sqrt => typeof(Sqrt),
+        UnaryOp.Tags.Rsqrt => typeof(Rsqrt),
+        UnaryOp.Tags.Tanh => typeof(Tanh),
+        UnaryOp.Tags.Sigmoid => typeof(Sigmoid),
+        UnaryOp.Tags.Erf => typeof(Erf),
+        UnaryOp.Tags.GeluErf => typeof(GeluErf),
+        UnaryOp.Tags.GeluTanh => typeof(GeluTanh),
+        UnaryOp.Tags.Silu => typeof(Silu),
+        UnaryOp.Tags.Relu => typeof(Relu),
+        UnaryOp.Tags.Abs => typeof(Abs),
+        UnaryOp.Tags.Sign => typeof(Sign),
+        UnaryOp.Tags.Reciprocal => typeof(Reciprocal),
+        UnaryOp.Tags.Sin => typeof(Sin),
+        UnaryOp.Tags.Cos => typeof(Cos),
+        UnaryOp.Tags.Square => typeof(Square),
+        _ => throw new NotSupportedException($"gpu backend: no element function for unary op tag {tag}"),
+    };
+}
+
+/// <summary>The element functions of the binary ops, one type each (named as the <see cref="BinaryOp"/> cases).</summary>
+internal static class Binary2
+{
+    public struct Add : IBinaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float a, float b) => a + b; }
+    public struct Sub : IBinaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float a, float b) => a - b; }
+    public struct Mul : IBinaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float a, float b) => a * b; }
+    public struct Div : IBinaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float a, float b) => a / b; }
+    public struct Pow : IBinaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float a, float b) => MathF.Pow(a, b); }
+    public struct Maximum : IBinaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float a, float b) => float.IsNaN(a) || float.IsNaN(b) ? float.NaN : a > b ? a : b; }
+    public struct Minimum : IBinaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float a, float b) => float.IsNaN(a) || float.IsNaN(b) ? float.NaN : a < b ? a : b; }
+    public struct Greater : IBinaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float a, float b) => a > b ? 1f : 0f; }
+    public struct Equal : IBinaryFunction { [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Apply(float a, float b) => a == b ? 1f : 0f; }
+
+    /// <summary>The function type of each <see cref="BinaryOp"/> tag.</summary>
+    public static Type Of(int tag) => tag switch
+    {
+        BinaryOp.Tags.Add => typeof(Add),
+        BinaryOp.Tags.Sub => typeof(Sub),
+        BinaryOp.Tags.Mul => typeof(Mul),
+        BinaryOp.Tags.Div => typeof(Div),
+        BinaryOp.Tags.Pow => typeof(Pow),
+        BinaryOp.Tags.Maximum => typeof(Maximum),
+        BinaryOp.Tags.Minimum => typeof(Minimum),
+        BinaryOp.Tags.Greater => typeof(Greater),
+        BinaryOp.Tags.Equal => typeof(Equal),
+        _ => throw new NotSupportedException($"gpu backend: no element function for binary op tag {tag}"),
+    };
 }

@@ -23,6 +23,12 @@ if (options.Out is { } outDir) Directory.CreateDirectory(outDir);
 var summary = new List<string>();
 int failures = 0;
 
+if (options.PlanMemory)
+{
+    PlanMemory();
+    return 0;
+}
+
 try
 {
     using var probe = Create();
@@ -364,7 +370,7 @@ void TimeModel(string size, List<string> rows, List<string> best)
             backend.ResetPeak();
             var explainer = new Explainer(graph.Model, graph.InputName, session) { LayerOutputs = graph.LayerOutputs };
             var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing };
-            string mode = !checkpointing.IsEnabled ? "none" : ReferenceEquals(checkpointing, Lxt.Checkpointing.Products) ? "products" : "every layer";
+            string mode = ModeName(checkpointing);
             try
             {
                 var setup = Stopwatch.StartNew();
@@ -412,6 +418,37 @@ void TimeModel(string size, List<string> rows, List<string> best)
     }
 }
 
+static string ModeName(Checkpointing checkpointing) =>
+    !checkpointing.IsEnabled ? "none" : ReferenceEquals(checkpointing, Checkpointing.Products) ? "products" : "every layer";
+
+// The device memory each timed run would hold, from a dry run on any machine: the explanation planned as the GPU
+// backend plans it (fusion, prologues, in-place steps, bfloat16 weights), every allocation counted and nothing computed.
+void PlanMemory()
+{
+    using var decisions = GpuBackend.Create(GpuKind.CpuAccelerator, options.Precision);
+    Say($"planned device memory, a dry run planning as {decisions.Name}: weights, intermediates, inputs and outputs (no GEMM workspace or scratch)");
+    Say($"{"model",-10} {"tokens",6} {"checkpointing",-13} {"planned GiB",11} {"ref GiB",8}");
+    foreach (var size in options.Models)
+        foreach (var tokens in options.Tokens)
+        {
+            var graph = LlamaShape(size, tokens);
+            var dry = new DryRunBackend(decisions);
+            using var session = new Session(graph.Model, new ZeroWeights(graph.Model), dry);
+            var input = new float[graph.InputShape.Aggregate(1, (a, d) => a * d)];
+            foreach (var checkpointing in options.CheckpointModes)
+            {
+                session.ReleasePlans();
+                dry.ResetPeak();
+                var explainer = new Explainer(graph.Model, graph.InputName, session) { LayerOutputs = graph.LayerOutputs };
+                explainer.Explain(input, new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing });
+                double peak = dry.PeakBytes / (double)(1L << 30);
+                string reference = Reference.Of(size, tokens) is var (_, refGiB) ? $"{refGiB,8:F1}" : $"{"-",8}";
+                Say($"llama-{size,-4} {tokens,6} {ModeName(checkpointing),-13} {peak,11:F2} {reference}");
+            }
+            GC.Collect();
+        }
+}
+
 /// <summary>Random weights made per parameter on demand (uniform with standard deviation 0.02, norms 1), filled in
 /// parallel so the 8B shapes stay quick to set up and never all sit in host memory at once.</summary>
 sealed class RandomWeights(Model model) : IWeightSource
@@ -447,10 +484,13 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
     public int[]? ProfileTokens { get; init; }
     /// <summary>Overrides the shapes' layer count (a quicker profile; timings then are not the table's).</summary>
     public int? Layers { get; init; }
+    /// <summary>Only plans: the device memory of each shape, token count and checkpointing choice from a dry run
+    /// (<see cref="DryRunBackend"/>), on any machine.</summary>
+    public bool PlanMemory { get; init; }
 
     public static Options Parse(string[] args)
     {
-        var o = new Options(null, Environment.GetEnvironmentVariable("OUT"), "cuda", ["1b", "8b"], [128, 512, 2048], 7, GemmPrecision.Float32, false, [Checkpointing.None, Checkpointing.EveryLayer]);
+        var o = new Options(null, Environment.GetEnvironmentVariable("OUT"), "cuda", ["1b", "8b"], [128, 512, 2048], 7, GemmPrecision.Float32, false, [Checkpointing.None, Checkpointing.Products, Checkpointing.EveryLayer]);
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -471,6 +511,7 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--profile" => o with { Profile = true },
                 "--profile-tokens" => o with { Profile = true, ProfileTokens = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray() },
                 "--layers" => o with { Layers = int.Parse(Next()) },
+                "--plan-memory" => o with { PlanMemory = true },
                 "--checkpointing" => o with
                 {
                     CheckpointModes = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).Select(c => c switch
@@ -504,4 +545,12 @@ static class Reference
         ("8b", 2048) => (139.9, 23.0),
         _ => null,
     };
+}
+
+/// <summary>Zeros for every parameter: the weights of a dry run, which reads their shapes only.</summary>
+sealed class ZeroWeights(Model model) : IWeightSource
+{
+    public bool Contains(string name) => model.Parameters.ContainsKey(name);
+
+    public float[] Read(string name, IReadOnlyList<int> expectedShape) => new float[expectedShape.Aggregate(1L, (a, d) => a * d)];
 }

@@ -266,4 +266,58 @@ let private productTests =
         }
     ]
 
-let tests = testList "checkpointing" [ graphTests; fixtureTests; llamaTests; productTests ]
+let private dryRunTests =
+    testList "dry runs" [
+        test "a dry run plans as the backend it mirrors: the same intermediate peak with and without checkpointing, and computes nothing" {
+            // 24 tokens: the attention scores [4, 24, 24] outgrow q [4, 24, 16], so products recompute them
+            let graph = Architectures.Build(ModelConfig.Parse(llamaConfig 1), 24)
+            let weights = Weights.Random(graph.Model, seed = 3, std = 0.1)
+            let input = Array.create (graph.InputShape |> Seq.fold (*) 1) 0.1f
+            let create () = Lxt.Backend.Gpu.GpuBackend.Create(Lxt.Backend.Gpu.GpuKind.CpuAccelerator)
+            use decisions = create ()
+            let dry = new DryRunBackend(decisions)
+            let real = create ()
+            // each session owns its backend and disposes it; plans are released between choices, so each peak is its own
+            using (new Session(graph.Model, weights, real)) (fun realSession ->
+                using (new Session(graph.Model, weights, dry)) (fun drySession ->
+                    for checkpointing in [ Checkpointing.None; Checkpointing.Products; Checkpointing.EveryLayer ] do
+                        let run (session: Session) =
+                            session.ReleasePlans()
+                            let explainer = new Explainer(graph.Model, graph.InputName, session, LayerOutputs = graph.LayerOutputs)
+                            let e = explainer.Explain(input, ExplainOptions(Target = Nullable 7, Checkpointing = checkpointing))
+                            session.PeakIntermediateBytes, e.InputRelevance.ToDoubleArray()
+                        real.ResetPeak()
+                        let realPeak, realRelevance = run realSession
+                        dry.ResetPeak()
+                        let dryPeak, dryRelevance = run drySession
+                        let what = string checkpointing
+                        Expect.equal dryPeak realPeak (sprintf "%s: the same intermediate peak" what)
+                        Expect.isTrue (dryRelevance |> Array.forall ((=) 0.0)) (sprintf "%s: a dry run computes nothing" what)
+                        Expect.isTrue (realRelevance |> Array.exists ((<>) 0.0)) (sprintf "%s: the real run computes" what)
+                        // the backend's own peak may add scratch of its own
+                        Expect.isLessThanOrEqual dry.PeakBytes real.PeakAllocatedBytes (sprintf "%s: no more than the real backend held" what)
+                        Expect.isGreaterThan dry.PeakBytes dryPeak (sprintf "%s: weights, inputs and outputs besides the intermediates" what)))
+            Expect.equal dry.LiveBytes 0L "every buffer given back"
+            Expect.throwsT<ArgumentException> (fun () -> new DryRunBackend(new ReferenceBackend()) |> ignore) "plans as backends with lazy transposes"
+        }
+        test "a dry run counts bfloat16 matrix weights at two bytes and float32 ones at four" {
+            let graph = Architectures.Build(ModelConfig.Parse(llamaConfig 2), 16)
+            let weights = Weights.Random(graph.Model, seed = 3, std = 0.1)
+            let input = Array.create (graph.InputShape |> Seq.fold (*) 1) 0.1f
+            let held (precision: Lxt.Backend.Gpu.GemmPrecision) =
+                use decisions = Lxt.Backend.Gpu.GpuBackend.Create(Lxt.Backend.Gpu.GpuKind.CpuAccelerator, precision)
+                let dry = new DryRunBackend(decisions)
+                use session = new Session(graph.Model, weights, dry)
+                use explainer = new Explainer(graph.Model, graph.InputName, session)
+                explainer.Explain(input, ExplainOptions(Target = Nullable 1)) |> ignore
+                dry.LiveBytes, session.PeakIntermediateBytes
+            let f32, f32Peak = held Lxt.Backend.Gpu.GemmPrecision.Float32
+            let bf16, bf16Peak = held Lxt.Backend.Gpu.GemmPrecision.BFloat16
+            // every weight matrix is read only by products: [64, 64] q and o, [32, 64] k and v, [128, 64] gate, up and down
+            let matrices = 2 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 128 * 64) + 64 * 64
+            Expect.equal bf16Peak f32Peak "the same plan"
+            Expect.equal (f32 - bf16) (int64 matrices * 2L) "each matrix weight held in half the bytes"
+        }
+    ]
+
+let tests = testList "checkpointing" [ graphTests; fixtureTests; llamaTests; productTests; dryRunTests ]

@@ -1,0 +1,78 @@
+// A backend that computes nothing: it plans and allocates as a real backend does and counts the bytes it would hold,
+// so the device memory of a model, an input length and a checkpointing choice is known without the device.
+namespace Lxt.Graph
+
+open System
+
+/// Counts what a DryRunBackend holds.
+type private DryRunLedger() =
+    let mutable live = 0L
+    let mutable peak = 0L
+    member _.Take(bytes: int64) =
+        live <- live + bytes
+        peak <- max peak live
+    member _.Give(bytes: int64) = live <- live - bytes
+    member _.Live = live
+    member _.Peak = peak
+    member _.ResetPeak() = peak <- live
+
+type private DryBuffer(length: int, elementBytes: int64, ledger: DryRunLedger) =
+    let mutable disposed = false
+    do ledger.Take(int64 length * elementBytes)
+    interface IBuffer with
+        member _.Length = length
+        member _.Dispose() =
+            if not disposed then
+                disposed <- true
+                ledger.Give(int64 length * elementBytes)
+
+/// A backend that allocates nothing and computes nothing, and plans as `decisions` does: the same fused groups,
+/// prologues, in-place pointwise steps, lazy transposes and narrow matrix weights (`decisions` must implement
+/// ITransposedMatMul; its other optional interfaces are mirrored when present). Every buffer is counted at 4 bytes an
+/// element (a narrow matrix weight at 2), so PeakBytes is the most an executable, its weights and its inputs and
+/// outputs would hold at once on `decisions`' device — without the backend's own scratch (GEMM workspaces). Runs
+/// give zeros; only their allocations are real.
+type DryRunBackend(decisions: IBackend) =
+    do
+        if isNull (box decisions) then nullArg "decisions"
+        match decisions with
+        | :? ITransposedMatMul -> ()
+        | _ -> invalidArg "decisions" (sprintf "backend %s reads no transposed operands (ITransposedMatMul); a dry run plans as backends that do" decisions.Name)
+    let ledger = DryRunLedger()
+    let fusing = match decisions with :? IFusedPointwise as f -> Some f | _ -> None
+    let prologues = match decisions with :? IFusedPrologue as p -> Some p | _ -> None
+    let narrows = match decisions with :? ILowPrecisionWeights as w -> w.NarrowsMatrixWeights | _ -> false
+    let inPlace = match decisions with :? IInPlaceElementwise as b -> b.SupportsInPlaceElementwise | _ -> false
+
+    /// The most bytes held at once since creation or the last ResetPeak.
+    member _.PeakBytes = ledger.Peak
+    /// Bytes held now.
+    member _.LiveBytes = ledger.Live
+    /// Starts a new peak from the bytes held now.
+    member _.ResetPeak() = ledger.ResetPeak()
+
+    interface IBackend with
+        member _.Name = "dry run of " + decisions.Name
+        member _.IsDoublePrecision = false
+        member _.Allocate(length) = new DryBuffer(length, 4L, ledger) :> IBuffer
+        member _.Upload(_: ReadOnlySpan<float32>, _: IBuffer) = ()
+        member _.UploadDouble(_: ReadOnlySpan<float>, _: IBuffer) = ()
+        member _.Download(_: IBuffer, destination: Span<float32>) = destination.Clear()
+        member _.DownloadDouble(_: IBuffer, destination: Span<float>) = destination.Clear()
+        member _.Copy(_, _) = ()
+        member _.Execute(_, _, _) = ()
+        member _.Dispose() = ()
+    interface ITransposedMatMul with
+        member _.ExecuteMatMul(_, _, _, _, _, _) = ()
+    interface IFusedPointwise with
+        member _.SupportsFusedPointwise = fusing |> Option.exists (fun f -> f.SupportsFusedPointwise)
+        member _.Fuses(node) = fusing |> Option.exists (fun f -> f.Fuses node)
+        member _.ExecuteFused(_, _, _) = ()
+    interface IFusedPrologue with
+        member _.TakesPrologue(consumer) = prologues |> Option.exists (fun p -> p.TakesPrologue consumer)
+        member _.ExecuteWithPrologue(_, _, _) = ()
+    interface IInPlaceElementwise with
+        member _.SupportsInPlaceElementwise = inPlace
+    interface ILowPrecisionWeights with
+        member _.NarrowsMatrixWeights = narrows
+        member _.AllocateMatrixWeight(values) = new DryBuffer(values.Length, (if narrows then 2L else 4L), ledger) :> IBuffer
