@@ -1,10 +1,11 @@
 // Checks the GPU backend where a CUDA device is: parity with every reference fixture, cuBLAS against the ILGPU
 // tiled product, then AttnLRP timings on random Llama 3.2 1B / Llama 3.1 8B shapes. Prints a short table last.
 // Usage: Lxt.GpuCheck [--fixtures DIR] [--out DIR] [--device cuda|ilgpu-cpu] [--models 1b,8b] [--tokens 128,512,2048]
-//                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,layers,products]
-//                     [--profile-tokens 128,2048] [--layers N]
+//                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,products,layers]
+//                     [--profile-tokens 128,2048] [--layers N] [--plan-memory]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
-//                     tolerances to 1e-2 and 5e-2)
+//                     tolerances to 1e-2 and 5e-2; --plan-memory only prints each run's planned device memory, from a
+//                     dry run that needs no GPU)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
