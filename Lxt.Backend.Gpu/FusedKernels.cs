@@ -54,27 +54,43 @@ internal static class FusedKernels
         ArrayView<int> table, int len, int op) where TValue : struct, IFusedValue =>
         ReduceRowsOf<TValue>(y, new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, op);
 
+    /// <summary>Most elements of a softmax row the row kernel keeps in shared memory (32 KiB a warp, under the 48 KiB
+    /// every CUDA device gives a group without opting in).</summary>
+    public const int CachedRowLimit = 8192;
+
     /// <summary>Softmax of contiguous rows of the value <typeparamref name="TValue"/> computes from
     /// <paramref name="x"/>, one warp per row (group = one warp, grid = rows): lanes stride over the row so loads
     /// coalesce and combine their maxima and sums by shuffles. A row that is −∞ throughout keeps the reference's shift
-    /// of 0 and so gives 0/0. The plain softmax kernel and every prologue run this one body.</summary>
+    /// of 0 and so gives 0/0. A row of at most the group's dynamic shared memory (launched with
+    /// <see cref="CachedRowLimit"/> or fewer elements) is read once: the first pass keeps its values there and the
+    /// second their exponentials; a longer one evaluates the value in each of the three passes. The plain softmax
+    /// kernel and every prologue run this one body.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void SoftmaxRowsOf<TValue>(ArrayView<float> y, in FusedOperands x, int len) where TValue : struct, IFusedValue
     {
         var value = default(TValue);
+        var cache = SharedMemory.GetDynamic<float>();
+        bool cached = len <= cache.Length;
         int start = Grid.IdxX * len, lane = Group.IdxX, width = Group.DimX;
         float m = float.NegativeInfinity;
         for (int t = lane; t < len; t += width)
         {
             float v = value.At(x, start + t);
+            if (cached) cache[t] = v;
             if (v > m) m = v;
         }
         m = Kernels.WarpMax(m);
         if (float.IsNegativeInfinity(m)) m = 0f;
         float z = 0f;
-        for (int t = lane; t < len; t += width) z += MathF.Exp(value.At(x, start + t) - m);
+        for (int t = lane; t < len; t += width)
+        {
+            float e = MathF.Exp((cached ? cache[t] : value.At(x, start + t)) - m);
+            if (cached) cache[t] = e;
+            z += e;
+        }
         z = Kernels.WarpSum(z);
-        for (int t = lane; t < len; t += width) y[start + t] = MathF.Exp(value.At(x, start + t) - m) / z;
+        for (int t = lane; t < len; t += width)
+            y[start + t] = (cached ? cache[t] : MathF.Exp(value.At(x, start + t) - m)) / z;
     }
 
     /// <summary>Sum, mean or max (by <see cref="ReduceOp"/> tag) of contiguous rows of the value

@@ -24,6 +24,12 @@ public sealed partial class GpuBackend
     /// <summary>A launch of one warp per row, for the row kernels.</summary>
     KernelConfig WarpPerRow(int rows) => new(new Index1D(rows), new Index1D(accelerator.WarpSize));
 
+    /// <summary>A launch of the softmax row kernel: one warp per row, with shared memory for the row where it fits
+    /// (<see cref="FusedKernels.CachedRowLimit"/>; one element otherwise, which the kernel then leaves unused).</summary>
+    KernelConfig SoftmaxRowsLaunch(int rows, int len) =>
+        new(new Index1D(rows), new Index1D(accelerator.WarpSize),
+            SharedMemoryConfig.RequestDynamic<float>(len <= FusedKernels.CachedRowLimit ? len : 1));
+
     /// <summary>Index checks of gather and scatter-add download the indices only up to this many (a cheap copy).</summary>
     const int HostCheckedIndices = 1 << 16;
 
@@ -120,7 +126,7 @@ public sealed partial class GpuBackend
                 int len = shape[s.axis], inner = ShapeModule.product(shape, s.axis + 1, shape.Length);
                 int rows = len == 0 ? 0 : n / len;
                 if (rows > 0 && inner == 1)
-                    (softmaxRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, int>(Kernels.SoftmaxRows))(WarpPerRow(rows), x[0].View, y.View, len);
+                    (softmaxRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, int>(Kernels.SoftmaxRows))(SoftmaxRowsLaunch(rows, len), x[0].View, y.View, len);
                 else if (rows > 0) (softmax ??= Load<ArrayView<float>, ArrayView<float>, int, int>(Kernels.Softmax))(rows, x[0].View, y.View, len, inner);
                 break;
             }

@@ -248,6 +248,16 @@ let tests =
             Expect.equal exe.Plan.Prologues.Count 1 "the mask is the softmax's prologue"
             Expect.equal (launches exe.Plan) 2 "two kernels: the comparison of the smaller mask, and the softmax"
         }
+        test "softmax rows within and beyond the kernel's shared-memory cache agree with the reference, plain and through a prologue" {
+            let rng = Random 13
+            for len in [ 100; FusedKernels.CachedRowLimit; FusedKernels.CachedRowLimit + 7 ] do
+                let leaves = Evaluate.LeafValues rng
+                let x = leaves.Input("x", [| 3; len |])
+                for y in [ softmax -1 x; softmax -1 (addScalar 1.0 (mul x (scalar 4.0))) ] do
+                    let plan = Plan.compile [ y ]
+                    let actual, _ = HostEvaluation.run (gpu ()) leaves.Map plan
+                    Expect.isLessThan (BackendConformance.relativeError actual.[0] (Evaluate.reference1 leaves.Map y)) 1e-5 (sprintf "rows of %d" len)
+        }
         test "plans for backends without fused groups are step for step the compiled plan" {
             let x = input "x" [| 4; 5 |] Float
             let plan = Plan.compile [ exp (mul (tanh x) (scalar 2.0)) ]
