@@ -340,10 +340,13 @@ void Profile(string size, int tokens)
     backend.SynchronizeEveryStep = false;
     var device = exe.Profile.ToDictionary(r => r.Kind);
     Say($"profile llama-{size} {tokens} tokens: {plan.Steps.Length} steps, {exe.Plan.Steps.Length} fused, {plan.LazyTransposes.Count} lazy transposes; host ms (async) / synchronised ms per op kind:");
+    // GB/s: bytes of the operands read once and the output written, over the synchronised device time
+    Say($"  {"op kind",-48} {"count",5} {"host ms",9} {"device ms",9} {"GB/s",7}");
     foreach (var r in host.OrderByDescending(r => device.TryGetValue(r.Kind, out var d) ? d.Seconds : 0))
     {
         double dev = device.TryGetValue(r.Kind, out var d) ? d.Seconds * 1e3 / reps : double.NaN;
-        Say($"  {r.Kind,-48} {r.Count / reps,5} {r.Seconds * 1e3 / reps,9:F2} {dev,9:F2}");
+        double rate = device.TryGetValue(r.Kind, out var b) && b.Seconds > 0 ? b.Bytes / b.Seconds / 1e9 : double.NaN;
+        Say($"  {r.Kind,-48} {r.Count / reps,5} {r.Seconds * 1e3 / reps,9:F2} {dev,9:F2} {rate,7:F0}");
     }
     Say($"  {"total",-48} {host.Sum(r => r.Count) / reps,5} {host.Sum(r => r.Seconds) * 1e3 / reps,9:F2} {device.Values.Sum(r => r.Seconds) * 1e3 / reps,9:F2}");
     foreach (var f in feeds.Values) f.Dispose();
