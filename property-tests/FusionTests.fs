@@ -339,6 +339,14 @@ let tests =
                 before after fused.Fusion.Count prologue withPrologues.Fusion.Count withPrologues.Prologues.Count
             Expect.isLessThan after before "fusion removes kernels"
             Expect.isLessThan prologue after "prologues remove kernels"
+            // groups computing alike share one compiled kernel
+            let programs =
+                [ for KeyValue(_, g) in withPrologues.Fusion -> "Fused", FusedProgramType.Of(GpuBackend.EncodeFused g)
+                  for KeyValue(c, p) in withPrologues.Prologues ->
+                      (match c.Op with Softmax _ -> "SoftmaxRows" | _ -> "ReduceRows"), FusedProgramType.Of(GpuBackend.EncodeFused p.Group) ]
+            let distinct = programs |> List.distinct |> List.length
+            printfn "llama AttnLRP relevance graph: %d groups and prologues compile to %d distinct kernels" programs.Length distinct
+            Expect.isLessThan distinct programs.Length "programs of the same shape share a kernel"
         }
         test "the ILGPU CPU accelerator device fuses by default, so the llama fixture parity runs fused" {
             use backend = Backends.Create Device.IlgpuCpu
