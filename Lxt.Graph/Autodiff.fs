@@ -114,6 +114,30 @@ let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
         let name = (string y.Op).Split([| ' '; '(' |]).[0]
         raise (MissingDerivativeException(name, sprintf "no derivative rule for op %s (at %s)" name (Node.Describe y)))
 
+let private isZeroFill (n: Node) = match n.Op with Fill v -> v = 0.0 | _ -> false
+
+/// a + b when both are zero-padded along one axis (the adjoints of slices: Concat of pieces, some of them zero fills)
+/// with pieces that line up and are never both non-zero, as one Concat of the non-zero pieces. The rotation of rotary
+/// embeddings, concat(−x₂, x₁), sends back two such halves; merged they cost one copy instead of two and an add.
+/// Each element is the one non-zero piece's value, as the add gives it.
+let private mergePadded (a: Node) (b: Node) : Node option =
+    match a.Op, b.Op with
+    | Concat(ax, xs), Concat(bx, ys) when ax = bx && xs.Length = ys.Length
+                                          && List.forall2 (fun (x: Node) (y: Node) -> x.Shape = y.Shape) xs ys
+                                          && List.forall2 (fun x y -> isZeroFill x || isZeroFill y) xs ys ->
+        Some(concat ax (List.map2 (fun x y -> if isZeroFill x then y else x) xs ys))
+    | _ -> None
+
+/// The sum of an accumulated adjoint and a new contribution, merging zero-padded contributions (see mergePadded) with
+/// the last one added.
+let private sumAdjoint (acc: Node) (g: Node) : Node =
+    match mergePadded acc g with
+    | Some m -> m
+    | None ->
+        match acc.Op with
+        | Binary(Add, u, v) -> (match mergePadded v g with Some m -> add u m | None -> add acc g)
+        | _ -> add acc g
+
 /// Gradients of Σᵢ ⟨outputᵢ, seedᵢ⟩ with respect to each node of `wrt` (a zero tensor where it does not depend on them).
 /// Gradients stop at StopGradient and are scaled at GradientScale: that is all an LRP rule needs.
 let vjp (outputs: (Node * Node) list) (wrt: Node list) : Node list =
@@ -130,7 +154,7 @@ let vjp (outputs: (Node * Node) list) (wrt: Node list) : Node list =
     let adjoint = Dictionary<Node, Node>(HashIdentity.Reference)
     let accumulate (n: Node) (g: Node) =
         match adjoint.TryGetValue n with
-        | true, acc -> adjoint.[n] <- add acc g
+        | true, acc -> adjoint.[n] <- sumAdjoint acc g
         | _ -> adjoint.[n] <- g
     for (o, s) in outputs do if needs.Contains o then accumulate o s
     for i in order.Length - 1 .. -1 .. 0 do

@@ -112,6 +112,33 @@ let tests =
             yield testPropertyWithConfig (config 30) "random graphs of depth 5" (fun (seed: int) ->
                 gradientMatchesFiniteDifferences (RandomGraphs.build (seed &&& 0x7fffffff) 5 None) seed)
         ]
+        testList "autodiff's adjoints" [
+            test "the two zero-padded halves a rotary rotation sends back are one concat, with the same gradient" {
+                // y = x·c + rotate(x)·s, rotate(x) = concat(−x₂, x₁) over the last axis: the rotary embedding's shape
+                let x = input "x" [| 3; 2; 8 |] Float
+                let c, s = input "c" [| 2; 8 |] Float, input "s" [| 2; 8 |] Float
+                let rotate (v: Node) = concat -1 [ neg (slice -1 4 8 v); slice -1 0 4 v ]
+                let y = add (mul x c) (mul (rotate x) s)
+                let seed = input "seed" y.Shape Float
+                let g = Autodiff.vjp [ y, seed ] [ x ] |> List.head
+                let rng = Random 7
+                let values = Map [ for n in [ x; c; s; seed ] -> (match n.Op with Input name -> name | _ -> ""), Array.init (Shape.numel n.Shape) (fun _ -> rng.NextDouble() - 0.5) ]
+                // the adjoint by hand: g = seed·c + rotateᵀ(seed·s), rotateᵀ(h) = concat(h₂, −h₁)
+                let h = mul seed s
+                let expected = add (mul seed c) (concat -1 [ slice -1 4 8 h; neg (slice -1 0 4 h) ])
+                Expect.equal (Evaluate.reference1 values g) (Evaluate.reference1 values expected) "the same gradient, bit for bit"
+                let nodes = Traverse.topo [ g ]
+                let concats = nodes |> Array.filter (fun n -> match n.Op with Concat _ -> true | _ -> false)
+                Expect.equal concats.Length 1 "one concat"
+                Expect.isFalse (concats.[0].Children |> List.exists (fun n -> match n.Op with Fill _ -> true | _ -> false)) "of the two halves, no zeros"
+            }
+            test "zero-padded adjoints that overlap stay a sum" {
+                let x = input "x" [| 6 |] Float
+                let y = add (slice 0 0 4 x) (slice 0 2 6 x)
+                let g = Autodiff.vjp [ y, fill [| 4 |] 1.0 ] [ x ] |> List.head
+                Expect.equal (Evaluate.reference1 (Map [ "x", Array.zeroCreate 6 ]) g) [| 1.0; 1.0; 2.0; 2.0; 1.0; 1.0 |] "overlapping slices add up"
+            }
+        ]
         testList "the ops LRP needs" [
             test "stop-gradient blocks and gradient-scale multiplies the gradient, both identity forward" {
                 let x = input "x" [| 3 |] Float
