@@ -268,10 +268,12 @@ public sealed record RotaryEmbedding(double[] InverseFrequencies, double Attenti
             {
                 float angle = Stored(InverseFrequencies[i % half]) * (p + offset);
                 cos[p * d + i] = MathF.Cos(angle) * scaling;
-                sin[p * d + i] = MathF.Sin(angle) * scaling;
+                // rotate_half(x) = concat(−x₂, x₁): the minus rides on the first half of sin (exactly: (−a)·b = a·(−b)),
+                // so the halves are swapped by one concat and no negation is a kernel of its own
+                sin[p * d + i] = (i < half ? -MathF.Sin(angle) : MathF.Sin(angle)) * scaling;
             }
-        var rotated = Expr.Concat(-1, -x.Slice(2, half, d), x.Slice(2, 0, half));
-        return x * b.Constant(cos, t, d) + rotated * b.Constant(sin, t, d);
+        var swapped = Expr.Concat(-1, x.Slice(2, half, d), x.Slice(2, 0, half));
+        return x * b.Constant(cos, t, d) + swapped * b.Constant(sin, t, d);
     }
 }
 
