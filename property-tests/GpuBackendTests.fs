@@ -96,6 +96,15 @@ let tests =
                                "b3", random rng (k * n); "b4", random rng (2 * k * n) ]
             agrees (sprintf "seed %d: m %d, k %d, n %d" seed m k n) values
                 [ matmul a b1; matmul a b2; matmul a b3; matmul (transpose 0 1 a) b4; matmul (reshape [| 1; 6; m; k |] a) b3 ])
+        test "the tiled product with 4×4 tiles, its groups synchronised by barriers, agrees as the CPU accelerator's default 1×1 tiles do" {
+            use tiled = GpuBackend.Create GpuKind.CpuAccelerator
+            Expect.equal tiled.Tile 1 "1×1 tiles on the CPU accelerator by default"
+            tiled.Tile <- 4
+            for seed in 1 .. 3 do
+                let description, values, outputs = products (Random seed)
+                Expect.isTrue (BackendConformance.agreesOn tiled (sprintf "4×4 tiles, seed %d: %s" seed description) values outputs) description
+            Expect.throwsT<ArgumentOutOfRangeException> (fun () -> tiled.Tile <- 64) "no tile larger than a group"
+        }
         testPropertyWithConfig (config 60) "the cuBLAS call plan, run as column-major GEMM on swapped operands with op flags, computes every batched product, operands transposed or not" (fun (seed: int) ->
             // CI has no GPU: this checks the CUDA path's batching, operand swap, op flags and leading dimensions on the
             // host, against cuBLAS's documented semantics C(i + j·ldc) = Σp op(A)(i, p) · op(B)(p, j) for each batch
