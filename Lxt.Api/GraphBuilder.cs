@@ -147,13 +147,9 @@ public sealed class GraphBuilder
         }
         Expr presentKey = kh, presentValue = vh;
         int keys = past + t;
-        if (kv != h)
-        {
-            Expr Repeat(Expr x) => x.Reshape(kv, 1, keys, d).BroadcastTo(kv, h / kv, keys, d).Reshape(h, keys, d);
-            kh = Repeat(kh);
-            vh = Repeat(vh);
-        }
-        var scores = qh.MatMul(kh.Transpose()) * (o.Scale ?? 1.0 / Math.Sqrt(d));
+        // grouped-query sharing without copies: the h/kv query heads of a group are consecutive, so [h, T, d] is
+        // [kv, (h/kv)·T, d] and each group multiplies its key and value head once, as one product per group
+        var scores = qh.Reshape(kv, h / kv * t, d).MatMul(kh.Transpose()).Reshape(h, t, keys) * (o.Scale ?? 1.0 / Math.Sqrt(d));
         if (o.SoftCap is double cap) scores = (scores * (1.0 / cap)).Tanh() * cap;
         if (o.Causal || o.SlidingWindow is not null)
         {
@@ -164,7 +160,8 @@ public sealed class GraphBuilder
             scores = Expr.Where(Constant(keep, t, keys), scores, Scalar(double.NegativeInfinity));
         }
         var weights = scores.Softmax(-1).Named(PathOf("attn_weights"));
-        return new AttentionResult(weights.MatMul(vh).Permute(1, 0, 2).Reshape(t, h * d), presentKey, presentValue);
+        var heads = weights.Reshape(kv, h / kv * t, keys).MatMul(vh).Reshape(h, t, d);
+        return new AttentionResult(heads.Permute(1, 0, 2).Reshape(t, h * d), presentKey, presentValue);
     }
 
     /// <summary>Gated MLP: down(act(gate(x)) · up(x)), as Llama, Qwen, Mistral and Gemma use. The activation's output
