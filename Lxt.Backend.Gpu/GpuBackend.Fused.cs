@@ -1,6 +1,8 @@
 // Fused pointwise groups on the GPU: each group's table (merged output walk, operand strides, program) is checked,
-// encoded and uploaded once, then every run is one launch of FusedKernels.Fused, or for a prologue one launch of the
-// row kernel (FusedKernels.SoftmaxRows, FusedKernels.ReduceRows) that reads its operand through the program.
+// encoded and uploaded once, and its program's type (FusedPrograms.cs) picks the compiled kernel, made on first use
+// and shared by every group of the same shape; then every run is one launch of FusedKernels.Fused, or for a prologue
+// one launch of the row kernel (FusedKernels.SoftmaxRows, FusedKernels.ReduceRows) that reads its operand through the
+// program.
 using ILGPU;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
