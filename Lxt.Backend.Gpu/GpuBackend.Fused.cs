@@ -170,15 +170,20 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
 
     /// <summary>The PTX that the fused kernel <paramref name="kernel"/> (Fused, SoftmaxRows or ReduceRows) compiles to
     /// for <paramref name="group"/> on an SM 9.0 device, made without a device: to inspect the code a program gives.</summary>
-    internal static string FusedPtx(FusedGroup group, string kernel)
+    internal static string FusedPtx(FusedGroup group, string kernel) =>
+        KernelPtx(typeof(FusedKernels).GetMethod(kernel)!.MakeGenericMethod(FusedProgramType.Of(EncodeFused(group))));
+
+    /// <summary>The PTX a kernel method compiles to for an SM 9.0 device, made without a device (ILGPU's PTX backend
+    /// needs no driver): a kernel whose first parameter is an index runs implicitly grouped, any other explicitly.</summary>
+    internal static string KernelPtx(System.Reflection.MethodInfo kernel)
     {
-        var method = typeof(FusedKernels).GetMethod(kernel)!.MakeGenericMethod(FusedProgramType.Of(EncodeFused(group)));
         using var context = Context.Create(b => b.EnableAlgorithms());
         using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90,
             CudaInstructionSet.ISA_80, null!);
-        var entry = kernel == nameof(FusedKernels.Fused)
-            ? EntryPointDescription.FromImplicitlyGroupedKernel(method)
-            : EntryPointDescription.FromExplicitlyGroupedKernel(method);
+        var first = kernel.GetParameters()[0].ParameterType;
+        var entry = first == typeof(Index1D) || first == typeof(Index2D) || first == typeof(Index3D)
+            ? EntryPointDescription.FromImplicitlyGroupedKernel(kernel)
+            : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
         return ((PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty)).PTXAssembly;
     }
 

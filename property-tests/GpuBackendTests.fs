@@ -96,6 +96,17 @@ let tests =
                                "b3", random rng (k * n); "b4", random rng (2 * k * n) ]
             agrees (sprintf "seed %d: m %d, k %d, n %d" seed m k n) values
                 [ matmul a b1; matmul a b2; matmul a b3; matmul (transpose 0 1 a) b4; matmul (reshape [| 1; 6; m; k |] a) b3 ])
+        test "every kernel of the backend compiles to PTX for an SM 9.0 device, with no local memory" {
+            // CI has no GPU: ILGPU's PTX backend needs no driver, so code generation for CUDA is checked on every machine
+            let kernels =
+                typeof<GpuBackend>.Assembly.GetType("Lxt.Backend.Gpu.Kernels").GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static)
+                |> Array.filter (fun m -> m.ReturnType = typeof<Void> && not m.IsGenericMethodDefinition)
+            Expect.isGreaterThan kernels.Length 15 "every op family's kernel"
+            for k in kernels do
+                let ptx = GpuBackend.KernelPtx k
+                Expect.stringContains ptx ".visible .entry" (sprintf "%s compiles to a kernel entry" k.Name)
+                Expect.isFalse (ptx.Contains ".local") (sprintf "%s keeps its values in registers" k.Name)
+        }
         test "the tiled product with 4×4 tiles, its groups synchronised by barriers, agrees as the CPU accelerator's default 1×1 tiles do" {
             use tiled = GpuBackend.Create GpuKind.CpuAccelerator
             Expect.equal tiled.Tile 1 "1×1 tiles on the CPU accelerator by default"
