@@ -128,9 +128,9 @@ let private mergePadded (a: Node) (b: Node) : Node option =
         Some(concat ax (List.map2 (fun x y -> if isZeroFill x then y else x) xs ys))
     | _ -> None
 
-/// The sum of an accumulated adjoint and a new contribution, merging zero-padded contributions (see mergePadded) with
-/// the last one added.
-let private sumAdjoint (acc: Node) (g: Node) : Node =
+/// The sum of an accumulated contribution (an adjoint, or explicit relevance) and a new one, merging zero-padded
+/// contributions (see mergePadded) with the last one added. Both backward sweeps accumulate through it.
+let sumContributions (acc: Node) (g: Node) : Node =
     match mergePadded acc g with
     | Some m -> m
     | None ->
@@ -154,7 +154,7 @@ let vjp (outputs: (Node * Node) list) (wrt: Node list) : Node list =
     let adjoint = Dictionary<Node, Node>(HashIdentity.Reference)
     let accumulate (n: Node) (g: Node) =
         match adjoint.TryGetValue n with
-        | true, acc -> adjoint.[n] <- sumAdjoint acc g
+        | true, acc -> adjoint.[n] <- sumContributions acc g
         | _ -> adjoint.[n] <- g
     for (o, s) in outputs do if needs.Contains o then accumulate o s
     for i in order.Length - 1 .. -1 .. 0 do

@@ -144,7 +144,7 @@ let propagate (rules: ExplicitRules) (outputs: (Node * Node) list) (at: Node lis
     let relevance = Dictionary<Node, Node>(HashIdentity.Reference)
     let accumulate (n: Node) (r: Node) =
         match relevance.TryGetValue n with
-        | true, acc -> relevance.[n] <- add acc r
+        | true, acc -> relevance.[n] <- Autodiff.sumContributions acc r
         | _ -> relevance.[n] <- r
     for (o, r) in outputs do if needs.Contains o then accumulate o r
     for i in order.Length - 1 .. -1 .. 0 do
