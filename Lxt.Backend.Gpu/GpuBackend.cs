@@ -76,7 +76,7 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
             catch (EntryPointNotFoundException) { } // an older cuBLAS: it keeps its own workspace
         }
         graphsEnabled = kind == GpuKind.Cuda && Environment.GetEnvironmentVariable("LXT_CUDA_GRAPHS") != "0";
-        tile = kind == GpuKind.Cuda ? Math.Min(Kernels.MaxTile, (int)Math.Sqrt(accelerator.MaxNumThreadsPerGroup)) : 1;
+        tile = kind == GpuKind.Cuda ? LargestTile : 1;
         useCublas = cublas != IntPtr.Zero && Environment.GetEnvironmentVariable("LXT_GPU_GEMM") != "ilgpu";
     }
 
@@ -174,13 +174,14 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
     internal int Tile
     {
         get => tile;
-        set
-        {
-            int most = Math.Min(Kernels.MaxTile, (int)Math.Sqrt(accelerator.MaxNumThreadsPerGroup));
-            tile = value >= 1 && value <= most ? value : throw new ArgumentOutOfRangeException(nameof(value), $"tiles of 1 to {most} fit a group of this accelerator");
-        }
+        set => tile = value >= 1 && value <= LargestTile
+            ? value
+            : throw new ArgumentOutOfRangeException(nameof(value), $"tiles of 1 to {LargestTile} fit a group of this accelerator");
     }
     int tile;
+
+    /// <summary>The largest tile edge whose square fits one group of this accelerator (and the kernel's tiles).</summary>
+    int LargestTile => Math.Min(Kernels.MaxTile, (int)Math.Sqrt(accelerator.MaxNumThreadsPerGroup));
 
     /// <summary>Bytes of device memory held by this backend's live buffers, and the most held at once.</summary>
     public long AllocatedBytes => Interlocked.Read(ref allocatedBytes);
