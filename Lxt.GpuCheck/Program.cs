@@ -4,8 +4,8 @@
 //                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,products,layers]
 //                     [--profile-tokens 128,2048] [--layers N] [--plan-memory]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
-//                     tolerances to 1e-2 and 5e-2; --plan-memory only prints each run's planned device memory, from a
-//                     dry run that needs no GPU)
+//                     tolerances to 1e-2 and 5e-2; --plan-memory only prints each run's planned device memory and
+//                     kernel count, from a dry run that needs no GPU)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -431,7 +431,7 @@ void PlanMemory()
 {
     using var decisions = GpuBackend.Create(GpuKind.CpuAccelerator, options.Precision);
     Say($"planned device memory, a dry run planning as {decisions.Name}: weights, intermediates, inputs and outputs (no GEMM workspace or scratch)");
-    Say($"{"model",-10} {"tokens",6} {"checkpointing",-13} {"planned GiB",11} {"ref GiB",8}");
+    Say($"{"model",-10} {"tokens",6} {"checkpointing",-13} {"planned GiB",11} {"ref GiB",8} {"kernels",8}");
     foreach (var size in options.Models)
         foreach (var tokens in options.Tokens)
         {
@@ -443,11 +443,12 @@ void PlanMemory()
             {
                 session.ReleasePlans();
                 dry.ResetPeak();
+                long launched = dry.Launches;
                 var explainer = new Explainer(graph.Model, graph.InputName, session) { LayerOutputs = graph.LayerOutputs };
                 explainer.Explain(input, new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing });
                 double peak = dry.PeakBytes / (double)(1L << 30);
                 string reference = Reference.Of(size, tokens) is var (_, refGiB) ? $"{refGiB,8:F1}" : $"{"-",8}";
-                Say($"llama-{size,-4} {tokens,6} {ModeName(checkpointing),-13} {peak,11:F2} {reference}");
+                Say($"llama-{size,-4} {tokens,6} {ModeName(checkpointing),-13} {peak,11:F2} {reference} {dry.Launches - launched,8}");
             }
             GC.Collect();
         }

@@ -1,5 +1,6 @@
-// A backend that computes nothing: it plans and allocates as a real backend does and counts the bytes it would hold,
-// so the device memory of a model, an input length and a checkpointing choice is known without the device.
+// A backend that computes nothing: it plans and allocates as a real backend does and counts the bytes it would hold and
+// the ops it would launch, so the device memory and kernel count of a model, an input length and a checkpointing choice
+// are known without the device.
 namespace Lxt.Graph
 
 open System
@@ -8,6 +9,7 @@ open System
 type private DryRunLedger() =
     let mutable live = 0L
     let mutable peak = 0L
+    member val Launches = 0L with get, set
     member _.Take(bytes: int64) =
         live <- live + bytes
         peak <- max peak live
@@ -50,6 +52,9 @@ type DryRunBackend(decisions: IBackend) =
     member _.LiveBytes = ledger.Live
     /// Starts a new peak from the bytes held now.
     member _.ResetPeak() = ledger.ResetPeak()
+    /// Ops the runs so far asked to compute (plain, fused, with a prologue, products): the kernels `decisions` would
+    /// launch for them, besides the copies of inputs and outputs.
+    member _.Launches = ledger.Launches
 
     interface IBackend with
         member _.Name = "dry run of " + decisions.Name
@@ -60,17 +65,17 @@ type DryRunBackend(decisions: IBackend) =
         member _.Download(_: IBuffer, destination: Span<float32>) = destination.Clear()
         member _.DownloadDouble(_: IBuffer, destination: Span<float>) = destination.Clear()
         member _.Copy(_, _) = ()
-        member _.Execute(_, _, _) = ()
+        member _.Execute(_, _, _) = ledger.Launches <- ledger.Launches + 1L
         member _.Dispose() = ()
     interface ITransposedMatMul with
-        member _.ExecuteMatMul(_, _, _, _, _, _) = ()
+        member _.ExecuteMatMul(_, _, _, _, _, _) = ledger.Launches <- ledger.Launches + 1L
     interface IFusedPointwise with
         member _.SupportsFusedPointwise = fusing |> Option.exists (fun f -> f.SupportsFusedPointwise)
         member _.Fuses(node) = fusing |> Option.exists (fun f -> f.Fuses node)
-        member _.ExecuteFused(_, _, _) = ()
+        member _.ExecuteFused(_, _, _) = ledger.Launches <- ledger.Launches + 1L
     interface IFusedPrologue with
         member _.TakesPrologue(consumer) = prologues |> Option.exists (fun p -> p.TakesPrologue consumer)
-        member _.ExecuteWithPrologue(_, _, _) = ()
+        member _.ExecuteWithPrologue(_, _, _) = ledger.Launches <- ledger.Launches + 1L
     interface IInPlaceElementwise with
         member _.SupportsInPlaceElementwise = inPlace
     interface ILowPrecisionWeights with

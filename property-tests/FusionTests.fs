@@ -348,6 +348,20 @@ let tests =
             printfn "llama AttnLRP relevance graph: %d groups and prologues compile to %d distinct kernels" programs.Length distinct
             Expect.isLessThan distinct programs.Length "programs of the same shape share a kernel"
         }
+        test "a dry run of the llama fixture's relevance plan launches one op per step the fused plan computes" {
+            let plan = Plan.compile (llamaRelevanceOutputs ())
+            let dry = new DryRunBackend(gpu ())
+            use exe = new Executable(plan, dry)
+            for p in Plan.parameters plan do
+                exe.BindParameter((match p.Op with Parameter name -> name | _ -> ""), (dry :> IBackend).Allocate(Shape.numel p.Shape))
+            let feeds = Dictionary<string, IBuffer>()
+            for i in Plan.inputs plan do
+                feeds.[(match i.Op with Input name -> name | _ -> "")] <- (dry :> IBackend).Allocate(Shape.numel i.Shape)
+            exe.Recycle(exe.Run feeds)
+            let computed = exe.Plan.Steps |> Array.filter (fun n -> not (Plan.isView n) && not (exe.Plan.LazyTransposes.Contains n))
+            Expect.equal dry.Launches (int64 computed.Length) "every computed step, no view and no lazy transpose"
+            Expect.isLessThan (int computed.Length) (launches plan) "fewer than the unfused plan's kernels"
+        }
         test "the ILGPU CPU accelerator device fuses by default, so the llama fixture parity runs fused" {
             use backend = Backends.Create Device.IlgpuCpu
             match backend with
