@@ -1,6 +1,7 @@
 // Explainer: relevance of a prediction under a rule set — one forward pass to pick the target, one rewritten
 // forward + backward pass for relevance at the input and at any named node.
 using System.Diagnostics;
+using System.Numerics.Tensors;
 using Lxt.Graph;
 using Lxt.Rules;
 using Microsoft.FSharp.Collections;
@@ -163,8 +164,8 @@ public sealed class Explanation
     {
         int width = v.Shape[^1], rows = v.Values.Length / width;
         var r = new double[rows];
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < width; j++) r[i] += v[i * width + j];
+        var row = new double[width];
+        for (int i = 0; i < rows; i++) r[i] = TensorPrimitives.Sum<double>(v.RowAsDoubles(i * width, row));
         return r;
     }
 
@@ -172,8 +173,8 @@ public sealed class Explanation
     {
         int rows = v.Shape[0], width = v.Values.Length / rows;
         var r = new double[width];
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < width; j++) r[j] += v[i * width + j];
+        var row = new double[width];
+        for (int i = 0; i < rows; i++) TensorPrimitives.Add<double>(r, v.RowAsDoubles(i * width, row), r);
         return r;
     }
 }

@@ -81,7 +81,22 @@ public sealed class TensorValue
     public ReadOnlySpan<float> Span => Values;
     public double this[int index] => Float64 is { } d ? d[index] : Values[index];
     /// <summary>The values as float64 (exact copies of float32 values where that was the precision).</summary>
-    public double[] ToDoubleArray() => Float64 is { } d ? (double[])d.Clone() : Values.Select(v => (double)v).ToArray();
+    public double[] ToDoubleArray()
+    {
+        if (Float64 is { } d) return (double[])d.Clone();
+        var wide = new double[Values.Length];
+        TensorPrimitives.ConvertChecked<float, double>(Values, wide);
+        return wide;
+    }
+
+    /// <summary>The values from <paramref name="start"/> as float64, as many as <paramref name="scratch"/> holds: the
+    /// float64 values themselves where there are some, otherwise the float32 values widened into the scratch.</summary>
+    internal ReadOnlySpan<double> RowAsDoubles(int start, Span<double> scratch)
+    {
+        if (Float64 is { } d) return d.AsSpan(start, scratch.Length);
+        TensorPrimitives.ConvertChecked<float, double>(Values.AsSpan(start, scratch.Length), scratch);
+        return scratch;
+    }
 }
 
 /// <summary>
@@ -100,6 +115,8 @@ public sealed class Session : IDisposable
     private readonly Dictionary<string, int[]> _uploadedShapes = new();
     private readonly Dictionary<(Node[] Outputs, Node[] Checkpoints), Executable> _plans = new(new PlanKeyComparer());
     private readonly HashSet<Executable> _bound = new(ReferenceEqualityComparer.Instance);
+    // each plan's input buffers, uploaded into by every run: no device allocation or free per run
+    private readonly Dictionary<Executable, Dictionary<string, IBuffer>> _feeds = new(ReferenceEqualityComparer.Instance);
 
     /// <summary>A session on a new backend for <paramref name="device"/> (see <see cref="Backends.Create"/>).</summary>
     public Session(Model model, IWeightSource weights, Device device = Device.Cpu, int threads = 0, GemmPrecision precision = GemmPrecision.Float32)
@@ -167,40 +184,31 @@ public sealed class Session : IDisposable
             }
             _bound.Add(exe);
         }
-        var feeds = new Dictionary<string, IBuffer>();
+        if (!_feeds.TryGetValue(exe, out var feeds)) _feeds[exe] = feeds = new Dictionary<string, IBuffer>();
+        foreach (var input in PlanModule.inputs(exe.Plan))
+        {
+            var name = ((Op.Input)input.Op).name;
+            int length = ShapeModule.numel(input.Shape);
+            if (!feeds.TryGetValue(name, out var buffer)) feeds[name] = buffer = Backend.Allocate(length);
+            if (doubleInputs is not null && doubleInputs.TryGetValue(name, out var exact))
+            {
+                if (exact.Length != length)
+                    throw new BindingException($"input '{name}' has {exact.Length} values, its shape [{string.Join(", ", input.Shape)}] needs {length}");
+                Backend.UploadDouble(exact, buffer);
+                continue;
+            }
+            if (!inputs.TryGetValue(name, out var host))
+                throw new BindingException($"no value was given for input '{name}' [{string.Join(", ", input.Shape)}]");
+            if (host.Length != length)
+                throw new BindingException($"input '{name}' has {host.Length} values, its shape [{string.Join(", ", input.Shape)}] needs {length}");
+            Backend.Upload(host, buffer);
+        }
+        var outs = exe.Run(feeds);
         try
         {
-            foreach (var input in PlanModule.inputs(exe.Plan))
-            {
-                var name = ((Op.Input)input.Op).name;
-                if (doubleInputs is not null && doubleInputs.TryGetValue(name, out var exact))
-                {
-                    if (exact.Length != ShapeModule.numel(input.Shape))
-                        throw new BindingException($"input '{name}' has {exact.Length} values, its shape [{string.Join(", ", input.Shape)}] needs {ShapeModule.numel(input.Shape)}");
-                    var b = Backend.Allocate(exact.Length);
-                    Backend.UploadDouble(exact, b);
-                    feeds[name] = b;
-                    continue;
-                }
-                if (!inputs.TryGetValue(name, out var host))
-                    throw new BindingException($"no value was given for input '{name}' [{string.Join(", ", input.Shape)}]");
-                if (host.Length != ShapeModule.numel(input.Shape))
-                    throw new BindingException($"input '{name}' has {host.Length} values, its shape [{string.Join(", ", input.Shape)}] needs {ShapeModule.numel(input.Shape)}");
-                var buffer = Backend.Allocate(host.Length);
-                Backend.Upload(host, buffer);
-                feeds[name] = buffer;
-            }
-            var outs = exe.Run(feeds);
-            try
-            {
-                return outs.Select((b, i) => Download(b, nodes[i].Shape)).ToArray();
-            }
-            finally { exe.Recycle(outs); }
+            return outs.Select((b, i) => Download(b, nodes[i].Shape)).ToArray();
         }
-        finally
-        {
-            foreach (var b in feeds.Values) b.Dispose();
-        }
+        finally { exe.Recycle(outs); }
     }
 
     /// <summary>The parameters of a plan the backend may store narrow: those read only as matrix-product operands,
@@ -318,7 +326,7 @@ public sealed class Session : IDisposable
 
     private TensorValue Download(IBuffer buffer, int[] shape)
     {
-        var floats = new float[buffer.Length];
+        var floats = GC.AllocateUninitializedArray<float>(buffer.Length);
         double[]? doubles = null;
         if (Backend.IsDoublePrecision)
         {
@@ -338,6 +346,8 @@ public sealed class Session : IDisposable
         foreach (var p in _plans.Values) ((IDisposable)p).Dispose();
         _plans.Clear();
         _bound.Clear();
+        foreach (var b in _feeds.Values.SelectMany(f => f.Values)) b.Dispose();
+        _feeds.Clear();
     }
 
     public void Dispose()
