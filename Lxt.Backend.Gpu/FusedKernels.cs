@@ -19,8 +19,9 @@ internal static class FusedKernels
     /// <summary>Axes of the output walk after size-1 axes are dropped and contiguous ones merged.</summary>
     public const int MaxRank = 8;
 
-    // table layout: header, then the walk's sizes (outermost first), then each operand's strides, then the program
-    public const int RankAt = 0, OperandsAt = 1, CountAt = 2, ProgramAt = 3, HeaderLength = 4;
+    // table layout: header, then per walk axis (innermost first) its size and its size's FastDivision magic number
+    // and shift, then each operand's strides (innermost first), then the program
+    public const int RankAt = 0, OperandsAt = 1, CountAt = 2, ProgramAt = 3, HeaderLength = 4, AxisLength = 3;
 
     /// <summary>How a Load finds its element (the instruction's third int): through the strides, at the output's own
     /// index (an operand of the root's shape, contiguous), or at 0 (a scalar).</summary>

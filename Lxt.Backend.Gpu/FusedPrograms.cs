@@ -73,21 +73,81 @@ internal readonly struct FusedOperands
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static FusedOperands Of(ArrayView<float> x) => new(x, x, x, x, x, x, x, x, default);
 
-    /// <summary>Where operand <paramref name="operand"/> holds linear element <paramref name="i"/> of the root: the
-    /// element's multi-index over the table's walk, dotted with the operand's strides.</summary>
+    /// <summary>The multi-index of linear element <paramref name="i"/> of the root over the table's walk, innermost
+    /// axis first: one division per axis but the outermost, each a multiply-high by the axis's magic number and a
+    /// shift (<see cref="FastDivision"/>), computed once per element for all strided operands.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public int StridedOffset(int operand, int i)
+    public Coordinates CoordinatesOf(int i)
     {
-        int rank = Table[FusedKernels.RankAt], strides = FusedKernels.HeaderLength + rank + operand * rank;
-        int rest = i, offset = 0;
-        for (int d = rank - 1; d >= 0; d--)
-        {
-            int n = Table[FusedKernels.HeaderLength + d], q = rest / n;
-            offset += (rest - q * n) * Table[strides + d];
-            rest = q;
-        }
+        int rank = Table[FusedKernels.RankAt];
+        var c = default(Coordinates);
+        int rest = i;
+        if (rank > 1) rest = Split(rest, 0, out c.C0); else { c.C0 = rest; return c; }
+        if (rank > 2) rest = Split(rest, 1, out c.C1); else { c.C1 = rest; return c; }
+        if (rank > 3) rest = Split(rest, 2, out c.C2); else { c.C2 = rest; return c; }
+        if (rank > 4) rest = Split(rest, 3, out c.C3); else { c.C3 = rest; return c; }
+        if (rank > 5) rest = Split(rest, 4, out c.C4); else { c.C4 = rest; return c; }
+        if (rank > 6) rest = Split(rest, 5, out c.C5); else { c.C5 = rest; return c; }
+        if (rank > 7) rest = Split(rest, 6, out c.C6); else { c.C6 = rest; return c; }
+        c.C7 = rest;
+        return c;
+    }
+
+    /// <summary>The quotient of <paramref name="rest"/> by the size of walk axis <paramref name="axis"/> (innermost
+    /// first); the remainder is the coordinate along it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    int Split(int rest, int axis, out int coordinate)
+    {
+        int at = FusedKernels.HeaderLength + axis * FusedKernels.AxisLength;
+        int n = Table[at], q = FastDivision.Quotient(rest, (uint)Table[at + 1], Table[at + 2]);
+        coordinate = rest - q * n;
+        return q;
+    }
+
+    /// <summary>Where operand <paramref name="operand"/> holds the element at coordinates <paramref name="c"/>: the
+    /// coordinates dotted with the operand's strides.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int StridedOffset(int operand, in Coordinates c)
+    {
+        int rank = Table[FusedKernels.RankAt];
+        int s = FusedKernels.HeaderLength + rank * FusedKernels.AxisLength + operand * rank;
+        int offset = c.C0 * Table[s];
+        if (rank > 1) offset += c.C1 * Table[s + 1];
+        if (rank > 2) offset += c.C2 * Table[s + 2];
+        if (rank > 3) offset += c.C3 * Table[s + 3];
+        if (rank > 4) offset += c.C4 * Table[s + 4];
+        if (rank > 5) offset += c.C5 * Table[s + 5];
+        if (rank > 6) offset += c.C6 * Table[s + 6];
+        if (rank > 7) offset += c.C7 * Table[s + 7];
         return offset;
     }
+}
+
+/// <summary>An element's multi-index over a fused walk of at most <see cref="FusedKernels.MaxRank"/> axes, innermost
+/// axis first (unused axes 0).</summary>
+internal struct Coordinates
+{
+    public int C0, C1, C2, C3, C4, C5, C6, C7;
+}
+
+/// <summary>Division of non-negative ints below 2³¹ by a divisor fixed per kernel launch, as a multiply-high and a
+/// shift (Granlund and Montgomery's round-up method): for d ≥ 1 with l = ⌈log₂ d⌉ and m = ⌊2³²·(2ˡ − d)/d⌋ + 1,
+/// n / d = (mulhi(m, n) + n) >> l, where the sum stays below 2³² because n &lt; 2³¹.</summary>
+internal static class FastDivision
+{
+    /// <summary>The magic number m and shift l of divisor <paramref name="d"/> (1 ≤ d &lt; 2³¹).</summary>
+    public static (uint Magic, int Shift) Of(int d)
+    {
+        if (d < 1) throw new ArgumentOutOfRangeException(nameof(d), $"a divisor must be at least 1, not {d}");
+        int l = 0;
+        while ((1L << l) < d) l++;
+        ulong m = ((1UL << 32) * (ulong)((1L << l) - d)) / (ulong)d + 1;
+        return ((uint)m, l);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Quotient(int n, uint magic, int shift) =>
+        (int)(((uint)(((ulong)magic * (uint)n) >> 32) + (uint)n) >> shift);
 }
 
 /// <summary>An operand of a fused kernel, as a type.</summary>
@@ -110,23 +170,23 @@ internal struct X7 : IOperand { public readonly int Index => 7; [MethodImpl(Meth
 /// registers at linear element <c>i</c> of the group's root.</summary>
 internal interface IFusedProgram
 {
-    void Run(ref Registers r, in FusedOperands x, int i);
+    void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i);
 }
 
 internal struct End : IFusedProgram
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i) { }
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) { }
 }
 
 /// <summary><typeparamref name="TFirst"/>, then <typeparamref name="TRest"/>.</summary>
 internal struct Then<TFirst, TRest> : IFusedProgram where TFirst : struct, IFusedProgram where TRest : struct, IFusedProgram
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i)
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i)
     {
-        default(TFirst).Run(ref r, x, i);
-        default(TRest).Run(ref r, x, i);
+        default(TFirst).Run(ref r, x, c, i);
+        default(TRest).Run(ref r, x, c, i);
     }
 }
 
@@ -134,29 +194,29 @@ internal struct Then<TFirst, TRest> : IFusedProgram where TFirst : struct, IFuse
 internal struct LoadContiguous<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i) => default(D).Set(ref r, default(K).Read(x, i));
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) => default(D).Set(ref r, default(K).Read(x, i));
 }
 
 /// <summary>Register D = the one value of operand K (a scalar broadcast to the root).</summary>
 internal struct LoadScalar<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i) => default(D).Set(ref r, default(K).Read(x, 0));
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) => default(D).Set(ref r, default(K).Read(x, 0));
 }
 
 /// <summary>Register D = operand K through its broadcast strides.</summary>
 internal struct LoadStrided<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i) =>
-        default(D).Set(ref r, default(K).Read(x, x.StridedOffset(default(K).Index, i)));
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
+        default(D).Set(ref r, default(K).Read(x, x.StridedOffset(default(K).Index, c)));
 }
 
 /// <summary>Register D = the constant the table holds in instruction D.</summary>
 internal struct Constant<D> : IFusedProgram where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i) =>
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
         default(D).Set(ref r, Interop.IntAsFloat((uint)x.Table[x.Table[FusedKernels.ProgramAt] + default(D).Index * FusedKernels.InstructionLength + 1]));
 }
 
@@ -164,7 +224,7 @@ internal struct Constant<D> : IFusedProgram where D : struct, IRegister
 internal struct UnaryOf<F, A, D> : IFusedProgram where F : struct, IUnaryFunction where A : struct, IRegister where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i) => default(D).Set(ref r, default(F).Apply(default(A).Get(r)));
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) => default(D).Set(ref r, default(F).Apply(default(A).Get(r)));
 }
 
 /// <summary>Register D = F(register A, register B).</summary>
@@ -172,7 +232,7 @@ internal struct BinaryOf<F, A, B, D> : IFusedProgram
     where F : struct, IBinaryFunction where A : struct, IRegister where B : struct, IRegister where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i) =>
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
         default(D).Set(ref r, default(F).Apply(default(A).Get(r), default(B).Get(r)));
 }
 
@@ -181,7 +241,7 @@ internal struct WhereOf<C, T, F, D> : IFusedProgram
     where C : struct, IRegister where T : struct, IRegister where F : struct, IRegister where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, int i) =>
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
         default(D).Set(ref r, Kernels.ApplyWhere(default(C).Get(r), default(T).Get(r), default(F).Get(r)));
 }
 
@@ -191,14 +251,33 @@ internal interface IFusedValue
     float At(in FusedOperands x, int i);
 }
 
-/// <summary>The value of program P, whose last register is R.</summary>
-internal struct Program<P, R> : IFusedValue where P : struct, IFusedProgram where R : struct, IRegister
+/// <summary>How a program finds an element's multi-index: not at all (it has no strided load) or from the table.</summary>
+internal interface IElementWalk
+{
+    Coordinates Of(in FusedOperands x, int i);
+}
+
+internal struct NoWalk : IElementWalk
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly Coordinates Of(in FusedOperands x, int i) => default;
+}
+
+internal struct TableWalk : IElementWalk
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly Coordinates Of(in FusedOperands x, int i) => x.CoordinatesOf(i);
+}
+
+/// <summary>The value of program P, whose last register is R, its strided loads at the multi-index W finds.</summary>
+internal struct Program<P, R, W> : IFusedValue where P : struct, IFusedProgram where R : struct, IRegister where W : struct, IElementWalk
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly float At(in FusedOperands x, int i)
     {
         var r = default(Registers);
-        default(P).Run(ref r, x, i);
+        var c = default(W).Of(x, i);
+        default(P).Run(ref r, x, c, i);
         return default(R).Get(r);
     }
 }
@@ -236,10 +315,12 @@ internal static class FusedProgramType
     {
         int count = table[FusedKernels.CountAt], program = table[FusedKernels.ProgramAt];
         Type body = typeof(End);
+        bool strided = false;
         for (int pc = count - 1; pc >= 0; pc--)
         {
             int at = program + pc * FusedKernels.InstructionLength;
             int kind = table[at], p = table[at + 1], a = table[at + 2], b = table[at + 3];
+            strided |= kind == FusedKernels.Load && a == FusedKernels.Strided;
             Type instruction = kind switch
             {
                 FusedKernels.Load => (a switch
@@ -255,6 +336,6 @@ internal static class FusedProgramType
             };
             body = typeof(Then<,>).MakeGenericType(instruction, body);
         }
-        return typeof(Program<,>).MakeGenericType(body, Register(count - 1));
+        return typeof(Program<,,>).MakeGenericType(body, Register(count - 1), strided ? typeof(TableWalk) : typeof(NoWalk));
     }
 }

@@ -264,16 +264,21 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         int rank = dims.Count;
         if (rank > FusedKernels.MaxRank)
             throw new NotSupportedException($"gpu backend: {where} walks {rank} axes that cannot be merged; at most {FusedKernels.MaxRank} are supported");
-        int program = FusedKernels.HeaderLength + rank + operands * rank;
+        int program = FusedKernels.HeaderLength + rank * FusedKernels.AxisLength + operands * rank;
         var table = new int[program + count * FusedKernels.InstructionLength];
         table[FusedKernels.RankAt] = rank;
         table[FusedKernels.OperandsAt] = operands;
         table[FusedKernels.CountAt] = count;
         table[FusedKernels.ProgramAt] = program;
-        for (int d = 0; d < rank; d++)
+        for (int j = 0; j < rank; j++)
         {
-            table[FusedKernels.HeaderLength + d] = dims[d].N;
-            for (int k = 0; k < operands; k++) table[FusedKernels.HeaderLength + rank + k * rank + d] = dims[d].S[k];
+            var (n, s) = dims[rank - 1 - j]; // axis j counted from the innermost
+            var (magic, shift) = FastDivision.Of(n);
+            int at = FusedKernels.HeaderLength + j * FusedKernels.AxisLength;
+            table[at] = n;
+            table[at + 1] = (int)magic;
+            table[at + 2] = shift;
+            for (int k = 0; k < operands; k++) table[FusedKernels.HeaderLength + rank * FusedKernels.AxisLength + k * rank + j] = s[k];
         }
         // loads that need no multi-index: an operand walked contiguously (its strides are the walk's row-major ones)
         // reads at the output's index, a broadcast scalar at 0

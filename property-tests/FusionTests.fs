@@ -392,7 +392,7 @@ let tests =
             Expect.equal exe.Plan.Prologues.Count 0 "no prologue above the limit"
             Expect.equal exe.Plan.Fusion.Count 1 "the pointwise chain is still one group"
         }
-        test "fused kernels compile to straight-line code: no local memory, each operand loaded once, no program decoded" {
+        test "fused kernels compile to straight-line code: no local memory, each operand loaded once, no integer division, no program decoded" {
             // a masked, scaled attention score (a [4, 6] mask broadcast over [3, 4, 6] scores) read by a softmax, a masked
             // row sum and a long chain on the same scores: the groups a relevance graph has, compiled to PTX here
             let scores = input "scores" [| 3; 4; 6 |] Float
@@ -411,6 +411,10 @@ let tests =
                 let count (s: string) = Text.RegularExpressions.Regex.Matches(ptx, Text.RegularExpressions.Regex.Escape s).Count
                 let what = sprintf "%s of %s (%d instructions)" kernel (Node.Describe group.Root) group.Program.Length
                 Expect.equal (count ".local") 0 (sprintf "%s keeps its registers in registers" what)
+                // the multi-index of a strided operand is found by multiply-high and shift, once per element; the one
+                // division a softmax row makes is its dynamic shared memory's length in floats, once per row
+                let divisions = Text.RegularExpressions.Regex.Matches(ptx, @"\b(div|rem)\.[su]32\b").Count
+                Expect.equal divisions (if kernel = "SoftmaxRows" then 1 else 0) (sprintf "%s divides no integers per element" what)
                 let loads = group.Program |> Array.filter (fun i -> match i with Load _ -> true | _ -> false) |> Array.length
                 // the program is inlined where a kernel evaluates it: a softmax's three passes over the row, a
                 // reduction's maximum and its sum (the op is a kernel argument), a pointwise kernel's one element

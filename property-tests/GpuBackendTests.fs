@@ -107,6 +107,17 @@ let tests =
                 Expect.stringContains ptx ".visible .entry" (sprintf "%s compiles to a kernel entry" k.Name)
                 Expect.isFalse (ptx.Contains ".local") (sprintf "%s keeps its values in registers" k.Name)
         }
+        testPropertyWithConfig (config 200) "a fused walk's division by a multiply-high and a shift gives every quotient below 2³¹ exactly" (fun (seed: int) ->
+            // fused kernels split an element's index into its multi-index this way; edges of both ranges, then random
+            let rng = Random seed
+            let edges = [ 1; 2; 3; 7; 512; 641; 2047; 8192; 65535; 1 <<< 20; (1 <<< 30) + 1; Int32.MaxValue ]
+            let divisors = edges @ [ for _ in 1 .. 20 -> 1 + rng.Next() ]
+            for d in divisors do
+                let magic, shift = FastDivision.Of(d).ToTuple()
+                let numerators = [ 0; 1; d - 1; d; Int32.MaxValue; Int32.MaxValue - 1 ] @ [ for _ in 1 .. 200 -> rng.Next() ]
+                for n in numerators do
+                    if n >= 0 then
+                        Expect.equal (FastDivision.Quotient(n, magic, shift)) (n / d) (sprintf "%d / %d" n d))
         test "the tiled product with 4×4 tiles, its groups synchronised by barriers, agrees as the CPU accelerator's default 1×1 tiles do" {
             use tiled = GpuBackend.Create GpuKind.CpuAccelerator
             Expect.equal tiled.Tile 1 "1×1 tiles on the CPU accelerator by default"
