@@ -41,27 +41,27 @@ internal static class FusedKernels
         y[i] = default(TValue).At(x, i);
     }
 
-    /// <summary>Softmax of contiguous rows of a fused group's value (a prologue), one warp per row.</summary>
+    /// <summary>Softmax of contiguous rows of a fused group's value (a prologue), one group per row.</summary>
     public static void SoftmaxRows<TValue>(ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
         ArrayView<int> table, int len) where TValue : struct, IFusedValue =>
         SoftmaxRowsOf<TValue>(y, new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len);
 
-    /// <summary>Sum, mean or max of contiguous rows of a fused group's value (a prologue), one warp per row.</summary>
+    /// <summary>Sum, mean or max of contiguous rows of a fused group's value (a prologue), one group per row.</summary>
     public static void ReduceRows<TValue>(ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
         ArrayView<int> table, int len, int op) where TValue : struct, IFusedValue =>
         ReduceRowsOf<TValue>(y, new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, op);
 
-    /// <summary>Most elements of a softmax row the row kernel keeps in shared memory (32 KiB a warp, under the 48 KiB
+    /// <summary>Most elements of a softmax row the row kernel keeps in shared memory (32 KiB a group, under the 48 KiB
     /// every CUDA device gives a group without opting in).</summary>
     public const int CachedRowLimit = 8192;
 
     /// <summary>Softmax of contiguous rows of the value <typeparamref name="TValue"/> computes from
-    /// <paramref name="x"/>, one warp per row (group = one warp, grid = rows): lanes stride over the row so loads
-    /// coalesce and combine their maxima and sums by shuffles. A row that is −∞ throughout keeps the reference's shift
+    /// <paramref name="x"/>, one group per row (grid = rows; a warp, or several for long rows): threads stride over the
+    /// row so loads coalesce, and combine their maxima and sums by shuffles within warps and shared memory across them. A row that is −∞ throughout keeps the reference's shift
     /// of 0 and so gives 0/0. A row of at most the group's dynamic shared memory (launched with
     /// <see cref="CachedRowLimit"/> or fewer elements) is read once: the first pass keeps its values there and the
     /// second their exponentials; a longer one evaluates the value in each of the three passes. The plain softmax
@@ -80,7 +80,7 @@ internal static class FusedKernels
             if (cached) cache[t] = v;
             if (v > m) m = v;
         }
-        m = Kernels.WarpMax(m);
+        m = Kernels.GroupMax(m);
         if (float.IsNegativeInfinity(m)) m = 0f;
         float z = 0f;
         for (int t = lane; t < len; t += width)
@@ -89,13 +89,13 @@ internal static class FusedKernels
             if (cached) cache[t] = e;
             z += e;
         }
-        z = Kernels.WarpSum(z);
+        z = Kernels.GroupSum(z);
         for (int t = lane; t < len; t += width)
             y[start + t] = (cached ? cache[t] : MathF.Exp(value.At(x, start + t) - m)) / z;
     }
 
     /// <summary>Sum, mean or max (by <see cref="ReduceOp"/> tag) of contiguous rows of the value
-    /// <typeparamref name="TValue"/> computes from <paramref name="x"/>, one warp per row: the body of the plain
+    /// <typeparamref name="TValue"/> computes from <paramref name="x"/>, one group per row: the body of the plain
     /// row reduction and of every reduction prologue.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void ReduceRowsOf<TValue>(ArrayView<float> y, in FusedOperands x, int len, int op) where TValue : struct, IFusedValue
@@ -110,13 +110,13 @@ internal static class FusedKernels
                 float v = value.At(x, start + t);
                 if (v > m || float.IsNaN(v)) m = v;
             }
-            m = Kernels.WarpMax(m);
+            m = Kernels.GroupMax(m);
             if (lane == 0) y[row] = m;
             return;
         }
         float s = 0f;
         for (int t = lane; t < len; t += width) s += value.At(x, start + t);
-        s = Kernels.WarpSum(s);
+        s = Kernels.GroupSum(s);
         if (lane == 0) y[row] = op == ReduceOp.Tags.Mean ? s / len : s;
     }
 }

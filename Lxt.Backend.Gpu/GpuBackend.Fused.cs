@@ -120,7 +120,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
                         ArrayView<int>, int, int>>(nameof(FusedKernels.ReduceRows), program));
                     reduceRowsKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r);
                 }
-                kernel(WarpPerRow(rows), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, op);
+                kernel(GroupPerRow(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, op);
             }
         }
         if (SynchronizeEveryStep) accelerator.Synchronize();

@@ -21,13 +21,33 @@ public sealed partial class GpuBackend
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, int>? softmaxRows;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? reduceRows;
 
-    /// <summary>A launch of one warp per row, for the row kernels.</summary>
+    /// <summary>A launch of one warp per row, for the top-k rows.</summary>
     KernelConfig WarpPerRow(int rows) => new(new Index1D(rows), new Index1D(accelerator.WarpSize));
 
-    /// <summary>A launch of the softmax row kernel: one warp per row, with shared memory for the row where it fits
-    /// (<see cref="FusedKernels.CachedRowLimit"/>; one element otherwise, which the kernel then leaves unused).</summary>
+    /// <summary>A launch of one group per row of <paramref name="len"/> values, for the softmax and reduction rows: a
+    /// warp, doubled while each thread would still have more than <see cref="ValuesPerRowThread"/> values, up to
+    /// <see cref="MaxRowGroup"/> threads (and the accelerator's group size), so long rows keep many loads in flight.</summary>
+    KernelConfig GroupPerRow(int rows, int len) => new(new Index1D(rows), new Index1D(RowGroupWidth(len)));
+
+    /// <summary>The threads of a row kernel's group for rows of <paramref name="len"/> values.</summary>
+    internal int RowGroupWidth(int len)
+    {
+        int width = accelerator.WarpSize, most = Math.Min(MaxRowGroup, accelerator.MaxNumThreadsPerGroup);
+        while (width * 2 <= most && (long)width * ValuesPerRowThread < len) width *= 2;
+        return width;
+    }
+
+    /// <summary>Values of a row each thread of a row kernel handles before the group grows.</summary>
+    public const int ValuesPerRowThread = 8;
+
+    /// <summary>The most threads a row kernel's group has.</summary>
+    public const int MaxRowGroup = 256;
+
+    /// <summary>A launch of the softmax row kernel: one group per row (<see cref="GroupPerRow"/>), with shared memory
+    /// for the row where it fits (<see cref="FusedKernels.CachedRowLimit"/>; one element otherwise, which the kernel
+    /// then leaves unused).</summary>
     KernelConfig SoftmaxRowsLaunch(int rows, int len) =>
-        new(new Index1D(rows), new Index1D(accelerator.WarpSize),
+        new(new Index1D(rows), new Index1D(RowGroupWidth(len)),
             SharedMemoryConfig.RequestDynamic<float>(len <= FusedKernels.CachedRowLimit ? len : 1));
 
     /// <summary>Index checks of gather and scatter-add download the indices only up to this many (a cheap copy).</summary>
@@ -218,7 +238,7 @@ public sealed partial class GpuBackend
         if (count == 0 && op.IsMax) throw new InvalidOperationException($"{Node.Describe(node)}: reduce max over an empty axis has no value");
         if (RowsOf(node, out _, out _, out _)) // trailing axes: one warp per row
         {
-            (reduceRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, int, int>(Kernels.ReduceRows))(WarpPerRow(n), x.View, y.View, count, op.Tag);
+            (reduceRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, int, int>(Kernels.ReduceRows))(GroupPerRow(n, count), x.View, y.View, count, op.Tag);
             return;
         }
         var st = Walk.Strides(xShape);

@@ -273,8 +273,31 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
             d.BFloat16Memory.View.SubView(0, words.Length).CopyFromCPU(stream, ref words[0], words.Length);
             return;
         }
-        d.Memory.View.SubView(0, source.Length).CopyFromCPU(stream, ref MemoryMarshal.GetReference(source), source.Length);
+        if (source.Length < StagedTransferLength)
+        {
+            d.Memory.View.SubView(0, source.Length).CopyFromCPU(stream, ref MemoryMarshal.GetReference(source), source.Length);
+            return;
+        }
+        var pinned = Staging();
+        for (int at = 0; at < source.Length; at += StagingLength)
+        {
+            int n = Math.Min(StagingLength, source.Length - at);
+            source.Slice(at, n).CopyTo(pinned.Span);
+            d.Memory.View.SubView(at, n).CopyFrom(stream, pinned.ArrayView.SubView(0, n));
+            stream.Synchronize(); // the staging buffer is refilled next
+        }
     }
+
+    /// <summary>Values at or above which transfers go through page-locked host memory, which the copy engine reads
+    /// and writes directly, instead of memory the driver must stage itself.</summary>
+    public const int StagedTransferLength = 1 << 14;
+
+    /// <summary>Values of the page-locked staging buffer; longer transfers go in chunks of this many.</summary>
+    public const int StagingLength = 1 << 22;
+
+    PageLockedArray1D<float>? staging;
+
+    PageLockedArray1D<float> Staging() => staging ??= accelerator.AllocatePageLocked1D<float>(StagingLength);
 
     /// <summary>Host values rounded to bfloat16 words, in parallel chunks (weight matrices hold up to billions).</summary>
     static unsafe ushort[] ToBFloat16Words(ReadOnlySpan<float> source)
@@ -319,8 +342,20 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
             for (int i = 0; i < words.Length; i++) destination[i] = BFloat16Conversion.ToFloat(words[i]);
             return;
         }
-        s.Memory.View.SubView(0, destination.Length).CopyToCPU(stream, ref MemoryMarshal.GetReference(destination), destination.Length);
-        stream.Synchronize();
+        if (destination.Length < StagedTransferLength)
+        {
+            s.Memory.View.SubView(0, destination.Length).CopyToCPU(stream, ref MemoryMarshal.GetReference(destination), destination.Length);
+            stream.Synchronize();
+            return;
+        }
+        var pinned = Staging();
+        for (int at = 0; at < destination.Length; at += StagingLength)
+        {
+            int n = Math.Min(StagingLength, destination.Length - at);
+            s.Memory.View.SubView(at, n).CopyTo(stream, pinned.ArrayView.SubView(0, n));
+            stream.Synchronize();
+            pinned.Span[..n].CopyTo(destination.Slice(at, n));
+        }
     }
 
     public void DownloadDouble(IBuffer source, Span<double> destination)
@@ -395,6 +430,7 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
         disposed = true;
         accelerator.Bind();
         DisposeFusedTables();
+        staging?.Dispose();
         if (cublas != IntPtr.Zero) Cublas.Destroy(cublas);
         cublasWorkspace?.Dispose();
         DisposeScratch();

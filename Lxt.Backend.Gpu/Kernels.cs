@@ -96,13 +96,49 @@ internal static class Kernels
         for (int t = 0; t < len; t++) y[start + t * inner] = MathF.Exp(x[start + t * inner] - m) / z;
     }
 
-    /// <summary>Softmax of contiguous rows, one warp per row (see <see cref="FusedKernels.SoftmaxRowsOf"/>).</summary>
+    /// <summary>Softmax of contiguous rows, one group per row (see <see cref="FusedKernels.SoftmaxRowsOf"/>).</summary>
     public static void SoftmaxRows(ArrayView<float> x, ArrayView<float> y, int len) =>
         FusedKernels.SoftmaxRowsOf<Operand0>(y, FusedOperands.Of(x), len);
 
-    /// <summary>Sum, mean or max of contiguous rows, one warp per row (the reduced axes are the trailing ones).</summary>
+    /// <summary>Sum, mean or max of contiguous rows, one group per row (the reduced axes are the trailing ones).</summary>
     public static void ReduceRows(ArrayView<float> x, ArrayView<float> y, int len, int op) =>
         FusedKernels.ReduceRowsOf<Operand0>(y, FusedOperands.Of(x), len, op);
+
+    /// <summary>The sum over the group's threads, in every thread: each warp's sum, then the warps' partial sums
+    /// through shared memory (a group of one warp needs no shared memory or barrier).</summary>
+    internal static float GroupSum(float v)
+    {
+        v = WarpSum(v);
+        if (Group.DimX <= Warp.WarpSize) return v;
+        var partial = SharedMemory.Allocate<float>(MaxWarpsPerGroup);
+        if (Warp.LaneIdx == 0) partial[Warp.WarpIdx] = v;
+        Group.Barrier();
+        float s = partial[0];
+        for (int w = 1; w * Warp.WarpSize < Group.DimX; w++) s += partial[w];
+        Group.Barrier(); // every thread has read the partials before a later reduction writes them
+        return s;
+    }
+
+    /// <summary>The maximum over the group's threads (NaN if any holds NaN), in every thread, as <see cref="GroupSum"/>.</summary>
+    internal static float GroupMax(float v)
+    {
+        v = WarpMax(v);
+        if (Group.DimX <= Warp.WarpSize) return v;
+        var partial = SharedMemory.Allocate<float>(MaxWarpsPerGroup);
+        if (Warp.LaneIdx == 0) partial[Warp.WarpIdx] = v;
+        Group.Barrier();
+        float m = partial[0];
+        for (int w = 1; w * Warp.WarpSize < Group.DimX; w++)
+        {
+            float o = partial[w];
+            if (o > m || float.IsNaN(o)) m = o;
+        }
+        Group.Barrier();
+        return m;
+    }
+
+    /// <summary>The most warps a group of the row kernels may have (1024 threads of 32-lane warps).</summary>
+    internal const int MaxWarpsPerGroup = 32;
 
     /// <summary>The sum over the warp's lanes, in every lane.</summary>
     internal static float WarpSum(float v)

@@ -107,6 +107,28 @@ let tests =
                 Expect.stringContains ptx ".visible .entry" (sprintf "%s compiles to a kernel entry" k.Name)
                 Expect.isFalse (ptx.Contains ".local") (sprintf "%s keeps its values in registers" k.Name)
         }
+        test "softmax and reduction rows agree with the reference whether a row's group is one warp or several" {
+            let backend = shared.Force()
+            Expect.isGreaterThan (backend.RowGroupWidth 1000) (backend.RowGroupWidth 8) "long rows get several warps"
+            let rng = Random 5
+            for len in [ 3; 33; 100; 1000 ] do
+                let x = input "x" [| 5; len |] Float
+                let values = Map [ "x", random rng (5 * len) ]
+                Expect.isTrue
+                    (agrees (sprintf "rows of %d" len) values
+                        [ softmax -1 x; reduceSum [ -1 ] false x; reduceMean [ -1 ] true x; reduceMax [ -1 ] false x ])
+                    (sprintf "rows of %d, %d threads a row" len (backend.RowGroupWidth len))
+        }
+        test "uploads and downloads round-trip exactly below, at and above the staged length, in chunks past the staging buffer" {
+            let backend = gpu ()
+            for length in [ GpuBackend.StagedTransferLength - 1; GpuBackend.StagedTransferLength; GpuBackend.StagingLength + 12345 ] do
+                let values = Array.init length (fun i -> float32 (i % 9973) * 0.5f - 17f)
+                use b = backend.Allocate length
+                backend.Upload(ReadOnlySpan values, b)
+                let back = Array.zeroCreate<float32> length
+                backend.Download(b, Span back)
+                Expect.sequenceEqual back values (sprintf "%d values" length)
+        }
         testPropertyWithConfig (config 200) "a fused walk's division by a multiply-high and a shift gives every quotient below 2³¹ exactly" (fun (seed: int) ->
             // fused kernels split an element's index into its multi-index this way; edges of both ranges, then random
             let rng = Random seed
