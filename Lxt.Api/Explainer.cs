@@ -291,10 +291,21 @@ public sealed class Explainer : IDisposable
         };
     }
 
+    // the checkpoints found for each checkpointing choice and each explained graph (its cached outputs array), so
+    // repeated explanations do not walk the graph again
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<Checkpointing, Dictionary<Expr[], IReadOnlyList<Expr>>> _checkpoints = new();
+
     // the checkpoints as nodes of the rewritten graph (rules keep names on the nodes that hold a layer's value)
     private IReadOnlyList<Expr> Checkpoints(Checkpointing checkpointing, Expr[] outputs)
     {
         if (!checkpointing.IsEnabled) return [];
+        var byGraph = _checkpoints.GetValue(checkpointing, _ => new Dictionary<Expr[], IReadOnlyList<Expr>>(ReferenceEqualityComparer.Instance));
+        if (!byGraph.TryGetValue(outputs, out var found)) byGraph[outputs] = found = FindCheckpoints(checkpointing, outputs);
+        return found;
+    }
+
+    private IReadOnlyList<Expr> FindCheckpoints(Checkpointing checkpointing, Expr[] outputs)
+    {
         if (checkpointing.AtProducts) return ProductCheckpoints(_input.Node, outputs[0]);
         var names = checkpointing.Select(LayerOutputs);
         if (names.Count == 0)

@@ -326,10 +326,22 @@ void Profile(string size, int tokens)
     }
     double wall = Wall();
     bool replaying = exe.IsReplaying;
+    // one run at a time, each waited for: the host's time to submit a run, and a run's latency (the device idles
+    // while the host submits; back-to-back runs above overlap the two)
+    double submit = 0, latency = 0;
+    for (int i = 0; i < reps; i++)
+    {
+        var clock = Stopwatch.StartNew();
+        var outs = exe.Run(feeds);
+        submit += clock.Elapsed.TotalMilliseconds;
+        backend.Synchronize();
+        latency += clock.Elapsed.TotalMilliseconds;
+        exe.Recycle(outs);
+    }
     backend.UsesGraphs = false;
     double plainWall = Wall();
     backend.UsesGraphs = true;
-    Say($"profile llama-{size} {tokens} tokens: {wall:F2} ms per run {(replaying ? "replaying a CUDA graph" : "(no CUDA graph)")}, {plainWall:F2} ms launching kernel by kernel");
+    Say($"profile llama-{size} {tokens} tokens: {wall:F2} ms per run {(replaying ? "replaying a CUDA graph" : "(no CUDA graph)")}, {plainWall:F2} ms launching kernel by kernel; one run alone: {submit / reps:F2} ms to submit, {latency / reps:F2} ms until done");
     exe.Profiling = true;
     for (int i = 0; i < reps; i++) exe.Recycle(exe.Run(feeds));
     backend.Synchronize();
