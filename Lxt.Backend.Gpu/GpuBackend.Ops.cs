@@ -236,7 +236,7 @@ public sealed partial class GpuBackend
         if (n == 0) return;
         int count = ShapeModule.product(axes.Select(a => xShape[a]).ToArray(), 0, axes.Length);
         if (count == 0 && op.IsMax) throw new InvalidOperationException($"{Node.Describe(node)}: reduce max over an empty axis has no value");
-        if (RowsOf(node, out _, out _, out _)) // trailing axes: one warp per row
+        if (RowsOf(node, out _, out _, out _)) // trailing axes: one group per row
         {
             (reduceRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, int, int>(Kernels.ReduceRows))(GroupPerRow(n, count), x.View, y.View, count, op.Tag);
             return;
