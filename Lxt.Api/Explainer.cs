@@ -1,7 +1,6 @@
 // Explainer: relevance of a prediction under a rule set — one forward pass to pick the target, one rewritten
 // forward + backward pass for relevance at the input and at any named node.
 using System.Diagnostics;
-using System.Numerics.Tensors;
 using Lxt.Graph;
 using Lxt.Rules;
 using Microsoft.FSharp.Collections;
@@ -164,8 +163,7 @@ public sealed class Explanation
     {
         int width = v.Shape[^1], rows = v.Values.Length / width;
         var r = new double[rows];
-        var row = new double[width];
-        for (int i = 0; i < rows; i++) r[i] = TensorPrimitives.Sum<double>(v.RowAsDoubles(i * width, row));
+        for (int i = 0; i < rows; i++) r[i] = v.Sum(i * width, width);
         return r;
     }
 
@@ -173,8 +171,7 @@ public sealed class Explanation
     {
         int rows = v.Shape[0], width = v.Values.Length / rows;
         var r = new double[width];
-        var row = new double[width];
-        for (int i = 0; i < rows; i++) TensorPrimitives.Add<double>(r, v.RowAsDoubles(i * width, row), r);
+        for (int i = 0; i < rows; i++) v.AddTo(i * width, r);
         return r;
     }
 }

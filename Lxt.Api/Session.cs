@@ -1,4 +1,5 @@
 // Session: a model's graph compiled to a plan on a backend, weights bound once, run many times.
+using System.Numerics;
 using System.Numerics.Tensors;
 using Lxt.Backend.Gpu;
 using Lxt.Graph;
@@ -64,6 +65,53 @@ public static class Backends
     }
 }
 
+/// <summary>float32 values widened to float64 a vector at a time: copied, summed or added.</summary>
+internal static class Widening
+{
+    public static void Copy(ReadOnlySpan<float> x, Span<double> y)
+    {
+        int i = 0, w = Vector<float>.Count;
+        for (; i <= x.Length - w; i += w)
+        {
+            Vector.Widen(new Vector<float>(x[i..]), out var low, out var high);
+            low.CopyTo(y[i..]);
+            high.CopyTo(y[(i + w / 2)..]);
+        }
+        for (; i < x.Length; i++) y[i] = x[i];
+    }
+
+    public static double Sum(ReadOnlySpan<float> x)
+    {
+        var a = Vector<double>.Zero;
+        var b = Vector<double>.Zero;
+        int i = 0, w = Vector<float>.Count;
+        for (; i <= x.Length - w; i += w)
+        {
+            Vector.Widen(new Vector<float>(x[i..]), out var low, out var high);
+            a += low;
+            b += high;
+        }
+        double s = Vector.Sum(a + b);
+        for (; i < x.Length; i++) s += x[i];
+        return s;
+    }
+
+    public static void AddTo(ReadOnlySpan<float> x, Span<double> sums)
+    {
+        int i = 0, w = Vector<float>.Count, h = Vector<double>.Count;
+        for (; i <= x.Length - w; i += w)
+        {
+            Vector.Widen(new Vector<float>(x[i..]), out var low, out var high);
+            (new Vector<double>(sums[i..]) + low).CopyTo(sums[i..]);
+            (new Vector<double>(sums[(i + h)..]) + high).CopyTo(sums[(i + h)..]);
+        }
+        for (; i < x.Length; i++) sums[i] += x[i];
+    }
+}
+
+/// <summary>The phases of one <see cref="Session.Evaluate(IReadOnlyList{Expr}, IReadOnlyDictionary{string, float[]}, CancellationToken)"/>.</summary>
+public readonly record struct EvaluationTimes(TimeSpan Upload, TimeSpan Submit, TimeSpan Download);
+
 /// <summary>A computed tensor: shape and values (float32, and float64 when computed in float64).</summary>
 public sealed class TensorValue
 {
@@ -84,18 +132,20 @@ public sealed class TensorValue
     public double[] ToDoubleArray()
     {
         if (Float64 is { } d) return (double[])d.Clone();
-        var wide = new double[Values.Length];
-        TensorPrimitives.ConvertChecked<float, double>(Values, wide);
+        var wide = GC.AllocateUninitializedArray<double>(Values.Length);
+        Widening.Copy(Values, wide);
         return wide;
     }
 
-    /// <summary>The values from <paramref name="start"/> as float64, as many as <paramref name="scratch"/> holds: the
-    /// float64 values themselves where there are some, otherwise the float32 values widened into the scratch.</summary>
-    internal ReadOnlySpan<double> RowAsDoubles(int start, Span<double> scratch)
+    /// <summary>The sum of <paramref name="count"/> values from <paramref name="start"/>, in float64.</summary>
+    internal double Sum(int start, int count) =>
+        Float64 is { } d ? TensorPrimitives.Sum<double>(d.AsSpan(start, count)) : Widening.Sum(Values.AsSpan(start, count));
+
+    /// <summary>Adds <paramref name="sums"/>.Length values from <paramref name="start"/> to <paramref name="sums"/>.</summary>
+    internal void AddTo(int start, Span<double> sums)
     {
-        if (Float64 is { } d) return d.AsSpan(start, scratch.Length);
-        TensorPrimitives.ConvertChecked<float, double>(Values.AsSpan(start, scratch.Length), scratch);
-        return scratch;
+        if (Float64 is { } d) TensorPrimitives.Add<double>(sums, d.AsSpan(start, sums.Length), sums);
+        else Widening.AddTo(Values.AsSpan(start, sums.Length), sums);
     }
 }
 
@@ -184,6 +234,7 @@ public sealed class Session : IDisposable
             }
             _bound.Add(exe);
         }
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         if (!_feeds.TryGetValue(exe, out var feeds)) _feeds[exe] = feeds = new Dictionary<string, IBuffer>();
         foreach (var input in PlanModule.inputs(exe.Plan))
         {
@@ -203,13 +254,22 @@ public sealed class Session : IDisposable
                 throw new BindingException($"input '{name}' has {host.Length} values, its shape [{string.Join(", ", input.Shape)}] needs {length}");
             Backend.Upload(host, buffer);
         }
+        var uploaded = clock.Elapsed;
         var outs = exe.Run(feeds);
+        var submitted = clock.Elapsed;
         try
         {
-            return outs.Select((b, i) => Download(b, nodes[i].Shape)).ToArray();
+            var values = outs.Select((b, i) => Download(b, nodes[i].Shape)).ToArray();
+            LastEvaluation = new EvaluationTimes(uploaded, submitted - uploaded, clock.Elapsed - submitted);
+            return values;
         }
         finally { exe.Recycle(outs); }
     }
+
+    /// <summary>Where the last <see cref="Evaluate(IReadOnlyList{Expr}, IReadOnlyDictionary{string, float[]}, CancellationToken)"/>
+    /// spent its time: uploading inputs, submitting the plan's run (on an asynchronous backend such as the GPU's the
+    /// device may still be running it) and downloading the outputs (waiting for the device first).</summary>
+    public EvaluationTimes LastEvaluation { get; private set; }
 
     /// <summary>The parameters of a plan the backend may store narrow: those read only as matrix-product operands,
     /// when the backend implements <see cref="ILowPrecisionWeights"/> and narrows them.</summary>

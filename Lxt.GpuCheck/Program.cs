@@ -396,13 +396,21 @@ void TimeModel(string size, List<string> rows, List<string> best)
                 bool finite = first.PerPosition.All(double.IsFinite) && double.IsFinite(first.TargetLogit);
                 explainer.Explain(input, opts); // recorded where CUDA graphs are on; later runs replay it
                 var times = new List<double>();
+                var phases = new List<(double Upload, double Submit, double Download)>();
                 Explanation last = first;
                 for (int r = 0; r < options.Repeats; r++)
                 {
                     var clock = Stopwatch.StartNew();
                     last = explainer.Explain(input, opts);
                     times.Add(clock.Elapsed.TotalMilliseconds);
+                    var e = session.LastEvaluation;
+                    phases.Add((e.Upload.TotalMilliseconds, e.Submit.TotalMilliseconds, e.Download.TotalMilliseconds));
                 }
+                // the median run's phases: the session's upload, submission and download (which waits for the device),
+                // and the rest of Explain on the host
+                var mid = times.Select((t, i) => (t, i)).OrderBy(p => p.t).ElementAt(times.Count / 2);
+                var ph = phases[mid.i];
+                Say($"llama-{size} {tokens} tokens, checkpointing {ModeName(checkpointing)}: median run {mid.t:F1} ms = upload {ph.Upload:F2} + submit {ph.Submit:F2} + device and download {ph.Download:F2} + the rest of Explain {mid.t - ph.Upload - ph.Submit - ph.Download:F2} ms");
                 double drift = Relative(last.PerPosition, first.PerPosition);
                 if (drift > 1e-5)
                 {

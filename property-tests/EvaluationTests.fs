@@ -290,6 +290,19 @@ let tests =
             }
         ]
 
+        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 100 } "per-position sums, widened a vector at a time, match float64 sums of the float32 relevance" (fun (seed: int) ->
+            // rows and columns of any length, so vector tails are covered; explanations sum [tokens, hidden] relevance
+            // over its last axis and [channels, height, width] relevance over its first
+            let rng = Random seed
+            let rows, width = 1 + rng.Next 7, 1 + rng.Next 70
+            let values = Array.init (rows * width) (fun _ -> float32 (rng.NextDouble() * 2.0 - 1.0))
+            let v = TensorValue([| rows; width |], values, null)
+            let exact = Array.init rows (fun i -> Array.sumBy (fun j -> float values.[i * width + j]) [| 0 .. width - 1 |])
+            let columns = Array.init width (fun j -> Array.sumBy (fun i -> float values.[i * width + j]) [| 0 .. rows - 1 |])
+            let close (a: float[]) (b: float[]) = Array.forall2 (fun (x: float) y -> abs (x - y) <= 1e-12 * (1.0 + abs y)) a b
+            Expect.isTrue (close (Explanation.SumLastAxis v) exact) "sums over the last axis"
+            Expect.isTrue (close (Explanation.SumFirstAxis v) columns) "sums over the first axis"
+            Expect.sequenceEqual (v.ToDoubleArray()) (Array.map float values) "widened copies are exact")
         testList "methods and reports" [
             test "every id parses to a method of that id" {
                 for id in AttributionMethods.Ids do
