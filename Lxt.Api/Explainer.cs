@@ -80,12 +80,16 @@ public sealed class Checkpointing
 {
     private readonly Func<IReadOnlyList<string>, IReadOnlyList<string>> _select;
 
-    private Checkpointing(string description, Func<IReadOnlyList<string>, IReadOnlyList<string>> select, bool atProducts = false)
+    private Checkpointing(string description, Func<IReadOnlyList<string>, IReadOnlyList<string>> select, bool atProducts = false, string? id = null)
     {
+        Id = id;
         Description = description;
         _select = select;
         AtProducts = atProducts;
     }
+
+    /// <summary>The name command lines give the choice (none, layers, sqrt, products); null for <see cref="At"/>.</summary>
+    public string? Id { get; }
 
     /// <summary>What is checkpointed, in words.</summary>
     public string Description { get; }
@@ -96,11 +100,11 @@ public sealed class Checkpointing
     public bool AtProducts { get; }
 
     /// <summary>No checkpointing, the default: every activation the backward pass reads is kept from the forward pass.</summary>
-    public static Checkpointing None { get; } = new("none", _ => []);
+    public static Checkpointing None { get; } = new("none", _ => [], id: "none");
 
     /// <summary>Every layer output (<see cref="Explainer.LayerOutputs"/>): the peak holds one hidden state per layer
     /// and one layer's activations.</summary>
-    public static Checkpointing EveryLayer { get; } = new("every layer", layers => layers);
+    public static Checkpointing EveryLayer { get; } = new("every layer", layers => layers, id: "layers");
 
     /// <summary>Every ⌈√L⌉-th of the L layer outputs: the peak grows with √L (checkpoints and one segment of ⌈√L⌉
     /// layers) rather than with L.</summary>
@@ -108,7 +112,7 @@ public sealed class Checkpointing
     {
         int every = (int)Math.Ceiling(Math.Sqrt(layers.Count));
         return layers.Where((_, i) => (i + 1) % every == 0).ToArray();
-    });
+    }, id: "sqrt");
 
     /// <summary>Every matrix product (MatMul) and reduction of the forward pass, and the input: the backward pass
     /// recomputes the pointwise, normalisation and layout ops between them (norms, rotary embeddings, activations,
@@ -118,7 +122,20 @@ public sealed class Checkpointing
     /// checkpoint: it is recomputed, with its softmax, from the kept queries and keys, so no value of [heads, tokens,
     /// tokens] outlives its layer. The kept reductions (a norm's mean square) let a norm be recomputed without the
     /// residual stream, which is then not kept either.</summary>
-    public static Checkpointing Products { get; } = new("every matrix product and reduction", _ => [], atProducts: true);
+    public static Checkpointing Products { get; } = new("every matrix product and reduction", _ => [], atProducts: true, id: "products");
+
+    /// <summary>The choices with a name, in the order command lines list them.</summary>
+    public static IReadOnlyList<Checkpointing> Named { get; } = [None, EveryLayer, SqrtLayers, Products];
+
+    /// <summary>The choice named <paramref name="id"/> (<see cref="Id"/>), or false.</summary>
+    public static bool TryParse(string? id, out Checkpointing checkpointing)
+    {
+        checkpointing = Named.FirstOrDefault(c => c.Id == id?.Trim())!;
+        return checkpointing is not null;
+    }
+
+    /// <summary>The names, for messages: "none, layers, sqrt or products".</summary>
+    public static string NamesInWords => string.Join(", ", Named.Take(Named.Count - 1).Select(c => c.Id)) + " or " + Named[^1].Id;
 
     /// <summary>The named nodes of the model graph as checkpoints.</summary>
     public static Checkpointing At(params string[] nodes)

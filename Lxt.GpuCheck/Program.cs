@@ -442,8 +442,7 @@ void TimeModel(string size, List<string> rows, List<string> best)
     }
 }
 
-static string ModeName(Checkpointing checkpointing) =>
-    !checkpointing.IsEnabled ? "none" : ReferenceEquals(checkpointing, Checkpointing.Products) ? "products" : "every layer";
+static string ModeName(Checkpointing checkpointing) => checkpointing.Id ?? checkpointing.Description;
 
 // The device memory each timed run would hold, from a dry run on any machine: the explanation planned as the GPU
 // backend plans it (fusion, prologues, in-place steps, bfloat16 weights), every allocation counted and nothing computed.
@@ -539,13 +538,9 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--plan-memory" => o with { PlanMemory = true },
                 "--checkpointing" => o with
                 {
-                    CheckpointModes = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).Select(c => c switch
-                    {
-                        "none" => Lxt.Checkpointing.None,
-                        "layers" => Lxt.Checkpointing.EveryLayer,
-                        "products" => Lxt.Checkpointing.Products,
-                        _ => throw new ArgumentException($"--checkpointing takes none, layers and/or products, not '{c}'"),
-                    }).ToArray(),
+                    CheckpointModes = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).Select(c =>
+                        Lxt.Checkpointing.TryParse(c, out var mode) ? mode
+                        : throw new ArgumentException($"--checkpointing takes {Lxt.Checkpointing.NamesInWords}, not '{c}'")).ToArray(),
                 },
                 var other => throw new ArgumentException($"unknown option '{other}'"),
             };

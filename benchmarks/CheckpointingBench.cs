@@ -34,14 +34,8 @@ internal static class CheckpointingBench
         double[]? reference = null;
         foreach (var mode in modes)
         {
-            var checkpointing = mode switch
-            {
-                "none" => Checkpointing.None,
-                "layers" => Checkpointing.EveryLayer,
-                "sqrt" => Checkpointing.SqrtLayers,
-                "products" => Checkpointing.Products,
-                _ => throw new ArgumentException($"unknown mode '{mode}' (none, layers, sqrt or products)"),
-            };
+            if (!Checkpointing.TryParse(mode, out var checkpointing))
+                throw new ArgumentException($"unknown mode '{mode}' ({Checkpointing.NamesInWords})");
             using var explainer = new Explainer(graph.Model, graph.InputName, weights, Device.Cpu, threads) { LayerOutputs = graph.LayerOutputs };
             var options = new ExplainOptions { Target = 7, Checkpointing = checkpointing };
             Explanation? e = null;

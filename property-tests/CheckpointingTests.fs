@@ -189,6 +189,16 @@ let private llamaTests =
             Expect.equal every plain "every layer"
             Expect.equal sqrt plain "every √L-th layer"
         }
+        test "every named checkpointing choice parses from its name, and nothing else does" {
+            for c in Checkpointing.Named do
+                let ok, parsed = Checkpointing.TryParse c.Id
+                Expect.isTrue ok c.Id
+                Expect.isTrue (obj.ReferenceEquals(parsed, c)) (sprintf "%s is the same choice" c.Id)
+            Expect.equal [ for c in Checkpointing.Named -> c.Id ] [ "none"; "layers"; "sqrt"; "products" ] "the names"
+            Expect.isFalse (fst (Checkpointing.TryParse "every layer")) "a description is no name"
+            Expect.isNull (Checkpointing.At("model.layers.0").Id) "named nodes have no name of their own"
+            Expect.equal Checkpointing.NamesInWords "none, layers, sqrt or products" "in words"
+        }
         test "checkpointing needs layer outputs or named checkpoints" {
             let graph = Architectures.Build(ModelConfig.Parse(llamaConfig 2), 4)
             use explainer = new Explainer(graph.Model, graph.InputName, Weights.Random(graph.Model), Device.Reference)

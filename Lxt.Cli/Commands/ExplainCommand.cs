@@ -203,11 +203,9 @@ public sealed class ExplainCommand : ICommand
             Nodes = args.List("nodes") ?? [],
             Checkpointing = args.String("checkpointing") switch
             {
-                null or "none" => Checkpointing.None,
-                "layers" => Checkpointing.EveryLayer,
-                "sqrt" => Checkpointing.SqrtLayers,
-                "products" => Checkpointing.Products,
-                var other => throw new UsageException($"option '--checkpointing' takes none, layers, sqrt or products, not '{other}'"),
+                null => Checkpointing.None,
+                var id when Checkpointing.TryParse(id, out var c) => c,
+                var other => throw new UsageException($"option '--checkpointing' takes {Checkpointing.NamesInWords}, not '{other}'"),
             },
         };
     }
