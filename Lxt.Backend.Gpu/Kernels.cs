@@ -106,35 +106,42 @@ internal static class Kernels
 
     /// <summary>The sum over the group's threads, in every thread: each warp's sum, then the warps' partial sums
     /// through shared memory (a group of one warp needs no shared memory or barrier).</summary>
-    internal static float GroupSum(float v)
-    {
-        v = WarpSum(v);
-        if (Group.DimX <= Warp.WarpSize) return v;
-        var partial = SharedMemory.Allocate<float>(MaxWarpsPerGroup);
-        if (Warp.LaneIdx == 0) partial[Warp.WarpIdx] = v;
-        Group.Barrier();
-        float s = partial[0];
-        for (int w = 1; w * Warp.WarpSize < Group.DimX; w++) s += partial[w];
-        Group.Barrier(); // every thread has read the partials before a later reduction writes them
-        return s;
-    }
+    internal static float GroupSum(float v) => GroupReduce<SumOfWarps>(v);
 
     /// <summary>The maximum over the group's threads (NaN if any holds NaN), in every thread, as <see cref="GroupSum"/>.</summary>
-    internal static float GroupMax(float v)
+    internal static float GroupMax(float v) => GroupReduce<MaxOfWarps>(v);
+
+    /// <summary>A reduction of the row kernels: across a warp's lanes, and of two warps' results.</summary>
+    internal interface IWarpReduction
     {
-        v = WarpMax(v);
+        float OverWarp(float v);
+        float Combine(float a, float b);
+    }
+
+    internal struct SumOfWarps : IWarpReduction
+    {
+        public readonly float OverWarp(float v) => WarpSum(v);
+        public readonly float Combine(float a, float b) => a + b;
+    }
+
+    internal struct MaxOfWarps : IWarpReduction
+    {
+        public readonly float OverWarp(float v) => WarpMax(v);
+        public readonly float Combine(float a, float b) => b > a || float.IsNaN(b) ? b : a;
+    }
+
+    static float GroupReduce<T>(float v) where T : struct, IWarpReduction
+    {
+        var op = default(T);
+        v = op.OverWarp(v);
         if (Group.DimX <= Warp.WarpSize) return v;
         var partial = SharedMemory.Allocate<float>(MaxWarpsPerGroup);
         if (Warp.LaneIdx == 0) partial[Warp.WarpIdx] = v;
         Group.Barrier();
-        float m = partial[0];
-        for (int w = 1; w * Warp.WarpSize < Group.DimX; w++)
-        {
-            float o = partial[w];
-            if (o > m || float.IsNaN(o)) m = o;
-        }
-        Group.Barrier();
-        return m;
+        float r = partial[0];
+        for (int w = 1; w * Warp.WarpSize < Group.DimX; w++) r = op.Combine(r, partial[w]);
+        Group.Barrier(); // every thread has read the partials before a later reduction writes them
+        return r;
     }
 
     /// <summary>The most warps a group of the row kernels may have (1024 threads of 32-lane warps).</summary>
