@@ -12,6 +12,7 @@ public static class Program
     [
         new ExplainCommand(),
         new NodesCommand(),
+        new PlanCommand(),
         new EvaluateCommand(),
         new GenerateCommand(),
         new NeuronsCommand(),

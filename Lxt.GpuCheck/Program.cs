@@ -448,26 +448,17 @@ static string ModeName(Checkpointing checkpointing) => checkpointing.Id ?? check
 // backend plans it (fusion, prologues, in-place steps, bfloat16 weights), every allocation counted and nothing computed.
 void PlanMemory()
 {
-    using var decisions = GpuBackend.Create(GpuKind.CpuAccelerator, options.Precision);
-    Say($"planned device memory, a dry run planning as {decisions.Name}: weights, intermediates, inputs and outputs (no GEMM workspace or scratch)");
+    Say($"planned device memory, a dry run planning as the GPU backend ({GpuBackend.IdOf(options.Precision)} products): weights, intermediates, inputs and outputs (no GEMM workspace or scratch)");
     Say($"{"model",-10} {"tokens",6} {"checkpointing",-13} {"planned GiB",11} {"ref GiB",8} {"kernels",8}");
     foreach (var size in options.Models)
         foreach (var tokens in options.Tokens)
         {
             var graph = LlamaShape(size, tokens);
-            var dry = new DryRunBackend(decisions);
-            using var session = new Session(graph.Model, new ZeroWeights(graph.Model), dry);
-            var input = new float[graph.InputShape.Aggregate(1, (a, d) => a * d)];
-            foreach (var checkpointing in options.CheckpointModes)
+            var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, Device.Cuda, options.Precision, options.CheckpointModes);
+            foreach (var p in plans)
             {
-                session.ReleasePlans();
-                dry.ResetPeak();
-                long launched = dry.Launches;
-                var explainer = new Explainer(graph.Model, graph.InputName, session) { LayerOutputs = graph.LayerOutputs };
-                explainer.Explain(input, new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing });
-                double peak = dry.PeakBytes / (double)(1L << 30);
                 string reference = Reference.Of(size, tokens) is var (_, refGiB) ? $"{refGiB,8:F1}" : $"{"-",8}";
-                Say($"llama-{size,-4} {tokens,6} {ModeName(checkpointing),-13} {peak,11:F2} {reference} {dry.Launches - launched,8}");
+                Say($"llama-{size,-4} {tokens,6} {ModeName(p.Checkpointing),-13} {p.PeakGiB,11:F2} {reference} {p.Kernels,8}");
             }
             GC.Collect();
         }
@@ -565,12 +556,4 @@ static class Reference
         ("8b", 2048) => (139.9, 23.0),
         _ => null,
     };
-}
-
-/// <summary>Zeros for every parameter: the weights of a dry run, which reads their shapes only.</summary>
-sealed class ZeroWeights(Model model) : IWeightSource
-{
-    public bool Contains(string name) => model.Parameters.ContainsKey(name);
-
-    public float[] Read(string name, IReadOnlyList<int> expectedShape) => new float[expectedShape.Aggregate(1L, (a, d) => a * d)];
 }

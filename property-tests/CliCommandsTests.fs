@@ -1,6 +1,6 @@
 // The lxt commands beyond explain, run in-process on the reference fixtures and the demo model: evaluate (JSON,
 // markdown rows, hit rate), generate (last line, steering, --explain), neurons, activations (escaped HTML), check
-// (leaks by name), the shared --device option, and wrong arguments.
+// (leaks by name), plan (planned memory and kernels), the shared --device option, and wrong arguments.
 module Lxt.Tests.CliCommandsTests
 
 open System
@@ -8,6 +8,7 @@ open System.IO
 open System.Globalization
 open System.Text.RegularExpressions
 open Expecto
+open Lxt
 open Lxt.Tests.CliTests
 
 let private llama = Path.Combine(Paths.fixtures, "llama")
@@ -358,8 +359,35 @@ let checkpointingTests =
         }
     ]
 
+let planTests =
+    testList "lxt plan" [
+        test "prints each checkpointing choice's planned peak and kernels, as ExplanationPlanner plans them, reading no weight" {
+            let out = ok [ "plan"; "--model"; llama; "--tokens"; "256"; "--device"; "ilgpu-cpu"; "--checkpointing"; "none,layers" ]
+            let rows =
+                out.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+                |> Array.map (fun l -> l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                |> Array.filter (fun cells -> cells.Length = 3 && (cells.[0] = "none" || cells.[0] = "layers"))
+            Expect.equal (rows |> Array.map (fun r -> r.[0])) [| "none"; "layers" |] "one row per choice, in order"
+            use model = Lxt.Import.PretrainedModel.Open llama
+            let graph = model.BuildGraph 256
+            let plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, Device.IlgpuCpu, Lxt.Backend.Gpu.GemmPrecision.Float32, [ Checkpointing.None; Checkpointing.EveryLayer ])
+            for row, plan in Array.zip rows (Array.ofSeq plans) do
+                Expect.floatClose Accuracy.high (number row.[1]) (Math.Round(float plan.PeakBytes / 1048576.0, 1)) (sprintf "%s: the planned MiB" row.[0])
+                Expect.equal (int64 row.[2]) plan.Kernels (sprintf "%s: the kernels" row.[0])
+                Expect.isGreaterThan plan.Kernels 0L "kernels are counted"
+            Expect.isLessThan plans.[1].PeakBytes plans.[0].PeakBytes "at 256 tokens, checkpointing every layer plans less memory than none"
+            Expect.isGreaterThan plans.[1].Kernels plans.[0].Kernels "and recomputes, so launches more kernels"
+        }
+        test "the float64 reference plans no device memory, and bfloat16 products need a GPU device" {
+            expectUsage [ "plan"; "--model"; llama; "--device"; "reference" ] "plans no device memory"
+            expectUsage [ "plan"; "--model"; llama; "--device"; "cpu"; "--precision"; "bf16" ] "cuda or ilgpu-cpu"
+            expectUsage [ "plan"; "--model"; llama; "--checkpointing"; "half" ] "none, layers, sqrt or products"
+            Expect.throwsT<ArgumentException> (fun () -> ExplanationPlanner.DecisionsFor(Device.Reference) |> ignore) "from C# too"
+        }
+    ]
+
 let tests =
-    testList "lxt commands" [ checkpointingTests; gpuDeviceTests; evaluateTests; generateTests; neuronsTests; activationsTests; checkTests; deviceTests
+    testList "lxt commands" [ planTests; checkpointingTests; gpuDeviceTests; evaluateTests; generateTests; neuronsTests; activationsTests; checkTests; deviceTests
                               test "lxt --help lists every command" {
                                   let _, out, _ = lxt [ "--help" ]
                                   for c in [ "evaluate"; "generate"; "neurons"; "activations"; "check" ] do Expect.stringContains out c c

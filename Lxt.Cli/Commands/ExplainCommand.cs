@@ -185,12 +185,7 @@ public sealed class ExplainCommand : ICommand
         var device = DeviceOption.Parse(args, precision == "float64" ? Device.Reference : Device.Cpu);
         if (args.Has("precision") && args.Has("device") && (precision == "float64") != (device == Device.Reference))
             throw new UsageException($"--precision {precision} contradicts --device {args.String("device")}");
-        var gemm = precision switch
-        {
-            "tf32" => GemmPrecision.TensorFloat32,
-            "bf16" => GemmPrecision.BFloat16,
-            _ => GemmPrecision.Float32,
-        };
+        var gemm = GemmOf(precision);
         if (!Backends.SupportsPrecision(device, gemm))
             throw new UsageException($"--precision {precision} sets the matrix-product precision of --device cuda or ilgpu-cpu; --device {DeviceOption.NameOf(device)} computes in {(device == Device.Reference ? "float64" : "float32")} only");
         return new ExplainRequest(model, input)
@@ -201,12 +196,20 @@ public sealed class ExplainCommand : ICommand
             Precision = gemm,
             Threads = args.Int("threads", min: 0) ?? 0,
             Nodes = args.List("nodes") ?? [],
-            Checkpointing = args.String("checkpointing") switch
-            {
-                null => Checkpointing.None,
-                var id when Checkpointing.TryParse(id, out var c) => c,
-                var other => throw new UsageException($"option '--checkpointing' takes {Checkpointing.NamesInWords}, not '{other}'"),
-            },
+            Checkpointing = args.String("checkpointing") is { } id ? CheckpointingOf(id) : Checkpointing.None,
         };
     }
+
+    /// <summary>The matrix-product precision a <c>--precision</c> value names (float32 for float32, f32 and float64).</summary>
+    public static GemmPrecision GemmOf(string precision) => precision switch
+    {
+        "tf32" => GemmPrecision.TensorFloat32,
+        "bf16" => GemmPrecision.BFloat16,
+        _ => GemmPrecision.Float32,
+    };
+
+    /// <summary>The checkpointing choice <c>--checkpointing</c> names.</summary>
+    public static Checkpointing CheckpointingOf(string id) =>
+        Checkpointing.TryParse(id, out var c) ? c
+        : throw new UsageException($"option '--checkpointing' takes {Checkpointing.NamesInWords}, not '{id}'");
 }
