@@ -25,8 +25,7 @@ public static class ExplanationPlanner
     public static IBackend DecisionsFor(Device device, GemmPrecision precision = GemmPrecision.Float32) => device switch
     {
         Device.Cuda or Device.IlgpuCpu => GpuBackend.Create(GpuKind.CpuAccelerator, precision),
-        Device.Cpu when precision == GemmPrecision.Float32 => new Lxt.Backend.Cpu.CpuBackend(1),
-        Device.Cpu => throw new ArgumentException($"{GpuBackend.IdOf(precision)} matrix products need a GPU device (cuda or ilgpu-cpu); cpu computes them in float32", nameof(precision)),
+        Device.Cpu => Backends.Create(Device.Cpu, 1, precision), // refuses products in other than float32
         _ => throw new ArgumentException($"a dry run plans device memory for cpu, cuda or ilgpu-cpu, not {Backends.IdOf(device)}", nameof(device)),
     };
 

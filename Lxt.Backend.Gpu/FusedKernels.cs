@@ -61,8 +61,8 @@ internal static class FusedKernels
 
     /// <summary>Softmax of contiguous rows of the value <typeparamref name="TValue"/> computes from
     /// <paramref name="x"/>, one group per row (grid = rows; a warp, or several for long rows): threads stride over the
-    /// row so loads coalesce, and combine their maxima and sums by shuffles within warps and shared memory across them. A row that is −∞ throughout keeps the reference's shift
-    /// of 0 and so gives 0/0. A row of at most the group's dynamic shared memory (launched with
+    /// row so loads coalesce, and combine their maxima and sums by shuffles within warps and shared memory across
+    /// them. A row that is −∞ throughout keeps the reference's shift of 0 and so gives 0/0. A row of at most the group's dynamic shared memory (launched with
     /// <see cref="CachedRowLimit"/> or fewer elements) is read once: the first pass keeps its values there and the
     /// second their exponentials; a longer one evaluates the value in each of the three passes. The plain softmax
     /// kernel and every prologue run this one body.</summary>

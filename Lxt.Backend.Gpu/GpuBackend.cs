@@ -297,39 +297,39 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
 
     PageLockedArray1D<float>? staging;
 
-    /// <summary>Copies host values, in parallel blocks of 256K values from 1M values on (the staging copy of a large
-    /// input or relevance is otherwise bound by one core's copy rate).</summary>
+    /// <summary>Copies host values, in parallel blocks from 1M values on (the staging copy of a large input or
+    /// relevance is otherwise bound by one core's copy rate).</summary>
     static unsafe void HostCopy(ReadOnlySpan<float> from, Span<float> to)
     {
-        const int block = 1 << 18;
-        if (from.Length < 4 * block) { from.CopyTo(to); return; }
+        if (from.Length < 4 * HostBlock) { from.CopyTo(to); return; }
         fixed (float* f = from)
         fixed (float* t = to)
         {
             nint source = (nint)f, target = (nint)t;
-            int n = from.Length;
-            Parallel.For(0, (n + block - 1) / block, b =>
-            {
-                int start = b * block, length = Math.Min(block, n - start);
-                new ReadOnlySpan<float>((float*)source + start, length).CopyTo(new Span<float>((float*)target + start, length));
-            });
+            InHostBlocks(from.Length, (start, length) =>
+                new ReadOnlySpan<float>((float*)source + start, length).CopyTo(new Span<float>((float*)target + start, length)));
         }
     }
 
+    /// <summary>Values each parallel task of a host-side pass over a large array handles.</summary>
+    const int HostBlock = 1 << 18;
+
+    /// <summary>Runs <paramref name="block"/>(start, length) over blocks of <see cref="HostBlock"/> of n values in parallel.</summary>
+    static void InHostBlocks(int n, Action<int, int> block) =>
+        Parallel.For(0, (n + HostBlock - 1) / HostBlock, b => block(b * HostBlock, Math.Min(HostBlock, n - b * HostBlock)));
+
     PageLockedArray1D<float> Staging() => staging ??= accelerator.AllocatePageLocked1D<float>(StagingLength);
 
-    /// <summary>Host values rounded to bfloat16 words, in parallel chunks (weight matrices hold up to billions).</summary>
+    /// <summary>Host values rounded to bfloat16 words, in parallel blocks (weight matrices hold up to billions).</summary>
     static unsafe ushort[] ToBFloat16Words(ReadOnlySpan<float> source)
     {
         var words = new ushort[source.Length];
-        const int chunk = 1 << 18;
         fixed (float* pinned = source)
         {
             var values = (nint)pinned;
-            Parallel.For(0, (words.Length + chunk - 1) / chunk, c =>
+            InHostBlocks(words.Length, (start, length) =>
             {
-                int end = Math.Min(words.Length, (c + 1) * chunk);
-                for (int i = c * chunk; i < end; i++) words[i] = BFloat16Conversion.FromFloat(((float*)values)[i]);
+                for (int i = start; i < start + length; i++) words[i] = BFloat16Conversion.FromFloat(((float*)values)[i]);
             });
         }
         return words;

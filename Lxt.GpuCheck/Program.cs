@@ -395,29 +395,27 @@ void TimeModel(string size, List<string> rows, List<string> best)
                 if (upload is not null) { Say($"llama-{size}: weights uploaded and first explanation in {upload.Elapsed.TotalSeconds:F1} s"); upload = null; }
                 bool finite = first.PerPosition.All(double.IsFinite) && double.IsFinite(first.TargetLogit);
                 explainer.Explain(input, opts); // recorded where CUDA graphs are on; later runs replay it
-                var times = new List<double>();
-                var phases = new List<(double Upload, double Submit, double Download)>();
+                var timed = new List<(double Ms, EvaluationTimes Phases)>();
                 Explanation last = first;
                 for (int r = 0; r < options.Repeats; r++)
                 {
                     var clock = Stopwatch.StartNew();
                     last = explainer.Explain(input, opts);
-                    times.Add(clock.Elapsed.TotalMilliseconds);
-                    var e = session.LastEvaluation;
-                    phases.Add((e.Upload.TotalMilliseconds, e.Submit.TotalMilliseconds, e.Download.TotalMilliseconds));
+                    timed.Add((clock.Elapsed.TotalMilliseconds, session.LastEvaluation));
                 }
+                timed.Sort((a, b) => a.Ms.CompareTo(b.Ms));
+                var times = timed.Select(t => t.Ms).ToList();
                 // the median run's phases: the session's upload, submission and download (which waits for the device),
                 // and the rest of Explain on the host
-                var mid = times.Select((t, i) => (t, i)).OrderBy(p => p.t).ElementAt(times.Count / 2);
-                var ph = phases[mid.i];
-                Say($"llama-{size} {tokens} tokens, checkpointing {ModeName(checkpointing)}: median run {mid.t:F1} ms = upload {ph.Upload:F2} + submit {ph.Submit:F2} + device and download {ph.Download:F2} + the rest of Explain {mid.t - ph.Upload - ph.Submit - ph.Download:F2} ms");
+                var (midMs, ph) = timed[timed.Count / 2];
+                double up = ph.Upload.TotalMilliseconds, sub = ph.Submit.TotalMilliseconds, down = ph.Download.TotalMilliseconds;
+                Say($"llama-{size} {tokens} tokens, checkpointing {ModeName(checkpointing)}: median run {midMs:F1} ms = upload {up:F2} + submit {sub:F2} + device and download {down:F2} + the rest of Explain {midMs - up - sub - down:F2} ms");
                 double drift = Relative(last.PerPosition, first.PerPosition);
                 if (drift > 1e-5)
                 {
                     failures++;
                     Say($"llama-{size} {tokens} tokens: the last run's relevance differs from the first's by {drift:E2}");
                 }
-                times.Sort();
                 double median = times[times.Count / 2];
                 double peak = backend.PeakAllocatedBytes / (double)(1L << 30);
                 Say($"llama-{size} {tokens} tokens, checkpointing {mode}: first run {warm:F2} s, median {median:F1} ms over {times.Count}, peak {peak:F2} GiB, relevance finite: {finite}");
