@@ -134,18 +134,22 @@ internal static unsafe class Cublas
     /// <summary>`count` row-major products C[i] = op(A[i])·op(B[i]) (see <see cref="ColumnMajorGemm"/>) whose operands lie
     /// strideA and strideB values apart (0 reuses one matrix) and results strideC floats apart. Float32: SGEMM with the
     /// default math. TensorFloat32: GemmEx on float32 with CUBLAS_COMPUTE_32F_FAST_TF32. BFloat16: GemmEx on bfloat16
-    /// operands (CUDA_R_16BF) into float32 results with CUBLAS_COMPUTE_32F, or, when `narrowOperands` is false, float32
-    /// operands with CUBLAS_COMPUTE_32F_FAST_16BF.</summary>
+    /// operands (CUDA_R_16BF) into float32 results with CUBLAS_COMPUTE_32F, or into bfloat16 results when
+    /// `narrowResult` (float32 sums rounded once), or, when `narrowOperands` is false, float32 operands with
+    /// CUBLAS_COMPUTE_32F_FAST_16BF.</summary>
     public static void StridedBatched(IntPtr cublas, GemmPrecision precision, ColumnMajorGemm g, IntPtr a, long strideA,
-                                      IntPtr b, long strideB, IntPtr c, long strideC, int count, bool narrowOperands = true)
+                                      IntPtr b, long strideB, IntPtr c, long strideC, int count, bool narrowOperands = true,
+                                      bool narrowResult = false)
     {
+        if (narrowResult && (precision != GemmPrecision.BFloat16 || !narrowOperands))
+            throw new ArgumentException("bfloat16 results come from products of bfloat16 operands only", nameof(narrowResult));
         float alpha = 1f, beta = 0f;
-        // GemmEx with operands of one type into float32 results
+        // GemmEx with operands of one type into float32 (or bfloat16) results
         void Ex(int operandType, int compute, string what)
         {
             float one = 1f, zero = 0f;
             Check(GemmStridedBatchedEx(cublas, g.OpFirst, g.OpSecond, g.M, g.N, g.K, &one, b, operandType, g.LdFirst, strideB,
-                                       a, operandType, g.LdSecond, strideA, &zero, c, R32F, g.Ldc, strideC, count,
+                                       a, operandType, g.LdSecond, strideA, &zero, c, narrowResult ? R16BF : R32F, g.Ldc, strideC, count,
                                        compute, GemmDefault), "cublasGemmStridedBatchedEx (" + what + ")");
         }
         switch (precision)

@@ -28,7 +28,8 @@ internal static class FusedKernels
     public const int Strided = 0, Contiguous = 1, Scalar = 2;
 
     /// <summary>Each instruction is four ints: its kind, then (operand | float bits | op tag | cond register) and
-    /// up to two registers.</summary>
+    /// up to two registers; a Load's are its operand, how it finds its element, and 1 when the operand is stored in
+    /// bfloat16 (0 for float32).</summary>
     public const int InstructionLength = 4;
     public const int Load = 0, Const = 1, Unary = 2, Binary = 3, Where = 4;
 
@@ -41,12 +42,29 @@ internal static class FusedKernels
         y[i] = default(TValue).At(x, i);
     }
 
+    /// <summary><see cref="Fused{TValue}"/> into bfloat16 values, each rounded to nearest (a narrow value).</summary>
+    public static void FusedNarrow<TValue>(Index1D i, ArrayView<ushort> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table) where TValue : struct, IFusedValue
+    {
+        var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
+        y[i] = BFloat16Conversion.FromFloat(default(TValue).At(x, i));
+    }
+
     /// <summary>Softmax of contiguous rows of a fused group's value (a prologue), one group per row.</summary>
     public static void SoftmaxRows<TValue>(ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
         ArrayView<int> table, int len) where TValue : struct, IFusedValue =>
-        SoftmaxRowsOf<TValue>(y, new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len);
+        SoftmaxRowsOf<TValue, WideValues>(new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len);
+
+    /// <summary><see cref="SoftmaxRows{TValue}"/> into bfloat16 values, each rounded to nearest (a narrow value).</summary>
+    public static void SoftmaxRowsNarrow<TValue>(ArrayView<ushort> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table, int len) where TValue : struct, IFusedValue =>
+        SoftmaxRowsOf<TValue, NarrowValues>(new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len);
 
     /// <summary>Sum, mean or max of contiguous rows of a fused group's value (a prologue), one group per row.</summary>
     public static void ReduceRows<TValue>(ArrayView<float> y,
@@ -67,7 +85,8 @@ internal static class FusedKernels
     /// second their exponentials; a longer one evaluates the value in each of the three passes. The plain softmax
     /// kernel and every prologue run this one body.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void SoftmaxRowsOf<TValue>(ArrayView<float> y, in FusedOperands x, int len) where TValue : struct, IFusedValue
+    internal static void SoftmaxRowsOf<TValue, TOut>(TOut y, in FusedOperands x, int len)
+        where TValue : struct, IFusedValue where TOut : struct, IValueSink
     {
         var value = default(TValue);
         var cache = SharedMemory.GetDynamic<float>();
@@ -91,7 +110,7 @@ internal static class FusedKernels
         }
         z = Kernels.GroupSum(z);
         for (int t = lane; t < len; t += width)
-            y[start + t] = (cached ? cache[t] : MathF.Exp(value.At(x, start + t) - m)) / z;
+            y.Set(start + t, (cached ? cache[t] : MathF.Exp(value.At(x, start + t) - m)) / z);
     }
 
     /// <summary>Sum, mean or max (by <see cref="ReduceOp"/> tag) of contiguous rows of the value
@@ -119,4 +138,28 @@ internal static class FusedKernels
         s = Kernels.GroupSum(s);
         if (lane == 0) y[row] = op == ReduceOp.Tags.Mean ? s / len : s;
     }
+}
+
+/// <summary>Where a kernel writes the values it computes: float32 or bfloat16 elements.</summary>
+internal interface IValueSink
+{
+    void Set(int i, float value);
+}
+
+/// <summary>float32 values.</summary>
+internal readonly struct WideValues(ArrayView<float> y) : IValueSink
+{
+    readonly ArrayView<float> y = y;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Set(int i, float value) => y[i] = value;
+}
+
+/// <summary>bfloat16 values, each rounded to nearest (ties to even).</summary>
+internal readonly struct NarrowValues(ArrayView<ushort> y) : IValueSink
+{
+    readonly ArrayView<ushort> y = y;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Set(int i, float value) => y[i] = BFloat16Conversion.FromFloat(value);
 }

@@ -166,6 +166,17 @@ internal struct X5 : IOperand { public readonly int Index => 5; [MethodImpl(Meth
 internal struct X6 : IOperand { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X6[offset]; }
 internal struct X7 : IOperand { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X7[offset]; }
 
+/// <summary>An operand of a fused kernel stored in bfloat16 (a narrow value): its float32 view holds the values in
+/// pairs (<see cref="BFloat16Conversion.FromPairs"/>).</summary>
+internal struct N0 : IOperand { public readonly int Index => 0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X0, offset); }
+internal struct N1 : IOperand { public readonly int Index => 1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X1, offset); }
+internal struct N2 : IOperand { public readonly int Index => 2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X2, offset); }
+internal struct N3 : IOperand { public readonly int Index => 3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X3, offset); }
+internal struct N4 : IOperand { public readonly int Index => 4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X4, offset); }
+internal struct N5 : IOperand { public readonly int Index => 5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X5, offset); }
+internal struct N6 : IOperand { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X6, offset); }
+internal struct N7 : IOperand { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X7, offset); }
+
 /// <summary>Instructions of a fused program, and the program itself (a sequence of them): each computes its
 /// registers at linear element <c>i</c> of the group's root.</summary>
 internal interface IFusedProgram
@@ -301,13 +312,14 @@ internal static class FusedProgramType
     ];
 
     static readonly Type[] OperandTypes = [typeof(X0), typeof(X1), typeof(X2), typeof(X3), typeof(X4), typeof(X5), typeof(X6), typeof(X7)];
+    static readonly Type[] NarrowOperandTypes = [typeof(N0), typeof(N1), typeof(N2), typeof(N3), typeof(N4), typeof(N5), typeof(N6), typeof(N7)];
 
     static Type Register(int k) => k >= 0 && k < RegisterTypes.Length
         ? RegisterTypes[k]
         : throw new NotSupportedException($"gpu backend: a fused program uses register {k}; 0 to {RegisterTypes.Length - 1} are supported");
 
-    static Type Operand(int k) => k >= 0 && k < OperandTypes.Length
-        ? OperandTypes[k]
+    static Type Operand(int k, bool narrow) => k >= 0 && k < OperandTypes.Length
+        ? (narrow ? NarrowOperandTypes : OperandTypes)[k]
         : throw new NotSupportedException($"gpu backend: a fused program reads operand {k}; 0 to {OperandTypes.Length - 1} are supported");
 
     /// <summary>The <see cref="IFusedValue"/> type computing the program of <paramref name="table"/>.</summary>
@@ -328,7 +340,7 @@ internal static class FusedProgramType
                     FusedKernels.Contiguous => typeof(LoadContiguous<,>),
                     FusedKernels.Scalar => typeof(LoadScalar<,>),
                     _ => typeof(LoadStrided<,>),
-                }).MakeGenericType(Operand(p), Register(pc)),
+                }).MakeGenericType(Operand(p, narrow: b != 0), Register(pc)),
                 FusedKernels.Const => typeof(Constant<>).MakeGenericType(Register(pc)),
                 FusedKernels.Unary => typeof(UnaryOf<,,>).MakeGenericType(Unary1.Of(p), Register(a), Register(pc)),
                 FusedKernels.Binary => typeof(BinaryOf<,,,>).MakeGenericType(Binary2.Of(p), Register(a), Register(b), Register(pc)),

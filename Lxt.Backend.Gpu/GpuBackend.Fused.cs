@@ -21,9 +21,15 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>> softmaxRowsKernels = [];
     readonly Dictionary<Type, Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> reduceRowsKernels = [];
+    // the same into bfloat16 values (narrow results)
+    readonly Dictionary<Type, Action<Index1D, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>> fusedNarrowKernels = [];
+    readonly Dictionary<Type, Action<KernelConfig, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>> softmaxRowsNarrowKernels = [];
 
-    // one uploaded table per group, kept while the backend lives (a plan's groups are few and their tables small)
-    readonly Dictionary<FusedGroup, (MemoryBuffer1D<int, Stride1D.Dense> Table, Type Program)> fusedTables = new(ReferenceEqualityComparer.Instance);
+    // one uploaded table per group and set of narrow operands (a bit each), kept while the backend lives (a plan's
+    // groups are few and their tables small); FusedGroup compares by reference
+    readonly Dictionary<(FusedGroup Group, int Narrow), (MemoryBuffer1D<int, Stride1D.Dense> Table, Type Program)> fusedTables = [];
     readonly ArrayView<float>[] fusedViews = new ArrayView<float>[FusedKernels.MaxOperands];
 
     /// <summary>When true (the default), executables on this backend fuse chains of pointwise ops into one kernel
@@ -65,8 +71,20 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         int n = ShapeModule.numel(root.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, fused {Node.Describe(root)} needs {n}", nameof(output));
-        var (table, program) = BindFused(group, inputs, y);
-        if (n > 0)
+        var (table, program) = BindFused(group, inputs);
+        var v = fusedViews;
+        if (n > 0 && y.IsBFloat16)
+        {
+            if (!fusedNarrowKernels.TryGetValue(program, out var kernel))
+            {
+                var k = accelerator.LoadAutoGroupedKernel(Specialize<Action<Index1D, ArrayView<ushort>, ArrayView<float>,
+                    ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                    ArrayView<float>, ArrayView<int>>>(nameof(FusedKernels.FusedNarrow), program));
+                fusedNarrowKernels[program] = kernel = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
+            }
+            kernel(n, y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
+        }
+        else if (n > 0)
         {
             if (!fusedKernels.TryGetValue(program, out var kernel))
             {
@@ -75,7 +93,6 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
                     ArrayView<float>, ArrayView<int>>>(nameof(FusedKernels.Fused), program));
                 fusedKernels[program] = kernel = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
             }
-            var v = fusedViews;
             kernel(n, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
         }
         if (SynchronizeEveryStep) accelerator.Synchronize();
@@ -96,11 +113,24 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         int n = ShapeModule.numel(consumer.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(consumer)} needs {n}", nameof(output));
-        var (table, program) = BindFused(group, inputs, y);
+        if (y.IsBFloat16 && op >= 0)
+            throw new NarrowOperandException(Node.Describe(consumer), $"gpu backend: {Node.Describe(consumer)} cannot write into a bfloat16 buffer; reductions write float32");
+        var (table, program) = BindFused(group, inputs);
         var v = fusedViews;
         if (rows > 0 && len > 0)
         {
-            if (op < 0)
+            if (op < 0 && y.IsBFloat16)
+            {
+                if (!softmaxRowsNarrowKernels.TryGetValue(program, out var kernel))
+                {
+                    var k = accelerator.LoadKernel(Specialize<Action<ArrayView<ushort>, ArrayView<float>, ArrayView<float>,
+                        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                        ArrayView<int>, int>>(nameof(FusedKernels.SoftmaxRowsNarrow), program));
+                    softmaxRowsNarrowKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l);
+                }
+                kernel(SoftmaxRowsLaunch(rows, len), y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len);
+            }
+            else if (op < 0)
             {
                 if (!softmaxRowsKernels.TryGetValue(program, out var kernel))
                 {
@@ -191,38 +221,41 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     static TDelegate Specialize<TDelegate>(string name, Type program) where TDelegate : Delegate =>
         typeof(FusedKernels).GetMethod(name)!.MakeGenericMethod(program).CreateDelegate<TDelegate>();
 
-    /// <summary>Checks a group's operand buffers, binds them to the fused views (unused views to
-    /// <paramref name="y"/>, which the program never loads) and returns the group's uploaded table and its program's
-    /// type.</summary>
-    (ArrayView<int> Table, Type Program) BindFused(FusedGroup group, IBuffer[] inputs, GpuBuffer y)
+    /// <summary>Checks a group's operand buffers, binds them to the fused views (a bfloat16 operand through its
+    /// pairs view; unused views to a stand-in the program never loads) and returns the group's uploaded table and its
+    /// program's type for the operands' element types.</summary>
+    (ArrayView<int> Table, Type Program) BindFused(FusedGroup group, IBuffer[] inputs)
     {
         var root = group.Root;
         if (inputs.Length != group.Operands.Length)
             throw new ArgumentException($"fused {Node.Describe(root)} reads {group.Operands.Length} operands, got {inputs.Length}", nameof(inputs));
         var views = fusedViews;
+        int narrow = 0;
         for (int k = 0; k < views.Length; k++)
         {
-            if (k >= inputs.Length) { views[k] = y.View; continue; } // never read: the program loads operands < count
+            if (k >= inputs.Length) { views[k] = UnusedWide(); continue; } // never read: the program loads operands < count
             var b = Own(inputs[k], "input");
             var operand = group.Operands[k];
             if (b.Length != ShapeModule.numel(operand.Shape))
                 throw new ArgumentException($"operand {k} of fused {Node.Describe(root)} has {b.Length} values, {Node.Describe(operand)} needs {ShapeModule.numel(operand.Shape)}", nameof(inputs));
-            views[k] = b.View;
+            if (b.IsBFloat16) narrow |= 1 << k;
+            views[k] = b.IsBFloat16 ? b.NarrowPairs : b.View;
         }
         accelerator.Bind();
-        if (!fusedTables.TryGetValue(group, out var bound))
+        if (!fusedTables.TryGetValue((group, narrow), out var bound))
         {
-            var encoded = EncodeFused(group);
+            var encoded = EncodeFused(group, narrow);
             var table = accelerator.Allocate1D<int>(encoded.Length);
             table.View.CopyFromCPU(stream, ref encoded[0], encoded.Length); // ordered before the kernels on the stream
-            fusedTables[group] = bound = (table, FusedProgramType.Of(encoded));
+            fusedTables[(group, narrow)] = bound = (table, FusedProgramType.Of(encoded));
         }
         return (bound.Table.View, bound.Program);
     }
 
-    /// <summary>The kernel's table for a group, after checking that the program only reads earlier registers and
-    /// existing operands and that each operand broadcasts to the root's shape.</summary>
-    internal static int[] EncodeFused(FusedGroup group)
+    /// <summary>The kernel's table for a group whose operands k with bit k of <paramref name="narrow"/> set are stored
+    /// in bfloat16, after checking that the program only reads earlier registers and existing operands and that each
+    /// operand broadcasts to the root's shape.</summary>
+    internal static int[] EncodeFused(FusedGroup group, int narrow = 0)
     {
         var root = group.Root;
         var shape = root.Shape;
@@ -303,7 +336,8 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             int at = program + pc * FusedKernels.InstructionLength;
             (int kind, int p, int a, int b) = group.Program[pc] switch
             {
-                FusedInstr.Load l when l.operand >= 0 && l.operand < operands => (FusedKernels.Load, l.operand, modes[l.operand], 0),
+                FusedInstr.Load l when l.operand >= 0 && l.operand < operands =>
+                    (FusedKernels.Load, l.operand, modes[l.operand], (narrow >> l.operand) & 1),
                 FusedInstr.Load l => throw new ArgumentException($"{where}: instruction {pc} loads operand {l.operand} of {operands}", nameof(group)),
                 FusedInstr.Const c => (FusedKernels.Const, BitConverter.SingleToInt32Bits((float)c.value), 0, 0),
                 FusedInstr.Apply1 u => (FusedKernels.Unary, u.op.Tag, Register(u.x), 0),

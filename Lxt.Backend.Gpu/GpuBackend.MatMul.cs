@@ -9,7 +9,7 @@ namespace Lxt.Backend.Gpu;
 
 public sealed partial class GpuBackend
 {
-    Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, MatMulShape>? matMulTiled;
+    Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, MatMulShape>? matMulTiled;
     Action<Index1D, ArrayView<float>, ArrayView<ushort>>? toBFloat16;
     // bfloat16 copies of float32 operands for products in bfloat16, grown on demand and reused by every product; the
     // accelerator's single stream orders each conversion after the product that read the previous one
@@ -48,18 +48,22 @@ public sealed partial class GpuBackend
         int t = Tile;
         bool bf16 = Precision == GemmPrecision.BFloat16;
         // in bfloat16 mode both operands are read as bfloat16: weights as stored, activations through the scratch copies
+        if (!bf16 && (a.IsBFloat16 || b.IsBFloat16 || y.IsBFloat16))
+            throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} has a bfloat16 operand or result, which only {GemmPrecision.BFloat16} products take; this backend computes them in {Precision}");
         var (aWide, aNarrow, narrowA) = TiledOperand(a, bf16, ref scratchA);
         var (bWide, bNarrow, narrowB) = TiledOperand(b, bf16, ref scratchB);
         var p = new MatMulShape
         {
             M = m, N = n, K = k, Tile = t,
             TransA = transA ? 1 : 0, TransB = transB ? 1 : 0, NarrowA = narrowA ? 1 : 0, NarrowB = narrowB ? 1 : 0,
+            NarrowC = y.IsBFloat16 ? 1 : 0,
             RoundTf32 = Precision == GemmPrecision.TensorFloat32 ? 1 : 0,
             Batch = Walk.Of(node, batchShape, batchA, batchB),
         };
-        var kernel = matMulTiled ??= LoadGrouped<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, MatMulShape>(Kernels.MatMulTiled);
+        var kernel = matMulTiled ??= LoadGrouped<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, MatMulShape>(Kernels.MatMulTiled);
         var config = new KernelConfig(new Index3D((n + t - 1) / t, (m + t - 1) / t, batch), new Index3D(t, t, 1));
-        kernel(config, aWide, aNarrow, bWide, bNarrow, y.View, p);
+        kernel(config, aWide, aNarrow, bWide, bNarrow,
+               y.IsBFloat16 ? UnusedWide() : y.View, y.IsBFloat16 ? y.NarrowView : UnusedNarrow(), p);
     }
 
     /// <summary>The two views the tiled kernel takes for an operand, and whether it reads the bfloat16 one.</summary>
@@ -121,9 +125,10 @@ public sealed partial class GpuBackend
                 Cublas.StridedBatched(cublas, Precision, gemm,
                     pa + (nint)(call.OffsetA * size), call.StrideA,
                     pb + (nint)(call.OffsetB * size), call.StrideB,
-                    y.Pointer + (nint)(call.OffsetC * sizeof(float)), (long)m * n, call.Count, narrowOperands);
+                    y.Pointer + (nint)(call.OffsetC * (y.IsBFloat16 ? sizeof(ushort) : sizeof(float))), (long)m * n, call.Count,
+                    narrowOperands, narrowResult: y.IsBFloat16);
         }
-        if (Precision == GemmPrecision.BFloat16 && !a.IsBFloat16 && !b.IsBFloat16 && fast16BF)
+        if (Precision == GemmPrecision.BFloat16 && !a.IsBFloat16 && !b.IsBFloat16 && !y.IsBFloat16 && fast16BF)
         {
             // two float32 operands (activations, e.g. attention): cuBLAS rounds them as it loads them
             try
@@ -139,8 +144,8 @@ public sealed partial class GpuBackend
                   sizeof(ushort), narrowOperands: true);
             return;
         }
-        if (a.IsBFloat16 || b.IsBFloat16)
-            throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} has a bfloat16 operand, which only {GemmPrecision.BFloat16} products read; this backend computes them in {Precision}");
+        if (a.IsBFloat16 || b.IsBFloat16 || y.IsBFloat16)
+            throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} has a bfloat16 operand or result, which only {GemmPrecision.BFloat16} products take; this backend computes them in {Precision}");
         Calls(a.Pointer, b.Pointer, sizeof(float), narrowOperands: true);
     }
 

@@ -60,7 +60,7 @@ public sealed partial class GpuBackend
             for (int i = 0; i < x.Length; i++)
                 if (x[i].IsBFloat16)
                     throw new NarrowOperandException(Node.Describe(node),
-                        $"gpu backend: operand {i} of {Node.Describe(node)} is a bfloat16 weight, which only matrix products read; bind a float32 value for this use");
+                        $"gpu backend: operand {i} of {Node.Describe(node)} is stored in bfloat16, which only matrix products and fused groups read; bind a float32 value for this use");
         accelerator.Bind();
         Dispatch(node, x, y, n);
         if (SynchronizeEveryStep) accelerator.Synchronize();
@@ -79,7 +79,8 @@ public sealed partial class GpuBackend
         if (SynchronizeEveryStep) accelerator.Synchronize();
     }
 
-    /// <summary>The operand and output buffers of a node, checked: this backend's, of the right lengths, a float32 output.</summary>
+    /// <summary>The operand and output buffers of a node, checked: this backend's, of the right lengths, a float32 output
+    /// unless the node is a product.</summary>
     (GpuBuffer[] X, GpuBuffer Y, int N) Operands(Node node, IBuffer[] inputs, IBuffer output)
     {
         ArgumentNullException.ThrowIfNull(node);
@@ -89,8 +90,8 @@ public sealed partial class GpuBackend
         int n = ShapeModule.numel(node.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(node)} needs {n}", nameof(output));
-        if (y.IsBFloat16)
-            throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} cannot write into a bfloat16 buffer; results are float32");
+        if (y.IsBFloat16 && node.Op is not Op.MatMul)
+            throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} cannot write into a bfloat16 buffer; only products and fused groups write bfloat16");
         int arity = node.Children.Length;
         if (inputs.Length != arity)
             throw new ArgumentException($"{Node.Describe(node)} takes {arity} operands, got {inputs.Length}", nameof(inputs));
@@ -317,10 +318,10 @@ public sealed partial class GpuBackend
         var k = accelerator.LoadKernel(kernel);
         return (c, a, b, d, e) => k(stream, c, a, b, d, e);
     }
-    Action<KernelConfig, T1, T2, T3, T4, T5, T6> LoadGrouped<T1, T2, T3, T4, T5, T6>(Action<T1, T2, T3, T4, T5, T6> kernel)
-        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> LoadGrouped<T1, T2, T3, T4, T5, T6, T7>(Action<T1, T2, T3, T4, T5, T6, T7> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct
     {
         var k = accelerator.LoadKernel(kernel);
-        return (c, a, b, d, e, f, g) => k(stream, c, a, b, d, e, f, g);
+        return (c, a, b, d, e, f, g, h) => k(stream, c, a, b, d, e, f, g, h);
     }
 }

@@ -36,8 +36,8 @@ public enum GemmPrecision
 /// <summary>A CUDA device or the cuBLAS library was asked for and is not there.</summary>
 public sealed class GpuUnavailableException(string message, Exception? inner = null) : LxtException(message, inner!);
 
-/// <summary>An op other than a matrix product was given a bfloat16 buffer (a weight stored narrow for products only);
-/// <see cref="Op"/> names the op.</summary>
+/// <summary>An op whose kernel reads and writes float32 only was given a bfloat16 buffer (a weight stored narrow for
+/// products, or a narrow value); <see cref="Op"/> names the op.</summary>
 public sealed class NarrowOperandException(string op, string message) : LxtException(message)
 {
     /// <summary>The node (op and name) that was refused.</summary>
@@ -204,12 +204,13 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
     }
     IBuffer IBackend.Allocate(int length) => Allocate(length);
 
-    /// <summary>A zeroed buffer of <paramref name="length"/> bfloat16 values in device memory (2 bytes each). Only
-    /// matrix products read it; every other op refuses it with <see cref="NarrowOperandException"/>.</summary>
+    /// <summary>A zeroed buffer of <paramref name="length"/> bfloat16 values in device memory (2 bytes each). Matrix
+    /// products, fused groups and prologues read it, and write it as a narrow value (see <see cref="NarrowValuesFrom"/>);
+    /// every other op refuses it with <see cref="NarrowOperandException"/>.</summary>
     public GpuBuffer AllocateBFloat16(int length)
     {
         CheckLength(length);
-        var memory = AllocateMemory<ushort>(length);
+        var memory = AllocateMemory<ushort>(length + (length & 1)); // whole pairs, for NarrowPairs
         memory.View.MemSetToZero(stream);
         return new GpuBuffer(this, memory, length);
     }

@@ -1,5 +1,5 @@
 // Device memory of the GPU backend: one ILGPU buffer of exactly the requested length, of float32 values or, for
-// weights read only by matrix products in bfloat16 mode, of bfloat16 values (16-bit words).
+// weights read only by matrix products and large computed values in bfloat16 mode, of bfloat16 values (16-bit words).
 using ILGPU;
 using ILGPU.Runtime;
 using Lxt.Graph;
@@ -12,7 +12,8 @@ public enum GpuElementType
     /// <summary>IEEE float32 values (every buffer the plan computes into).</summary>
     Float32,
     /// <summary>bfloat16 values (the high 16 bits of a float32), stored as 16-bit words: weights read only as
-    /// matrix-product operands, in <see cref="GemmPrecision.BFloat16"/> mode.</summary>
+    /// matrix-product operands and large computed values (see <see cref="GpuBackend.NarrowValuesFrom"/>), in
+    /// <see cref="GemmPrecision.BFloat16"/> mode.</summary>
     BFloat16,
 }
 
@@ -73,6 +74,10 @@ public sealed class GpuBuffer : IBuffer
 
     /// <summary>The first <see cref="Length"/> bfloat16 words as a view for kernels.</summary>
     internal ArrayView<ushort> NarrowView => BFloat16Memory.View.SubView(0, Length);
+
+    /// <summary>The bfloat16 words of a bfloat16 buffer as float32 pairs (its allocation holds an even number of
+    /// words), for kernels taking float32 views (see <see cref="BFloat16Conversion.FromPairs"/>).</summary>
+    internal ArrayView<float> NarrowPairs => ((ArrayView<ushort>)BFloat16Memory.View).Cast<float>();
 
     /// <summary>Device address of the first value (for cuBLAS).</summary>
     internal IntPtr Pointer => memory?.NativePtr ?? BFloat16Memory.NativePtr;

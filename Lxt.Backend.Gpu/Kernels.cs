@@ -14,11 +14,12 @@ public struct ConvShape
 
 /// <summary>Sizes of a batched product C = op(A)·op(B): M×K by K×N, batch offsets of A and B from <see cref="Batch"/>.
 /// TransA (TransB) nonzero: A (B) is stored K×M (N×K) and read transposed. NarrowA (NarrowB) nonzero: the operand is
-/// read from its bfloat16 view. RoundTf32 nonzero: float32 operands are rounded to TF32 as they are read.</summary>
+/// read from its bfloat16 view. NarrowC nonzero: C is written rounded to bfloat16 into its bfloat16 view. RoundTf32
+/// nonzero: float32 operands are rounded to TF32 as they are read.</summary>
 public struct MatMulShape
 {
     public int M, N, K, Tile;
-    public int TransA, TransB, NarrowA, NarrowB, RoundTf32;
+    public int TransA, TransB, NarrowA, NarrowB, NarrowC, RoundTf32;
     public Walk Batch;
 }
 
@@ -36,6 +37,16 @@ public static class BFloat16Conversion
 
     /// <summary>The float32 of equal value.</summary>
     public static float ToFloat(ushort h) => Interop.IntAsFloat((uint)h << 16);
+
+    /// <summary>Element <paramref name="j"/> of bfloat16 values read through a view of their words in pairs as float32
+    /// (little-endian: an even element is the low half of its pair). Fused kernels read narrow operands so, through the
+    /// float32 views they take for every operand.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FromPairs(ArrayView<float> pairs, int j)
+    {
+        uint pair = Interop.FloatAsInt(pairs[j >> 1]);
+        return Interop.IntAsFloat((j & 1) == 0 ? pair << 16 : pair & 0xffff0000u);
+    }
 
     /// <summary>x rounded to bfloat16 and widened back (the value a bfloat16 product reads).</summary>
     public static float Round(float x) => ToFloat(FromFloat(x));
@@ -98,7 +109,7 @@ internal static class Kernels
 
     /// <summary>Softmax of contiguous rows, one group per row (see <see cref="FusedKernels.SoftmaxRowsOf"/>).</summary>
     public static void SoftmaxRows(ArrayView<float> x, ArrayView<float> y, int len) =>
-        FusedKernels.SoftmaxRowsOf<Operand0>(y, FusedOperands.Of(x), len);
+        FusedKernels.SoftmaxRowsOf<Operand0, WideValues>(new WideValues(y), FusedOperands.Of(x), len);
 
     /// <summary>Sum, mean or max of contiguous rows, one group per row (the reduced axes are the trailing ones).</summary>
     public static void ReduceRows(ArrayView<float> x, ArrayView<float> y, int len, int op) =>
@@ -312,10 +323,10 @@ internal static class Kernels
     public static void ToBFloat16(Index1D i, ArrayView<float> x, ArrayView<ushort> y) => y[i] = BFloat16Conversion.FromFloat(x[i]);
 
     /// <summary>C = op(A)·op(B) for one Tile×Tile block of one batch entry per group, through two shared-memory tiles.
-    /// Each operand is read from its float32 view, or from its bfloat16 view when narrow (the other view is unused).
-    /// Grid: (⌈N/Tile⌉, ⌈M/Tile⌉, batch); group: (Tile, Tile).</summary>
+    /// Each operand is read from its float32 view, or from its bfloat16 view when narrow (the other view is unused), and
+    /// C written likewise. Grid: (⌈N/Tile⌉, ⌈M/Tile⌉, batch); group: (Tile, Tile).</summary>
     public static void MatMulTiled(ArrayView<float> a, ArrayView<ushort> a16, ArrayView<float> b, ArrayView<ushort> b16,
-                                   ArrayView<float> c, MatMulShape s)
+                                   ArrayView<float> c, ArrayView<ushort> c16, MatMulShape s)
     {
         var tileA = SharedMemory.Allocate<float>(MaxTile * MaxTile);
         var tileB = SharedMemory.Allocate<float>(MaxTile * MaxTile);
@@ -336,7 +347,12 @@ internal static class Kernels
             for (int kk = 0; kk < t; kk++) acc += tileA[ty * t + kk] * tileB[kk * t + tx];
             Group.Barrier();
         }
-        if (row < s.M && col < s.N) c[batch * s.M * s.N + row * s.N + col] = acc;
+        if (row < s.M && col < s.N)
+        {
+            int at = batch * s.M * s.N + row * s.N + col;
+            if (s.NarrowC != 0) c16[at] = BFloat16Conversion.FromFloat(acc);
+            else c[at] = acc;
+        }
     }
 
     static float Operand(ArrayView<float> x, ArrayView<ushort> x16, int narrow, int i, int tf32)

@@ -96,3 +96,20 @@ type IFusedPrologue =
     /// Computes `prologue.Consumer` into `output` from `inputs`, the values of `prologue.Group.Operands` in order.
     /// `output` is never an operand's buffer (a softmax reads each element of its operand more than once).
     abstract ExecuteWithPrologue: prologue: Prologue * inputs: IBuffer[] * output: IBuffer -> unit
+
+/// Optional for backends that may store some computed values narrower than their buffers (bfloat16 attention
+/// probabilities and scores in a bfloat16 mode), halving the bytes their kernels write and read. A plan bound to such
+/// a backend stores a step's value narrow when the backend writes it narrow and every step reading it (directly or
+/// through views and lazy transposes, which share its buffer) reads it narrow; outputs never are (see Plan.narrowWhere).
+/// `fused` tells whether the step is computed as a fused group's root or a prologue's consumer. Backends implementing
+/// it also implement ITransposedMatMul.
+type INarrowValues =
+    /// True when `step`'s kernel can write its value narrow and the backend would rather store it so.
+    abstract WritesNarrow: step: Node * fused: bool -> bool
+    /// True when `step`'s kernel reads any of its operands from a narrow buffer as well as from a wide one.
+    abstract ReadsNarrow: step: Node * fused: bool -> bool
+    /// A buffer of `length` narrow values. Copies, uploads and downloads of it are refused or convert as the backend
+    /// documents; plans only compute into it and read it back in other steps.
+    abstract AllocateNarrow: length: int -> IBuffer
+    /// Bytes one narrow value takes (2 for bfloat16).
+    abstract NarrowElementBytes: int

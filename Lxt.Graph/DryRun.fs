@@ -29,9 +29,9 @@ type private DryBuffer(length: int, elementBytes: int64, ledger: DryRunLedger) =
                 ledger.Give(int64 length * elementBytes)
 
 /// A backend that allocates nothing and computes nothing, and plans as `decisions` does: the same fused groups,
-/// prologues, in-place pointwise steps, lazy transposes and narrow matrix weights (`decisions` must implement
-/// ITransposedMatMul; its other optional interfaces are mirrored when present). Every buffer is counted at 4 bytes an
-/// element (a narrow matrix weight at 2), so PeakBytes is the most an executable, its weights and its inputs and
+/// prologues, in-place pointwise steps, lazy transposes, narrow matrix weights and narrow values (`decisions` must
+/// implement ITransposedMatMul; its other optional interfaces are mirrored when present). Every buffer is counted at 4
+/// bytes an element (a narrow matrix weight or value at its narrow width), so PeakBytes is the most an executable, its weights and its inputs and
 /// outputs would hold at once on `decisions`' device — without the backend's own scratch (GEMM workspaces). Runs
 /// give zeros; only their allocations are real.
 type DryRunBackend(decisions: IBackend) =
@@ -45,6 +45,7 @@ type DryRunBackend(decisions: IBackend) =
     let prologues = match decisions with :? IFusedPrologue as p -> Some p | _ -> None
     let narrows = match decisions with :? ILowPrecisionWeights as w -> w.NarrowsMatrixWeights | _ -> false
     let inPlace = match decisions with :? IInPlaceElementwise as b -> b.SupportsInPlaceElementwise | _ -> false
+    let narrowValues = match decisions with :? INarrowValues as v -> Some v | _ -> None
 
     /// The most bytes held at once since creation or the last ResetPeak.
     member _.PeakBytes = ledger.Peak
@@ -81,3 +82,9 @@ type DryRunBackend(decisions: IBackend) =
     interface ILowPrecisionWeights with
         member _.NarrowsMatrixWeights = narrows
         member _.AllocateMatrixWeight(values) = new DryBuffer(values.Length, (if narrows then 2L else 4L), ledger) :> IBuffer
+    interface INarrowValues with
+        member _.WritesNarrow(step, fused) = narrowValues |> Option.exists (fun v -> v.WritesNarrow(step, fused))
+        member _.ReadsNarrow(step, fused) = narrowValues |> Option.exists (fun v -> v.ReadsNarrow(step, fused))
+        member _.NarrowElementBytes = match narrowValues with Some v -> v.NarrowElementBytes | None -> 4
+        member this.AllocateNarrow(length) =
+            new DryBuffer(length, int64 (this :> INarrowValues).NarrowElementBytes, ledger) :> IBuffer

@@ -20,7 +20,10 @@ type Plan =
       Fusion: IReadOnlyDictionary<Node, FusedGroup>
       /// Prologues by consumer (see Plan.fuseWith): the consumer's step reads its prologue group's operands and
       /// computes the group's value per element; no member of the group is a step. Empty unless a backend takes them.
-      Prologues: IReadOnlyDictionary<Node, Prologue> }
+      Prologues: IReadOnlyDictionary<Node, Prologue>
+      /// Steps whose value is stored narrow (see Plan.narrowWhere), and the views and lazy transposes sharing their
+      /// buffers. Empty unless a backend implementing INarrowValues narrows them.
+      Narrow: IReadOnlySet<Node> }
 
 /// How a plan is compiled.
 type PlanOptions =
@@ -104,7 +107,8 @@ module Plan =
                 | _ -> ()
         { Outputs = Array.ofList outputs; Leaves = order |> Array.filter isLeaf; Steps = steps; LastUse = last
           LazyTransposes = lazyT; Fusion = Dictionary<Node, FusedGroup>(HashIdentity.Reference)
-          Prologues = Dictionary<Node, Prologue>(HashIdentity.Reference) }
+          Prologues = Dictionary<Node, Prologue>(HashIdentity.Reference)
+          Narrow = HashSet<Node>(HashIdentity.Reference) }
 
     let compile (outputs: Node list) : Plan = compileWith PlanOptions.none outputs
 
@@ -156,6 +160,36 @@ module Plan =
 
     /// The plan with its pointwise chains fused and no prologues (see fuseWith).
     let fuse (plan: Plan) : Plan = fuseWith (fun _ -> false) plan
+
+    /// True when a step is computed as a fused group's root or a prologue's consumer.
+    let isFusedStep (plan: Plan) (n: Node) = plan.Fusion.ContainsKey n || plan.Prologues.ContainsKey n
+
+    /// The plan with the values a backend stores narrow marked: a step `writes` accepts (given whether it is fused)
+    /// whose every reader `reads` accepts, where a reader that is a view or a lazy transpose shares the value's buffer
+    /// and so passes the question on to its own readers. No output, input or parameter is narrow, nor anything sharing
+    /// the buffer of one. Values are unchanged up to the backend's rounding; steps are the same. Call it on the plan
+    /// as it runs (fused, when the backend fuses); a plan whose narrow values stay the same is returned as it is.
+    let narrowWhere (writes: Node -> bool -> bool) (readsNarrow: Node -> bool -> bool) (plan: Plan) : Plan =
+        let readers = Traverse.readersBy (reads plan) plan.Steps
+        let outputs = HashSet<Node>(plan.Outputs, HashIdentity.Reference)
+        let shares (n: Node) = isView n || plan.LazyTransposes.Contains n
+        // every step reading n's buffer reads narrow; the views and lazy transposes sharing it are collected
+        let rec readNarrow (sharing: ResizeArray<Node>) (n: Node) =
+            not (outputs.Contains n)
+            && (match readers.TryGetValue n with
+                | true, r ->
+                    r |> Seq.forall (fun u ->
+                        if shares u then sharing.Add u; readNarrow sharing u
+                        else readsNarrow u (isFusedStep plan u))
+                | _ -> true)
+        let narrow = HashSet<Node>(HashIdentity.Reference)
+        for n in plan.Steps do
+            if not (shares n) && writes n (isFusedStep plan n) then
+                let sharing = ResizeArray<Node>()
+                if readNarrow sharing n then
+                    narrow.Add n |> ignore
+                    for v in sharing do narrow.Add v |> ignore
+        if narrow.SetEquals plan.Narrow then plan else { plan with Narrow = narrow }
 
     /// Names of the inputs a plan needs fed on every run, with their nodes.
     let inputs (p: Plan) = p.Leaves |> Array.filter (fun n -> match n.Op with Input _ -> true | _ -> false)
@@ -214,9 +248,20 @@ type Executable(compiled: Plan, backend: IBackend) =
             raise (NotSupportedException(sprintf "the plan fuses %d pointwise groups but backend %s does not run fused groups (IFusedPointwise); run it unfused (Plan.compile without Plan.fuse)"
                                              compiled.Fusion.Count backend.Name))
         else compiled
+    // narrow values need lazy transposes read as the plan marks them (INarrowValues backends implement both)
+    let narrowing = match backend with :? INarrowValues as v when (backend :? ITransposedMatMul) -> Some v | _ -> None
+    let plan =
+        match narrowing with
+        | Some v -> Plan.narrowWhere (fun n fused -> v.WritesNarrow(n, fused)) (fun n fused -> v.ReadsNarrow(n, fused)) plan
+        | None when plan.Narrow.Count > 0 ->
+            raise (NotSupportedException(sprintf "the plan stores %d values narrow but backend %s has no narrow buffers (INarrowValues); compile it without Plan.narrowWhere"
+                                             plan.Narrow.Count backend.Name))
+        | None -> plan
     let persistent = Dictionary<Node, IBuffer>(HashIdentity.Reference)
     let borrowed = HashSet<IBuffer>(HashIdentity.Reference)
-    let pool = Dictionary<int, Stack<IBuffer>>()
+    // free buffers by length and width (narrow or not)
+    let pool = Dictionary<struct (int * bool), Stack<IBuffer>>()
+    let narrowBuffers = HashSet<IBuffer>(HashIdentity.Reference)
     let mutable peakBytes = 0L
     let mutable liveBytes = 0L
     let elementBytes = if backend.IsDoublePrecision then 8L else 4L
@@ -246,20 +291,30 @@ type Executable(compiled: Plan, backend: IBackend) =
             | _ -> ()
 
     // a new buffer, counted in the executable's peak
-    let allocate (length: int) =
-        liveBytes <- liveBytes + int64 length * elementBytes
+    let allocateAs (narrow: bool) (length: int) =
+        let bytes = if narrow then int64 narrowing.Value.NarrowElementBytes else elementBytes
+        liveBytes <- liveBytes + int64 length * bytes
         peakBytes <- max peakBytes liveBytes
-        backend.Allocate length
+        if narrow then
+            let b = narrowing.Value.AllocateNarrow length
+            narrowBuffers.Add b |> ignore
+            b
+        else backend.Allocate length
 
-    let take (length: int) =
-        match pool.TryGetValue length with
+    let allocate (length: int) = allocateAs false length
+
+    let takeAs (narrow: bool) (length: int) =
+        match pool.TryGetValue(struct (length, narrow)) with
         | true, s when s.Count > 0 -> s.Pop()
-        | _ -> allocate length
+        | _ -> allocateAs narrow length
+
+    let take (length: int) = takeAs false length
 
     let give (b: IBuffer) =
-        match pool.TryGetValue b.Length with
+        let key = struct (b.Length, narrowBuffers.Contains b)
+        match pool.TryGetValue key with
         | true, s -> s.Push b
-        | _ -> let s = Stack() in s.Push b; pool.[b.Length] <- s
+        | _ -> let s = Stack() in s.Push b; pool.[key] <- s
 
     let checkLength (n: Node) (b: IBuffer) =
         if b.Length <> Shape.numel n.Shape then
@@ -279,7 +334,10 @@ type Executable(compiled: Plan, backend: IBackend) =
                     match plan.Prologues.TryGetValue n with
                     | true, p -> sprintf "%s after %d fused ops" (Plan.kindOf n) p.Group.Members.Length
                     | _ -> Plan.kindOf n
-        let bytes = (args |> Array.sumBy (fun b -> int64 b.Length) |> (+) (int64 (Shape.numel n.Shape))) * elementBytes
+        let width narrow = if narrow then int64 narrowing.Value.NarrowElementBytes else elementBytes
+        let bytes =
+            (args |> Array.sumBy (fun b -> int64 b.Length * width (narrowBuffers.Contains b)))
+            + int64 (Shape.numel n.Shape) * width (plan.Narrow.Contains n)
         match profile.TryGetValue kind with
         | true, p -> profile.[kind] <- { p with Count = p.Count + 1; Seconds = p.Seconds + seconds; Bytes = p.Bytes + bytes }
         | _ -> profile.[kind] <- { Kind = kind; Count = 1; Seconds = seconds; Bytes = bytes }
@@ -352,7 +410,7 @@ type Executable(compiled: Plan, backend: IBackend) =
             if not (inPlace && (Plan.isPointwise n || plan.Fusion.ContainsKey n)) then None
             else
                 reads |> List.tryPick (fun c ->
-                    if c.Shape = n.Shape && plan.LastUse.[c] = i then
+                    if c.Shape = n.Shape && plan.LastUse.[c] = i && plan.Narrow.Contains c = plan.Narrow.Contains n then
                         let b = value.[c]
                         match owned.TryGetValue b with
                         | true, 1 -> Some b
@@ -368,7 +426,7 @@ type Executable(compiled: Plan, backend: IBackend) =
                 let out =
                     match reusable i n reads with
                     | Some b -> owned.[b] <- owned.[b] + 1; b // the operand's release below leaves it to n
-                    | None -> let b = take (Shape.numel n.Shape) in owned.[b] <- 1; b
+                    | None -> let b = takeAs (plan.Narrow.Contains n) (Shape.numel n.Shape) in owned.[b] <- 1; b
                 match n.Op, transposed with
                 | MatMul(a, b), Some t when isLazy a || isLazy b ->
                     t.ExecuteMatMul(n, args.[0], isLazy a, args.[1], isLazy b, out)

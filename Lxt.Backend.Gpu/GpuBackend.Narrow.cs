@@ -1,0 +1,58 @@
+// Narrow values: in bfloat16 mode, large values that only products, fused groups and prologues read are stored in
+// bfloat16 (attention scores, probabilities and their relevances), halving the bytes their kernels move. Products write
+// them from cuBLAS in bfloat16, fused groups and softmax rows round as they store, and every reader widens as it loads.
+using Lxt.Graph;
+
+namespace Lxt.Backend.Gpu;
+
+public sealed partial class GpuBackend : INarrowValues
+{
+    /// <summary>The default of <see cref="NarrowValuesFrom"/>: 4M values (16 MiB as float32), where the bytes a pass
+    /// moves, not its launch, set its time. Attention's [heads, tokens, tokens] values reach it from about 360 tokens
+    /// with 32 heads.</summary>
+    public const int DefaultNarrowValuesFrom = 1 << 22;
+
+    /// <summary>In <see cref="GemmPrecision.BFloat16"/> mode, computed values of at least this many elements are stored
+    /// in bfloat16 where their kernel can write them so and every step reading them can read them so (see
+    /// <see cref="INarrowValues"/>); 0 narrows every such value, <see cref="int.MaxValue"/> none. Products round their
+    /// operands to bfloat16 in this mode anyway; pointwise and softmax results are rounded once more as they are
+    /// stored. Other precisions store every value in float32. Starts from <c>$LXT_NARROW_VALUES_FROM</c> (a count, or
+    /// <c>off</c>) when set, else <see cref="DefaultNarrowValuesFrom"/>.</summary>
+    public int NarrowValuesFrom
+    {
+        get => narrowValuesFrom;
+        set => narrowValuesFrom = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "a count of values cannot be negative");
+    }
+    int narrowValuesFrom = NarrowValuesFromEnvironment();
+
+    /// <summary>The threshold <c>$LXT_NARROW_VALUES_FROM</c> sets: a count of values, or <c>off</c> for none narrow.</summary>
+    static int NarrowValuesFromEnvironment()
+    {
+        var text = Environment.GetEnvironmentVariable("LXT_NARROW_VALUES_FROM")?.Trim();
+        if (string.IsNullOrEmpty(text)) return DefaultNarrowValuesFrom;
+        if (string.Equals(text, "off", StringComparison.OrdinalIgnoreCase)) return int.MaxValue;
+        return int.TryParse(text, out int n) && n >= 0
+            ? n
+            : throw new LxtException($"LXT_NARROW_VALUES_FROM is '{text}': give a count of values (0 narrows every value that can be) or off");
+    }
+
+    /// <summary>Fused groups, softmaxes read through a prologue and products at least as large as each operand
+    /// write bfloat16 values. cuBLAS writes bfloat16 from bfloat16 operands only, so a float32 operand is rounded into
+    /// a scratch copy first: worth it where the result, not the operands, holds the bytes (attention's scores).</summary>
+    bool INarrowValues.WritesNarrow(Node step, bool fused)
+    {
+        if (Precision != GemmPrecision.BFloat16 || step is null) return false;
+        int n = ShapeModule.numel(step.Shape);
+        if (n < NarrowValuesFrom) return false;
+        return step.Op is Op.MatMul mm
+            ? n >= ShapeModule.numel(mm.a.Shape) && n >= ShapeModule.numel(mm.b.Shape)
+            : fused && step.Op is not Op.Reduce;
+    }
+
+    /// <summary>Products, fused groups and prologues read bfloat16 operands; plain kernels read float32 only.</summary>
+    bool INarrowValues.ReadsNarrow(Node step, bool fused) => step is not null && (fused || step.Op is Op.MatMul);
+
+    IBuffer INarrowValues.AllocateNarrow(int length) => AllocateBFloat16(length);
+
+    int INarrowValues.NarrowElementBytes => sizeof(ushort);
+}

@@ -1,0 +1,199 @@
+// Specifications of narrow values: in bfloat16 mode the GPU backend stores large values in bfloat16 where every kernel
+// involved can (Plan.narrowWhere), on ILGPU's CPU accelerator. Kernels writing narrow store exactly their float32
+// result rounded, kernels reading narrow read exactly the rounded values; plans narrow no output and nothing a plain
+// kernel reads; random graphs and the llama fixture's explanation agree with the float64 reference rounded likewise.
+module Lxt.Tests.NarrowValuesTests
+
+open System
+open System.Collections.Generic
+open Expecto
+open Lxt
+open Lxt.Graph
+open Lxt.Graph.Ops
+open Lxt.Backend.Gpu
+
+/// A bfloat16 backend narrowing every value it can (no size threshold).
+let private backend =
+    lazy (let b = GpuBackend.Create(GpuKind.CpuAccelerator, GemmPrecision.BFloat16) in b.NarrowValuesFrom <- 0; b)
+
+let private roundBf16 (v: float) = float (BFloat16Conversion.Round(float32 v))
+
+/// `values` with each entry replaced by a multiple of 1/8 in [−4, 4): exact in bfloat16, products exact in float32.
+let private eighths (rng: Random) (n: int) = Array.init n (fun _ -> float32 (rng.Next(-32, 32)) / 8f)
+
+let private upload (gpu: GpuBackend) (narrow: bool) (values: float32[]) =
+    let b = if narrow then gpu.AllocateBFloat16 values.Length else gpu.Allocate values.Length
+    (gpu :> IBackend).Upload(ReadOnlySpan values, b)
+    b
+
+let private download (gpu: GpuBackend) (b: GpuBuffer) =
+    let h = Array.zeroCreate<float32> b.Length
+    (gpu :> IBackend).Download(b, Span h)
+    h
+
+/// The outputs of `plan` by the float64 reference, with the plan's narrow values and every product operand rounded to
+/// bfloat16 as the backend stores and reads them.
+let emulated (values: Map<string, float[]>) (plan: Plan) : float[][] =
+    let value = Dictionary<Node, float[]>(HashIdentity.Reference)
+    for n in Traverse.topo (List.ofArray plan.Outputs) do
+        let v =
+            match n.Op with
+            | Input name | Parameter name -> values.[name]
+            | Constant c -> c.Values
+            | _ ->
+                let args = n.Children |> List.map (fun c -> value.[c]) |> Array.ofList
+                let args = match n.Op with MatMul _ -> args |> Array.map (Array.map roundBf16) | _ -> args
+                Reference.evaluate n args
+        value.[n] <- if plan.Narrow.Contains n then Array.map roundBf16 v else v
+    plan.Outputs |> Array.map (fun o -> value.[o])
+
+/// Everything wrong with the narrow values of `plan` (as an executable on the GPU backend runs it).
+let violations (plan: Plan) : string list =
+    let readers = Traverse.readersBy (Plan.reads plan) plan.Steps
+    let outputs = HashSet<Node>(plan.Outputs, HashIdentity.Reference)
+    [ for n in plan.Narrow do
+        if outputs.Contains n then yield sprintf "output %s is narrow" (Node.Describe n)
+        match n.Op with
+        | Input _ | Parameter _ | Constant _ -> yield sprintf "leaf %s is narrow" (Node.Describe n)
+        | _ -> ()
+        let shares = Plan.isView n || plan.LazyTransposes.Contains n
+        if shares && not (plan.Narrow.Contains n.Children.Head) then
+            yield sprintf "%s shares the wide buffer of %s" (Node.Describe n) (Node.Describe n.Children.Head)
+        match readers.TryGetValue n with
+        | true, r ->
+            for u in r do
+                let fine = plan.Narrow.Contains u && (Plan.isView u || plan.LazyTransposes.Contains u)
+                           || Plan.isFusedStep plan u || (match u.Op with MatMul _ -> true | _ -> false)
+                if not fine then yield sprintf "%s is read by %s, a plain kernel" (Node.Describe n) (Node.Describe u)
+        | _ -> () ]
+
+let tests =
+    testSequenced <| testList "narrow values on the GPU backend" [
+        test "a fused group reads bfloat16 operands, contiguous, broadcast and scalar, of odd lengths, and writes its float32 result rounded, in place too" {
+            let gpu = backend.Force()
+            let rng = Random 5
+            let x, b, s, c = input "x" [| 3; 7 |] Float, input "b" [| 1; 7 |] Float, input "s" [| 1 |] Float, input "c" [| 3; 7 |] Float
+            let y = add (mul (mul x b) s) c
+            let group = (Plan.fuse (Plan.compile [ y ])).Fusion.Values |> Seq.exactlyOne
+            let values = group.Operands |> Array.map (fun o -> eighths rng (Shape.numel o.Shape))
+            let byName = Array.zip (group.Operands |> Array.map (fun o -> match o.Op with Input n -> n | _ -> "")) values |> Map.ofArray
+            // every product and sum of eighths below 2⁸ is exact in float32: the result rounds the same everywhere
+            let exact = Array.init 21 (fun i -> byName.["x"].[i] * byName.["b"].[i % 7] * byName.["s"].[0] + byName.["c"].[i])
+            let expected = exact |> Array.map BFloat16Conversion.Round
+            Expect.isTrue (Array.exists2 (<>) exact expected) "the rounding shows"
+            for narrowMask in [ 0b1111; 0b0101; 0b1010 ] do
+                let buffers = values |> Array.mapi (fun k v -> upload gpu ((narrowMask >>> k) &&& 1 = 1) v)
+                use out = gpu.AllocateBFloat16 21
+                gpu.ExecuteFused(group, buffers |> Array.map (fun b -> b :> IBuffer), out)
+                Expect.sequenceEqual (download gpu out) expected (sprintf "operands narrow by mask %x" narrowMask)
+                // in place: the result overwrites the narrow operand x of the root's shape, element by element
+                let xAt = group.Operands |> Array.findIndex (fun o -> o.Op = Input "x")
+                if buffers.[xAt].IsBFloat16 then
+                    gpu.ExecuteFused(group, buffers |> Array.map (fun b -> b :> IBuffer), buffers.[xAt])
+                    Expect.sequenceEqual (download gpu buffers.[xAt]) expected "written over its narrow operand"
+                for b in buffers do b.Dispose()
+        }
+        test "a softmax through a prologue and a product write exactly their float32 results rounded to bfloat16" {
+            let gpu = backend.Force()
+            let rng = Random 9
+            let x, mask = input "x" [| 2; 3; 9 |] Float, input "mask" [| 3; 9 |] Float
+            let y = softmax -1 (add (mul x (scalar 0.5)) mask)
+            let prologue = (Plan.fuseWith (fun _ -> true) (Plan.compile [ y ])).Prologues.Values |> Seq.exactlyOne
+            let xs, masks = eighths rng 54, Array.init 27 (fun i -> if i % 4 = 0 then -1e9f else 0f)
+            let operands narrow = prologue.Group.Operands |> Array.map (fun o -> upload gpu narrow (if o.Op = Input "x" then xs else masks))
+            let run (narrowIn: bool) (out: GpuBuffer) =
+                let ins = operands narrowIn
+                gpu.ExecuteWithPrologue(prologue, ins |> Array.map (fun b -> b :> IBuffer), out)
+                for b in ins do b.Dispose()
+                download gpu out
+            use wide = gpu.Allocate 54
+            use narrow = gpu.AllocateBFloat16 54
+            let wideValues = run false wide
+            Expect.sequenceEqual (run true narrow) (wideValues |> Array.map BFloat16Conversion.Round) "softmax: the float32 rows, rounded"
+            // a reduction through a prologue writes float32 only
+            let r = reduceSum [ 2 ] true (mul x (scalar 2.0))
+            let sumPrologue = (Plan.fuseWith (fun _ -> true) (Plan.compile [ r ])).Prologues.Values |> Seq.exactlyOne
+            use xb = upload gpu true xs
+            use narrowSums = gpu.AllocateBFloat16 6
+            Expect.throwsT<NarrowOperandException> (fun () -> gpu.ExecuteWithPrologue(sumPrologue, [| xb :> IBuffer |], narrowSums)) "no narrow sums"
+            // products: the tiled kernel's float32 sums, rounded once
+            let a, w = input "a" [| 2; 5; 3 |] Float, input "w" [| 3; 4 |] Float
+            let product = matmul a w
+            let av, wv = Array.init 30 (fun _ -> float32 (rng.NextDouble() - 0.5)), Array.init 12 (fun _ -> float32 (rng.NextDouble() - 0.5))
+            use ab = upload gpu false av
+            use wb = upload gpu true wv
+            use wideProduct = gpu.Allocate 40
+            use narrowProduct = gpu.AllocateBFloat16 40
+            (gpu :> IBackend).Execute(product, [| ab; wb |], wideProduct)
+            (gpu :> IBackend).Execute(product, [| ab; wb |], narrowProduct)
+            Expect.sequenceEqual (download gpu narrowProduct) (download gpu wideProduct |> Array.map BFloat16Conversion.Round) "product rounded"
+            // plain kernels refuse narrow values, naming the node
+            let e = Expect.throwsC (fun () -> (gpu :> IBackend).Execute(named "probs.exp" (exp (input "p" [| 40 |] Float)), [| narrowProduct |], wideProduct)) id
+            Expect.isTrue (e :? NarrowOperandException) (sprintf "got %s" (e.GetType().Name))
+            Expect.stringContains e.Message "probs.exp" "names the node"
+            use f32 = GpuBackend.Create(GpuKind.CpuAccelerator)
+            Expect.isFalse ((f32 :> INarrowValues).WritesNarrow(product, false)) "float32 mode stores no value narrow"
+        }
+        testPropertyWithConfig (BackendConformance.config 25) "random graphs of every op, forward and gradients, narrow only what fused and product kernels read, and agree with the reference rounded where the plan narrows" (fun (seed: int) ->
+            let sample = RandomGraphs.build (seed &&& 0x7fffffff) 5 None
+            let outputs = RandomGraphs.forwardAndGradients seed sample.Output
+            let gpu = backend.Force()
+            use exe = new Executable(Plan.compile outputs, gpu)
+            match violations exe.Plan with
+            | [] ->
+                let actual, _ = HostEvaluation.run gpu sample.Values (Plan.compile outputs)
+                let expected = emulated sample.Values exe.Plan
+                let err = Array.map2 BackendConformance.relativeError actual expected |> Array.max
+                if err >= 1e-4 then printfn "%s: %d narrow values, relative error %g" sample.Description exe.Plan.Narrow.Count err
+                err < 1e-4
+            | problems -> failtestf "%s: %s" sample.Description (String.Join("; ", problems)))
+        test "the llama fixture's explanation with every value narrowed that can be keeps attention in bfloat16 and stays within 5e-2 of the fixture" {
+            let f = FixtureTests.load "llama"
+            let model, graph, input = FixtureTests.prepare f
+            use model = model
+            let target = Nullable(f.Json.GetProperty("target").GetInt32())
+            let explain (narrowFrom: int) =
+                let gpu = GpuBackend.Create(GpuKind.CpuAccelerator, GemmPrecision.BFloat16)
+                gpu.NarrowValuesFrom <- narrowFrom
+                use session = new Session(graph.Model, model.WeightsFor graph, gpu)
+                use explainer = new Explainer(graph.Model, graph.InputName, session)
+                let e = explainer.Explain(input, ExplainOptions(Method = Method.AttnLrp, Target = target))
+                e.PerPosition, gpu.PeakAllocatedBytes
+            let narrow, narrowPeak = explain 0
+            let wide, widePeak = explain Int32.MaxValue
+            let err = FixtureTests.relativeError narrow (f.Doubles "relevance")
+            let fromWide = FixtureTests.relativeError narrow wide
+            printfn "llama with narrow values: %g from the fixture, %g from float32 values; peak %d against %d bytes" err fromWide narrowPeak widePeak
+            Expect.isLessThan err 5e-2 "within 5e-2 of the fixture"
+            Expect.isGreaterThan fromWide 0.0 "narrow values change the relevance"
+            Expect.isLessThan narrowPeak widePeak "narrow values hold less memory"
+            // the attention's values are among them: scores and their products, the softmax, fused passes
+            let outputs = FusionTests.llamaRelevanceOutputs ()
+            use exe = new Executable(Plan.compile outputs, backend.Force())
+            Expect.isEmpty (violations exe.Plan) "a valid narrowing"
+            let kinds = exe.Plan.Narrow |> Seq.filter (fun n -> not (Plan.isView n || exe.Plan.LazyTransposes.Contains n)) |> Seq.map (fun n ->
+                            match n.Op with MatMul _ -> "product" | Softmax _ -> "softmax" | _ -> "fused") |> Seq.countBy id |> Map.ofSeq
+            for kind in [ "product"; "softmax"; "fused" ] do
+                Expect.isTrue (kinds.ContainsKey kind) (sprintf "some %s values are narrow: %A" kind kinds)
+        }
+        test "a dry run plans narrow values at two bytes, as the backend it mirrors narrows them" {
+            let outputs = FusionTests.llamaRelevanceOutputs ()
+            let peak (narrowFrom: int) =
+                use gpu = GpuBackend.Create(GpuKind.CpuAccelerator, GemmPrecision.BFloat16)
+                gpu.NarrowValuesFrom <- narrowFrom
+                let dry = new DryRunBackend(gpu)
+                use real = new Executable(Plan.compile outputs, gpu)
+                use planned = new Executable(Plan.compile outputs, dry)
+                Expect.sequenceEqual (planned.Plan.Narrow |> Seq.map (fun n -> n.Id) |> Seq.sort) (real.Plan.Narrow |> Seq.map (fun n -> n.Id) |> Seq.sort) "the same narrow values"
+                let values = Map [ for n in Traverse.topo outputs do
+                                     match n.Op with
+                                     | Input name | Parameter name -> yield name, Array.zeroCreate (Shape.numel n.Shape)
+                                     | _ -> () ]
+                snd (HostEvaluation.run dry values (Plan.compile outputs)), real.Plan.Narrow.Count
+            let narrowPeak, narrowCount = peak 0
+            let widePeak, wideCount = peak Int32.MaxValue
+            Expect.equal wideCount 0 "no threshold met: nothing narrow"
+            Expect.isGreaterThan narrowCount 0 "values narrowed"
+            Expect.isLessThan narrowPeak widePeak "narrow values plan less memory"
+        }
+    ]
