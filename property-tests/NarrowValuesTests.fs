@@ -147,26 +147,27 @@ let tests =
                 if err >= 1e-4 then printfn "%s: %d narrow values, relative error %g" sample.Description exe.Plan.Narrow.Count err
                 err < 1e-4
             | problems -> failtestf "%s: %s" sample.Description (String.Join("; ", problems)))
-        test "the llama fixture's explanation with every value narrowed that can be keeps attention in bfloat16 and stays within 5e-2 of the fixture" {
-            let f = FixtureTests.load "llama"
-            let model, graph, input = FixtureTests.prepare f
-            use model = model
-            let target = Nullable(f.Json.GetProperty("target").GetInt32())
-            let explain (narrowFrom: int) =
-                let gpu = GpuBackend.Create(GpuKind.CpuAccelerator, GemmPrecision.BFloat16)
-                gpu.NarrowValuesFrom <- narrowFrom
-                use session = new Session(graph.Model, model.WeightsFor graph, gpu)
-                use explainer = new Explainer(graph.Model, graph.InputName, session)
-                let e = explainer.Explain(input, ExplainOptions(Method = Method.AttnLrp, Target = target))
-                e.PerPosition, gpu.PeakAllocatedBytes
-            let narrow, narrowPeak = explain 0
-            let wide, widePeak = explain Int32.MaxValue
-            let err = FixtureTests.relativeError narrow (f.Doubles "relevance")
-            let fromWide = FixtureTests.relativeError narrow wide
-            printfn "llama with narrow values: %g from the fixture, %g from float32 values; peak %d against %d bytes" err fromWide narrowPeak widePeak
-            Expect.isLessThan err 5e-2 "within 5e-2 of the fixture"
-            Expect.isGreaterThan fromWide 0.0 "narrow values change the relevance"
-            Expect.isLessThan narrowPeak widePeak "narrow values hold less memory"
+        test "fixture explanations (llama, bert, vit-hf) with every value narrowed that can be stay within 5e-2 of their references; llama's attention is in bfloat16" {
+            for name in [ "llama"; "bert"; "vit-hf" ] do
+                let f = FixtureTests.load name
+                let model, graph, input = FixtureTests.prepare f
+                use model = model
+                let options = ExplainOptions(Method = FixtureTests.methodOf f, Target = Nullable(f.Json.GetProperty("target").GetInt32()))
+                let explain (narrowFrom: int) =
+                    let gpu = GpuBackend.Create(GpuKind.CpuAccelerator, GemmPrecision.BFloat16)
+                    gpu.NarrowValuesFrom <- narrowFrom
+                    use session = new Session(graph.Model, model.WeightsFor graph, gpu)
+                    use explainer = new Explainer(graph.Model, graph.InputName, session)
+                    let e = explainer.Explain(input, options)
+                    e.PerPosition, gpu.PeakAllocatedBytes
+                let narrow, narrowPeak = explain 0
+                let wide, widePeak = explain Int32.MaxValue
+                let err = FixtureTests.relativeError narrow (f.Doubles "relevance")
+                let fromWide = FixtureTests.relativeError narrow wide
+                printfn "%s with narrow values: %g from the fixture, %g from float32 values; peak %d against %d bytes" name err fromWide narrowPeak widePeak
+                Expect.isLessThan err 5e-2 (sprintf "%s within 5e-2 of the fixture" name)
+                Expect.isGreaterThan fromWide 0.0 (sprintf "%s: narrow values change the relevance" name)
+                Expect.isLessThan narrowPeak widePeak (sprintf "%s: narrow values hold less memory" name)
             // the attention's values are among them: scores and their products, the softmax, fused passes
             let outputs = FusionTests.llamaRelevanceOutputs ()
             use exe = new Executable(Plan.compile outputs, backend.Force())
