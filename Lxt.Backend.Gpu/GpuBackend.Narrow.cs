@@ -36,17 +36,17 @@ public sealed partial class GpuBackend : INarrowValues
             : throw new LxtException($"LXT_NARROW_VALUES_FROM is '{text}': give a count of values (0 narrows every value that can be) or off");
     }
 
-    /// <summary>Fused groups, softmaxes read through a prologue and products at least as large as each operand
-    /// write bfloat16 values. cuBLAS writes bfloat16 from bfloat16 operands only, so a float32 operand is rounded into
-    /// a scratch copy first: worth it where the result, not the operands, holds the bytes (attention's scores).</summary>
-    bool INarrowValues.WritesNarrow(Node step, bool fused)
+    /// <summary>Fused groups, softmaxes read through a prologue and products write bfloat16 values. cuBLAS writes
+    /// bfloat16 from bfloat16 operands only, so a float32 operand is rounded into a scratch copy first: a product
+    /// writes narrow when each operand is narrow already or no larger than its result (attention's scores).</summary>
+    bool INarrowValues.WritesNarrow(Node step, bool fused, bool[] narrowOperands)
     {
         if (Precision != GemmPrecision.BFloat16 || step is null) return false;
         int n = ShapeModule.numel(step.Shape);
         if (n < NarrowValuesFrom) return false;
-        return step.Op is Op.MatMul mm
-            ? n >= ShapeModule.numel(mm.a.Shape) && n >= ShapeModule.numel(mm.b.Shape)
-            : fused && step.Op is not Op.Reduce;
+        if (step.Op is not Op.MatMul mm) return fused && step.Op is not Op.Reduce;
+        bool Cheap(Node operand, int k) => (narrowOperands is { } o && k < o.Length && o[k]) || ShapeModule.numel(operand.Shape) <= n;
+        return Cheap(mm.a, 0) && Cheap(mm.b, 1);
     }
 
     /// <summary>Products, fused groups and prologues read bfloat16 operands; plain kernels read float32 only.</summary>

@@ -104,8 +104,10 @@ type IFusedPrologue =
 /// `fused` tells whether the step is computed as a fused group's root or a prologue's consumer. Backends implementing
 /// it also implement ITransposedMatMul.
 type INarrowValues =
-    /// True when `step`'s kernel can write its value narrow and the backend would rather store it so.
-    abstract WritesNarrow: step: Node * fused: bool -> bool
+    /// True when `step`'s kernel can write its value narrow and the backend would rather store it so. `narrowOperands`
+    /// tells, for each value the step reads (Plan.reads), whether it is stored narrow: a narrow value, or a parameter
+    /// read only by products on a backend storing those narrow (ILowPrecisionWeights.NarrowsMatrixWeights).
+    abstract WritesNarrow: step: Node * fused: bool * narrowOperands: bool[] -> bool
     /// True when `step`'s kernel reads any of its operands from a narrow buffer as well as from a wide one.
     abstract ReadsNarrow: step: Node * fused: bool -> bool
     /// A buffer of `length` narrow values. Copies, uploads and downloads of it are refused or convert as the backend

@@ -70,6 +70,39 @@ module Plan =
                 | _ -> n)
         outputs |> List.map (fun o -> map.[o])
 
+    // A unary op, or a binary op with a scalar, that reads the only Reshape of a pointwise value read by nothing else
+    // is the same op on the value, reshaped: it then joins the value's fused group instead of costing a pass over
+    // memory of its own (autodiff scales the softmax's relevance after reshaping it to the grouped-query layout of the
+    // attention scores, one pass over [heads, tokens, tokens] per layer). Values are unchanged; names stay on the node.
+    let private liftThroughReshapes (outputs: Node list) : Node list =
+        let order = Traverse.topo outputs
+        let readers = Traverse.readers order
+        let outputSet = HashSet<Node>(outputs, HashIdentity.Reference)
+        let readOnlyBy (reader: Node) (n: Node) =
+            not (outputSet.Contains n)
+            && (match readers.TryGetValue n with
+                | true, r -> r.Count = 1 && obj.ReferenceEquals(r.[0], reader)
+                | _ -> false)
+        let liftable (n: Node) (v: Node) =
+            match v.Op with
+            | Reshape x -> Fusion.isPointwise x && readOnlyBy v x && readOnlyBy n v && v.Shape = n.Shape
+            | _ -> false
+        let scalar (s: Node) = Shape.numel s.Shape = 1
+        let mapped = Dictionary<Node, Node>(HashIdentity.Reference)
+        for n in order do
+            let m (c: Node) = mapped.[c]
+            let under (v: Node) = m v.Children.Head
+            let lifted op =
+                let r = Ops.reshape n.Shape (Ops.make op [||] Float None)
+                match n.Name with Some name -> Ops.named name r | None -> r
+            mapped.[n] <-
+                match n.Op with
+                | Unary(o, v) when liftable n v -> lifted (Unary(o, under v))
+                | Binary(o, v, s) when scalar s && liftable n v -> lifted (Binary(o, under v, Ops.reshape [||] (m s)))
+                | Binary(o, s, v) when scalar s && liftable n v -> lifted (Binary(o, Ops.reshape [||] (m s), under v))
+                | _ -> Ops.withChildren n (n.Children |> List.map m)
+        outputs |> List.map (fun o -> mapped.[o])
+
     // Without recomputation, depth-first order from the outputs. With it, each node's operands are visited in order of
     // the latest checkpoint they are recomputed from, latest first: the backward of every segment above runs before a
     // segment is recomputed, so only one segment's recomputed activations are alive at a time.
@@ -90,7 +123,7 @@ module Plan =
 
     /// Compiles `outputs` with options (see PlanOptions).
     let compileWith (options: PlanOptions) (outputs: Node list) : Plan =
-        let outputs = outputs |> Checkpoint.apply options.Checkpoints |> composePermutes
+        let outputs = outputs |> Checkpoint.apply options.Checkpoints |> composePermutes |> liftThroughReshapes
         let order = schedule outputs
         let steps = order |> Array.filter (isLeaf >> not)
         let last = Dictionary<Node, int>(HashIdentity.Reference)
@@ -161,36 +194,6 @@ module Plan =
     /// The plan with its pointwise chains fused and no prologues (see fuseWith).
     let fuse (plan: Plan) : Plan = fuseWith (fun _ -> false) plan
 
-    /// True when a step is computed as a fused group's root or a prologue's consumer.
-    let isFusedStep (plan: Plan) (n: Node) = plan.Fusion.ContainsKey n || plan.Prologues.ContainsKey n
-
-    /// The plan with the values a backend stores narrow marked: a step `writes` accepts (given whether it is fused)
-    /// whose every reader `reads` accepts, where a reader that is a view or a lazy transpose shares the value's buffer
-    /// and so passes the question on to its own readers. No output, input or parameter is narrow, nor anything sharing
-    /// the buffer of one. Values are unchanged up to the backend's rounding; steps are the same. Call it on the plan
-    /// as it runs (fused, when the backend fuses); a plan whose narrow values stay the same is returned as it is.
-    let narrowWhere (writes: Node -> bool -> bool) (readsNarrow: Node -> bool -> bool) (plan: Plan) : Plan =
-        let readers = Traverse.readersBy (reads plan) plan.Steps
-        let outputs = HashSet<Node>(plan.Outputs, HashIdentity.Reference)
-        let shares (n: Node) = isView n || plan.LazyTransposes.Contains n
-        // every step reading n's buffer reads narrow; the views and lazy transposes sharing it are collected
-        let rec readNarrow (sharing: ResizeArray<Node>) (n: Node) =
-            not (outputs.Contains n)
-            && (match readers.TryGetValue n with
-                | true, r ->
-                    r |> Seq.forall (fun u ->
-                        if shares u then sharing.Add u; readNarrow sharing u
-                        else readsNarrow u (isFusedStep plan u))
-                | _ -> true)
-        let narrow = HashSet<Node>(HashIdentity.Reference)
-        for n in plan.Steps do
-            if not (shares n) && writes n (isFusedStep plan n) then
-                let sharing = ResizeArray<Node>()
-                if readNarrow sharing n then
-                    narrow.Add n |> ignore
-                    for v in sharing do narrow.Add v |> ignore
-        if narrow.SetEquals plan.Narrow then plan else { plan with Narrow = narrow }
-
     /// Names of the inputs a plan needs fed on every run, with their nodes.
     let inputs (p: Plan) = p.Leaves |> Array.filter (fun n -> match n.Op with Input _ -> true | _ -> false)
     let parameters (p: Plan) = p.Leaves |> Array.filter (fun n -> match n.Op with Parameter _ -> true | _ -> false)
@@ -217,6 +220,44 @@ module Plan =
         parameters p
         |> Array.choose (fun n -> match n.Op with Parameter name when onlyMatMuls n -> Some name | _ -> None)
         |> Set.ofArray
+
+    /// True when a step is computed as a fused group's root or a prologue's consumer.
+    let isFusedStep (plan: Plan) (n: Node) = plan.Fusion.ContainsKey n || plan.Prologues.ContainsKey n
+
+    /// The plan with the values a backend stores narrow marked: a step `writes` accepts (given whether it is fused and
+    /// which of the values it reads are narrow) whose every reader `reads` accepts, where a reader that is a view or a
+    /// lazy transpose shares the value's buffer and so passes the question on to its own readers. No output, input or
+    /// parameter is narrow, nor anything sharing the buffer of one. Steps decide in order, so the operands a step is
+    /// told about are decided; `narrowWeights` says parameters read only by products are stored narrow
+    /// (ILowPrecisionWeights). Values are unchanged up to the backend's rounding; steps are the same. Call it on the
+    /// plan as it runs (fused, when the backend fuses); a plan whose narrow values stay the same is returned as it is.
+    let narrowWhere (writes: Node -> bool -> bool[] -> bool) (readsNarrow: Node -> bool -> bool) (narrowWeights: bool) (plan: Plan) : Plan =
+        let readers = Traverse.readersBy (reads plan) plan.Steps
+        let outputs = HashSet<Node>(plan.Outputs, HashIdentity.Reference)
+        let shares (n: Node) = isView n || plan.LazyTransposes.Contains n
+        let matrixWeights = if narrowWeights then matMulOnlyParameters true plan else Set.empty
+        let rec isMatrixWeight (n: Node) =
+            match n.Op with
+            | Parameter name -> matrixWeights.Contains name
+            | _ -> shares n && isMatrixWeight n.Children.Head
+        // every step reading n's buffer reads narrow; the views and lazy transposes sharing it are collected
+        let rec readNarrow (sharing: ResizeArray<Node>) (n: Node) =
+            not (outputs.Contains n)
+            && (match readers.TryGetValue n with
+                | true, r ->
+                    r |> Seq.forall (fun u ->
+                        if shares u then sharing.Add u; readNarrow sharing u
+                        else readsNarrow u (isFusedStep plan u))
+                | _ -> true)
+        let narrow = HashSet<Node>(HashIdentity.Reference)
+        for n in plan.Steps do
+            let narrowOperands = reads plan n |> List.map (fun c -> narrow.Contains c || isMatrixWeight c) |> Array.ofList
+            if not (shares n) && writes n (isFusedStep plan n) narrowOperands then
+                let sharing = ResizeArray<Node>()
+                if readNarrow sharing n then
+                    narrow.Add n |> ignore
+                    for v in sharing do narrow.Add v |> ignore
+        if narrow.SetEquals plan.Narrow then plan else { plan with Narrow = narrow }
 
     /// Pointwise ops whose output may overwrite an operand of the same shape (see IInPlaceElementwise).
     let isPointwise (n: Node) = Fusion.isPointwise n
@@ -252,7 +293,9 @@ type Executable(compiled: Plan, backend: IBackend) =
     let narrowing = match backend with :? INarrowValues as v when (backend :? ITransposedMatMul) -> Some v | _ -> None
     let plan =
         match narrowing with
-        | Some v -> Plan.narrowWhere (fun n fused -> v.WritesNarrow(n, fused)) (fun n fused -> v.ReadsNarrow(n, fused)) plan
+        | Some v ->
+            let narrowWeights = match backend with :? ILowPrecisionWeights as w -> w.NarrowsMatrixWeights | _ -> false
+            Plan.narrowWhere (fun n fused operands -> v.WritesNarrow(n, fused, operands)) (fun n fused -> v.ReadsNarrow(n, fused)) narrowWeights plan
         | None when plan.Narrow.Count > 0 ->
             raise (NotSupportedException(sprintf "the plan stores %d values narrow but backend %s has no narrow buffers (INarrowValues); compile it without Plan.narrowWhere"
                                              plan.Narrow.Count backend.Name))

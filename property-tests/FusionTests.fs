@@ -292,6 +292,23 @@ let tests =
                 Expect.isTrue (obj.ReferenceEquals(unfused.Plan, plan)) "fusion can be turned off"
             finally (gpu () :?> GpuBackend).FusePointwise <- true
         }
+        test "a scalar op on the only reshape of a pointwise value joins the value's group: one kernel each, the same values, the name kept" {
+            let leaves = Evaluate.LeafValues(Random 3)
+            let a, b = leaves.Input("a", [| 4; 6; 5 |]), leaves.Input("b", [| 4; 1; 5 |])
+            let scaled = mul (reshape [| 2; 12; 5 |] (mul a b)) (scalar 0.5)
+            let negated = named "negated" (neg (reshape [| 24; 5 |] (add a (scalar 1.0))))
+            // a pointwise value read twice stays materialised: the scalar op is not lifted
+            let shared = sub a b
+            let kept = mul (reshape [| 24; 5 |] shared) (scalar 2.0)
+            let outputs = [ scaled; negated; kept; shared ]
+            let plan = Plan.compile outputs
+            let liftedOver (n: Node) = match n.Op with Reshape x -> Fusion.isPointwise x | _ -> false
+            Expect.equal (plan.Outputs |> Array.map liftedOver) [| true; true; false; false |] "the first two are lifted"
+            Expect.equal plan.Outputs.[1].Name (Some "negated") "the lifted node keeps its name"
+            use exe = new Executable(plan, gpu ())
+            Expect.equal (launches exe.Plan) 4 "one kernel per lifted pair, two for the shared value and its reader"
+            Expect.isTrue (BackendConformance.agreesOn (gpu ()) "lifted scalar ops" leaves.Map outputs) "the same values"
+        }
         test "a fused chain of pointwise ops overwrites its dying operand: one working buffer" {
             let x = input "x" [| 1000 |] Float
             let ops = List.fold (fun acc i -> if i % 2 = 0 then tanh acc else mul (sin acc) (scalar 0.5)) x [ 1 .. 50 ]

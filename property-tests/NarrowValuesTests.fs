@@ -132,7 +132,7 @@ let tests =
             Expect.isTrue (e :? NarrowOperandException) (sprintf "got %s" (e.GetType().Name))
             Expect.stringContains e.Message "probs.exp" "names the node"
             use f32 = GpuBackend.Create(GpuKind.CpuAccelerator)
-            Expect.isFalse ((f32 :> INarrowValues).WritesNarrow(product, false)) "float32 mode stores no value narrow"
+            Expect.isFalse ((f32 :> INarrowValues).WritesNarrow(product, false, [| true; true |])) "float32 mode stores no value narrow"
         }
         testPropertyWithConfig (BackendConformance.config 25) "random graphs of every op, forward and gradients, narrow only what fused and product kernels read, and agree with the reference rounded where the plan narrows" (fun (seed: int) ->
             let sample = RandomGraphs.build (seed &&& 0x7fffffff) 5 None
