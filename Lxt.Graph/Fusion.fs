@@ -115,8 +115,9 @@ module Fusion =
     /// and MaxInstructions; otherwise it roots a group of its own (a view stays a view). Checkpoints are read by
     /// Recompute nodes, never pointwise, so they always stay materialised. A Fill read by fused nodes only becomes a
     /// constant of their groups. A group whose root is no output and is read by one step only, a Reduce or Softmax
-    /// that `takesPrologue` accepts, becomes that step's prologue. Other groups of one member without constants are
-    /// left out: the node's own kernel computes it as well. Nodes `fusible` rejects join no group and root none.
+    /// that `takesPrologue` accepts, becomes that step's prologue. Every other group is a fused step, one of a single
+    /// member too: a backend then computes all pointwise steps by one kernel family, which reads and writes any of
+    /// its value types (narrow values among them). Nodes `fusible` rejects join no group and root none.
     let groupsAndProloguesWhere (fusible: Node -> bool) (steps: Node[]) (outputs: Node seq) (takesPrologue: Node -> bool) : FusedGroup[] * Prologue[] =
         let position = Dictionary<Node, int>(HashIdentity.Reference)
         steps |> Array.iteri (fun i n -> position.[n] <- i)
@@ -165,7 +166,7 @@ module Fusion =
         for g in all do
             match consumerOf g with
             | Some r -> prologues.Add { Consumer = r; Group = program g (fun n -> position.[n]) }
-            | None when g.Members.Count > 1 || g.Constants.Count > 0 -> fused.Add(program g (fun n -> position.[n]))
+            | None -> fused.Add(program g (fun n -> position.[n]))
             | None -> ()
         fused.ToArray() |> Array.sortBy (fun g -> position.[g.Root]),
         prologues.ToArray() |> Array.sortBy (fun p -> position.[p.Consumer])
