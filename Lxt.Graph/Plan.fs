@@ -103,6 +103,49 @@ module Plan =
                 | _ -> Ops.withChildren n (n.Children |> List.map m)
         outputs |> List.map (fun o -> mapped.[o])
 
+    // Σⱼ (G·W)ᵢⱼ Pᵢⱼ = Σₖ Gᵢₖ (P·Wᵀ)ᵢₖ: the row sum of a product's result times a value P is the row sum of the
+    // product's left operand times P·Wᵀ. Where P·Wᵀ is in the graph already, the sum reads two values of the product's
+    // inner size instead of two of its result's: the softmax's backward pass sums dP ∘ P over rows of [heads, tokens,
+    // tokens], where dP = dO·Vᵀ, and P·V is the attention's output, so it sums dO ∘ O over [heads, tokens, head size]
+    // once the tokens outnumber the head size. Reshapes that keep the last axis are seen through. No product is added;
+    // values are equal up to rounding.
+    let private sumRowsThroughProducts (outputs: Node list) : Node list =
+        // the graph's products by operands and reshapes by operand and shape, whatever their names
+        let products = Dictionary<struct (int * int), Node>()
+        let reshapes = Dictionary<struct (int * string), Node>()
+        for n in Traverse.topo outputs do
+            match n.Op with
+            | MatMul(a, b) -> products.TryAdd(struct (a.Id, b.Id), n) |> ignore
+            | Reshape x -> reshapes.TryAdd(struct (x.Id, Shape.show n.Shape), n) |> ignore
+            | _ -> ()
+        let reshaped (shape: Shape) (x: Node) =
+            if x.Shape = shape then Some x
+            else match reshapes.TryGetValue(struct (x.Id, Shape.show shape)) with | true, r -> Some r | _ -> None
+        let last (n: Node) = if n.Shape.Length = 0 then -1 else n.Shape.[n.Shape.Length - 1]
+        let rec peel (n: Node) = match n.Op with Reshape x when last x = last n -> peel x | _ -> n
+        // the row sums of `side` ∘ `p` through the product under `side`, when its counterpart P·Wᵀ is in the graph
+        let through (side: Node) (p: Node) =
+            let m = peel side
+            match m.Op with
+            | MatMul(g, ({ Op = Permute(_, v) } as w)) when isLastTwoSwap w ->
+                reshaped m.Shape p
+                |> Option.bind (fun p -> match products.TryGetValue(struct (p.Id, v.Id)) with | true, o -> Some o | _ -> None)
+                |> Option.filter (fun o -> Shape.numel o.Shape < Shape.numel p.Shape) // fewer values to read
+                |> Option.map (fun counterpart -> Ops.reduceSum [ m.Shape.Length - 1 ] true (Ops.mul g counterpart))
+            | _ -> None
+        let map =
+            outputs |> Traverse.mapBottomUp (fun n ->
+                match n.Op with
+                | Reduce(Sum, [| axis |], _, ({ Op = Binary(Mul, u, v) } as x))
+                    when axis = x.Shape.Length - 1 && u.Shape = x.Shape && v.Shape = x.Shape ->
+                    match through u v |> Option.orElse (through v u) with
+                    | Some sums ->
+                        let r = Ops.reshape n.Shape sums
+                        match n.Name with Some name -> Ops.named name r | None -> r
+                    | None -> n
+                | _ -> n)
+        outputs |> List.map (fun o -> map.[o])
+
     // Without recomputation, depth-first order from the outputs. With it, each node's operands are visited in order of
     // the latest checkpoint they are recomputed from, latest first: the backward of every segment above runs before a
     // segment is recomputed, so only one segment's recomputed activations are alive at a time.
@@ -123,7 +166,7 @@ module Plan =
 
     /// Compiles `outputs` with options (see PlanOptions).
     let compileWith (options: PlanOptions) (outputs: Node list) : Plan =
-        let outputs = outputs |> Checkpoint.apply options.Checkpoints |> composePermutes |> liftThroughReshapes
+        let outputs = outputs |> sumRowsThroughProducts |> Checkpoint.apply options.Checkpoints |> composePermutes |> liftThroughReshapes
         let order = schedule outputs
         let steps = order |> Array.filter (isLeaf >> not)
         let last = Dictionary<Node, int>(HashIdentity.Reference)

@@ -309,6 +309,20 @@ let tests =
             Expect.equal (launches exe.Plan) 4 "one kernel per lifted pair, two for the shared value and its reader"
             Expect.isTrue (BackendConformance.agreesOn (gpu ()) "lifted scalar ops" leaves.Map outputs) "the same values"
         }
+        test "the softmax backward's row sums of dP ∘ P are taken as dO ∘ O once the tokens outnumber the head size: no pass over [heads, tokens, tokens] for them, the same values" {
+            let attention (tokens: int) =
+                let leaves = Evaluate.LeafValues(Random tokens)
+                let q, k, v = leaves.Input("q", [| 2; tokens; 4 |]), leaves.Input("k", [| 2; tokens; 4 |]), leaves.Input("v", [| 2; tokens; 4 |])
+                let p = softmax -1 (mul (matmul q (transpose -2 -1 k)) (scalar 0.5))
+                let outputs = RandomGraphs.forwardAndGradients tokens (matmul p v)
+                let plan = Plan.compile outputs
+                // the row sums the plan takes, by the size of the value they sum
+                let sums = plan.Steps |> Array.choose (fun n -> match n.Op with Reduce(Sum, [| 2 |], _, x) when x.Shape.Length = 3 -> Some x.Shape | _ -> None)
+                Expect.isTrue (BackendConformance.agreesOn (gpu ()) (sprintf "%d tokens" tokens) leaves.Map outputs) "the same values"
+                sums
+            Expect.equal (attention 12) [| [| 2; 12; 4 |] |] "12 tokens, heads of 4: the sum over dO ∘ O"
+            Expect.equal (attention 3) [| [| 2; 3; 3 |] |] "3 tokens, heads of 4: the sum over dP ∘ P"
+        }
         test "a fused chain of pointwise ops overwrites its dying operand: one working buffer" {
             let x = input "x" [| 1000 |] Float
             let ops = List.fold (fun acc i -> if i % 2 = 0 then tanh acc else mul (sin acc) (scalar 0.5)) x [ 1 .. 50 ]
