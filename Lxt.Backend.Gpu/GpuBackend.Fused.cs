@@ -74,27 +74,9 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         var (table, program) = BindFused(group, inputs);
         var v = fusedViews;
         if (n > 0 && y.IsBFloat16)
-        {
-            if (!fusedNarrowKernels.TryGetValue(program, out var kernel))
-            {
-                var k = accelerator.LoadAutoGroupedKernel(Specialize<Action<Index1D, ArrayView<ushort>, ArrayView<float>,
-                    ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                    ArrayView<float>, ArrayView<int>>>(nameof(FusedKernels.FusedNarrow), program));
-                fusedNarrowKernels[program] = kernel = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
-            }
-            kernel(n, y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
-        }
+            PointwiseKernel(fusedNarrowKernels, nameof(FusedKernels.FusedNarrow), program)(n, y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
         else if (n > 0)
-        {
-            if (!fusedKernels.TryGetValue(program, out var kernel))
-            {
-                var k = accelerator.LoadAutoGroupedKernel(Specialize<Action<Index1D, ArrayView<float>, ArrayView<float>,
-                    ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                    ArrayView<float>, ArrayView<int>>>(nameof(FusedKernels.Fused), program));
-                fusedKernels[program] = kernel = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
-            }
-            kernel(n, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
-        }
+            PointwiseKernel(fusedKernels, nameof(FusedKernels.Fused), program)(n, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
         if (SynchronizeEveryStep) accelerator.Synchronize();
     }
 
@@ -120,27 +102,11 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         if (rows > 0 && len > 0)
         {
             if (op < 0 && y.IsBFloat16)
-            {
-                if (!softmaxRowsNarrowKernels.TryGetValue(program, out var kernel))
-                {
-                    var k = accelerator.LoadKernel(Specialize<Action<ArrayView<ushort>, ArrayView<float>, ArrayView<float>,
-                        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                        ArrayView<int>, int>>(nameof(FusedKernels.SoftmaxRowsNarrow), program));
-                    softmaxRowsNarrowKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l);
-                }
-                kernel(SoftmaxRowsLaunch(rows, len), y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len);
-            }
+                SoftmaxKernel(softmaxRowsNarrowKernels, nameof(FusedKernels.SoftmaxRowsNarrow), program)(
+                    SoftmaxRowsLaunch(rows, len), y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len);
             else if (op < 0)
-            {
-                if (!softmaxRowsKernels.TryGetValue(program, out var kernel))
-                {
-                    var k = accelerator.LoadKernel(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                        ArrayView<int>, int>>(nameof(FusedKernels.SoftmaxRows), program));
-                    softmaxRowsKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l);
-                }
-                kernel(SoftmaxRowsLaunch(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len);
-            }
+                SoftmaxKernel(softmaxRowsKernels, nameof(FusedKernels.SoftmaxRows), program)(
+                    SoftmaxRowsLaunch(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len);
             else
             {
                 if (!reduceRowsKernels.TryGetValue(program, out var kernel))
@@ -154,6 +120,41 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             }
         }
         if (SynchronizeEveryStep) accelerator.Synchronize();
+    }
+
+    /// <summary>The fused pointwise kernel <paramref name="name"/> (into <typeparamref name="TOut"/> values) for a
+    /// program type, compiled on first use into <paramref name="compiled"/>.</summary>
+    Action<Index1D, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>> PointwiseKernel<TOut>(
+        Dictionary<Type, Action<Index1D, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>> compiled, string name, Type program)
+        where TOut : unmanaged
+    {
+        if (!compiled.TryGetValue(program, out var kernel))
+        {
+            var k = accelerator.LoadAutoGroupedKernel(Specialize<Action<Index1D, ArrayView<TOut>, ArrayView<float>, ArrayView<float>,
+                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                ArrayView<int>>>(name, program));
+            compiled[program] = kernel = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
+        }
+        return kernel;
+    }
+
+    /// <summary>The softmax row kernel <paramref name="name"/> (into <typeparamref name="TOut"/> values) for a prologue's
+    /// program type, compiled on first use into <paramref name="compiled"/>.</summary>
+    Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> SoftmaxKernel<TOut>(
+        Dictionary<Type, Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>> compiled, string name, Type program)
+        where TOut : unmanaged
+    {
+        if (!compiled.TryGetValue(program, out var kernel))
+        {
+            var k = accelerator.LoadKernel(Specialize<Action<ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>>(name, program));
+            compiled[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l);
+        }
+        return kernel;
     }
 
     /// <summary>The output buffer of a fused call, after checking the call's arguments and that the backend lives.</summary>
