@@ -36,21 +36,24 @@ public sealed partial class GpuBackend : INarrowValues
             : throw new LxtException($"LXT_NARROW_VALUES_FROM is '{text}': give a count of values (0 narrows every value that can be) or off");
     }
 
-    /// <summary>Fused groups, softmaxes read through a prologue and products write bfloat16 values. cuBLAS writes
-    /// bfloat16 from bfloat16 operands only, so a float32 operand is rounded into a scratch copy first: a product
-    /// writes narrow when each operand is narrow already or no larger than its result (attention's scores).</summary>
+    /// <summary>Fused groups, softmaxes read through a prologue, layout copies of narrow values and products write
+    /// bfloat16 values. cuBLAS writes bfloat16 from bfloat16 operands only, so a float32 operand is rounded into a
+    /// scratch copy first: a product writes narrow when each operand is narrow already or no larger than its result
+    /// (attention's scores).</summary>
     bool INarrowValues.WritesNarrow(Node step, bool fused, bool[] narrowOperands)
     {
         if (Precision != GemmPrecision.BFloat16 || step is null) return false;
         int n = ShapeModule.numel(step.Shape);
         if (n < NarrowValuesFrom) return false;
+        if (IsLayout(step) && !fused) return narrowOperands is { Length: > 0 } o && o.All(narrow => narrow);
         if (step.Op is not Op.MatMul mm) return fused && step.Op is not Op.Reduce;
         bool Cheap(Node operand, int k) => (narrowOperands is { } o && k < o.Length && o[k]) || ShapeModule.numel(operand.Shape) <= n;
         return Cheap(mm.a, 0) && Cheap(mm.b, 1);
     }
 
-    /// <summary>Products, fused groups and prologues read bfloat16 operands; plain kernels read float32 only.</summary>
-    bool INarrowValues.ReadsNarrow(Node step, bool fused) => step is not null && (fused || step.Op is Op.MatMul);
+    /// <summary>Products, layout copies, fused groups and prologues read bfloat16 operands; other plain kernels read
+    /// float32 only.</summary>
+    bool INarrowValues.ReadsNarrow(Node step, bool fused) => step is not null && (fused || step.Op is Op.MatMul || IsLayout(step));
 
     IBuffer INarrowValues.AllocateNarrow(int length) => AllocateBFloat16(length);
 

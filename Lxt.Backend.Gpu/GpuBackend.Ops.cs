@@ -12,7 +12,7 @@ public sealed partial class GpuBackend
     Action<Index1D, ArrayView<float>, ArrayView<float>, int>? unary;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Walk, int>? binary;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Walk>? where;
-    Action<Index1D, ArrayView<float>, ArrayView<float>, Walk, int, int>? stridedCopy;
+    Action<Index1D, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, Walk, int, int, int>? stridedCopy;
     Action<Index1D, ArrayView<float>, ArrayView<float>, int, int>? softmax;
     Action<Index1D, ArrayView<float>, ArrayView<float>, Walk, Walk, int, int>? reduce;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>? gather, scatterAdd;
@@ -56,11 +56,11 @@ public sealed partial class GpuBackend
     public void Execute(Node node, IBuffer[] inputs, IBuffer output)
     {
         var (x, y, n) = Operands(node, inputs, output);
-        if (node.Op is not Op.MatMul)
+        if (node.Op is not Op.MatMul && !IsLayout(node))
             for (int i = 0; i < x.Length; i++)
                 if (x[i].IsBFloat16)
                     throw new NarrowOperandException(Node.Describe(node),
-                        $"gpu backend: operand {i} of {Node.Describe(node)} is stored in bfloat16, which only matrix products and fused groups read; bind a float32 value for this use");
+                        $"gpu backend: operand {i} of {Node.Describe(node)} is stored in bfloat16, which only matrix products, layout copies and fused groups read; bind a float32 value for this use");
         accelerator.Bind();
         Dispatch(node, x, y, n);
         if (SynchronizeEveryStep) accelerator.Synchronize();
@@ -80,7 +80,7 @@ public sealed partial class GpuBackend
     }
 
     /// <summary>The operand and output buffers of a node, checked: this backend's, of the right lengths, a float32 output
-    /// unless the node is a product.</summary>
+    /// unless the node is a product or a layout copy.</summary>
     (GpuBuffer[] X, GpuBuffer Y, int N) Operands(Node node, IBuffer[] inputs, IBuffer output)
     {
         ArgumentNullException.ThrowIfNull(node);
@@ -90,8 +90,8 @@ public sealed partial class GpuBackend
         int n = ShapeModule.numel(node.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(node)} needs {n}", nameof(output));
-        if (y.IsBFloat16 && node.Op is not Op.MatMul)
-            throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} cannot write into a bfloat16 buffer; only products and fused groups write bfloat16");
+        if (y.IsBFloat16 && node.Op is not Op.MatMul && !IsLayout(node))
+            throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} cannot write into a bfloat16 buffer; only products, layout copies and fused groups write bfloat16");
         int arity = node.Children.Length;
         if (inputs.Length != arity)
             throw new ArgumentException($"{Node.Describe(node)} takes {arity} operands, got {inputs.Length}", nameof(inputs));
@@ -223,14 +223,22 @@ public sealed partial class GpuBackend
         }
     }
 
-    /// <summary>y[yBase + walk over shape with yStrides] = x[xBase + walk with xStrides].</summary>
+    /// <summary>y[yBase + walk over shape with yStrides] = x[xBase + walk with xStrides], either side float32 or
+    /// bfloat16 (a narrow value).</summary>
     void Strided(Node node, GpuBuffer x, int xBase, int[] xStrides, GpuBuffer y, int yBase, int[] yStrides, int[] shape)
     {
         int n = ShapeModule.numel(shape);
         if (n == 0) return;
         var walk = Walk.Of(node, shape, xStrides, yStrides);
-        (stridedCopy ??= Load<ArrayView<float>, ArrayView<float>, Walk, int, int>(Kernels.StridedCopy))(n, x.View, y.View, walk, xBase, yBase);
+        (stridedCopy ??= Load<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, Walk, int, int, int>(Kernels.StridedCopy))(
+            n, x.IsBFloat16 ? UnusedWide() : x.View, x.IsBFloat16 ? x.NarrowView : UnusedNarrow(),
+            y.IsBFloat16 ? UnusedWide() : y.View, y.IsBFloat16 ? y.NarrowView : UnusedNarrow(),
+            walk, xBase, yBase, (x.IsBFloat16 ? 1 : 0) | (y.IsBFloat16 ? 2 : 0));
     }
+
+    /// <summary>Layout ops: each element of the result is one element of an operand, copied by <see cref="Strided"/>,
+    /// which reads and writes float32 and bfloat16 alike.</summary>
+    static bool IsLayout(Node node) => node.Op is Op.Permute or Op.Slice or Op.Concat or Op.Broadcast;
 
     void Reduce(Node node, ReduceOp op, int[] axes, int[] xShape, GpuBuffer x, GpuBuffer y, int n)
     {
@@ -294,6 +302,12 @@ public sealed partial class GpuBackend
     {
         var k = accelerator.LoadAutoGroupedKernel(kernel);
         return (i, a, b, c, d, e) => k(stream, i, a, b, c, d, e);
+    }
+    Action<Index1D, T1, T2, T3, T4, T5, T6, T7, T8> Load<T1, T2, T3, T4, T5, T6, T7, T8>(Action<Index1D, T1, T2, T3, T4, T5, T6, T7, T8> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct
+    {
+        var k = accelerator.LoadAutoGroupedKernel(kernel);
+        return (i, a, b, c, d, e, f, g, h) => k(stream, i, a, b, c, d, e, f, g, h);
     }
     Action<Index1D, T1, T2, T3, T4, T5, T6> Load<T1, T2, T3, T4, T5, T6>(Action<Index1D, T1, T2, T3, T4, T5, T6> kernel)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct

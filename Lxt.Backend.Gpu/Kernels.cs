@@ -82,11 +82,21 @@ internal static class Kernels
         y[i] = ApplyWhere(cond[o.A], a[o.B], b[o.C]);
     }
 
-    /// <summary>y[yBase + B(i)] = x[xBase + A(i)]: broadcast, permute, slice and each part of a concat.</summary>
-    public static void StridedCopy(Index1D i, ArrayView<float> x, ArrayView<float> y, Walk walk, int xBase, int yBase)
+    /// <summary>y[yBase + B(i)] = x[xBase + A(i)]: broadcast, permute, slice and each part of a concat. Each side is
+    /// float32, or bfloat16 in its narrow view when bit 0 (x) or bit 1 (y) of <paramref name="narrow"/> is set: narrow
+    /// to narrow copies the bits, float32 to bfloat16 rounds to nearest, bfloat16 to float32 widens exactly.</summary>
+    public static void StridedCopy(Index1D i, ArrayView<float> x, ArrayView<ushort> x16, ArrayView<float> y, ArrayView<ushort> y16,
+                                   Walk walk, int xBase, int yBase, int narrow)
     {
         var o = walk.At(i);
-        y[yBase + o.B] = x[xBase + o.A];
+        int from = xBase + o.A, to = yBase + o.B;
+        if (narrow == 3) y16[to] = x16[from];
+        else
+        {
+            float v = (narrow & 1) != 0 ? BFloat16Conversion.ToFloat(x16[from]) : x[from];
+            if ((narrow & 2) != 0) y16[to] = BFloat16Conversion.FromFloat(v);
+            else y[to] = v;
+        }
     }
 
     /// <summary>One thread per row of x viewed as [outer, len, inner]; a row that is −∞ throughout keeps the

@@ -63,7 +63,8 @@ let violations (plan: Plan) : string list =
         | true, r ->
             for u in r do
                 let fine = plan.Narrow.Contains u && (Plan.isView u || plan.LazyTransposes.Contains u)
-                           || Plan.isFusedStep plan u || (match u.Op with MatMul _ -> true | _ -> false)
+                           || Plan.isFusedStep plan u
+                           || (match u.Op with MatMul _ | Permute _ | Slice _ | Concat _ | Broadcast _ -> true | _ -> false)
                 if not fine then yield sprintf "%s is read by %s, a plain kernel" (Node.Describe n) (Node.Describe u)
         | _ -> () ]
 
@@ -133,6 +134,25 @@ let tests =
             Expect.stringContains e.Message "probs.exp" "names the node"
             use f32 = GpuBackend.Create(GpuKind.CpuAccelerator)
             Expect.isFalse ((f32 :> INarrowValues).WritesNarrow(product, false, [| true; true |])) "float32 mode stores no value narrow"
+        }
+        test "layout copies (permute, slice, concat, broadcast) copy bfloat16 values, round float32 into bfloat16 and widen bfloat16 exactly" {
+            let gpu = backend.Force()
+            let rng = Random 12
+            let x = input "x" [| 3; 5; 7 |] Float
+            let values = Array.init 105 (fun _ -> float32 (rng.NextDouble() - 0.5))
+            let rounded = values |> Array.map BFloat16Conversion.Round
+            for node in [ permute [ 2; 0; 1 ] x; slice 1 1 4 x; concat 2 [ x; x ]; broadcastTo [| 2; 3; 5; 7 |] x ] do
+                let expected = Evaluate.reference1 (Map [ "x", Array.map float values ]) node |> Array.map (float32 >> BFloat16Conversion.Round)
+                let n = Shape.numel node.Shape
+                let run (narrowIn: bool) (narrowOut: bool) =
+                    use xb = upload gpu narrowIn values
+                    use y = if narrowOut then gpu.AllocateBFloat16 n else gpu.Allocate n
+                    (gpu :> IBackend).Execute(node, Array.create node.Children.Length (xb :> IBuffer), y)
+                    download gpu y
+                for narrowIn, narrowOut in [ true, true; false, true; true, false ] do
+                    Expect.sequenceEqual (run narrowIn narrowOut) expected (sprintf "%s, narrow in %b, out %b" (Node.Describe node) narrowIn narrowOut)
+                Expect.sequenceEqual (run false false |> Array.map BFloat16Conversion.Round) expected "float32 throughout, rounded after"
+            Expect.isTrue (Array.exists2 (<>) values rounded) "the rounding shows"
         }
         testPropertyWithConfig (BackendConformance.config 25) "random graphs of every op, forward and gradients, narrow only what fused and product kernels read, and agree with the reference rounded where the plan narrows" (fun (seed: int) ->
             let sample = RandomGraphs.build (seed &&& 0x7fffffff) 5 None
