@@ -25,8 +25,10 @@ public sealed partial class GpuBackend : INarrowValues
     }
     int narrowValuesFrom = NarrowValuesFromEnvironment();
 
-    /// <summary>The threshold <c>$LXT_NARROW_VALUES_FROM</c> sets: a count of values, or <c>off</c> for none narrow.</summary>
-    static int NarrowValuesFromEnvironment()
+    /// <summary>The <see cref="NarrowValuesFrom"/> a new backend starts from: <c>$LXT_NARROW_VALUES_FROM</c> (a count of
+    /// values, or <c>off</c>: <see cref="int.MaxValue"/>) when set, else <see cref="DefaultNarrowValuesFrom"/>. Throws
+    /// an <see cref="LxtException"/> naming the variable when it is neither.</summary>
+    public static int NarrowValuesFromEnvironment()
     {
         var text = Environment.GetEnvironmentVariable("LXT_NARROW_VALUES_FROM")?.Trim();
         if (string.IsNullOrEmpty(text)) return DefaultNarrowValuesFrom;

@@ -378,6 +378,12 @@ let planTests =
             Expect.isLessThan plans.[1].PeakBytes plans.[0].PeakBytes "at 256 tokens, checkpointing every layer plans less memory than none"
             Expect.isGreaterThan plans.[1].Kernels plans.[0].Kernels "and recomputes, so launches more kernels"
         }
+        test "in bfloat16 the header says which computed values are stored in bfloat16" {
+            let out = ok [ "plan"; "--model"; llama; "--tokens"; "16"; "--device"; "ilgpu-cpu"; "--precision"; "bf16"; "--checkpointing"; "none" ]
+            Expect.stringContains out (sprintf "values of %d elements or more in bfloat16" (Lxt.Backend.Gpu.GpuBackend.NarrowValuesFromEnvironment())) "the threshold"
+            let f32 = ok [ "plan"; "--model"; llama; "--tokens"; "16"; "--device"; "ilgpu-cpu"; "--checkpointing"; "none" ]
+            Expect.isFalse (f32.Contains "in bfloat16") "float32 products store no value narrow"
+        }
         test "the float64 reference plans no device memory, and bfloat16 products need a GPU device" {
             expectUsage [ "plan"; "--model"; llama; "--device"; "reference" ] "plans no device memory"
             expectUsage [ "plan"; "--model"; llama; "--device"; "cpu"; "--precision"; "bf16" ] "cuda or ilgpu-cpu"

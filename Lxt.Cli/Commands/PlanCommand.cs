@@ -39,9 +39,15 @@ public sealed class PlanCommand : ICommand
         var w = context.Out;
         w.WriteLine($"{method.Id} explanation of {dir}, input [{string.Join(", ", graph.InputShape)}], planned for {DeviceOption.NameOf(device)}"
                     + (device == Device.Cpu ? "" : $" with {GpuBackend.IdOf(precision)} products")
+                    + (precision == GemmPrecision.BFloat16 ? NarrowValues(GpuBackend.NarrowValuesFromEnvironment()) : "")
                     + ": device memory at the peak (weights, activations, inputs and outputs; no GEMM workspace) and kernels launched");
         w.WriteLine($"{"checkpointing",-14} {"peak MiB",10} {"kernels",8}");
         foreach (var p in plans) w.WriteLine($"{p.Checkpointing.Id,-14} {p.PeakBytes / 1048576.0,10:F1} {p.Kernels,8}");
         return 0;
     }
+
+    /// <summary>How bfloat16 mode stores computed values, as the header says it ($LXT_NARROW_VALUES_FROM).</summary>
+    static string NarrowValues(int from) => from == int.MaxValue
+        ? " (every computed value in float32)"
+        : $" (computed values of {from} elements or more in bfloat16 where their kernels allow)";
 }
