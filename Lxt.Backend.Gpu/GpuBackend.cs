@@ -205,8 +205,8 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecis
     IBuffer IBackend.Allocate(int length) => Allocate(length);
 
     /// <summary>A zeroed buffer of <paramref name="length"/> bfloat16 values in device memory (2 bytes each). Matrix
-    /// products, fused groups and prologues read it, and write it as a narrow value (see <see cref="NarrowValuesFrom"/>);
-    /// every other op refuses it with <see cref="NarrowOperandException"/>.</summary>
+    /// products, layout copies, fused groups and prologues read it, and write it as a narrow value (see
+    /// <see cref="NarrowValuesFrom"/>); every other op refuses it with <see cref="NarrowOperandException"/>.</summary>
     public GpuBuffer AllocateBFloat16(int length)
     {
         CheckLength(length);
