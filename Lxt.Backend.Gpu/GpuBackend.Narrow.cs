@@ -1,6 +1,7 @@
-// Narrow values: in bfloat16 mode, large values that only products, fused groups and prologues read are stored in
-// bfloat16 (attention scores, probabilities and their relevances), halving the bytes their kernels move. Products write
-// them from cuBLAS in bfloat16, fused groups and softmax rows round as they store, and every reader widens as it loads.
+// Narrow values: in bfloat16 mode, large values that only products, layout copies, fused groups and prologues read are
+// stored in bfloat16 (attention scores, probabilities and their relevances), halving the bytes their kernels move.
+// Products write them from cuBLAS in bfloat16, fused groups and softmax rows round as they store, layout copies move
+// them as they are, and every reader widens as it loads.
 using Lxt.Graph;
 
 namespace Lxt.Backend.Gpu;
