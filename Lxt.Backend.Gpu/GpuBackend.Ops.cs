@@ -173,16 +173,8 @@ public sealed partial class GpuBackend
                 break;
             }
             case Op.Concat c:
-            {
-                var outStrides = Walk.Strides(shape);
-                int start = 0, part = 0;
-                foreach (var p in c.xs)
-                {
-                    Strided(node, x[part++], 0, Walk.Strides(p.Shape), y, start * outStrides[c.axis], outStrides, p.Shape);
-                    start += p.Shape[c.axis];
-                }
+                Concat(node, c, x, null, y);
                 break;
-            }
             case Op.Gather g:
             {
                 int rows = g.table.Shape[0], count = ShapeModule.numel(g.indices.Shape);
@@ -221,6 +213,56 @@ public sealed partial class GpuBackend
             default:
                 throw new NotSupportedException($"gpu backend: {Node.Describe(node)} has an op this backend does not implement");
         }
+    }
+
+    /// <summary>Copies each operand of a concat into its range of <paramref name="y"/>; an operand k with
+    /// <paramref name="sliced"/>[k] is a Slice whose own operand <paramref name="x"/>[k] holds, read through the slice.</summary>
+    void Concat(Node node, Op.Concat c, GpuBuffer[] x, bool[]? sliced, GpuBuffer y)
+    {
+        var outStrides = Walk.Strides(node.Shape);
+        int start = 0, part = 0;
+        foreach (var p in c.xs)
+        {
+            int yBase = start * outStrides[c.axis];
+            if (sliced is not null && sliced[part])
+            {
+                var s = p.Op as Op.Slice ?? throw new ArgumentException($"operand {part} of {Node.Describe(node)}, {Node.Describe(p)}, is read as a slice but is none", nameof(sliced));
+                var st = Walk.Strides(s.x.Shape);
+                if (x[part].Length != ShapeModule.numel(s.x.Shape))
+                    throw new ArgumentException($"operand {part} of {Node.Describe(node)} is read through {Node.Describe(p)}: its buffer has {x[part].Length} values, {Node.Describe(s.x)} needs {ShapeModule.numel(s.x.Shape)}", nameof(x));
+                Strided(node, x[part], s.start * st[s.axis], st, y, yBase, outStrides, p.Shape);
+            }
+            else Strided(node, x[part], 0, Walk.Strides(p.Shape), y, yBase, outStrides, p.Shape);
+            start += p.Shape[c.axis];
+            part++;
+        }
+    }
+
+    /// <summary>Concats read slices in place: a Slice read only by concats is no kernel of its own.</summary>
+    public bool ReadsSlicesInPlace => true;
+
+    /// <summary>Computes the Concat <paramref name="node"/> reading each operand k with <paramref name="sliced"/>[k] in
+    /// place: that operand is a Slice, and <paramref name="inputs"/>[k] holds the slice's own operand.</summary>
+    public void ExecuteConcat(Node node, IBuffer[] inputs, bool[] sliced, IBuffer output)
+    {
+        if (node?.Op is not Op.Concat c)
+            throw new ArgumentException($"ExecuteConcat computes concats, not {(node is null ? "null" : Node.Describe(node))}", nameof(node));
+        ArgumentNullException.ThrowIfNull(inputs);
+        ArgumentNullException.ThrowIfNull(sliced);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        int arity = node.Children.Length;
+        if (inputs.Length != arity || sliced.Length != arity)
+            throw new ArgumentException($"{Node.Describe(node)} takes {arity} operands, got {inputs.Length} buffers and {sliced.Length} flags", nameof(inputs));
+        var y = Own(output, nameof(output));
+        if (y.Length != ShapeModule.numel(node.Shape))
+            throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(node)} needs {ShapeModule.numel(node.Shape)}", nameof(output));
+        var x = inputs.Select((b, k) => Own(b, "input")).ToArray();
+        for (int k = 0; k < arity; k++)
+            if (!sliced[k] && x[k].Length != ShapeModule.numel(c.xs[k].Shape))
+                throw new ArgumentException($"operand {k} of {Node.Describe(node)} has {x[k].Length} values, {Node.Describe(c.xs[k])} needs {ShapeModule.numel(c.xs[k].Shape)}", nameof(inputs));
+        accelerator.Bind();
+        Concat(node, c, x, sliced, y);
+        if (SynchronizeEveryStep) accelerator.Synchronize();
     }
 
     /// <summary>y[yBase + walk over shape with yStrides] = x[xBase + walk with xStrides], either side float32 or

@@ -47,7 +47,7 @@ public sealed class NarrowOperandException(string op, string message) : LxtExcep
 /// <summary>Runs plans in float32 on an ILGPU accelerator: one kernel per op on the accelerator's single stream,
 /// cuBLAS strided-batched GEMM for products on CUDA (float32, TF32 or bfloat16 operands, see <see cref="GemmPrecision"/>)
 /// and a shared-memory tiled kernel elsewhere. Not thread-safe.</summary>
-public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ILowPrecisionWeights, IRunCapture
+public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ISlicedConcat, ILowPrecisionWeights, IRunCapture
 {
     readonly Context context;
     readonly Accelerator accelerator;

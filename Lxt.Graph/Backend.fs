@@ -32,6 +32,16 @@ type ITransposedMatMul =
     /// two axes swapped (the un-permuted value); likewise `transB` for `b`.
     abstract ExecuteMatMul: node: Node * a: IBuffer * transA: bool * b: IBuffer * transB: bool * output: IBuffer -> unit
 
+/// Optional for backends: a Concat that reads an operand that is a Slice in place, from the slice's own operand.
+/// Plans then never materialise a Slice read only by Concats (rotating halves: concat [x₂; x₁] of x's two halves is
+/// one copy, not three).
+type ISlicedConcat =
+    /// False runs every Slice as a step of its own on this backend.
+    abstract ReadsSlicesInPlace: bool
+    /// Computes `node` (a Concat) into `output`. When `sliced[k]`, `inputs[k]` holds the operand of the node's k-th
+    /// operand, a Slice, which the backend reads through the slice's range.
+    abstract ExecuteConcat: node: Node * inputs: IBuffer[] * sliced: bool[] * output: IBuffer -> unit
+
 /// Optional for backends whose pointwise kernels (Unary, Binary, Where) allow `output` to be the very buffer of an
 /// operand of the same shape: each output element is written after the same element of the operand is read.
 /// Plans then write such results into an operand that dies at that step instead of taking a fresh buffer.
@@ -102,7 +112,7 @@ type IFusedPrologue =
 /// a backend stores a step's value narrow when the backend writes it narrow and every step reading it (directly or
 /// through views and lazy transposes, which share its buffer) reads it narrow; outputs never are (see Plan.narrowWhere).
 /// `fused` tells whether the step is computed as a fused group's root or a prologue's consumer. Backends implementing
-/// it also implement ITransposedMatMul.
+/// it also implement ITransposedMatMul and ISlicedConcat.
 type INarrowValues =
     /// True when `step`'s kernel can write its value narrow and the backend would rather store it so. `narrowOperands`
     /// tells, for each value the step reads (Plan.reads), whether it is stored narrow: a narrow value, or a parameter

@@ -29,8 +29,8 @@ type private DryBuffer(length: int, elementBytes: int64, ledger: DryRunLedger) =
                 ledger.Give(int64 length * elementBytes)
 
 /// A backend that allocates nothing and computes nothing, and plans as `decisions` does: the same fused groups,
-/// prologues, in-place pointwise steps, lazy transposes, narrow matrix weights and narrow values (`decisions` must
-/// implement ITransposedMatMul; its other optional interfaces are mirrored when present). Every buffer is counted at 4
+/// prologues, in-place pointwise steps, lazy transposes and slices, narrow matrix weights and narrow values
+/// (`decisions` must implement ITransposedMatMul; its other optional interfaces are mirrored when present). Every buffer is counted at 4
 /// bytes an element (a narrow matrix weight or value at its narrow width), so PeakBytes is the most an executable, its weights and its inputs and
 /// outputs would hold at once on `decisions`' device — without the backend's own scratch (GEMM workspaces). Runs
 /// give zeros; only their allocations are real.
@@ -46,6 +46,7 @@ type DryRunBackend(decisions: IBackend) =
     let narrows = match decisions with :? ILowPrecisionWeights as w -> w.NarrowsMatrixWeights | _ -> false
     let inPlace = match decisions with :? IInPlaceElementwise as b -> b.SupportsInPlaceElementwise | _ -> false
     let narrowValues = match decisions with :? INarrowValues as v -> Some v | _ -> None
+    let slicesInPlace = match decisions with :? ISlicedConcat as c -> c.ReadsSlicesInPlace | _ -> false
 
     /// The most bytes held at once since creation or the last ResetPeak.
     member _.PeakBytes = ledger.Peak
@@ -70,6 +71,9 @@ type DryRunBackend(decisions: IBackend) =
         member _.Dispose() = ()
     interface ITransposedMatMul with
         member _.ExecuteMatMul(_, _, _, _, _, _) = ledger.Launches <- ledger.Launches + 1L
+    interface ISlicedConcat with
+        member _.ReadsSlicesInPlace = slicesInPlace
+        member _.ExecuteConcat(_, _, _, _) = ledger.Launches <- ledger.Launches + 1L
     interface IFusedPointwise with
         member _.SupportsFusedPointwise = fusing |> Option.exists (fun f -> f.SupportsFusedPointwise)
         member _.Fuses(node) = fusing |> Option.exists (fun f -> f.Fuses node)

@@ -167,7 +167,6 @@ module Fusion =
             match consumerOf g with
             | Some r -> prologues.Add { Consumer = r; Group = program g (fun n -> position.[n]) }
             | None -> fused.Add(program g (fun n -> position.[n]))
-            | None -> ()
         fused.ToArray() |> Array.sortBy (fun g -> position.[g.Root]),
         prologues.ToArray() |> Array.sortBy (fun p -> position.[p.Consumer])
 

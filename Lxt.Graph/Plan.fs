@@ -15,6 +15,9 @@ type Plan =
       /// Permutes that swap the last two axes and are read only by MatMuls: a backend implementing
       /// ITransposedMatMul reads their operand transposed instead of computing them.
       LazyTransposes: IReadOnlySet<Node>
+      /// Slices read only by Concats: a backend implementing ISlicedConcat reads their operand through the slice
+      /// instead of computing them.
+      LazySlices: IReadOnlySet<Node>
       /// Fused pointwise groups by root (see Plan.fuse): a root's step computes its whole group from the group's
       /// operands; the other members and inlined constants are no steps. Empty for plans that are not fused.
       Fusion: IReadOnlyDictionary<Node, FusedGroup>
@@ -181,8 +184,14 @@ module Plan =
                 match readers.TryGetValue n with
                 | true, r when r |> Seq.forall (fun u -> match u.Op with MatMul _ -> true | _ -> false) -> lazyT.Add n |> ignore
                 | _ -> ()
+        let lazySlices = HashSet<Node>(HashIdentity.Reference)
+        for n in steps do
+            match n.Op, readers.TryGetValue n with
+            | Slice _, (true, r) when not (outputSet.Contains n) && r |> Seq.forall (fun u -> match u.Op with Concat _ -> true | _ -> false) ->
+                lazySlices.Add n |> ignore
+            | _ -> ()
         { Outputs = Array.ofList outputs; Leaves = order |> Array.filter isLeaf; Steps = steps; LastUse = last
-          LazyTransposes = lazyT; Fusion = Dictionary<Node, FusedGroup>(HashIdentity.Reference)
+          LazyTransposes = lazyT; LazySlices = lazySlices; Fusion = Dictionary<Node, FusedGroup>(HashIdentity.Reference)
           Prologues = Dictionary<Node, Prologue>(HashIdentity.Reference)
           Narrow = HashSet<Node>(HashIdentity.Reference) }
 
@@ -264,6 +273,10 @@ module Plan =
         |> Array.choose (fun n -> match n.Op with Parameter name when onlyMatMuls n -> Some name | _ -> None)
         |> Set.ofArray
 
+    /// True when a step shares its operand's buffer on a backend reading lazy transposes and slices in place
+    /// (ITransposedMatMul, ISlicedConcat): a view, a lazy transpose or a lazy slice. Such steps launch nothing.
+    let sharesBuffer (plan: Plan) (n: Node) = isView n || plan.LazyTransposes.Contains n || plan.LazySlices.Contains n
+
     /// True when a step is computed as a fused group's root or a prologue's consumer.
     let isFusedStep (plan: Plan) (n: Node) = plan.Fusion.ContainsKey n || plan.Prologues.ContainsKey n
 
@@ -277,7 +290,7 @@ module Plan =
     let narrowWhere (writes: Node -> bool -> bool[] -> bool) (readsNarrow: Node -> bool -> bool) (narrowWeights: bool) (plan: Plan) : Plan =
         let readers = Traverse.readersBy (reads plan) plan.Steps
         let outputs = HashSet<Node>(plan.Outputs, HashIdentity.Reference)
-        let shares (n: Node) = isView n || plan.LazyTransposes.Contains n
+        let shares (n: Node) = sharesBuffer plan n
         let matrixWeights = if narrowWeights then matMulOnlyParameters true plan else Set.empty
         let rec isMatrixWeight (n: Node) =
             match n.Op with
@@ -332,8 +345,11 @@ type Executable(compiled: Plan, backend: IBackend) =
             raise (NotSupportedException(sprintf "the plan fuses %d pointwise groups but backend %s does not run fused groups (IFusedPointwise); run it unfused (Plan.compile without Plan.fuse)"
                                              compiled.Fusion.Count backend.Name))
         else compiled
-    // narrow values need lazy transposes read as the plan marks them (INarrowValues backends implement both)
-    let narrowing = match backend with :? INarrowValues as v when (backend :? ITransposedMatMul) -> Some v | _ -> None
+    // narrow values need lazy transposes and slices read as the plan marks them (INarrowValues backends implement all)
+    let narrowing =
+        match backend with
+        | :? INarrowValues as v when (backend :? ITransposedMatMul) && (match backend with :? ISlicedConcat as c -> c.ReadsSlicesInPlace | _ -> false) -> Some v
+        | _ -> None
     let plan =
         match narrowing with
         | Some v ->
@@ -354,7 +370,9 @@ type Executable(compiled: Plan, backend: IBackend) =
     let leafName (n: Node) = match n.Op with Input s | Parameter s -> s | _ -> Node.Describe n
     let transposed = match backend with :? ITransposedMatMul as t -> Some t | _ -> None
     let inPlace = match backend with :? IInPlaceElementwise as b -> b.SupportsInPlaceElementwise | _ -> false
-    let isLazy (n: Node) = transposed.IsSome && plan.LazyTransposes.Contains n
+    let sliced = match backend with :? ISlicedConcat as c when c.ReadsSlicesInPlace -> Some c | _ -> None
+    let isLazy (n: Node) =
+        transposed.IsSome && plan.LazyTransposes.Contains n || sliced.IsSome && plan.LazySlices.Contains n
     let profile = Dictionary<string, OpProfile>()
     let mutable profiling = false
     // recording and replay (IRunCapture): the first run warms up, the second is recorded, later runs replay it
@@ -516,6 +534,8 @@ type Executable(compiled: Plan, backend: IBackend) =
                 match n.Op, transposed with
                 | MatMul(a, b), Some t when isLazy a || isLazy b ->
                     t.ExecuteMatMul(n, args.[0], isLazy a, args.[1], isLazy b, out)
+                | Concat(_, xs), _ when xs |> List.exists isLazy ->
+                    sliced.Value.ExecuteConcat(n, args, xs |> List.map isLazy |> Array.ofList, out)
                 | _ ->
                     match plan.Fusion.TryGetValue n, fusing with
                     | (true, g), Some f -> f.ExecuteFused(g, args, out)

@@ -189,8 +189,9 @@ let private prologueGraph (seed: int) =
         | _ -> [ consumer ]
     outputs, leaves.Map, consumer, trailing && shared > 1
 
-/// Kernel launches of a plan: every step but the views, which share their operand's buffer.
-let private launches (plan: Plan) = plan.Steps |> Array.filter (Plan.isView >> not) |> Array.length
+/// Kernel launches of a plan on the GPU backend: every step but those sharing their operand's buffer (views, lazy
+/// transposes and slices).
+let private launches (plan: Plan) = plan.Steps |> Array.filter (Plan.sharesBuffer plan >> not) |> Array.length
 
 /// The llama fixture's AttnLRP graph as Explainer builds it: the rewritten logits and the input relevance.
 let llamaRelevanceOutputs () =
@@ -323,6 +324,20 @@ let tests =
             Expect.equal (attention 12) [| [| 2; 12; 4 |] |] "12 tokens, heads of 4: the sum over dO ∘ O"
             Expect.equal (attention 3) [| [| 2; 3; 3 |] |] "3 tokens, heads of 4: the sum over dP ∘ P"
         }
+        test "slices read only by concats are read in place: rotating halves is one copy, the same values; a slice read otherwise is computed" {
+            let leaves = Evaluate.LeafValues(Random 8)
+            let x = leaves.Input("x", [| 3; 5; 8 |])
+            let rotated = concat -1 [ slice -1 4 8 x; slice -1 0 4 x ]
+            let kept = slice 1 1 3 x
+            let outputs = [ rotated; concat 1 [ kept; x ]; neg kept ]
+            let plan = Plan.compile outputs
+            Expect.equal plan.LazySlices.Count 2 "the rotation's two halves; the slice read by neg is computed"
+            use exe = new Executable(plan, gpu ())
+            Expect.equal (launches exe.Plan) 4 "two concats, the computed slice and the negation"
+            Expect.isTrue (BackendConformance.agreesOn (gpu ()) "lazy slices" leaves.Map outputs) "the same values"
+            use cpu = new Lxt.Backend.Cpu.CpuBackend()
+            Expect.isTrue (BackendConformance.agreesOn cpu "slices computed" leaves.Map outputs) "a backend without ISlicedConcat computes them"
+        }
         test "a fused chain of pointwise ops overwrites its dying operand: one working buffer" {
             let x = input "x" [| 1000 |] Float
             let ops = List.fold (fun acc i -> if i % 2 = 0 then tanh acc else mul (sin acc) (scalar 0.5)) x [ 1 .. 50 ]
@@ -389,8 +404,9 @@ let tests =
             for i in Plan.inputs plan do
                 feeds.[(match i.Op with Input name -> name | _ -> "")] <- (dry :> IBackend).Allocate(Shape.numel i.Shape)
             exe.Recycle(exe.Run feeds)
-            let computed = exe.Plan.Steps |> Array.filter (fun n -> not (Plan.isView n) && not (exe.Plan.LazyTransposes.Contains n))
-            Expect.equal dry.Launches (int64 computed.Length) "every computed step, no view and no lazy transpose"
+            let computed = exe.Plan.Steps |> Array.filter (Plan.sharesBuffer exe.Plan >> not)
+            Expect.isGreaterThan exe.Plan.LazySlices.Count 0 "the rotations' halves are read in place"
+            Expect.equal dry.Launches (int64 computed.Length) "every computed step, no view, lazy transpose or lazy slice"
             Expect.isLessThan (int computed.Length) (launches plan) "fewer than the unfused plan's kernels"
         }
         test "the ILGPU CPU accelerator device fuses by default, so the llama fixture parity runs fused" {
