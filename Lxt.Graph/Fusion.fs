@@ -17,8 +17,8 @@ type FusedInstr =
     /// Where: register `whenTrue` where register `cond` is not 0, else register `whenFalse`.
     | Select of cond: int * whenTrue: int * whenFalse: int
 
-/// Pointwise nodes computed as one: only `Root` is materialised. Every other member has the root's shape and is read
-/// by members only; `Operands` are the values the members read from outside the group, each broadcast to the root's
+/// Pointwise nodes computed as one: only `Root` is materialised. Every other member has a shape that broadcasts to the
+/// root's (the program computes it at each element of the root) and is read by members only; `Operands` are the values the members read from outside the group, each broadcast to the root's
 /// shape; `Constants` are Fill nodes read by fused nodes only, computed inside the program instead of as steps.
 /// Members are pointwise nodes, and inside the group also StopGradient and GradientScale, whose value is their
 /// operand's. The program loads the operands (in order), then the constants, then computes the pointwise members
@@ -111,8 +111,10 @@ module Fusion =
 
     /// The fused groups and prologues of a plan's steps (in execution order) with its outputs. Walking the steps from
     /// the last, a pointwise node (or a StopGradient or GradientScale) joins the group of its readers when they all
-    /// belong to one group, it has that group's root's shape, it is no output, and the group stays within MaxOperands
-    /// and MaxInstructions; otherwise it roots a group of its own (a view stays a view). Checkpoints are read by
+    /// belong to one group, its shape broadcasts to that group's root's shape (a smaller value, such as a norm's
+    /// per-token scale, is then computed at each element of the root, which costs less than a kernel and a buffer of its
+    /// own), it is no output, and the group stays within MaxOperands and MaxInstructions; otherwise it roots a group of
+    /// its own (a view stays a view). Checkpoints are read by
     /// Recompute nodes, never pointwise, so they always stay materialised. A Fill read by fused nodes only becomes a
     /// constant of their groups. A group whose root is no output and is read by one step only, a Reduce or Softmax
     /// that `takesPrologue` accepts, becomes that step's prologue. Every other group is a fused step, one of a single
@@ -139,7 +141,7 @@ module Fusion =
             if (isPointwise n || isIdentityView n) && fusible n then
                 let joins =
                     match soleGroup n with
-                    | Some g when n.Shape = g.Root.Shape ->
+                    | Some g when n.Shape = g.Root.Shape || Shape.tryBroadcast n.Shape g.Root.Shape = Some g.Root.Shape ->
                         let k, instructions = g.CostWith n
                         // a view costs no instruction
                         let instructions = if isIdentityView n then instructions - 1 else instructions
