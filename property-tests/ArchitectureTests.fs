@@ -8,7 +8,7 @@ open Expecto
 open Lxt
 open Lxt.Models
 
-let private configs =
+let configs =
     [ "mistral", """{"model_type":"mistral","hidden_size":32,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
                      "intermediate_size":48,"vocab_size":50,"rms_norm_eps":1e-6,"rope_theta":10000.0,"sliding_window":3}"""
       "qwen3", """{"model_type":"qwen3","hidden_size":32,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":16,
@@ -29,14 +29,14 @@ let private configs =
 let private tokens = 6
 
 /// The graph, random weights (seeded) and a random input for a config.
-let private build (json: string) =
+let build (json: string) =
     let graph = Architectures.Build(ModelConfig.Parse json, tokens)
     let weights = Weights.Random(graph.Model, seed = 3, std = 0.2)
     let rng = Random 5
     let input = Array.init (graph.InputShape |> Seq.fold (*) 1) (fun _ -> float32 (rng.NextDouble() * 2.0 - 1.0))
     graph, weights, input
 
-let private relErr (a: double[]) (b: double[]) =
+let relErr (a: double[]) (b: double[]) =
     let scale = b |> Array.map Math.Abs |> Array.max |> max 1e-12
     Array.map2 (fun (x: double) y -> Math.Abs(x - y)) a b |> Array.max |> fun e -> e / scale
 

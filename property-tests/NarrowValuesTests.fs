@@ -197,6 +197,33 @@ let tests =
             for kind in [ "product"; "softmax"; "fused" ] do
                 Expect.isTrue (kinds.ContainsKey kind) (sprintf "some %s values are narrow: %A" kind kinds)
         }
+        test "architectures without fixtures (Mistral, Qwen3, Gemma 3, Mixtral, Llama 3, BERT MLM), every value narrowed that can be, agree with the reference rounded where the plan narrows" {
+            for name, json in ArchitectureTests.configs do
+                let graph, weights, input = ArchitectureTests.build json
+                use explainer = new Explainer(graph.Model, graph.InputName, weights, Device.Reference)
+                let output = explainer.OutputExpr.Node
+                let ruleSet = Method.AttnLrp.RuleSet
+                let seed = Ops.input "seed" output.Shape Float
+                let outputs = Lxt.Rules.Lrp.rewrite ruleSet [ output ] @ Lxt.Rules.Lrp.relevance ruleSet output seed [ explainer.InputNode ]
+                let rng = Random 21
+                let values =
+                    Map [ for n in Traverse.topo outputs do
+                            match n.Op with
+                            | Parameter p -> yield p, weights.Read(p, n.Shape) |> Array.map float
+                            | Input i when i = graph.InputName -> yield i, input |> Array.map float
+                            | Input i -> yield i, Array.init (Shape.numel n.Shape) (fun _ -> rng.NextDouble() - 0.5)
+                            | _ -> () ]
+                let gpu = backend.Force()
+                use exe = new Executable(Plan.compile outputs, gpu)
+                Expect.isEmpty (violations exe.Plan) (sprintf "%s: a valid narrowing" name)
+                Expect.isGreaterThan exe.Plan.Narrow.Count 0 (sprintf "%s: values narrowed" name)
+                let actual, _ = HostEvaluation.run gpu values (Plan.compile outputs)
+                // relative to each output's largest value (relevances are small)
+                let err = Array.map2 ArchitectureTests.relErr actual (emulated values exe.Plan) |> Array.max
+                let unrounded = Array.map2 ArchitectureTests.relErr actual (Evaluate.reference values outputs) |> Array.max
+                printfn "%s with narrow values: %g from the reference rounded alike, %g from the unrounded reference" name err unrounded
+                Expect.isLessThan err 1e-4 (sprintf "%s: relevance and logits" name)
+        }
         test "a dry run plans narrow values at two bytes, as the backend it mirrors narrows them" {
             let outputs = FusionTests.llamaRelevanceOutputs ()
             let peak (narrowFrom: int) =
