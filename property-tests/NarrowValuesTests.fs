@@ -224,6 +224,26 @@ let tests =
                 printfn "%s with narrow values: %g from the reference rounded alike, %g from the unrounded reference" name err unrounded
                 Expect.isLessThan err 1e-4 (sprintf "%s: relevance and logits" name)
         }
+        test "$LXT_NARROW_VALUES_FROM sets where narrow values start: a count, off, or a typed error naming the variable" {
+            let saved = Environment.GetEnvironmentVariable "LXT_NARROW_VALUES_FROM"
+            try
+                let from (value: string) =
+                    Environment.SetEnvironmentVariable("LXT_NARROW_VALUES_FROM", value)
+                    GpuBackend.NarrowValuesFromEnvironment()
+                Expect.equal (from null) GpuBackend.DefaultNarrowValuesFrom "unset: the default"
+                Expect.equal (from "1024") 1024 "a count"
+                Expect.equal (from " OFF ") Int32.MaxValue "off: none"
+                for bad in [ "-3"; "lots"; "1e6" ] do
+                    let e = Expect.throwsC (fun () -> from bad |> ignore) id
+                    Expect.isTrue (e :? LxtException) (sprintf "%s: a typed error, got %s" bad (e.GetType().Name))
+                    Expect.stringContains e.Message "LXT_NARROW_VALUES_FROM" "names the variable"
+                    Expect.stringContains e.Message bad "quotes the value"
+                Environment.SetEnvironmentVariable("LXT_NARROW_VALUES_FROM", "512")
+                use b = GpuBackend.Create(GpuKind.CpuAccelerator, GemmPrecision.BFloat16)
+                Expect.equal b.NarrowValuesFrom 512 "a new backend starts from it"
+                Expect.throwsT<ArgumentOutOfRangeException> (fun () -> b.NarrowValuesFrom <- -1) "no negative count"
+            finally Environment.SetEnvironmentVariable("LXT_NARROW_VALUES_FROM", saved)
+        }
         test "a dry run plans narrow values at two bytes, as the backend it mirrors narrows them" {
             let outputs = FusionTests.llamaRelevanceOutputs ()
             let peak (narrowFrom: int) =
