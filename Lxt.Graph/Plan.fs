@@ -438,6 +438,13 @@ type Executable(compiled: Plan, backend: IBackend) =
                     match plan.Prologues.TryGetValue n with
                     | true, p -> sprintf "%s after %d fused ops" (Plan.kindOf n) p.Group.Members.Length
                     | _ -> Plan.kindOf n
+        // a narrow result, or narrow operands, show in the kind: their bytes per value differ
+        let kind =
+            let narrowIn = args |> Array.exists narrowBuffers.Contains
+            match plan.Narrow.Contains n, narrowIn with
+            | true, _ -> kind + " (narrow)"
+            | false, true -> kind + " (narrow in)"
+            | _ -> kind
         let width narrow = if narrow then int64 narrowing.Value.NarrowElementBytes else elementBytes
         let bytes =
             (args |> Array.sumBy (fun b -> int64 b.Length * width (narrowBuffers.Contains b)))

@@ -224,6 +224,18 @@ let tests =
                 printfn "%s with narrow values: %g from the reference rounded alike, %g from the unrounded reference" name err unrounded
                 Expect.isLessThan err 1e-4 (sprintf "%s: relevance and logits" name)
         }
+        test "profiles tell steps writing or reading narrow values apart" {
+            let gpu = backend.Force()
+            let x, w = input "x" [| 8; 16 |] Float, input "w" [| 16; 4 |] Float
+            use exe = new Executable(Plan.compile [ matmul (exp x) w ], gpu)
+            exe.Profiling <- true
+            use xb = upload gpu false (Array.create 128 0.5f)
+            use wb = upload gpu false (Array.create 64 0.25f)
+            exe.Recycle(exe.Run(Dictionary(dict [ "x", xb :> IBuffer; "w", wb :> IBuffer ])))
+            let kinds = exe.Profile |> Array.map (fun p -> p.Kind)
+            Expect.contains kinds "Fused 1 ops to Unary Exp (narrow)" "the exponential is stored narrow"
+            Expect.isTrue (kinds |> Array.exists (fun k -> k.StartsWith "MatMul" && k.EndsWith "(narrow in)")) (sprintf "the product reads it: %A" kinds)
+        }
         test "$LXT_NARROW_VALUES_FROM sets where narrow values start: a count, off, or a typed error naming the variable" {
             let saved = Environment.GetEnvironmentVariable "LXT_NARROW_VALUES_FROM"
             try
