@@ -75,12 +75,18 @@ public static class Terminal
         console.WriteLine();
     }
 
+    /// <summary>How the request computes: float64 on the reference, else float32 with the products' precision.</summary>
+    static string PrecisionOf(ExplainRequest request) =>
+        request.Device == Device.Reference ? "float64"
+        : request.Precision == Lxt.Backend.Gpu.GemmPrecision.Float32 ? "float32"
+        : $"float32, {Lxt.Backend.Gpu.GpuBackend.IdOf(request.Precision)} products";
+
     public static void Render(IAnsiConsole console, ExplainRequest request, ExplainResult r)
     {
         var header = new Grid().AddColumn(new GridColumn().NoWrap()).AddColumn();
         header.AddRow(new Text("model"), new Text(request.ModelDir));
         header.AddRow(new Text("rules"), new Text($"{r.Rules} ({r.RuleSetName})"));
-        header.AddRow(new Text("device"), new Text(DeviceOption.NameOf(request.Device) + (request.Device == Device.Reference ? " (float64)" : " (float32)")));
+        header.AddRow(new Text("device"), new Text($"{DeviceOption.NameOf(request.Device)} ({PrecisionOf(request)})"));
         string label = r.TargetText is { } t ? $" {Quote(t)}" : "";
         header.AddRow(new Text("target"), new Text($"{r.Target}{label}, logit {Num(r.TargetLogit)}"));
         header.AddRow(new Text("relevance"), new Text($"sum {Num(r.RelevanceSum)}"));

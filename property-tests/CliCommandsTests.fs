@@ -319,6 +319,7 @@ let gpuDeviceTests =
             let json = Path.Combine(tempDir (), "bf16.json")
             let out = ok [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "ilgpu-cpu"; "--precision"; "bf16"; "--json"; json ]
             Expect.stringContains out "target" "the explanation is printed"
+            Expect.stringContains out "ilgpu-cpu (float32, bf16 products)" "the header says how it computes"
             let relevance = (readJson json).GetProperty("relevance") |> flatten |> Array.ofSeq
             Expect.equal relevance.Length 5 "one relevance per token"
             Expect.isTrue (relevance |> Array.forall Double.IsFinite) "finite relevance"
