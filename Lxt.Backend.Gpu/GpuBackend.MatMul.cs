@@ -62,17 +62,22 @@ public sealed partial class GpuBackend
         };
         var kernel = matMulTiled ??= LoadGrouped<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, MatMulShape>(Kernels.MatMulTiled);
         var config = new KernelConfig(new Index3D((n + t - 1) / t, (m + t - 1) / t, batch), new Index3D(t, t, 1));
-        kernel(config, aWide, aNarrow, bWide, bNarrow,
-               y.IsBFloat16 ? UnusedWide() : y.View, y.IsBFloat16 ? y.NarrowView : UnusedNarrow(), p);
+        var (yWide, yNarrow) = ViewsOf(y);
+        kernel(config, aWide, aNarrow, bWide, bNarrow, yWide, yNarrow, p);
     }
 
     /// <summary>The two views the tiled kernel takes for an operand, and whether it reads the bfloat16 one.</summary>
     (ArrayView<float> Wide, ArrayView<ushort> Narrow, bool IsNarrow) TiledOperand(GpuBuffer x, bool bf16, ref MemoryBuffer1D<ushort, Stride1D.Dense>? scratch)
     {
-        if (x.IsBFloat16) return (UnusedWide(), x.NarrowView, true);
-        if (bf16) return (UnusedWide(), ToBFloat16(x, ref scratch), true);
-        return (x.View, UnusedNarrow(), false);
+        if (bf16 && !x.IsBFloat16) return (UnusedWide(), ToBFloat16(x, ref scratch), true);
+        var (wide, narrow) = ViewsOf(x);
+        return (wide, narrow, x.IsBFloat16);
     }
+
+    /// <summary>The float32 and bfloat16 views a kernel taking either element type gets for a buffer: its own view of
+    /// its element type, and a stand-in for the other, which the kernel never reads.</summary>
+    (ArrayView<float> Wide, ArrayView<ushort> Narrow) ViewsOf(GpuBuffer x) =>
+        x.IsBFloat16 ? (UnusedWide(), x.NarrowView) : (x.View, UnusedNarrow());
 
     ArrayView<float> UnusedWide() => (unusedWide ??= AllocateMemory<float>(1)).View;
     ArrayView<ushort> UnusedNarrow() => (unusedNarrow ??= AllocateMemory<ushort>(1)).View;

@@ -272,10 +272,10 @@ public sealed partial class GpuBackend
         int n = ShapeModule.numel(shape);
         if (n == 0) return;
         var walk = Walk.Of(node, shape, xStrides, yStrides);
+        var (xWide, xNarrow) = ViewsOf(x);
+        var (yWide, yNarrow) = ViewsOf(y);
         (stridedCopy ??= Load<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, Walk, int, int, int>(Kernels.StridedCopy))(
-            n, x.IsBFloat16 ? UnusedWide() : x.View, x.IsBFloat16 ? x.NarrowView : UnusedNarrow(),
-            y.IsBFloat16 ? UnusedWide() : y.View, y.IsBFloat16 ? y.NarrowView : UnusedNarrow(),
-            walk, xBase, yBase, (x.IsBFloat16 ? 1 : 0) | (y.IsBFloat16 ? 2 : 0));
+            n, xWide, xNarrow, yWide, yNarrow, walk, xBase, yBase, (x.IsBFloat16 ? 1 : 0) | (y.IsBFloat16 ? 2 : 0));
     }
 
     /// <summary>Layout ops: each element of the result is one element of an operand, copied by <see cref="Strided"/>,
