@@ -56,7 +56,7 @@ public sealed partial class GpuBackend : INarrowValues
 
     /// <summary>Products, layout copies, fused groups and prologues read bfloat16 operands; other plain kernels read
     /// float32 only.</summary>
-    bool INarrowValues.ReadsNarrow(Node step, bool fused) => step is not null && (fused || step.Op is Op.MatMul || IsLayout(step));
+    bool INarrowValues.ReadsNarrow(Node step, bool fused) => step is not null && (fused || TakesBFloat16(step));
 
     IBuffer INarrowValues.AllocateNarrow(int length) => AllocateBFloat16(length);
 

@@ -56,7 +56,7 @@ public sealed partial class GpuBackend
     public void Execute(Node node, IBuffer[] inputs, IBuffer output)
     {
         var (x, y, n) = Operands(node, inputs, output);
-        if (node.Op is not Op.MatMul && !IsLayout(node))
+        if (!TakesBFloat16(node))
             for (int i = 0; i < x.Length; i++)
                 if (x[i].IsBFloat16)
                     throw new NarrowOperandException(Node.Describe(node),
@@ -90,7 +90,7 @@ public sealed partial class GpuBackend
         int n = ShapeModule.numel(node.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(node)} needs {n}", nameof(output));
-        if (y.IsBFloat16 && node.Op is not Op.MatMul && !IsLayout(node))
+        if (y.IsBFloat16 && !TakesBFloat16(node))
             throw new NarrowOperandException(Node.Describe(node), $"gpu backend: {Node.Describe(node)} cannot write into a bfloat16 buffer; only products, layout copies and fused groups write bfloat16");
         int arity = node.Children.Length;
         if (inputs.Length != arity)
@@ -281,6 +281,10 @@ public sealed partial class GpuBackend
     /// <summary>Layout ops: each element of the result is one element of an operand, copied by <see cref="Strided"/>,
     /// which reads and writes float32 and bfloat16 alike.</summary>
     static bool IsLayout(Node node) => node.Op is Op.Permute or Op.Slice or Op.Concat or Op.Broadcast;
+
+    /// <summary>The plain kernels (not fused groups or prologues) that read and write bfloat16 buffers as well as
+    /// float32 ones: products and layout copies. Every other plain kernel refuses them.</summary>
+    static bool TakesBFloat16(Node node) => node.Op is Op.MatMul || IsLayout(node);
 
     void Reduce(Node node, ReduceOp op, int[] axes, int[] xShape, GpuBuffer x, GpuBuffer y, int n)
     {
