@@ -110,7 +110,8 @@ type IFusedPrologue =
 /// Optional for backends that may store some computed values narrower than their buffers (bfloat16 attention
 /// probabilities and scores in a bfloat16 mode), halving the bytes their kernels write and read. A plan bound to such
 /// a backend stores a step's value narrow when the backend writes it narrow and every step reading it (directly or
-/// through views and lazy transposes, which share its buffer) reads it narrow; outputs never are (see Plan.narrowWhere).
+/// through views, lazy transposes and lazy slices, which share its buffer) reads it narrow; outputs never are (see
+/// Plan.narrowWhere).
 /// `fused` tells whether the step is computed as a fused group's root or a prologue's consumer. Backends implementing
 /// it also implement ITransposedMatMul and ISlicedConcat.
 type INarrowValues =

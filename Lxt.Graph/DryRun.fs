@@ -10,6 +10,7 @@ type private DryRunLedger() =
     let mutable live = 0L
     let mutable peak = 0L
     member val Launches = 0L with get, set
+    member this.Launch() = this.Launches <- this.Launches + 1L
     member _.Take(bytes: int64) =
         live <- live + bytes
         peak <- max peak live
@@ -30,10 +31,10 @@ type private DryBuffer(length: int, elementBytes: int64, ledger: DryRunLedger) =
 
 /// A backend that allocates nothing and computes nothing, and plans as `decisions` does: the same fused groups,
 /// prologues, in-place pointwise steps, lazy transposes and slices, narrow matrix weights and narrow values
-/// (`decisions` must implement ITransposedMatMul; its other optional interfaces are mirrored when present). Every buffer is counted at 4
-/// bytes an element (a narrow matrix weight or value at its narrow width), so PeakBytes is the most an executable, its weights and its inputs and
-/// outputs would hold at once on `decisions`' device — without the backend's own scratch (GEMM workspaces). Runs
-/// give zeros; only their allocations are real.
+/// (`decisions` must implement ITransposedMatMul; its other optional interfaces are mirrored when present). Every
+/// buffer is counted at 4 bytes an element (a narrow matrix weight or value at its narrow width), so PeakBytes is the
+/// most an executable, its weights and its inputs and outputs would hold at once on `decisions`' device — without the
+/// backend's own scratch (GEMM workspaces). Runs give zeros; only their allocations are real.
 type DryRunBackend(decisions: IBackend) =
     do
         if isNull (box decisions) then nullArg "decisions"
@@ -67,20 +68,20 @@ type DryRunBackend(decisions: IBackend) =
         member _.Download(_: IBuffer, destination: Span<float32>) = destination.Clear()
         member _.DownloadDouble(_: IBuffer, destination: Span<float>) = destination.Clear()
         member _.Copy(_, _) = ()
-        member _.Execute(_, _, _) = ledger.Launches <- ledger.Launches + 1L
+        member _.Execute(_, _, _) = ledger.Launch()
         member _.Dispose() = ()
     interface ITransposedMatMul with
-        member _.ExecuteMatMul(_, _, _, _, _, _) = ledger.Launches <- ledger.Launches + 1L
+        member _.ExecuteMatMul(_, _, _, _, _, _) = ledger.Launch()
     interface ISlicedConcat with
         member _.ReadsSlicesInPlace = slicesInPlace
-        member _.ExecuteConcat(_, _, _, _) = ledger.Launches <- ledger.Launches + 1L
+        member _.ExecuteConcat(_, _, _, _) = ledger.Launch()
     interface IFusedPointwise with
         member _.SupportsFusedPointwise = fusing |> Option.exists (fun f -> f.SupportsFusedPointwise)
         member _.Fuses(node) = fusing |> Option.exists (fun f -> f.Fuses node)
-        member _.ExecuteFused(_, _, _) = ledger.Launches <- ledger.Launches + 1L
+        member _.ExecuteFused(_, _, _) = ledger.Launch()
     interface IFusedPrologue with
         member _.TakesPrologue(consumer) = prologues |> Option.exists (fun p -> p.TakesPrologue consumer)
-        member _.ExecuteWithPrologue(_, _, _) = ledger.Launches <- ledger.Launches + 1L
+        member _.ExecuteWithPrologue(_, _, _) = ledger.Launch()
     interface IInPlaceElementwise with
         member _.SupportsInPlaceElementwise = inPlace
     interface ILowPrecisionWeights with

@@ -24,8 +24,8 @@ type Plan =
       /// Prologues by consumer (see Plan.fuseWith): the consumer's step reads its prologue group's operands and
       /// computes the group's value per element; no member of the group is a step. Empty unless a backend takes them.
       Prologues: IReadOnlyDictionary<Node, Prologue>
-      /// Steps whose value is stored narrow (see Plan.narrowWhere), and the views and lazy transposes sharing their
-      /// buffers. Empty unless a backend implementing INarrowValues narrows them.
+      /// Steps whose value is stored narrow (see Plan.narrowWhere), and the steps sharing their buffers (views, lazy
+      /// transposes and slices). Empty unless a backend implementing INarrowValues narrows them.
       Narrow: IReadOnlySet<Node> }
 
 /// How a plan is compiled.
@@ -281,8 +281,8 @@ module Plan =
     let isFusedStep (plan: Plan) (n: Node) = plan.Fusion.ContainsKey n || plan.Prologues.ContainsKey n
 
     /// The plan with the values a backend stores narrow marked: a step `writes` accepts (given whether it is fused and
-    /// which of the values it reads are narrow) whose every reader `reads` accepts, where a reader that is a view or a
-    /// lazy transpose shares the value's buffer and so passes the question on to its own readers. No output, input or
+    /// which of the values it reads are narrow) whose every reader `reads` accepts, where a reader that shares the
+    /// value's buffer (see sharesBuffer) passes the question on to its own readers. No output, input or
     /// parameter is narrow, nor anything sharing the buffer of one. Steps decide in order, so the operands a step is
     /// told about are decided; `narrowWeights` says parameters read only by products are stored narrow
     /// (ILowPrecisionWeights). Values are unchanged up to the backend's rounding; steps are the same. Call it on the
@@ -296,7 +296,7 @@ module Plan =
             match n.Op with
             | Parameter name -> matrixWeights.Contains name
             | _ -> shares n && isMatrixWeight n.Children.Head
-        // every step reading n's buffer reads narrow; the views and lazy transposes sharing it are collected
+        // every step reading n's buffer reads narrow; the steps sharing it are collected
         let rec readNarrow (sharing: ResizeArray<Node>) (n: Node) =
             not (outputs.Contains n)
             && (match readers.TryGetValue n with
