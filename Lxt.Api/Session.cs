@@ -241,17 +241,20 @@ public sealed class Session : IDisposable
             var name = ((Op.Input)input.Op).name;
             int length = ShapeModule.numel(input.Shape);
             if (!feeds.TryGetValue(name, out var buffer)) feeds[name] = buffer = Backend.Allocate(length);
+            void Fits(int given)
+            {
+                if (given != length)
+                    throw new BindingException($"input '{name}' has {given} values, its shape [{string.Join(", ", input.Shape)}] needs {length}");
+            }
             if (doubleInputs is not null && doubleInputs.TryGetValue(name, out var exact))
             {
-                if (exact.Length != length)
-                    throw new BindingException($"input '{name}' has {exact.Length} values, its shape [{string.Join(", ", input.Shape)}] needs {length}");
+                Fits(exact.Length);
                 Backend.UploadDouble(exact, buffer);
                 continue;
             }
             if (!inputs.TryGetValue(name, out var host))
                 throw new BindingException($"no value was given for input '{name}' [{string.Join(", ", input.Shape)}]");
-            if (host.Length != length)
-                throw new BindingException($"input '{name}' has {host.Length} values, its shape [{string.Join(", ", input.Shape)}] needs {length}");
+            Fits(host.Length);
             Backend.Upload(host, buffer);
         }
         var uploaded = clock.Elapsed;
