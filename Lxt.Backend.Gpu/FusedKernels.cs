@@ -1,6 +1,6 @@
 // The fused kernels, generic in a group's program (see FusedPrograms.cs), which reads up to eight broadcast operands
 // and applies the element functions of the Unary, Binary and Where kernels. Fused computes the group's root one
-// thread per element; SoftmaxRows and ReduceRows read a softmax's or trailing reduction's operand through the
+// thread per element (FusedPairs: per pair of elements, see GpuBackend.PairedKernels); SoftmaxRows and ReduceRows read a softmax's or trailing reduction's operand through the
 // program (a prologue). Tables (walk, strides, program) are built once per group by GpuBackend.Fused.cs.
 using System.Runtime.CompilerServices;
 using ILGPU;
@@ -33,45 +33,73 @@ internal static class FusedKernels
     public const int InstructionLength = 4;
     public const int Load = 0, Const = 1, Unary = 2, Binary = 3, Where = 4;
 
+    /// <summary>The group's root, one thread per element.</summary>
     public static void Fused<TValue>(Index1D i, ArrayView<float> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table) where TValue : struct, IFusedValue =>
+        y[i] = default(TValue).At(new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), i);
+
+    /// <summary>The group's root, one thread per pair of elements (launched on ⌈n/2⌉ threads): thread j computes
+    /// elements 2j and 2j + 1 before it stores either; the last thread of an odd count computes its one element twice
+    /// and stores it once.</summary>
+    public static void FusedPairs<TValue>(Index1D j, ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
         ArrayView<int> table) where TValue : struct, IFusedValue
     {
         var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
-        y[i] = default(TValue).At(x, i);
+        var value = default(TValue);
+        int n = (int)y.Length, i = 2 * j;
+        float a = value.At(x, i), b = value.At(x, Math.Min(i + 1, n - 1));
+        y[i] = a;
+        if (i + 1 < n) y[i + 1] = b;
     }
 
     /// <summary><see cref="Fused{TValue}"/> into bfloat16 values, each rounded to nearest (a narrow value).</summary>
     public static void FusedNarrow<TValue>(Index1D i, ArrayView<ushort> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table) where TValue : struct, IFusedValue =>
+        y[i] = BFloat16Conversion.FromFloat(default(TValue).At(new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), i));
+
+    /// <summary><see cref="FusedPairs{TValue}"/> into bfloat16 values, each pair stored as one 32-bit word; the last
+    /// thread of an odd count stores one word of 16 bits.</summary>
+    public static void FusedNarrowPairs<TValue>(Index1D j, ArrayView<ushort> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
         ArrayView<int> table) where TValue : struct, IFusedValue
     {
         var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
-        y[i] = BFloat16Conversion.FromFloat(default(TValue).At(x, i));
+        var value = default(TValue);
+        int n = (int)y.Length, i = 2 * j;
+        float a = value.At(x, i), b = value.At(x, Math.Min(i + 1, n - 1));
+        if (i + 1 < n) y.Cast<uint>()[j] = BFloat16Conversion.Pair(a, b);
+        else y[i] = BFloat16Conversion.FromFloat(a);
     }
 
-    /// <summary>Softmax of contiguous rows of a fused group's value (a prologue), one group per row.</summary>
+    /// <summary>Softmax of contiguous rows of a fused group's value (a prologue), one group per row; a thread takes
+    /// neighbouring values in pairs where <paramref name="pairs"/> is not 0 and rows have an even length.</summary>
     public static void SoftmaxRows<TValue>(ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table, int len) where TValue : struct, IFusedValue =>
-        SoftmaxRowsOf<TValue, WideValues>(new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len);
+        ArrayView<int> table, int len, int pairs) where TValue : struct, IFusedValue =>
+        SoftmaxRowsOf<TValue, WideValues>(new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, pairs != 0);
 
     /// <summary><see cref="SoftmaxRows{TValue}"/> into bfloat16 values, each rounded to nearest (a narrow value).</summary>
     public static void SoftmaxRowsNarrow<TValue>(ArrayView<ushort> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table, int len) where TValue : struct, IFusedValue =>
-        SoftmaxRowsOf<TValue, NarrowValues>(new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len);
+        ArrayView<int> table, int len, int pairs) where TValue : struct, IFusedValue =>
+        SoftmaxRowsOf<TValue, NarrowValues>(new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, pairs != 0);
 
-    /// <summary>Sum, mean or max of contiguous rows of a fused group's value (a prologue), one group per row.</summary>
+    /// <summary>Sum, mean or max of contiguous rows of a fused group's value (a prologue), one group per row; pairs as
+    /// <see cref="SoftmaxRows{TValue}"/>.</summary>
     public static void ReduceRows<TValue>(ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table, int len, int op) where TValue : struct, IFusedValue =>
-        ReduceRowsOf<TValue>(y, new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, op);
+        ArrayView<int> table, int len, int op, int pairs) where TValue : struct, IFusedValue =>
+        ReduceRowsOf<TValue>(y, new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, op, pairs != 0);
 
     /// <summary>Most elements of a softmax row the row kernel keeps in shared memory (32 KiB a group, under the 48 KiB
     /// every CUDA device gives a group without opting in).</summary>
@@ -85,65 +113,128 @@ internal static class FusedKernels
     /// second their exponentials; a longer one evaluates the value in each of the three passes. The plain softmax
     /// kernel and every prologue run this one body.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void SoftmaxRowsOf<TValue, TOut>(TOut y, in FusedOperands x, int len)
+    internal static void SoftmaxRowsOf<TValue, TOut>(TOut y, in FusedOperands x, int len, bool pairs)
         where TValue : struct, IFusedValue where TOut : struct, IValueSink
     {
+        if (pairs && (len & 1) == 0) SoftmaxRowsBy<TValue, TOut, InPairs>(y, x, len);
+        else SoftmaxRowsBy<TValue, TOut, OneByOne>(y, x, len);
+    }
+
+    /// <summary><see cref="SoftmaxRowsOf{TValue, TOut}"/>, each thread taking <typeparamref name="TStep"/>'s count of
+    /// neighbouring values at a time: pairs where rows have an even length (so each pair starts at an even index and
+    /// a narrow pair is one 32-bit word), single values otherwise.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void SoftmaxRowsBy<TValue, TOut, TStep>(TOut y, in FusedOperands x, int len)
+        where TValue : struct, IFusedValue where TOut : struct, IValueSink where TStep : struct, IRowStep
+    {
         var value = default(TValue);
+        bool pairs = default(TStep).Pairs;
+        int step = pairs ? 2 : 1;
         var cache = SharedMemory.GetDynamic<float>();
         bool cached = len <= cache.Length;
-        int start = Grid.IdxX * len, lane = Group.IdxX, width = Group.DimX;
+        int start = Grid.IdxX * len, first = Group.IdxX * step, stride = Group.DimX * step;
+        // a pair's values are kept at t / 2 and len / 2 + t / 2, so the threads of a warp touch neighbouring banks
+        int half = len >> 1;
         float m = float.NegativeInfinity;
-        for (int t = lane; t < len; t += width)
+        for (int t = first; t < len; t += stride)
         {
-            float v = value.At(x, start + t);
-            if (cached) cache[t] = v;
-            if (v > m) m = v;
+            float a = value.At(x, start + t);
+            float b = pairs ? value.At(x, start + t + 1) : a;
+            if (cached)
+            {
+                cache[pairs ? t >> 1 : t] = a;
+                if (pairs) cache[half + (t >> 1)] = b;
+            }
+            if (a > m) m = a;
+            if (b > m) m = b;
         }
         m = Kernels.GroupMax(m);
         if (float.IsNegativeInfinity(m)) m = 0f;
         float z = 0f;
-        for (int t = lane; t < len; t += width)
+        for (int t = first; t < len; t += stride)
         {
-            float e = MathF.Exp((cached ? cache[t] : value.At(x, start + t)) - m);
-            if (cached) cache[t] = e;
-            z += e;
+            float a = MathF.Exp((cached ? cache[pairs ? t >> 1 : t] : value.At(x, start + t)) - m);
+            float b = pairs ? MathF.Exp((cached ? cache[half + (t >> 1)] : value.At(x, start + t + 1)) - m) : 0f;
+            if (cached)
+            {
+                cache[pairs ? t >> 1 : t] = a;
+                if (pairs) cache[half + (t >> 1)] = b;
+            }
+            z += a + b;
         }
         z = Kernels.GroupSum(z);
-        for (int t = lane; t < len; t += width)
-            y.Set(start + t, (cached ? cache[t] : MathF.Exp(value.At(x, start + t) - m)) / z);
+        for (int t = first; t < len; t += stride)
+        {
+            float a = (cached ? cache[pairs ? t >> 1 : t] : MathF.Exp(value.At(x, start + t) - m)) / z;
+            if (pairs) y.SetPair(start + t, a, (cached ? cache[half + (t >> 1)] : MathF.Exp(value.At(x, start + t + 1) - m)) / z);
+            else y.Set(start + t, a);
+        }
     }
 
     /// <summary>Sum, mean or max (by <see cref="ReduceOp"/> tag) of contiguous rows of the value
     /// <typeparamref name="TValue"/> computes from <paramref name="x"/>, one group per row: the body of the plain
-    /// row reduction and of every reduction prologue.</summary>
+    /// row reduction and of every reduction prologue. Threads take neighbouring values in pairs where rows have an
+    /// even length (see <see cref="SoftmaxRowsBy{TValue, TOut, TStep}"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void ReduceRowsOf<TValue>(ArrayView<float> y, in FusedOperands x, int len, int op) where TValue : struct, IFusedValue
+    internal static void ReduceRowsOf<TValue>(ArrayView<float> y, in FusedOperands x, int len, int op, bool pairs) where TValue : struct, IFusedValue
+    {
+        if (pairs && (len & 1) == 0) ReduceRowsBy<TValue, InPairs>(y, x, len, op);
+        else ReduceRowsBy<TValue, OneByOne>(y, x, len, op);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void ReduceRowsBy<TValue, TStep>(ArrayView<float> y, in FusedOperands x, int len, int op)
+        where TValue : struct, IFusedValue where TStep : struct, IRowStep
     {
         var value = default(TValue);
-        int row = Grid.IdxX, start = row * len, lane = Group.IdxX, width = Group.DimX;
+        bool pairs = default(TStep).Pairs;
+        int step = pairs ? 2 : 1;
+        int row = Grid.IdxX, start = row * len, first = Group.IdxX * step, stride = Group.DimX * step;
         if (op == ReduceOp.Tags.Max)
         {
             float m = float.NegativeInfinity;
-            for (int t = lane; t < len; t += width)
+            for (int t = first; t < len; t += stride)
             {
-                float v = value.At(x, start + t);
-                if (v > m || float.IsNaN(v)) m = v;
+                float a = value.At(x, start + t);
+                float b = pairs ? value.At(x, start + t + 1) : a;
+                if (a > m || float.IsNaN(a)) m = a;
+                if (b > m || float.IsNaN(b)) m = b;
             }
             m = Kernels.GroupMax(m);
-            if (lane == 0) y[row] = m;
+            if (Group.IdxX == 0) y[row] = m;
             return;
         }
         float s = 0f;
-        for (int t = lane; t < len; t += width) s += value.At(x, start + t);
+        for (int t = first; t < len; t += stride)
+            s += pairs ? value.At(x, start + t) + value.At(x, start + t + 1) : value.At(x, start + t);
         s = Kernels.GroupSum(s);
-        if (lane == 0) y[row] = op == ReduceOp.Tags.Mean ? s / len : s;
+        if (Group.IdxX == 0) y[row] = op == ReduceOp.Tags.Mean ? s / len : s;
     }
+}
+
+/// <summary>How many neighbouring values a thread of a row kernel takes at a time: two (<see cref="InPairs"/>) or one.</summary>
+internal interface IRowStep
+{
+    bool Pairs { get; }
+}
+
+internal struct InPairs : IRowStep
+{
+    public readonly bool Pairs => true;
+}
+
+internal struct OneByOne : IRowStep
+{
+    public readonly bool Pairs => false;
 }
 
 /// <summary>Where a kernel writes the values it computes: float32 or bfloat16 elements.</summary>
 internal interface IValueSink
 {
     void Set(int i, float value);
+
+    /// <summary>Values i and i + 1, i even.</summary>
+    void SetPair(int i, float a, float b);
 }
 
 /// <summary>float32 values.</summary>
@@ -153,6 +244,13 @@ internal readonly struct WideValues(ArrayView<float> y) : IValueSink
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Set(int i, float value) => y[i] = value;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetPair(int i, float a, float b)
+    {
+        y[i] = a;
+        y[i + 1] = b;
+    }
 }
 
 /// <summary>bfloat16 values, each rounded to nearest (ties to even).</summary>
@@ -162,4 +260,8 @@ internal readonly struct NarrowValues(ArrayView<ushort> y) : IValueSink
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Set(int i, float value) => y[i] = BFloat16Conversion.FromFloat(value);
+
+    /// <summary>Both values as one 32-bit word (i even: the buffer starts a word, so the pair is one).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetPair(int i, float a, float b) => y.Cast<uint>()[i >> 1] = BFloat16Conversion.Pair(a, b);
 }

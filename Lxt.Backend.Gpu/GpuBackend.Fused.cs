@@ -15,17 +15,17 @@ namespace Lxt.Backend.Gpu;
 public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPlaceElementwise
 {
     // one compiled kernel per program type (and kernel): groups computing alike share it
-    readonly Dictionary<Type, Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+    readonly Dictionary<(Type, string), Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>> fusedKernels = [];
     readonly Dictionary<Type, Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>> softmaxRowsKernels = [];
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> softmaxRowsKernels = [];
     readonly Dictionary<Type, Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> reduceRowsKernels = [];
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int>> reduceRowsKernels = [];
     // the same into bfloat16 values (narrow results)
-    readonly Dictionary<Type, Action<Index1D, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+    readonly Dictionary<(Type, string), Action<Index1D, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>> fusedNarrowKernels = [];
     readonly Dictionary<Type, Action<KernelConfig, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>> softmaxRowsNarrowKernels = [];
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> softmaxRowsNarrowKernels = [];
 
     // one uploaded table per group and set of narrow operands (a bit each), kept while the backend lives (a plan's
     // groups are few and their tables small); FusedGroup compares by reference
@@ -73,10 +73,16 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             throw new ArgumentException($"the output buffer has {y.Length} values, fused {Node.Describe(root)} needs {n}", nameof(output));
         var (table, program) = BindFused(group, inputs);
         var v = fusedViews;
+        // pairs of float32 values are read and written at a stride of two, narrow pairs as one word
+        bool narrowThroughout = y.IsBFloat16 && inputs.All(b => b is GpuBuffer { IsBFloat16: true } || b.Length < n);
+        bool pairs = (PairedKernels & (narrowThroughout ? PairedKernels.NarrowPointwise : PairedKernels.Pointwise)) != 0;
+        int threads = pairs ? (n + 1) / 2 : n;
         if (n > 0 && y.IsBFloat16)
-            PointwiseKernel(fusedNarrowKernels, nameof(FusedKernels.FusedNarrow), program)(n, y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
+            PointwiseKernel(fusedNarrowKernels, pairs ? nameof(FusedKernels.FusedNarrowPairs) : nameof(FusedKernels.FusedNarrow), program)(
+                threads, y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
         else if (n > 0)
-            PointwiseKernel(fusedKernels, nameof(FusedKernels.Fused), program)(n, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
+            PointwiseKernel(fusedKernels, pairs ? nameof(FusedKernels.FusedPairs) : nameof(FusedKernels.Fused), program)(
+                threads, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
         if (SynchronizeEveryStep) accelerator.Synchronize();
     }
 
@@ -99,24 +105,25 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             throw new NarrowOperandException(Node.Describe(consumer), $"gpu backend: {Node.Describe(consumer)} cannot write into a bfloat16 buffer; reductions write float32");
         var (table, program) = BindFused(group, inputs);
         var v = fusedViews;
+        int pairs = (PairedKernels & PairedKernels.Rows) != 0 ? 1 : 0;
         if (rows > 0 && len > 0)
         {
             if (op < 0 && y.IsBFloat16)
                 SoftmaxKernel(softmaxRowsNarrowKernels, nameof(FusedKernels.SoftmaxRowsNarrow), program)(
-                    SoftmaxRowsLaunch(rows, len), y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len);
+                    SoftmaxRowsLaunch(rows, len), y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, pairs);
             else if (op < 0)
                 SoftmaxKernel(softmaxRowsKernels, nameof(FusedKernels.SoftmaxRows), program)(
-                    SoftmaxRowsLaunch(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len);
+                    SoftmaxRowsLaunch(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, pairs);
             else
             {
                 if (!reduceRowsKernels.TryGetValue(program, out var kernel))
                 {
                     var k = accelerator.LoadKernel(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>,
                         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                        ArrayView<int>, int, int>>(nameof(FusedKernels.ReduceRows), program));
-                    reduceRowsKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r);
+                        ArrayView<int>, int, int, int>>(nameof(FusedKernels.ReduceRows), program));
+                    reduceRowsKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r, p);
                 }
-                kernel(GroupPerRow(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, op);
+                kernel(GroupPerRow(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, op, pairs);
             }
         }
         if (SynchronizeEveryStep) accelerator.Synchronize();
@@ -126,16 +133,16 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// program type, compiled on first use into <paramref name="compiled"/>.</summary>
     Action<Index1D, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>> PointwiseKernel<TOut>(
-        Dictionary<Type, Action<Index1D, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        Dictionary<(Type, string), Action<Index1D, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>> compiled, string name, Type program)
         where TOut : unmanaged
     {
-        if (!compiled.TryGetValue(program, out var kernel))
+        if (!compiled.TryGetValue((program, name), out var kernel))
         {
             var k = accelerator.LoadAutoGroupedKernel(Specialize<Action<Index1D, ArrayView<TOut>, ArrayView<float>, ArrayView<float>,
                 ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
                 ArrayView<int>>>(name, program));
-            compiled[program] = kernel = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
+            compiled[(program, name)] = kernel = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
         }
         return kernel;
     }
@@ -143,16 +150,16 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// <summary>The softmax row kernel <paramref name="name"/> (into <typeparamref name="TOut"/> values) for a prologue's
     /// program type, compiled on first use into <paramref name="compiled"/>.</summary>
     Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> SoftmaxKernel<TOut>(
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> SoftmaxKernel<TOut>(
         Dictionary<Type, Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>> compiled, string name, Type program)
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> compiled, string name, Type program)
         where TOut : unmanaged
     {
         if (!compiled.TryGetValue(program, out var kernel))
         {
             var k = accelerator.LoadKernel(Specialize<Action<ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>>(name, program));
-            compiled[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l);
+                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>>(name, program));
+            compiled[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, p);
         }
         return kernel;
     }

@@ -12,7 +12,7 @@ public sealed partial class GpuBackend
     Action<Index1D, ArrayView<float>, ArrayView<float>, int>? unary;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Walk, int>? binary;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Walk>? where;
-    Action<Index1D, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, Walk, int, int, int>? stridedCopy;
+    Action<Index1D, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, Walk, int, int, int>? stridedCopy, stridedCopyPairs;
     Action<Index1D, ArrayView<float>, ArrayView<float>, int, int>? softmax;
     Action<Index1D, ArrayView<float>, ArrayView<float>, Walk, Walk, int, int>? reduce;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>? gather, scatterAdd;
@@ -274,8 +274,14 @@ public sealed partial class GpuBackend
         var walk = Walk.Of(node, shape, xStrides, yStrides);
         var (xWide, xNarrow) = ViewsOf(x);
         var (yWide, yNarrow) = ViewsOf(y);
-        (stridedCopy ??= Load<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, Walk, int, int, int>(Kernels.StridedCopy))(
-            n, xWide, xNarrow, yWide, yNarrow, walk, xBase, yBase, (x.IsBFloat16 ? 1 : 0) | (y.IsBFloat16 ? 2 : 0));
+        int narrow = (x.IsBFloat16 ? 1 : 0) | (y.IsBFloat16 ? 2 : 0);
+        bool pairs = (PairedKernels & (narrow == 3 ? PairedKernels.NarrowCopies : PairedKernels.Copies)) != 0;
+        if (pairs && walk.InPairs(xBase, x.IsBFloat16, yBase, y.IsBFloat16))
+            (stridedCopyPairs ??= Load<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, Walk, int, int, int>(Kernels.StridedCopyPairs))(
+                n / 2, xWide, xNarrow, yWide, yNarrow, walk, xBase, yBase, narrow);
+        else
+            (stridedCopy ??= Load<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, Walk, int, int, int>(Kernels.StridedCopy))(
+                n, xWide, xNarrow, yWide, yNarrow, walk, xBase, yBase, narrow);
     }
 
     /// <summary>Layout ops: each element of the result is one element of an operand, copied by <see cref="Strided"/>,

@@ -35,6 +35,11 @@ public static class BFloat16Conversion
         return (ushort)((bits + rounding) >> 16);
     }
 
+    /// <summary>Two values rounded to bfloat16 as one 32-bit word: <paramref name="a"/> in the low half (the even
+    /// element, little-endian), <paramref name="b"/> in the high half.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint Pair(float a, float b) => FromFloat(a) | (uint)FromFloat(b) << 16;
+
     /// <summary>The float32 of equal value.</summary>
     public static float ToFloat(ushort h) => Interop.IntAsFloat((uint)h << 16);
 
@@ -99,6 +104,40 @@ internal static class Kernels
         }
     }
 
+    /// <summary><see cref="StridedCopy"/> one thread per pair of neighbouring elements (launched on n/2 threads), where
+    /// the walk's innermost axis has an even length and both sides walk it contiguously, and each bfloat16 side's base
+    /// and strides are even (<see cref="Walk.InPairs"/>): a bfloat16 pair is one 32-bit word, so a thread moves a word
+    /// (or two float32 values) per side instead of one 16-bit value.</summary>
+    public static void StridedCopyPairs(Index1D j, ArrayView<float> x, ArrayView<ushort> x16, ArrayView<float> y, ArrayView<ushort> y16,
+                                        Walk walk, int xBase, int yBase, int narrow)
+    {
+        var o = walk.At(2 * j);
+        int from = xBase + o.A, to = yBase + o.B;
+        if (narrow == 3)
+        {
+            y16.Cast<uint>()[to >> 1] = x16.Cast<uint>()[from >> 1];
+            return;
+        }
+        float a, b;
+        if ((narrow & 1) != 0)
+        {
+            uint pair = x16.Cast<uint>()[from >> 1];
+            a = Interop.IntAsFloat(pair << 16);
+            b = Interop.IntAsFloat(pair & 0xffff0000u);
+        }
+        else
+        {
+            a = x[from];
+            b = x[from + 1];
+        }
+        if ((narrow & 2) != 0) y16.Cast<uint>()[to >> 1] = BFloat16Conversion.Pair(a, b);
+        else
+        {
+            y[to] = a;
+            y[to + 1] = b;
+        }
+    }
+
     /// <summary>One thread per row of x viewed as [outer, len, inner]; a row that is −∞ throughout keeps the
     /// reference's shift of 0 and so gives 0/0.</summary>
     public static void Softmax(Index1D row, ArrayView<float> x, ArrayView<float> y, int len, int inner)
@@ -119,11 +158,11 @@ internal static class Kernels
 
     /// <summary>Softmax of contiguous rows, one group per row (see <see cref="FusedKernels.SoftmaxRowsOf"/>).</summary>
     public static void SoftmaxRows(ArrayView<float> x, ArrayView<float> y, int len) =>
-        FusedKernels.SoftmaxRowsOf<Operand0, WideValues>(new WideValues(y), FusedOperands.Of(x), len);
+        FusedKernels.SoftmaxRowsOf<Operand0, WideValues>(new WideValues(y), FusedOperands.Of(x), len, pairs: false);
 
     /// <summary>Sum, mean or max of contiguous rows, one group per row (the reduced axes are the trailing ones).</summary>
     public static void ReduceRows(ArrayView<float> x, ArrayView<float> y, int len, int op) =>
-        FusedKernels.ReduceRowsOf<Operand0>(y, FusedOperands.Of(x), len, op);
+        FusedKernels.ReduceRowsOf<Operand0>(y, FusedOperands.Of(x), len, op, pairs: false);
 
     /// <summary>The sum over the group's threads, in every thread: each warp's sum, then the warps' partial sums
     /// through shared memory (a group of one warp needs no shared memory or barrier).</summary>

@@ -58,6 +58,17 @@ public struct Walk
         return a + i * A0;
     }
 
+    /// <summary>Whether operands A and B can be walked two neighbouring elements at a time: the innermost axis has an
+    /// even length and both walk it contiguously, and a side stored in 16-bit words (<paramref name="aWords"/>,
+    /// <paramref name="bWords"/>) has an even base and even strides, so each pair is one 32-bit word.</summary>
+    public readonly bool InPairs(int aBase, bool aWords, int bBase, bool bWords)
+    {
+        static bool Even(int v) => (v & 1) == 0;
+        return Even(N5) && A5 == 1 && B5 == 1
+            && (!aWords || Even(aBase) && Even(A0) && Even(A1) && Even(A2) && Even(A3) && Even(A4))
+            && (!bWords || Even(bBase) && Even(B0) && Even(B1) && Even(B2) && Even(B3) && Even(B4));
+    }
+
     /// <summary>The walk over <paramref name="shape"/> with up to three operands' strides (missing ones are 0).
     /// Size-1 axes are dropped and neighbours every operand walks as one run are merged.</summary>
     public static Walk Of(Lxt.Graph.Node what, int[] shape, int[] a, int[]? b = null, int[]? c = null)

@@ -2,11 +2,12 @@
 // tiled product, then AttnLRP timings on random Llama 3.2 1B / Llama 3.1 8B shapes. Prints a short table last.
 // Usage: Lxt.GpuCheck [--fixtures DIR] [--out DIR] [--device cuda|ilgpu-cpu] [--models 1b,8b] [--tokens 128,512,2048]
 //                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,products,layers]
-//                     [--profile-tokens 128,2048] [--layers N] [--plan-memory]
+//                     [--profile-tokens 128,2048] [--layers N] [--plan-memory] [--pairs none|all|LIST]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
 //                     tolerances to 1e-2 and 5e-2, and bf16 runs each fixture again with every value narrow that can
 //                     be; --plan-memory only prints each run's planned device memory and kernel count, from a dry
-//                     run that needs no GPU; $LXT_NARROW_VALUES_FROM sets the narrow-value threshold of the timings)
+//                     run that needs no GPU; $LXT_NARROW_VALUES_FROM sets the narrow-value threshold of the timings;
+//                     --pairs sets which kernels take values in pairs, e.g. "NarrowPointwise,Rows")
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -34,7 +35,7 @@ if (options.PlanMemory)
 try
 {
     using var probe = Create();
-    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}");
+    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}, kernels taking values in pairs: {probe.PairedKernels}");
 }
 catch (GpuUnavailableException e)
 {
@@ -106,7 +107,12 @@ if (rows.Count > 0)
 Say(failures == 0 ? "all checks passed" : $"{failures} check(s) failed");
 return failures == 0 ? 0 : 1;
 
-GpuBackend Create() => GpuBackend.Create(options.Device == "ilgpu-cpu" ? GpuKind.CpuAccelerator : GpuKind.Cuda, options.Precision);
+GpuBackend Create()
+{
+    var backend = GpuBackend.Create(options.Device == "ilgpu-cpu" ? GpuKind.CpuAccelerator : GpuKind.Cuda, options.Precision);
+    backend.PairedKernels = options.Pairs;
+    return backend;
+}
 
 // fixture parity against float64 references: bfloat16 operands keep ~3 significant digits, TF32 ~4
 double ParityTolerance() => options.Precision switch { GemmPrecision.BFloat16 => 5e-2, GemmPrecision.TensorFloat32 => 1e-2, _ => 1e-4 };
@@ -515,6 +521,8 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
     public int[]? ProfileTokens { get; init; }
     /// <summary>Overrides the shapes' layer count (a quicker profile; timings then are not the table's).</summary>
     public int? Layers { get; init; }
+    /// <summary>The kernels that take values in pairs (<see cref="GpuBackend.PairedKernels"/>).</summary>
+    public PairedKernels Pairs { get; init; } = GpuBackend.DefaultPairedKernels;
     /// <summary>Only plans: the device memory of each shape, token count and checkpointing choice from a dry run
     /// (<see cref="DryRunBackend"/>), on any machine.</summary>
     public bool PlanMemory { get; init; }
@@ -543,6 +551,11 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--profile-tokens" => o with { Profile = true, ProfileTokens = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray() },
                 "--layers" => o with { Layers = int.Parse(Next()) },
                 "--plan-memory" => o with { PlanMemory = true },
+                "--pairs" => o with
+                {
+                    Pairs = Enum.TryParse<PairedKernels>(Next(), ignoreCase: true, out var pairs) && (pairs & ~PairedKernels.All) == 0 ? pairs
+                        : throw new ArgumentException($"--pairs takes a comma-separated list of {string.Join(", ", Enum.GetNames<PairedKernels>())}, not '{args[i]}'"),
+                },
                 "--checkpointing" => o with
                 {
                     CheckpointModes = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).Select(c =>

@@ -32,6 +32,16 @@ let private download (gpu: GpuBackend) (b: GpuBuffer) =
     (gpu :> IBackend).Download(b, Span h)
     h
 
+/// Runs `body` with kernels taking values one at a time, in pairs where every value a thread moves is bfloat16, and in
+/// pairs wherever they can, then restores the default.
+let private eachPairing (gpu: GpuBackend) (body: string -> unit) =
+    try
+        for pairing in [ PairedKernels.None; PairedKernels.NarrowPointwise ||| PairedKernels.NarrowCopies; PairedKernels.All ] do
+            gpu.PairedKernels <- pairing
+            body (sprintf "pairs: %A" pairing)
+    finally
+        gpu.PairedKernels <- GpuBackend.DefaultPairedKernels
+
 /// The outputs of `plan` by the float64 reference, with the plan's narrow values and every product operand rounded to
 /// bfloat16 as the backend stores and reads them.
 let emulated (values: Map<string, float[]>) (plan: Plan) : float[][] =
@@ -82,39 +92,50 @@ let tests =
             let exact = Array.init 21 (fun i -> byName.["x"].[i] * byName.["b"].[i % 7] * byName.["s"].[0] + byName.["c"].[i])
             let expected = exact |> Array.map BFloat16Conversion.Round
             Expect.isTrue (Array.exists2 (<>) exact expected) "the rounding shows"
-            for narrowMask in [ 0b1111; 0b0101; 0b1010 ] do
+            eachPairing gpu <| fun pairing ->
+              for narrowMask in [ 0b1111; 0b0101; 0b1010 ] do
                 let buffers = values |> Array.mapi (fun k v -> upload gpu ((narrowMask >>> k) &&& 1 = 1) v)
                 use out = gpu.AllocateBFloat16 21
                 gpu.ExecuteFused(group, buffers |> Array.map (fun b -> b :> IBuffer), out)
-                Expect.sequenceEqual (download gpu out) expected (sprintf "operands narrow by mask %x" narrowMask)
+                Expect.sequenceEqual (download gpu out) expected (sprintf "operands narrow by mask %x, %s" narrowMask pairing)
                 // in place: the result overwrites the narrow operand x of the root's shape, element by element
                 let xAt = group.Operands |> Array.findIndex (fun o -> o.Op = Input "x")
                 if buffers.[xAt].IsBFloat16 then
                     gpu.ExecuteFused(group, buffers |> Array.map (fun b -> b :> IBuffer), buffers.[xAt])
-                    Expect.sequenceEqual (download gpu buffers.[xAt]) expected "written over its narrow operand"
+                    Expect.sequenceEqual (download gpu buffers.[xAt]) expected (sprintf "written over its narrow operand, %s" pairing)
+                // into float32: the exact values
+                use wide = gpu.Allocate 21
+                gpu.ExecuteFused(group, values |> Array.map (fun v -> upload gpu false v :> IBuffer), wide)
+                Expect.sequenceEqual (download gpu wide) exact (sprintf "into float32, %s" pairing)
                 for b in buffers do b.Dispose()
         }
         test "a softmax through a prologue and a product write exactly their float32 results rounded to bfloat16" {
             let gpu = backend.Force()
             let rng = Random 9
-            let x, mask = input "x" [| 2; 3; 9 |] Float, input "mask" [| 3; 9 |] Float
-            let y = softmax -1 (add (mul x (scalar 0.5)) mask)
-            let prologue = (Plan.fuseWith (fun _ -> true) (Plan.compile [ y ])).Prologues.Values |> Seq.exactlyOne
-            let xs, masks = eighths rng 54, Array.init 27 (fun i -> if i % 4 = 0 then -1e9f else 0f)
-            let operands narrow = prologue.Group.Operands |> Array.map (fun o -> upload gpu narrow (if o.Op = Input "x" then xs else masks))
-            let run (narrowIn: bool) (out: GpuBuffer) =
-                let ins = operands narrowIn
-                gpu.ExecuteWithPrologue(prologue, ins |> Array.map (fun b -> b :> IBuffer), out)
-                for b in ins do b.Dispose()
-                download gpu out
-            use wide = gpu.Allocate 54
-            use narrow = gpu.AllocateBFloat16 54
-            let wideValues = run false wide
-            Expect.sequenceEqual (run true narrow) (wideValues |> Array.map BFloat16Conversion.Round) "softmax: the float32 rows, rounded"
+            // rows of odd and even length: threads take values one at a time or in pairs
+            for len in [ 9; 8 ] do
+                let x, mask = input "x" [| 2; 3; len |] Float, input "mask" [| 3; len |] Float
+                let y = softmax -1 (add (mul x (scalar 0.5)) mask)
+                let prologue = (Plan.fuseWith (fun _ -> true) (Plan.compile [ y ])).Prologues.Values |> Seq.exactlyOne
+                let xs, masks = eighths rng (6 * len), Array.init (3 * len) (fun i -> if i % 4 = 0 then -1e9f else 0f)
+                let operands narrow = prologue.Group.Operands |> Array.map (fun o -> upload gpu narrow (if o.Op = Input "x" then xs else masks))
+                let run (narrowIn: bool) (out: GpuBuffer) =
+                    let ins = operands narrowIn
+                    gpu.ExecuteWithPrologue(prologue, ins |> Array.map (fun b -> b :> IBuffer), out)
+                    for b in ins do b.Dispose()
+                    download gpu out
+                let expected = Evaluate.reference1 (Map [ "x", Array.map float xs; "mask", Array.map float masks ]) y
+                eachPairing gpu <| fun pairing ->
+                    use wide = gpu.Allocate (6 * len)
+                    use narrow = gpu.AllocateBFloat16 (6 * len)
+                    let wideValues = run false wide
+                    Expect.isLessThan (BackendConformance.relativeError (Array.map float wideValues) expected) 1e-6 (sprintf "softmax of rows of %d, %s" len pairing)
+                    Expect.sequenceEqual (run true narrow) (wideValues |> Array.map BFloat16Conversion.Round) (sprintf "softmax: the float32 rows, rounded (%d, %s)" len pairing)
             // a reduction through a prologue writes float32 only
+            let x = input "x" [| 2; 3; 9 |] Float
             let r = reduceSum [ 2 ] true (mul x (scalar 2.0))
             let sumPrologue = (Plan.fuseWith (fun _ -> true) (Plan.compile [ r ])).Prologues.Values |> Seq.exactlyOne
-            use xb = upload gpu true xs
+            use xb = upload gpu true (eighths rng 54)
             use narrowSums = gpu.AllocateBFloat16 6
             Expect.throwsT<NarrowOperandException> (fun () -> gpu.ExecuteWithPrologue(sumPrologue, [| xb :> IBuffer |], narrowSums)) "no narrow sums"
             // products: the tiled kernel's float32 sums, rounded once
@@ -138,21 +159,42 @@ let tests =
         test "layout copies (permute, slice, concat, broadcast) copy bfloat16 values, round float32 into bfloat16 and widen bfloat16 exactly" {
             let gpu = backend.Force()
             let rng = Random 12
+            let check (x: Node) (nodes: Node list) =
+                let values = Array.init (Shape.numel x.Shape) (fun _ -> float32 (rng.NextDouble() - 0.5))
+                eachPairing gpu <| fun pairing ->
+                 for node in nodes do
+                    let expected = Evaluate.reference1 (Map [ "x", Array.map float values ]) node |> Array.map (float32 >> BFloat16Conversion.Round)
+                    let n = Shape.numel node.Shape
+                    let run (narrowIn: bool) (narrowOut: bool) =
+                        use xb = upload gpu narrowIn values
+                        use y = if narrowOut then gpu.AllocateBFloat16 n else gpu.Allocate n
+                        (gpu :> IBackend).Execute(node, Array.create node.Children.Length (xb :> IBuffer), y)
+                        download gpu y
+                    for narrowIn, narrowOut in [ true, true; false, true; true, false ] do
+                        Expect.sequenceEqual (run narrowIn narrowOut) expected (sprintf "%s, narrow in %b, out %b, %s" (Node.Describe node) narrowIn narrowOut pairing)
+                    Expect.sequenceEqual (run false false |> Array.map BFloat16Conversion.Round) expected (sprintf "float32 throughout, rounded after, %s" pairing)
+                values
+            // an odd innermost axis: one value per thread
             let x = input "x" [| 3; 5; 7 |] Float
-            let values = Array.init 105 (fun _ -> float32 (rng.NextDouble() - 0.5))
-            let rounded = values |> Array.map BFloat16Conversion.Round
-            for node in [ permute [ 2; 0; 1 ] x; slice 1 1 4 x; concat 2 [ x; x ]; broadcastTo [| 2; 3; 5; 7 |] x ] do
-                let expected = Evaluate.reference1 (Map [ "x", Array.map float values ]) node |> Array.map (float32 >> BFloat16Conversion.Round)
-                let n = Shape.numel node.Shape
-                let run (narrowIn: bool) (narrowOut: bool) =
-                    use xb = upload gpu narrowIn values
-                    use y = if narrowOut then gpu.AllocateBFloat16 n else gpu.Allocate n
-                    (gpu :> IBackend).Execute(node, Array.create node.Children.Length (xb :> IBuffer), y)
-                    download gpu y
-                for narrowIn, narrowOut in [ true, true; false, true; true, false ] do
-                    Expect.sequenceEqual (run narrowIn narrowOut) expected (sprintf "%s, narrow in %b, out %b" (Node.Describe node) narrowIn narrowOut)
-                Expect.sequenceEqual (run false false |> Array.map BFloat16Conversion.Round) expected "float32 throughout, rounded after"
-            Expect.isTrue (Array.exists2 (<>) values rounded) "the rounding shows"
+            let values = check x [ permute [ 2; 0; 1 ] x; slice 1 1 4 x; concat 2 [ x; x ]; broadcastTo [| 2; 3; 5; 7 |] x ]
+            Expect.isTrue (Array.exists2 (<>) values (Array.map BFloat16Conversion.Round values)) "the rounding shows"
+            // an even one: two values per thread where both sides walk it contiguously and each bfloat16 side's base
+            // and strides are even (a slice from an odd start copies one at a time into bfloat16 or from it)
+            let w = input "x" [| 3; 4; 6 |] Float
+            check w [ permute [ 1; 0; 2 ] w; slice 2 2 6 w; slice 2 1 5 w; slice 2 1 4 w; slice 1 1 3 w; concat 2 [ w; w ]
+                      concat 1 [ w; w ]; broadcastTo [| 2; 3; 4; 6 |] w ] |> ignore
+        }
+        test "a layout copy walks two values at a time only where each pair is one word of each bfloat16 side" {
+            let w = input "x" [| 3; 4; 6 |] Float
+            let permuted = Walk.Of(w, [| 4; 3; 6 |], [| 6; 24; 1 |], [| 18; 6; 1 |])
+            Expect.isTrue (permuted.InPairs(0, true, 0, true)) "a permute keeping the even innermost axis"
+            Expect.isFalse (permuted.InPairs(1, true, 0, true)) "an odd base of a bfloat16 side"
+            Expect.isTrue (permuted.InPairs(1, false, 0, true)) "an odd base of a float32 side"
+            let oddRows = Walk.Of(w, [| 3; 4; 6 |], [| 24; 6; 1 |], [| 36; 9; 1 |])
+            Expect.isFalse (oddRows.InPairs(0, false, 0, true)) "odd strides of a bfloat16 side"
+            Expect.isTrue (oddRows.InPairs(0, true, 0, false)) "odd strides of a float32 side"
+            let transposed = Walk.Of(w, [| 6; 4; 3 |], [| 1; 6; 24 |], [| 12; 3; 1 |])
+            Expect.isFalse (transposed.InPairs(0, false, 0, false)) "an innermost axis walked with a stride"
         }
         testPropertyWithConfig (BackendConformance.config 25) "random graphs of every op, forward and gradients, narrow only what fused and product kernels read, and agree with the reference rounded where the plan narrows" (fun (seed: int) ->
             let sample = RandomGraphs.build (seed &&& 0x7fffffff) 5 None
@@ -161,7 +203,11 @@ let tests =
             use exe = new Executable(Plan.compile outputs, gpu)
             match violations exe.Plan with
             | [] ->
-                let actual, _ = HostEvaluation.run gpu sample.Values (Plan.compile outputs)
+                // every kernel that can takes values in pairs for odd seeds, one at a time for even ones
+                gpu.PairedKernels <- if seed % 2 = 0 then PairedKernels.None else PairedKernels.All
+                let actual, _ =
+                    try HostEvaluation.run gpu sample.Values (Plan.compile outputs)
+                    finally gpu.PairedKernels <- GpuBackend.DefaultPairedKernels
                 let expected = emulated sample.Values exe.Plan
                 let err = Array.map2 BackendConformance.relativeError actual expected |> Array.max
                 if err >= 1e-4 then printfn "%s: %d narrow values, relative error %g" sample.Description exe.Plan.Narrow.Count err
