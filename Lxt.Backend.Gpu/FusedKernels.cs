@@ -93,6 +93,22 @@ internal static class FusedKernels
         ArrayView<int> table, int len, int pairs) where TValue : struct, IFusedValue =>
         SoftmaxRowsOf<TValue, NarrowValues>(new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, pairs != 0);
 
+    /// <summary>Softmax of contiguous rows of a fused group's value (a prologue), one warp per row and
+    /// <c>Group.DimX / Warp.WarpSize</c> rows a group (<see cref="SoftmaxWarpRowsOf{TValue, TOut}"/>); pairs as
+    /// <see cref="SoftmaxRows{TValue}"/>.</summary>
+    public static void SoftmaxWarpRows<TValue>(ArrayView<float> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table, int len, int pairs) where TValue : struct, IFusedValue =>
+        SoftmaxWarpRowsOf<TValue, WideValues>(new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, pairs != 0);
+
+    /// <summary><see cref="SoftmaxWarpRows{TValue}"/> into bfloat16 values, each rounded to nearest (a narrow value).</summary>
+    public static void SoftmaxWarpRowsNarrow<TValue>(ArrayView<ushort> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table, int len, int pairs) where TValue : struct, IFusedValue =>
+        SoftmaxWarpRowsOf<TValue, NarrowValues>(new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, pairs != 0);
+
     /// <summary>Sum, mean or max of contiguous rows of a fused group's value (a prologue), one group per row; pairs as
     /// <see cref="SoftmaxRows{TValue}"/>.</summary>
     public static void ReduceRows<TValue>(ArrayView<float> y,
@@ -171,6 +187,69 @@ internal static class FusedKernels
         }
     }
 
+    /// <summary>Softmax of contiguous rows, one warp per row and no group barrier: each lane keeps a running maximum
+    /// and the sum of exponentials relative to it as it reads its values once (an online softmax), the lanes combine
+    /// theirs by shuffles, and a second pass evaluates each value again and writes it. The rows of a launch are
+    /// <c>y</c>'s length over <paramref name="len"/>; a warp past the last row does nothing. Special values give what
+    /// <see cref="SoftmaxRowsOf{TValue, TOut}"/> gives: a row that is −∞ throughout 0/0, a NaN or a +∞ NaN throughout.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void SoftmaxWarpRowsOf<TValue, TOut>(TOut y, in FusedOperands x, int len, bool pairs)
+        where TValue : struct, IFusedValue where TOut : struct, IValueSink
+    {
+        if (pairs && (len & 1) == 0) SoftmaxWarpRowsBy<TValue, TOut, InPairs>(y, x, len);
+        else SoftmaxWarpRowsBy<TValue, TOut, OneByOne>(y, x, len);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void SoftmaxWarpRowsBy<TValue, TOut, TStep>(TOut y, in FusedOperands x, int len)
+        where TValue : struct, IFusedValue where TOut : struct, IValueSink where TStep : struct, IRowStep
+    {
+        var value = default(TValue);
+        bool pairs = default(TStep).Pairs;
+        int step = pairs ? 2 : 1;
+        int row = Grid.IdxX * (Group.DimX / Warp.WarpSize) + Warp.WarpIdx;
+        if ((long)row * len >= y.Length) return; // past the last row: the whole warp leaves
+        int start = row * len, first = Warp.LaneIdx * step, stride = Warp.WarpSize * step;
+        float m = float.NegativeInfinity, z = 0f;
+        for (int t = first; t < len; t += stride)
+        {
+            Online(ref m, ref z, value.At(x, start + t));
+            if (pairs) Online(ref m, ref z, value.At(x, start + t + 1));
+        }
+        for (int offset = Warp.WarpSize >> 1; offset > 0; offset >>= 1)
+        {
+            float mo = Warp.ShuffleXor(m, offset), zo = Warp.ShuffleXor(z, offset);
+            float mn = mo > m ? mo : m;
+            z = Rescaled(z, m, mn) + Rescaled(zo, mo, mn);
+            m = mn;
+        }
+        if (float.IsPositiveInfinity(m)) z = float.NaN; // the reference's exp(∞ − ∞)
+        if (float.IsNegativeInfinity(m)) m = 0f;
+        for (int t = first; t < len; t += stride)
+        {
+            float a = MathF.Exp(value.At(x, start + t) - m) / z;
+            if (pairs) y.SetPair(start + t, a, MathF.Exp(value.At(x, start + t + 1) - m) / z);
+            else y.Set(start + t, a);
+        }
+    }
+
+    /// <summary>One value into a running maximum <paramref name="m"/> and the sum <paramref name="z"/> of exponentials
+    /// relative to it: a larger value rescales the sum; −∞ adds nothing while the maximum is −∞; NaN makes the sum NaN.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Online(ref float m, ref float z, float v)
+    {
+        if (v > m)
+        {
+            z = Rescaled(z, m, v) + 1f;
+            m = v;
+        }
+        else if (!float.IsNegativeInfinity(m) || float.IsNaN(v)) z += MathF.Exp(v - m);
+    }
+
+    /// <summary>A sum of exponentials relative to <paramref name="from"/> made relative to <paramref name="to"/> ≥ it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Rescaled(float z, float from, float to) => from == to ? z : z * MathF.Exp(from - to);
+
     /// <summary>Sum, mean or max (by <see cref="ReduceOp"/> tag) of contiguous rows of the value
     /// <typeparamref name="TValue"/> computes from <paramref name="x"/>, one group per row: the body of the plain
     /// row reduction and of every reduction prologue. Threads take neighbouring values in pairs where rows have an
@@ -231,6 +310,9 @@ internal struct OneByOne : IRowStep
 /// <summary>Where a kernel writes the values it computes: float32 or bfloat16 elements.</summary>
 internal interface IValueSink
 {
+    /// <summary>Number of values.</summary>
+    long Length { get; }
+
     void Set(int i, float value);
 
     /// <summary>Values i and i + 1, i even.</summary>
@@ -241,6 +323,8 @@ internal interface IValueSink
 internal readonly struct WideValues(ArrayView<float> y) : IValueSink
 {
     readonly ArrayView<float> y = y;
+
+    public long Length => y.Length;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Set(int i, float value) => y[i] = value;
@@ -257,6 +341,8 @@ internal readonly struct WideValues(ArrayView<float> y) : IValueSink
 internal readonly struct NarrowValues(ArrayView<ushort> y) : IValueSink
 {
     readonly ArrayView<ushort> y = y;
+
+    public long Length => y.Length;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Set(int i, float value) => y[i] = BFloat16Conversion.FromFloat(value);

@@ -17,14 +17,14 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     // one compiled kernel per program type (and kernel): groups computing alike share it
     readonly Dictionary<(Type, string), Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>> fusedKernels = [];
-    readonly Dictionary<Type, Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+    readonly Dictionary<(Type, string), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> softmaxRowsKernels = [];
     readonly Dictionary<Type, Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int>> reduceRowsKernels = [];
     // the same into bfloat16 values (narrow results)
     readonly Dictionary<(Type, string), Action<Index1D, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>> fusedNarrowKernels = [];
-    readonly Dictionary<Type, Action<KernelConfig, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+    readonly Dictionary<(Type, string), Action<KernelConfig, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> softmaxRowsNarrowKernels = [];
 
     // one uploaded table per group and set of narrow operands (a bit each), kept while the backend lives (a plan's
@@ -48,6 +48,12 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     public int PrologueElementLimit { get; set; } = int.MaxValue;
 
     bool IFusedPointwise.Fuses(Node node) => node is not null && ShapeModule.numel(node.Shape) <= FusedElementLimit;
+
+    /// <summary>When true, a softmax read through a prologue runs one warp per row, several rows a group, with no
+    /// group barrier (<see cref="FusedKernels.SoftmaxWarpRowsOf{TValue, TOut}"/>: an online softmax that reads the row
+    /// twice); false (the default) runs one group per row, which keeps rows of up to 8192 values in shared memory and
+    /// reads them once. There to compare the two (the GPU check's <c>--softmax-warp-rows</c>).</summary>
+    public bool SoftmaxWarpPerRow { get; set; }
 
     /// <summary>When true (the default) and <see cref="FusePointwise"/> is on, a softmax along the last axis or a
     /// reduction over trailing axes reads an operand that nothing else reads through the operand's fused program
@@ -108,12 +114,13 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         int pairs = (PairedKernels & PairedKernels.Rows) != 0 ? 1 : 0;
         if (rows > 0 && len > 0)
         {
+            var launch = SoftmaxWarpPerRow ? WarpRowsLaunch(rows) : SoftmaxRowsLaunch(rows, len);
             if (op < 0 && y.IsBFloat16)
-                SoftmaxKernel(softmaxRowsNarrowKernels, nameof(FusedKernels.SoftmaxRowsNarrow), program)(
-                    SoftmaxRowsLaunch(rows, len), y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, pairs);
+                SoftmaxKernel(softmaxRowsNarrowKernels, SoftmaxWarpPerRow ? nameof(FusedKernels.SoftmaxWarpRowsNarrow) : nameof(FusedKernels.SoftmaxRowsNarrow), program)(
+                    launch, y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, pairs);
             else if (op < 0)
-                SoftmaxKernel(softmaxRowsKernels, nameof(FusedKernels.SoftmaxRows), program)(
-                    SoftmaxRowsLaunch(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, pairs);
+                SoftmaxKernel(softmaxRowsKernels, SoftmaxWarpPerRow ? nameof(FusedKernels.SoftmaxWarpRows) : nameof(FusedKernels.SoftmaxRows), program)(
+                    launch, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, pairs);
             else
             {
                 if (!reduceRowsKernels.TryGetValue(program, out var kernel))
@@ -151,15 +158,15 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// program type, compiled on first use into <paramref name="compiled"/>.</summary>
     Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> SoftmaxKernel<TOut>(
-        Dictionary<Type, Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        Dictionary<(Type, string), Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> compiled, string name, Type program)
         where TOut : unmanaged
     {
-        if (!compiled.TryGetValue(program, out var kernel))
+        if (!compiled.TryGetValue((program, name), out var kernel))
         {
             var k = accelerator.LoadKernel(Specialize<Action<ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
                 ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>>(name, program));
-            compiled[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, p);
+            compiled[(program, name)] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, p);
         }
         return kernel;
     }

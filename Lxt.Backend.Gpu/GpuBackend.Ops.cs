@@ -29,6 +29,15 @@ public sealed partial class GpuBackend
     /// <see cref="MaxRowGroup"/> threads (and the accelerator's group size), so long rows keep many loads in flight.</summary>
     KernelConfig GroupPerRow(int rows, int len) => new(new Index1D(rows), new Index1D(RowGroupWidth(len)));
 
+    /// <summary>A launch of a row kernel running one warp per row, as many rows a group as warps fit in
+    /// <see cref="MaxRowGroup"/> threads.</summary>
+    KernelConfig WarpRowsLaunch(int rows)
+    {
+        int warp = accelerator.WarpSize, group = Math.Max(warp, Math.Min(MaxRowGroup, accelerator.MaxNumThreadsPerGroup) / warp * warp);
+        int perGroup = group / warp;
+        return new(new Index1D((rows + perGroup - 1) / perGroup), new Index1D(group));
+    }
+
     /// <summary>The threads of a row kernel's group for rows of <paramref name="len"/> values.</summary>
     internal int RowGroupWidth(int len)
     {

@@ -3,11 +3,13 @@
 // Usage: Lxt.GpuCheck [--fixtures DIR] [--out DIR] [--device cuda|ilgpu-cpu] [--models 1b,8b] [--tokens 128,512,2048]
 //                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,products,layers]
 //                     [--profile-tokens 128,2048] [--layers N] [--plan-memory] [--pairs none|all|LIST]
+//                     [--softmax-warp-rows]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
 //                     tolerances to 1e-2 and 5e-2, and bf16 runs each fixture again with every value narrow that can
 //                     be; --plan-memory only prints each run's planned device memory and kernel count, from a dry
 //                     run that needs no GPU; $LXT_NARROW_VALUES_FROM sets the narrow-value threshold of the timings;
-//                     --pairs sets which kernels take values in pairs, e.g. "NarrowPointwise,Rows")
+//                     --pairs sets which kernels take values in pairs, e.g. "NarrowPointwise,Rows";
+//                     --softmax-warp-rows runs softmax rows one warp each instead of one group each)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -35,7 +37,7 @@ if (options.PlanMemory)
 try
 {
     using var probe = Create();
-    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}, kernels taking values in pairs: {probe.PairedKernels}");
+    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}, kernels taking values in pairs: {probe.PairedKernels}, softmax rows {(probe.SoftmaxWarpPerRow ? "a warp each" : "a group each")}");
 }
 catch (GpuUnavailableException e)
 {
@@ -111,6 +113,7 @@ GpuBackend Create()
 {
     var backend = GpuBackend.Create(options.Device == "ilgpu-cpu" ? GpuKind.CpuAccelerator : GpuKind.Cuda, options.Precision);
     backend.PairedKernels = options.Pairs;
+    backend.SoftmaxWarpPerRow = options.SoftmaxWarpRows;
     return backend;
 }
 
@@ -523,6 +526,8 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
     public int? Layers { get; init; }
     /// <summary>The kernels that take values in pairs (<see cref="GpuBackend.PairedKernels"/>).</summary>
     public PairedKernels Pairs { get; init; } = GpuBackend.DefaultPairedKernels;
+    /// <summary>Softmax rows one warp each (<see cref="GpuBackend.SoftmaxWarpPerRow"/>).</summary>
+    public bool SoftmaxWarpRows { get; init; }
     /// <summary>Only plans: the device memory of each shape, token count and checkpointing choice from a dry run
     /// (<see cref="DryRunBackend"/>), on any machine.</summary>
     public bool PlanMemory { get; init; }
@@ -551,6 +556,7 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--profile-tokens" => o with { Profile = true, ProfileTokens = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray() },
                 "--layers" => o with { Layers = int.Parse(Next()) },
                 "--plan-memory" => o with { PlanMemory = true },
+                "--softmax-warp-rows" => o with { SoftmaxWarpRows = true },
                 "--pairs" => o with
                 {
                     Pairs = Enum.TryParse<PairedKernels>(Next(), ignoreCase: true, out var pairs) && (pairs & ~PairedKernels.All) == 0 ? pairs

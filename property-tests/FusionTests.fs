@@ -451,7 +451,10 @@ let tests =
             let fused = Plan.fuseWith takesPrologue plan
             Expect.equal fused.Prologues.Count 2 "the softmax and the sum read their operands through programs"
             let groups =
-                [ for KeyValue(_, p) in fused.Prologues -> (match p.Consumer.Op with Softmax _ -> "SoftmaxRows" | _ -> "ReduceRows"), p.Group ]
+                [ for KeyValue(_, p) in fused.Prologues do
+                    match p.Consumer.Op with
+                    | Softmax _ -> yield "SoftmaxRows", p.Group; yield "SoftmaxWarpRows", p.Group
+                    | _ -> yield "ReduceRows", p.Group ]
                 @ [ for KeyValue(_, g) in fused.Fusion do yield "Fused", g; yield "FusedPairs", g ]
             Expect.isGreaterThanOrEqual (List.length groups) 4 "two prologues and the chain's group, one value a thread and two"
             for kernel, group in groups do
@@ -462,17 +465,19 @@ let tests =
                 // the multi-index of a strided operand is found by multiply-high and shift, once per element: a row
                 // kernel reading a program divides only where the plain row kernel does (once per row), in each of its
                 // two bodies (values one at a time or in pairs; the plain kernel takes them one at a time)
-                let divisions (code: string) = Text.RegularExpressions.Regex.Matches(code, @"\b(div|rem)\.[su]32\b").Count
+                // (by a register: a division by a constant, as of a thread's index by the warp size, is shifts)
+                let divisions (code: string) = Text.RegularExpressions.Regex.Matches(code, @"\b(div|rem)\.[su]32\s+%r\d+,\s*%r\d+,\s*%r\d+;").Count
                 let plain =
                     match kernel with
                     | "Fused" | "FusedPairs" -> 0
+                    | "SoftmaxWarpRows" -> 0
                     | _ -> 2 * divisions (GpuBackend.KernelPtx(typeof<GpuBackend>.Assembly.GetType("Lxt.Backend.Gpu.Kernels").GetMethod kernel))
                 Expect.equal (divisions ptx) plain (sprintf "%s divides no integers per element" what)
                 let loads = group.Program |> Array.filter (fun i -> match i with Load _ -> true | _ -> false) |> Array.length
                 // the program is inlined where a kernel evaluates it: a softmax's three passes over the row, a
                 // reduction's maximum and its sum (the op is a kernel argument), each for rows of even length (two
                 // values at a time) and of odd length (one), and a pointwise kernel's element or pair of elements
-                let evaluations = match kernel with "SoftmaxRows" -> 3 * 3 | "ReduceRows" -> 2 * 3 | "FusedPairs" -> 2 | _ -> 1
+                let evaluations = match kernel with "SoftmaxRows" -> 3 * 3 | "SoftmaxWarpRows" | "ReduceRows" -> 2 * 3 | "FusedPairs" -> 2 | _ -> 1
                 let floatLoads = Text.RegularExpressions.Regex.Matches(ptx, @"\bld(\.global)?(\.nc)?\.f32\b").Count
                 Expect.equal floatLoads (loads * evaluations) (sprintf "%s loads each operand once where it evaluates the program" what)
         }

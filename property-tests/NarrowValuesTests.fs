@@ -126,11 +126,16 @@ let tests =
                     download gpu out
                 let expected = Evaluate.reference1 (Map [ "x", Array.map float xs; "mask", Array.map float masks ]) y
                 eachPairing gpu <| fun pairing ->
-                    use wide = gpu.Allocate (6 * len)
-                    use narrow = gpu.AllocateBFloat16 (6 * len)
-                    let wideValues = run false wide
-                    Expect.isLessThan (BackendConformance.relativeError (Array.map float wideValues) expected) 1e-6 (sprintf "softmax of rows of %d, %s" len pairing)
-                    Expect.sequenceEqual (run true narrow) (wideValues |> Array.map BFloat16Conversion.Round) (sprintf "softmax: the float32 rows, rounded (%d, %s)" len pairing)
+                  for warpRows in [ false; true ] do
+                    gpu.SoftmaxWarpPerRow <- warpRows
+                    try
+                        let what = sprintf "rows of %d, %s, warp per row %b" len pairing warpRows
+                        use wide = gpu.Allocate (6 * len)
+                        use narrow = gpu.AllocateBFloat16 (6 * len)
+                        let wideValues = run false wide
+                        Expect.isLessThan (BackendConformance.relativeError (Array.map float wideValues) expected) 1e-6 (sprintf "softmax of %s" what)
+                        Expect.sequenceEqual (run true narrow) (wideValues |> Array.map BFloat16Conversion.Round) (sprintf "softmax: the float32 rows, rounded (%s)" what)
+                    finally gpu.SoftmaxWarpPerRow <- false
             // a reduction through a prologue writes float32 only
             let x = input "x" [| 2; 3; 9 |] Float
             let r = reduceSum [ 2 ] true (mul x (scalar 2.0))
@@ -155,6 +160,40 @@ let tests =
             Expect.stringContains e.Message "probs.exp" "names the node"
             use f32 = GpuBackend.Create(GpuKind.CpuAccelerator)
             Expect.isFalse ((f32 :> INarrowValues).WritesNarrow(product, false, [| true; true |])) "float32 mode stores no value narrow"
+        }
+        test "a softmax through a prologue gives the same rows with one warp per row as with one group per row, special values included" {
+            let gpu = backend.Force()
+            let rng = Random 21
+            for rows, len in [ 1, 1; 5, 3; 7, 8; 9, 9; 6, 37; 11, 64 ] do
+                let x = input "x" [| rows; len |] Float
+                let prologue = (Plan.fuseWith (fun _ -> true) (Plan.compile [ softmax -1 (mul x (scalar 0.5)) ])).Prologues.Values |> Seq.exactlyOne
+                let values =
+                    Array.init (rows * len) (fun i ->
+                        match i / len, i % len with
+                        | 1, _ -> Single.NegativeInfinity // a row of −∞: 0/0 throughout
+                        | 2, 0 -> Single.NaN
+                        | 3, c when c = len / 2 -> Single.PositiveInfinity
+                        | 4, c when c % 2 = 0 -> Single.NegativeInfinity
+                        | _ -> float32 (rng.NextDouble() * 20.0 - 10.0))
+                let run (warpRows: bool) (pairing: PairedKernels) =
+                    gpu.SoftmaxWarpPerRow <- warpRows
+                    gpu.PairedKernels <- pairing
+                    try
+                        use xb = upload gpu false values
+                        use y = gpu.Allocate (rows * len)
+                        gpu.ExecuteWithPrologue(prologue, [| xb :> IBuffer |], y)
+                        download gpu y
+                    finally
+                        gpu.SoftmaxWarpPerRow <- false
+                        gpu.PairedKernels <- GpuBackend.DefaultPairedKernels
+                let byGroup = run false PairedKernels.None
+                for pairing in [ PairedKernels.None; PairedKernels.All ] do
+                    let byWarp = run true pairing
+                    let what = sprintf "%d rows of %d, %A" rows len pairing
+                    Expect.sequenceEqual (byWarp |> Array.map Single.IsNaN) (byGroup |> Array.map Single.IsNaN) (sprintf "NaN where one group per row gives NaN (%s)" what)
+                    let close = Array.forall2 (fun (a: float32) (b: float32) -> Single.IsNaN a || Math.Abs(a - b) <= 1e-6f * Math.Max(1f, Math.Abs b)) byWarp byGroup
+                    Expect.isTrue close (sprintf "the same values (%s)" what)
+                if rows > 1 then Expect.isTrue (byGroup.[len .. 2 * len - 1] |> Array.forall Single.IsNaN) "a row of −∞ gives 0/0"
         }
         test "layout copies (permute, slice, concat, broadcast) copy bfloat16 values, round float32 into bfloat16 and widen bfloat16 exactly" {
             let gpu = backend.Force()
