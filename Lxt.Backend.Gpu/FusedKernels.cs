@@ -37,8 +37,12 @@ internal static class FusedKernels
     public static void Fused<TValue>(Index1D i, ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table) where TValue : struct, IFusedValue =>
-        y[i] = default(TValue).At(new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), i);
+        ArrayView<int> table) where TValue : struct, IFusedValue
+    {
+        var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
+        var value = default(TValue);
+        y[i] = value.At(x, value.Prepare(x), i);
+    }
 
     /// <summary>The group's root, one thread per pair of elements (launched on ⌈n/2⌉ threads): thread j computes
     /// elements 2j and 2j + 1 before it stores either; the last thread of an odd count computes its one element twice
@@ -50,8 +54,9 @@ internal static class FusedKernels
     {
         var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
         var value = default(TValue);
+        var entries = value.Prepare(x);
         int n = (int)y.Length, i = 2 * j;
-        float a = value.At(x, i), b = value.At(x, Math.Min(i + 1, n - 1));
+        float a = value.At(x, entries, i), b = value.At(x, entries, Math.Min(i + 1, n - 1));
         y[i] = a;
         if (i + 1 < n) y[i + 1] = b;
     }
@@ -60,8 +65,12 @@ internal static class FusedKernels
     public static void FusedNarrow<TValue>(Index1D i, ArrayView<ushort> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table) where TValue : struct, IFusedValue =>
-        y[i] = BFloat16Conversion.FromFloat(default(TValue).At(new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), i));
+        ArrayView<int> table) where TValue : struct, IFusedValue
+    {
+        var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
+        var value = default(TValue);
+        y[i] = BFloat16Conversion.FromFloat(value.At(x, value.Prepare(x), i));
+    }
 
     /// <summary><see cref="FusedPairs{TValue}"/> into bfloat16 values, each pair stored as one 32-bit word; the last
     /// thread of an odd count stores one word of 16 bits.</summary>
@@ -72,8 +81,9 @@ internal static class FusedKernels
     {
         var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
         var value = default(TValue);
+        var entries = value.Prepare(x);
         int n = (int)y.Length, i = 2 * j;
-        float a = value.At(x, i), b = value.At(x, Math.Min(i + 1, n - 1));
+        float a = value.At(x, entries, i), b = value.At(x, entries, Math.Min(i + 1, n - 1));
         if (i + 1 < n) y.Cast<uint>()[j] = BFloat16Conversion.Pair(a, b);
         else y[i] = BFloat16Conversion.FromFloat(a);
     }
@@ -144,6 +154,7 @@ internal static class FusedKernels
         where TValue : struct, IFusedValue where TOut : struct, IValueSink where TStep : struct, IRowStep
     {
         var value = default(TValue);
+        var entries = value.Prepare(x);
         bool pairs = default(TStep).Pairs;
         int step = pairs ? 2 : 1;
         var cache = SharedMemory.GetDynamic<float>();
@@ -154,8 +165,8 @@ internal static class FusedKernels
         float m = float.NegativeInfinity;
         for (int t = first; t < len; t += stride)
         {
-            float a = value.At(x, start + t);
-            float b = pairs ? value.At(x, start + t + 1) : a;
+            float a = value.At(x, entries, start + t);
+            float b = pairs ? value.At(x, entries, start + t + 1) : a;
             if (cached)
             {
                 cache[pairs ? t >> 1 : t] = a;
@@ -169,8 +180,8 @@ internal static class FusedKernels
         float z = 0f;
         for (int t = first; t < len; t += stride)
         {
-            float a = MathF.Exp((cached ? cache[pairs ? t >> 1 : t] : value.At(x, start + t)) - m);
-            float b = pairs ? MathF.Exp((cached ? cache[half + (t >> 1)] : value.At(x, start + t + 1)) - m) : 0f;
+            float a = MathF.Exp((cached ? cache[pairs ? t >> 1 : t] : value.At(x, entries, start + t)) - m);
+            float b = pairs ? MathF.Exp((cached ? cache[half + (t >> 1)] : value.At(x, entries, start + t + 1)) - m) : 0f;
             if (cached)
             {
                 cache[pairs ? t >> 1 : t] = a;
@@ -181,8 +192,8 @@ internal static class FusedKernels
         z = Kernels.GroupSum(z);
         for (int t = first; t < len; t += stride)
         {
-            float a = (cached ? cache[pairs ? t >> 1 : t] : MathF.Exp(value.At(x, start + t) - m)) / z;
-            if (pairs) y.SetPair(start + t, a, (cached ? cache[half + (t >> 1)] : MathF.Exp(value.At(x, start + t + 1) - m)) / z);
+            float a = (cached ? cache[pairs ? t >> 1 : t] : MathF.Exp(value.At(x, entries, start + t) - m)) / z;
+            if (pairs) y.SetPair(start + t, a, (cached ? cache[half + (t >> 1)] : MathF.Exp(value.At(x, entries, start + t + 1) - m)) / z);
             else y.Set(start + t, a);
         }
     }
@@ -205,6 +216,7 @@ internal static class FusedKernels
         where TValue : struct, IFusedValue where TOut : struct, IValueSink where TStep : struct, IRowStep
     {
         var value = default(TValue);
+        var entries = value.Prepare(x);
         bool pairs = default(TStep).Pairs;
         int step = pairs ? 2 : 1;
         int row = Grid.IdxX * (Group.DimX / Warp.WarpSize) + Warp.WarpIdx;
@@ -213,8 +225,8 @@ internal static class FusedKernels
         float m = float.NegativeInfinity, z = 0f;
         for (int t = first; t < len; t += stride)
         {
-            Online(ref m, ref z, value.At(x, start + t));
-            if (pairs) Online(ref m, ref z, value.At(x, start + t + 1));
+            Online(ref m, ref z, value.At(x, entries, start + t));
+            if (pairs) Online(ref m, ref z, value.At(x, entries, start + t + 1));
         }
         for (int offset = Warp.WarpSize >> 1; offset > 0; offset >>= 1)
         {
@@ -227,8 +239,8 @@ internal static class FusedKernels
         if (float.IsNegativeInfinity(m)) m = 0f;
         for (int t = first; t < len; t += stride)
         {
-            float a = MathF.Exp(value.At(x, start + t) - m) / z;
-            if (pairs) y.SetPair(start + t, a, MathF.Exp(value.At(x, start + t + 1) - m) / z);
+            float a = MathF.Exp(value.At(x, entries, start + t) - m) / z;
+            if (pairs) y.SetPair(start + t, a, MathF.Exp(value.At(x, entries, start + t + 1) - m) / z);
             else y.Set(start + t, a);
         }
     }
@@ -266,6 +278,7 @@ internal static class FusedKernels
         where TValue : struct, IFusedValue where TStep : struct, IRowStep
     {
         var value = default(TValue);
+        var entries = value.Prepare(x);
         bool pairs = default(TStep).Pairs;
         int step = pairs ? 2 : 1;
         int row = Grid.IdxX, start = row * len, first = Group.IdxX * step, stride = Group.DimX * step;
@@ -274,8 +287,8 @@ internal static class FusedKernels
             float m = float.NegativeInfinity;
             for (int t = first; t < len; t += stride)
             {
-                float a = value.At(x, start + t);
-                float b = pairs ? value.At(x, start + t + 1) : a;
+                float a = value.At(x, entries, start + t);
+                float b = pairs ? value.At(x, entries, start + t + 1) : a;
                 if (a > m || float.IsNaN(a)) m = a;
                 if (b > m || float.IsNaN(b)) m = b;
             }
@@ -285,7 +298,7 @@ internal static class FusedKernels
         }
         float s = 0f;
         for (int t = first; t < len; t += stride)
-            s += pairs ? value.At(x, start + t) + value.At(x, start + t + 1) : value.At(x, start + t);
+            s += pairs ? value.At(x, entries, start + t) + value.At(x, entries, start + t + 1) : value.At(x, entries, start + t);
         s = Kernels.GroupSum(s);
         if (Group.IdxX == 0) y[row] = op == ReduceOp.Tags.Mean ? s / len : s;
     }

@@ -123,6 +123,104 @@ internal readonly struct FusedOperands
     }
 }
 
+/// <summary>The table entries a prepared program reads once per thread (<see cref="FusedProgramType.Of"/> with
+/// <c>prepared</c>): the walk's rank, its axes' sizes and division constants, each strided operand's strides and the
+/// constants, each in the register of its instruction. A program that reads the table at each element leaves it empty.</summary>
+internal struct TableCache
+{
+    public int Rank;
+    public AxisInts Sizes, Shifts;
+    public AxisWords Magic;
+    public AxisInts S0, S1, S2, S3, S4, S5, S6, S7;
+    public Registers Constants;
+
+    /// <summary>Reads the table's walk: its rank, and each axis's size and division constants but the outermost's.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ReadWalk(in FusedOperands x)
+    {
+        const int h = FusedKernels.HeaderLength, n = FusedKernels.AxisLength;
+        var table = x.Table;
+        Rank = table[FusedKernels.RankAt];
+        if (Rank > 1) { Sizes.A0 = table[h]; Magic.A0 = (uint)table[h + 1]; Shifts.A0 = table[h + 2]; }
+        if (Rank > 2) { Sizes.A1 = table[h + n]; Magic.A1 = (uint)table[h + n + 1]; Shifts.A1 = table[h + n + 2]; }
+        if (Rank > 3) { Sizes.A2 = table[h + 2 * n]; Magic.A2 = (uint)table[h + 2 * n + 1]; Shifts.A2 = table[h + 2 * n + 2]; }
+        if (Rank > 4) { Sizes.A3 = table[h + 3 * n]; Magic.A3 = (uint)table[h + 3 * n + 1]; Shifts.A3 = table[h + 3 * n + 2]; }
+        if (Rank > 5) { Sizes.A4 = table[h + 4 * n]; Magic.A4 = (uint)table[h + 4 * n + 1]; Shifts.A4 = table[h + 4 * n + 2]; }
+        if (Rank > 6) { Sizes.A5 = table[h + 5 * n]; Magic.A5 = (uint)table[h + 5 * n + 1]; Shifts.A5 = table[h + 5 * n + 2]; }
+        if (Rank > 7) { Sizes.A6 = table[h + 6 * n]; Magic.A6 = (uint)table[h + 6 * n + 1]; Shifts.A6 = table[h + 6 * n + 2]; }
+    }
+
+    /// <summary>The strides of operand <paramref name="operand"/> along the walk's axes (after <see cref="ReadWalk"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly AxisInts ReadStrides(in FusedOperands x, int operand)
+    {
+        var strides = default(AxisInts);
+        var table = x.Table;
+        int s = FusedKernels.HeaderLength + Rank * FusedKernels.AxisLength + operand * Rank;
+        strides.A0 = table[s];
+        if (Rank > 1) strides.A1 = table[s + 1];
+        if (Rank > 2) strides.A2 = table[s + 2];
+        if (Rank > 3) strides.A3 = table[s + 3];
+        if (Rank > 4) strides.A4 = table[s + 4];
+        if (Rank > 5) strides.A5 = table[s + 5];
+        if (Rank > 6) strides.A6 = table[s + 6];
+        if (Rank > 7) strides.A7 = table[s + 7];
+        return strides;
+    }
+
+    /// <summary><see cref="FusedOperands.CoordinatesOf"/> from the walk read once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly Coordinates CoordinatesOf(int i)
+    {
+        var c = default(Coordinates);
+        int rest = i;
+        if (Rank > 1) rest = Split(rest, Sizes.A0, Magic.A0, Shifts.A0, out c.C0); else { c.C0 = rest; return c; }
+        if (Rank > 2) rest = Split(rest, Sizes.A1, Magic.A1, Shifts.A1, out c.C1); else { c.C1 = rest; return c; }
+        if (Rank > 3) rest = Split(rest, Sizes.A2, Magic.A2, Shifts.A2, out c.C2); else { c.C2 = rest; return c; }
+        if (Rank > 4) rest = Split(rest, Sizes.A3, Magic.A3, Shifts.A3, out c.C3); else { c.C3 = rest; return c; }
+        if (Rank > 5) rest = Split(rest, Sizes.A4, Magic.A4, Shifts.A4, out c.C4); else { c.C4 = rest; return c; }
+        if (Rank > 6) rest = Split(rest, Sizes.A5, Magic.A5, Shifts.A5, out c.C5); else { c.C5 = rest; return c; }
+        if (Rank > 7) rest = Split(rest, Sizes.A6, Magic.A6, Shifts.A6, out c.C6); else { c.C6 = rest; return c; }
+        c.C7 = rest;
+        return c;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int Split(int rest, int n, uint magic, int shift, out int coordinate)
+    {
+        int q = FastDivision.Quotient(rest, magic, shift);
+        coordinate = rest - q * n;
+        return q;
+    }
+
+    /// <summary>The coordinates <paramref name="c"/> dotted with <paramref name="strides"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly int StridedOffset(in AxisInts strides, in Coordinates c)
+    {
+        int offset = c.C0 * strides.A0;
+        if (Rank > 1) offset += c.C1 * strides.A1;
+        if (Rank > 2) offset += c.C2 * strides.A2;
+        if (Rank > 3) offset += c.C3 * strides.A3;
+        if (Rank > 4) offset += c.C4 * strides.A4;
+        if (Rank > 5) offset += c.C5 * strides.A5;
+        if (Rank > 6) offset += c.C6 * strides.A6;
+        if (Rank > 7) offset += c.C7 * strides.A7;
+        return offset;
+    }
+}
+
+/// <summary>An int per walk axis, innermost first (<see cref="FusedKernels.MaxRank"/> of them).</summary>
+internal struct AxisInts
+{
+    public int A0, A1, A2, A3, A4, A5, A6, A7;
+}
+
+/// <summary>An unsigned int per walk axis, innermost first.</summary>
+internal struct AxisWords
+{
+    public uint A0, A1, A2, A3, A4, A5, A6, A7;
+}
+
 /// <summary>An element's multi-index over a fused walk of at most <see cref="FusedKernels.MaxRank"/> axes, innermost
 /// axis first (unused axes 0).</summary>
 internal struct Coordinates
@@ -155,49 +253,65 @@ internal interface IOperand
 {
     int Index { get; }
     float Read(in FusedOperands x, int offset);
+    /// <summary>The operand's strides in a prepared program's <see cref="TableCache"/>.</summary>
+    AxisInts Strides(in TableCache t);
+    void SetStrides(ref TableCache t, in AxisInts strides);
 }
 
-internal struct X0 : IOperand { public readonly int Index => 0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X0[offset]; }
-internal struct X1 : IOperand { public readonly int Index => 1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X1[offset]; }
-internal struct X2 : IOperand { public readonly int Index => 2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X2[offset]; }
-internal struct X3 : IOperand { public readonly int Index => 3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X3[offset]; }
-internal struct X4 : IOperand { public readonly int Index => 4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X4[offset]; }
-internal struct X5 : IOperand { public readonly int Index => 5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X5[offset]; }
-internal struct X6 : IOperand { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X6[offset]; }
-internal struct X7 : IOperand { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X7[offset]; }
+internal struct X0 : IOperand { public readonly int Index => 0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X0[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S0 = strides; }
+internal struct X1 : IOperand { public readonly int Index => 1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X1[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S1 = strides; }
+internal struct X2 : IOperand { public readonly int Index => 2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X2[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S2 = strides; }
+internal struct X3 : IOperand { public readonly int Index => 3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X3[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S3 = strides; }
+internal struct X4 : IOperand { public readonly int Index => 4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X4[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S4 = strides; }
+internal struct X5 : IOperand { public readonly int Index => 5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X5[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S5 = strides; }
+internal struct X6 : IOperand { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X6[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S6 = strides; }
+internal struct X7 : IOperand { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X7[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S7 = strides; }
 
 /// <summary>An operand of a fused kernel stored in bfloat16 (a narrow value): its float32 view holds the values in
 /// pairs (<see cref="BFloat16Conversion.FromPairs"/>).</summary>
-internal struct N0 : IOperand { public readonly int Index => 0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X0, offset); }
-internal struct N1 : IOperand { public readonly int Index => 1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X1, offset); }
-internal struct N2 : IOperand { public readonly int Index => 2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X2, offset); }
-internal struct N3 : IOperand { public readonly int Index => 3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X3, offset); }
-internal struct N4 : IOperand { public readonly int Index => 4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X4, offset); }
-internal struct N5 : IOperand { public readonly int Index => 5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X5, offset); }
-internal struct N6 : IOperand { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X6, offset); }
-internal struct N7 : IOperand { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X7, offset); }
+internal struct N0 : IOperand { public readonly int Index => 0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X0, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S0 = strides; }
+internal struct N1 : IOperand { public readonly int Index => 1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X1, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S1 = strides; }
+internal struct N2 : IOperand { public readonly int Index => 2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X2, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S2 = strides; }
+internal struct N3 : IOperand { public readonly int Index => 3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X3, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S3 = strides; }
+internal struct N4 : IOperand { public readonly int Index => 4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X4, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S4 = strides; }
+internal struct N5 : IOperand { public readonly int Index => 5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X5, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S5 = strides; }
+internal struct N6 : IOperand { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X6, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S6 = strides; }
+internal struct N7 : IOperand { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X7, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S7 = strides; }
 
 /// <summary>Instructions of a fused program, and the program itself (a sequence of them): each computes its
 /// registers at linear element <c>i</c> of the group's root.</summary>
 internal interface IFusedProgram
 {
-    void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i);
+    /// <summary>Reads the table entries the instructions take from <paramref name="t"/> (a prepared program's), once
+    /// per thread; nothing for instructions that read the table where they run.</summary>
+    void Prepare(ref TableCache t, in FusedOperands x);
+    void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i);
 }
 
 internal struct End : IFusedProgram
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) { }
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) { }
 }
 
 /// <summary><typeparamref name="TFirst"/>, then <typeparamref name="TRest"/>.</summary>
 internal struct Then<TFirst, TRest> : IFusedProgram where TFirst : struct, IFusedProgram where TRest : struct, IFusedProgram
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i)
+    public readonly void Prepare(ref TableCache t, in FusedOperands x)
     {
-        default(TFirst).Run(ref r, x, c, i);
-        default(TRest).Run(ref r, x, c, i);
+        default(TFirst).Prepare(ref t, x);
+        default(TRest).Prepare(ref t, x);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i)
+    {
+        default(TFirst).Run(ref r, x, t, c, i);
+        default(TRest).Run(ref r, x, t, c, i);
     }
 }
 
@@ -205,21 +319,30 @@ internal struct Then<TFirst, TRest> : IFusedProgram where TFirst : struct, IFuse
 internal struct LoadContiguous<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) => default(D).Set(ref r, default(K).Read(x, i));
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) => default(D).Set(ref r, default(K).Read(x, i));
 }
 
 /// <summary>Register D = the one value of operand K (a scalar broadcast to the root).</summary>
 internal struct LoadScalar<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) => default(D).Set(ref r, default(K).Read(x, 0));
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) => default(D).Set(ref r, default(K).Read(x, 0));
 }
 
 /// <summary>Register D = operand K through its broadcast strides.</summary>
 internal struct LoadStrided<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) =>
         default(D).Set(ref r, default(K).Read(x, x.StridedOffset(default(K).Index, c)));
 }
 
@@ -227,15 +350,43 @@ internal struct LoadStrided<K, D> : IFusedProgram where K : struct, IOperand whe
 internal struct Constant<D> : IFusedProgram where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) =>
         default(D).Set(ref r, Interop.IntAsFloat((uint)x.Table[x.Table[FusedKernels.ProgramAt] + default(D).Index * FusedKernels.InstructionLength + 1]));
+}
+
+/// <summary><see cref="LoadStrided{K, D}"/> with the operand's strides read once per thread (a prepared program).</summary>
+internal struct LoadStridedPrepared<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) => default(K).SetStrides(ref t, t.ReadStrides(x, default(K).Index));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) =>
+        default(D).Set(ref r, default(K).Read(x, t.StridedOffset(default(K).Strides(t), c)));
+}
+
+/// <summary><see cref="Constant{D}"/> read once per thread (a prepared program).</summary>
+internal struct ConstantPrepared<D> : IFusedProgram where D : struct, IRegister
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) =>
+        default(D).Set(ref t.Constants, Interop.IntAsFloat((uint)x.Table[x.Table[FusedKernels.ProgramAt] + default(D).Index * FusedKernels.InstructionLength + 1]));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) => default(D).Set(ref r, default(D).Get(t.Constants));
 }
 
 /// <summary>Register D = F(register A).</summary>
 internal struct UnaryOf<F, A, D> : IFusedProgram where F : struct, IUnaryFunction where A : struct, IRegister where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) => default(D).Set(ref r, default(F).Apply(default(A).Get(r)));
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) => default(D).Set(ref r, default(F).Apply(default(A).Get(r)));
 }
 
 /// <summary>Register D = F(register A, register B).</summary>
@@ -243,7 +394,10 @@ internal struct BinaryOf<F, A, B, D> : IFusedProgram
     where F : struct, IBinaryFunction where A : struct, IRegister where B : struct, IRegister where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) =>
         default(D).Set(ref r, default(F).Apply(default(A).Get(r), default(B).Get(r)));
 }
 
@@ -252,43 +406,75 @@ internal struct WhereOf<C, T, F, D> : IFusedProgram
     where C : struct, IRegister where T : struct, IRegister where F : struct, IRegister where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) =>
         default(D).Set(ref r, Kernels.ApplyWhere(default(C).Get(r), default(T).Get(r), default(F).Get(r)));
 }
 
-/// <summary>A program's value: its last register.</summary>
+/// <summary>A program's value: its last register. <see cref="Prepare"/> reads, once per thread, the table entries a
+/// prepared program keeps (none for a program that reads the table at each element); <see cref="At"/> evaluates it.</summary>
 internal interface IFusedValue
 {
-    float At(in FusedOperands x, int i);
+    TableCache Prepare(in FusedOperands x);
+    float At(in FusedOperands x, in TableCache t, int i);
 }
 
-/// <summary>How a program finds an element's multi-index: not at all (it has no strided load) or from the table.</summary>
+/// <summary>How a program finds an element's multi-index: not at all (it has no strided load), from the table at each
+/// element, or from the walk a prepared program read once.</summary>
 internal interface IElementWalk
 {
-    Coordinates Of(in FusedOperands x, int i);
+    void Prepare(ref TableCache t, in FusedOperands x);
+    Coordinates Of(in FusedOperands x, in TableCache t, int i);
 }
 
 internal struct NoWalk : IElementWalk
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly Coordinates Of(in FusedOperands x, int i) => default;
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly Coordinates Of(in FusedOperands x, in TableCache t, int i) => default;
 }
 
 internal struct TableWalk : IElementWalk
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly Coordinates Of(in FusedOperands x, int i) => x.CoordinatesOf(i);
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly Coordinates Of(in FusedOperands x, in TableCache t, int i) => x.CoordinatesOf(i);
+}
+
+internal struct PreparedWalk : IElementWalk
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Prepare(ref TableCache t, in FusedOperands x) => t.ReadWalk(x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly Coordinates Of(in FusedOperands x, in TableCache t, int i) => t.CoordinatesOf(i);
 }
 
 /// <summary>The value of program P, whose last register is R, its strided loads at the multi-index W finds.</summary>
 internal struct Program<P, R, W> : IFusedValue where P : struct, IFusedProgram where R : struct, IRegister where W : struct, IElementWalk
 {
+    /// <summary>The walk first: a prepared strided load reads its operand's strides for the walk's rank.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly float At(in FusedOperands x, int i)
+    public readonly TableCache Prepare(in FusedOperands x)
+    {
+        var t = default(TableCache);
+        default(W).Prepare(ref t, x);
+        default(P).Prepare(ref t, x);
+        return t;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly float At(in FusedOperands x, in TableCache t, int i)
     {
         var r = default(Registers);
-        var c = default(W).Of(x, i);
-        default(P).Run(ref r, x, c, i);
+        var c = default(W).Of(x, t, i);
+        default(P).Run(ref r, x, t, c, i);
         return default(R).Get(r);
     }
 }
@@ -297,7 +483,10 @@ internal struct Program<P, R, W> : IFusedValue where P : struct, IFusedProgram w
 internal struct Operand0 : IFusedValue
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly float At(in FusedOperands x, int i) => x.X0[i];
+    public readonly TableCache Prepare(in FusedOperands x) => default;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly float At(in FusedOperands x, in TableCache t, int i) => x.X0[i];
 }
 
 /// <summary>Builds the type of an encoded program (GpuBackend.EncodeFused's table).</summary>
@@ -322,8 +511,9 @@ internal static class FusedProgramType
         ? (narrow ? NarrowOperandTypes : OperandTypes)[k]
         : throw new NotSupportedException($"gpu backend: a fused program reads operand {k}; 0 to {OperandTypes.Length - 1} are supported");
 
-    /// <summary>The <see cref="IFusedValue"/> type computing the program of <paramref name="table"/>.</summary>
-    public static Type Of(int[] table)
+    /// <summary>The <see cref="IFusedValue"/> type computing the program of <paramref name="table"/>: reading the
+    /// table's walk, strides and constants at each element, or once per thread when <paramref name="prepared"/>.</summary>
+    public static Type Of(int[] table, bool prepared = false)
     {
         int count = table[FusedKernels.CountAt], program = table[FusedKernels.ProgramAt];
         Type body = typeof(End);
@@ -339,15 +529,16 @@ internal static class FusedProgramType
                 {
                     FusedKernels.Contiguous => typeof(LoadContiguous<,>),
                     FusedKernels.Scalar => typeof(LoadScalar<,>),
-                    _ => typeof(LoadStrided<,>),
+                    _ => prepared ? typeof(LoadStridedPrepared<,>) : typeof(LoadStrided<,>),
                 }).MakeGenericType(Operand(p, narrow: b != 0), Register(pc)),
-                FusedKernels.Const => typeof(Constant<>).MakeGenericType(Register(pc)),
+                FusedKernels.Const => (prepared ? typeof(ConstantPrepared<>) : typeof(Constant<>)).MakeGenericType(Register(pc)),
                 FusedKernels.Unary => typeof(UnaryOf<,,>).MakeGenericType(Unary1.Of(p), Register(a), Register(pc)),
                 FusedKernels.Binary => typeof(BinaryOf<,,,>).MakeGenericType(Binary2.Of(p), Register(a), Register(b), Register(pc)),
                 _ => typeof(WhereOf<,,,>).MakeGenericType(Register(p), Register(a), Register(b), Register(pc)),
             };
             body = typeof(Then<,>).MakeGenericType(instruction, body);
         }
-        return typeof(Program<,,>).MakeGenericType(body, Register(count - 1), strided ? typeof(TableWalk) : typeof(NoWalk));
+        var walk = !strided ? typeof(NoWalk) : prepared ? typeof(PreparedWalk) : typeof(TableWalk);
+        return typeof(Program<,,>).MakeGenericType(body, Register(count - 1), walk);
     }
 }

@@ -29,7 +29,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
 
     // one uploaded table per group and set of narrow operands (a bit each), kept while the backend lives (a plan's
     // groups are few and their tables small); FusedGroup compares by reference
-    readonly Dictionary<(FusedGroup Group, int Narrow), (MemoryBuffer1D<int, Stride1D.Dense> Table, Type Program)> fusedTables = [];
+    readonly Dictionary<(FusedGroup Group, int Narrow, bool Prepared), (MemoryBuffer1D<int, Stride1D.Dense> Table, Type Program)> fusedTables = [];
     readonly ArrayView<float>[] fusedViews = new ArrayView<float>[FusedKernels.MaxOperands];
 
     /// <summary>When true (the default), executables on this backend fuse chains of pointwise ops into one kernel
@@ -48,6 +48,11 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     public int PrologueElementLimit { get; set; } = int.MaxValue;
 
     bool IFusedPointwise.Fuses(Node node) => node is not null && ShapeModule.numel(node.Shape) <= FusedElementLimit;
+
+    /// <summary>When true, fused programs read their table's walk, strides and constants once per thread (a
+    /// prepared program, <see cref="TableCache"/>) instead of at each element; false (the default) reads them where
+    /// each element needs them. There to compare the two (the GPU check's <c>--tables-per-thread</c>).</summary>
+    public bool ProgramTablesPerThread { get; set; }
 
     /// <summary>When true, a softmax read through a prologue runs one warp per row, several rows a group, with no
     /// group barrier (<see cref="FusedKernels.SoftmaxWarpRowsOf{TValue, TOut}"/>: an online softmax that reads the row
@@ -215,8 +220,8 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
 
     /// <summary>The PTX that the fused kernel <paramref name="kernel"/> (Fused, SoftmaxRows or ReduceRows) compiles to
     /// for <paramref name="group"/> on an SM 9.0 device, made without a device: to inspect the code a program gives.</summary>
-    internal static string FusedPtx(FusedGroup group, string kernel) =>
-        KernelPtx(typeof(FusedKernels).GetMethod(kernel)!.MakeGenericMethod(FusedProgramType.Of(EncodeFused(group))));
+    internal static string FusedPtx(FusedGroup group, string kernel, bool prepared = false) =>
+        KernelPtx(typeof(FusedKernels).GetMethod(kernel)!.MakeGenericMethod(FusedProgramType.Of(EncodeFused(group), prepared)));
 
     /// <summary>The PTX a kernel method compiles to for an SM 9.0 device, made without a device (ILGPU's PTX backend
     /// needs no driver): a kernel whose first parameter is an index runs implicitly grouped, any other explicitly.</summary>
@@ -257,12 +262,12 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             views[k] = b.IsBFloat16 ? b.NarrowPairs : b.View;
         }
         accelerator.Bind();
-        if (!fusedTables.TryGetValue((group, narrow), out var bound))
+        if (!fusedTables.TryGetValue((group, narrow, ProgramTablesPerThread), out var bound))
         {
             var encoded = EncodeFused(group, narrow);
             var table = accelerator.Allocate1D<int>(encoded.Length);
             table.View.CopyFromCPU(stream, ref encoded[0], encoded.Length); // ordered before the kernels on the stream
-            fusedTables[(group, narrow)] = bound = (table, FusedProgramType.Of(encoded));
+            fusedTables[(group, narrow, ProgramTablesPerThread)] = bound = (table, FusedProgramType.Of(encoded, ProgramTablesPerThread));
         }
         return (bound.Table.View, bound.Program);
     }

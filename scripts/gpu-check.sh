@@ -8,6 +8,9 @@
 #                                 # fixtures, packed as .gpu-check/lxt-gpu-check.tar.xz (git-ignored, ~30 MB)
 #   scripts/gpu-check.sh run      # there, from the repository root, with .gpu-check carried along
 #                                 # (device tool: carry [".gpu-check"], command "bash scripts/gpu-check.sh run")
+#   scripts/gpu-check.sh variants # there: the device time of 4 Llama 3.2 1B layers at 2048 tokens for each choice of
+#                                 # kernels (paired values, softmax rows a warp each, program tables once per thread),
+#                                 # one line each and the fastest last; then `run` with LXT_GPU_CHECK_ARGS set to it
 #
 # `run` unpacks under /tmp, samples nvidia-smi's memory use in the background, and runs the check: parity with
 # every fixture on Device.Cuda (1e-4 in float32, 1e-2 in TF32, 5e-2 in bfloat16; the third explanation, which replays
@@ -40,6 +43,34 @@ case "${1:-}" in
     rm -rf "$pack_dir/stage"
     ls -l "$archive"
     ;;
+  variants)
+    [ -f "$archive" ] || { echo "$archive is missing: run 'scripts/gpu-check.sh pack' where dotnet is, and carry .gpu-check" >&2; exit 1; }
+    out="${OUT:-/tmp/lxt-gpu-out}"
+    mkdir -p "$out"
+    work=/tmp/lxt-gpu-check
+    rm -rf "$work" && mkdir -p "$work"
+    tar -C "$work" -xJf "$archive"
+    export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    best="" best_ms=""
+    # each line: the options of one choice (LXT_GPU_VARIANTS replaces the list, one choice per line)
+    variants="${LXT_GPU_VARIANTS:---pairs None
+--pairs All
+--pairs All --softmax-warp-rows
+--pairs All --tables-per-thread
+--pairs All --softmax-warp-rows --tables-per-thread}"
+    : > "$out/variants.log"
+    while IFS= read -r v; do
+      [ -n "$v" ] || continue
+      # shellcheck disable=SC2086
+      "$work/app/Lxt.GpuCheck" --precision bf16 --models 1b --tokens 2048 --checkpointing products --profile-tokens 2048 \
+        --layers 4 --repeats 3 $v > "$work/variant.log" 2>&1 || true
+      cat "$work/variant.log" >> "$out/variants.log"
+      ms=$(grep 'per run replaying a CUDA graph' "$work/variant.log" | awk '{print $5; exit}' || true)
+      echo "$v: ${ms:-?} ms for 4 layers"
+      if [ -n "$ms" ] && { [ -z "$best_ms" ] || awk "BEGIN{exit !($ms < $best_ms)}"; }; then best="$v" best_ms="$ms"; fi
+    done <<< "$variants"
+    if [ -n "$best_ms" ]; then echo "fastest: $best ($best_ms ms)"; else echo "no choice was timed (see $out/variants.log)"; exit 1; fi
+    ;;
   run)
     [ -f "$archive" ] || { echo "$archive is missing: run 'scripts/gpu-check.sh pack' where dotnet is, and carry .gpu-check" >&2; exit 1; }
     out="${OUT:-/tmp/lxt-gpu-out}"
@@ -60,7 +91,7 @@ case "${1:-}" in
     exit "$status"
     ;;
   *)
-    echo "usage: scripts/gpu-check.sh pack|run" >&2
+    echo "usage: scripts/gpu-check.sh pack|run|variants" >&2
     exit 2
     ;;
 esac
