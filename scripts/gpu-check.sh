@@ -29,6 +29,17 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 pack_dir="$root/.gpu-check"
 archive="$pack_dir/lxt-gpu-check.tar.xz"
 
+# unpacks the carried archive under /tmp ($work) and makes $out (for logs) and CUDA's libraries reachable
+unpack() {
+  [ -f "$archive" ] || { echo "$archive is missing: run 'scripts/gpu-check.sh pack' where dotnet is, and carry .gpu-check" >&2; exit 1; }
+  out="${OUT:-/tmp/lxt-gpu-out}"
+  mkdir -p "$out"
+  work=/tmp/lxt-gpu-check
+  rm -rf "$work" && mkdir -p "$work"
+  tar -C "$work" -xJf "$archive"
+  export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+
 case "${1:-}" in
   pack)
     fixtures="${LXT_FIXTURES:-$root/../shared/fixtures/lxt-reference}"
@@ -44,13 +55,7 @@ case "${1:-}" in
     ls -l "$archive"
     ;;
   variants)
-    [ -f "$archive" ] || { echo "$archive is missing: run 'scripts/gpu-check.sh pack' where dotnet is, and carry .gpu-check" >&2; exit 1; }
-    out="${OUT:-/tmp/lxt-gpu-out}"
-    mkdir -p "$out"
-    work=/tmp/lxt-gpu-check
-    rm -rf "$work" && mkdir -p "$work"
-    tar -C "$work" -xJf "$archive"
-    export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    unpack
     best="" best_ms=""
     # each line: the options of one choice (LXT_GPU_VARIANTS replaces the list, one choice per line)
     variants="${LXT_GPU_VARIANTS:---pairs None
@@ -72,13 +77,7 @@ case "${1:-}" in
     if [ -n "$best_ms" ]; then echo "fastest: $best ($best_ms ms)"; else echo "no choice was timed (see $out/variants.log)"; exit 1; fi
     ;;
   run)
-    [ -f "$archive" ] || { echo "$archive is missing: run 'scripts/gpu-check.sh pack' where dotnet is, and carry .gpu-check" >&2; exit 1; }
-    out="${OUT:-/tmp/lxt-gpu-out}"
-    mkdir -p "$out"
-    work=/tmp/lxt-gpu-check
-    rm -rf "$work" && mkdir -p "$work"
-    tar -C "$work" -xJf "$archive"
-    export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    unpack
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 > "$out/memory-used.csv" 2>/dev/null &
     sampler=$!
