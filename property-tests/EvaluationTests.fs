@@ -303,6 +303,15 @@ let tests =
             Expect.isTrue (close (Explanation.SumLastAxis v) exact) "sums over the last axis"
             Expect.isTrue (close (Explanation.SumFirstAxis v) columns) "sums over the first axis"
             Expect.sequenceEqual (v.ToDoubleArray()) (Array.map float values) "widened copies are exact")
+        test "per-position sums of a large input, its rows shared out among threads, equal the rows summed one by one" {
+            let rng = Random 3
+            let rows, width = 1030, 1023
+            Expect.isGreaterThanOrEqual (rows * width) Explanation.ParallelSumsFrom "large enough to be summed on several threads"
+            let values = Array.init (rows * width) (fun _ -> float32 (rng.NextDouble() * 2.0 - 1.0))
+            let v = TensorValue([| rows; width |], values, null)
+            let oneByOne = Array.init rows (fun i -> Explanation.SumLastAxis(TensorValue([| 1; width |], values.[i * width .. (i + 1) * width - 1], null)).[0])
+            Expect.sequenceEqual (Explanation.SumLastAxis v) oneByOne "the same sums, bit for bit"
+        }
         testList "methods and reports" [
             test "every id parses to a method of that id" {
                 for id in AttributionMethods.Ids do
