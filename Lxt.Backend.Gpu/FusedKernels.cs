@@ -1,6 +1,7 @@
 // The fused kernels, generic in a group's program (see FusedPrograms.cs), which reads up to eight broadcast operands
 // and applies the element functions of the Unary, Binary and Where kernels. Fused computes the group's root one
-// thread per element (FusedPairs: per pair of elements, see GpuBackend.PairedKernels); SoftmaxRows and ReduceRows read a softmax's or trailing reduction's operand through the
+// thread per element (FusedPairs one per pair, see GpuBackend.PairedKernels); SoftmaxRows (one group per row),
+// SoftmaxWarpRows (one warp per row) and ReduceRows read a softmax's or trailing reduction's operand through the
 // program (a prologue). Tables (walk, strides, program) are built once per group by GpuBackend.Fused.cs.
 using System.Runtime.CompilerServices;
 using ILGPU;

@@ -1,7 +1,8 @@
 // Narrow values: in bfloat16 mode, large values that only products, layout copies, fused groups and prologues read are
 // stored in bfloat16 (attention scores, probabilities and their relevances), halving the bytes their kernels move.
 // Products write them from cuBLAS in bfloat16, fused groups and softmax rows round as they store, layout copies move
-// them as they are, and every reader widens as it loads.
+// them as they are, and every reader widens as it loads. Kernels may take values in pairs (PairedKernels), so that a
+// bfloat16 pair moves as one 32-bit word.
 using Lxt.Graph;
 
 namespace Lxt.Backend.Gpu;
