@@ -80,16 +80,22 @@ public sealed class Checkpointing
 {
     private readonly Func<IReadOnlyList<string>, IReadOnlyList<string>> _select;
 
-    private Checkpointing(string description, Func<IReadOnlyList<string>, IReadOnlyList<string>> select, bool atProducts = false, string? id = null)
+    private Checkpointing(string description, Func<IReadOnlyList<string>, IReadOnlyList<string>> select, bool atProducts = false, string? id = null,
+        long? intermediateBudget = null)
     {
         Id = id;
         Description = description;
         _select = select;
         AtProducts = atProducts;
+        IntermediateBudget = intermediateBudget;
     }
 
-    /// <summary>The name command lines give the choice (none, layers, sqrt, products); null for <see cref="At"/>.</summary>
+    /// <summary>The name command lines give the choice (none, layers, sqrt, products, products:GiB); null for
+    /// <see cref="At"/>.</summary>
     public string? Id { get; }
+
+    /// <summary>For <see cref="ProductsWithin"/>: the bytes of intermediate values the explanation may hold.</summary>
+    public long? IntermediateBudget { get; }
 
     /// <summary>What is checkpointed, in words.</summary>
     public string Description { get; }
@@ -124,18 +130,39 @@ public sealed class Checkpointing
     /// residual stream, which is then not kept either.</summary>
     public static Checkpointing Products { get; } = new("every matrix product and reduction", _ => [], atProducts: true, id: "products");
 
-    /// <summary>The choices with a name, in the order command lines list them.</summary>
+    /// <summary>As <see cref="Products"/>, and the attention probabilities (softmax outputs) of as many layers as fit,
+    /// with every other intermediate value of the explanation, in <paramref name="bytes"/> (weights, inputs and outputs
+    /// not counted). A layer whose probabilities are kept skips recomputing q·kᵀ and its softmax in the backward pass;
+    /// the last layers are kept first. Dry runs of the explanation on the explainer's backend (<see cref="DryRunBackend"/>)
+    /// find the most layers that fit, once per explained graph; with too small a budget for any, this is
+    /// <see cref="Products"/>.</summary>
+    public static Checkpointing ProductsWithin(long bytes)
+    {
+        if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "a memory budget must be positive");
+        string gib = (bytes / (double)(1L << 30)).ToString("0.###", System.Globalization.CultureInfo.InvariantCulture);
+        return new($"every matrix product and reduction, and attention probabilities within {gib} GiB of intermediates", _ => [],
+            atProducts: true, id: $"products:{gib}", intermediateBudget: bytes);
+    }
+
+    /// <summary>The choices with a name, in the order command lines list them (and <c>products:GiB</c>,
+    /// <see cref="ProductsWithin"/>).</summary>
     public static IReadOnlyList<Checkpointing> Named { get; } = [None, EveryLayer, SqrtLayers, Products];
 
-    /// <summary>The choice named <paramref name="id"/> (<see cref="Id"/>), or false.</summary>
+    /// <summary>The choice named <paramref name="id"/> (<see cref="Id"/>; <c>products:2.5</c> is
+    /// <see cref="ProductsWithin"/> 2.5 GiB), or false.</summary>
     public static bool TryParse(string? id, out Checkpointing checkpointing)
     {
-        checkpointing = Named.FirstOrDefault(c => c.Id == id?.Trim())!;
+        string? name = id?.Trim();
+        checkpointing = Named.FirstOrDefault(c => c.Id == name)!;
+        if (checkpointing is null && name is not null && name.StartsWith("products:", StringComparison.Ordinal)
+            && double.TryParse(name["products:".Length..], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double gib)
+            && gib > 0 && gib * (1L << 30) < long.MaxValue)
+            checkpointing = ProductsWithin((long)(gib * (1L << 30)));
         return checkpointing is not null;
     }
 
-    /// <summary>The names, for messages: "none, layers, sqrt or products".</summary>
-    public static string NamesInWords => string.Join(", ", Named.Take(Named.Count - 1).Select(c => c.Id)) + " or " + Named[^1].Id;
+    /// <summary>The names, for messages: "none, layers, sqrt, products or products:GiB".</summary>
+    public static string NamesInWords => string.Join(", ", Named.Select(c => c.Id)) + " or products:GiB";
 
     /// <summary>The named nodes of the model graph as checkpoints.</summary>
     public static Checkpointing At(params string[] nodes)
@@ -326,7 +353,11 @@ public sealed class Explainer : IDisposable
 
     private IReadOnlyList<Expr> FindCheckpoints(Checkpointing checkpointing, Expr[] outputs)
     {
-        if (checkpointing.AtProducts) return ProductCheckpoints(_input.Node, outputs[0]);
+        if (checkpointing.AtProducts)
+        {
+            var products = ProductCheckpoints(_input.Node, outputs[0]);
+            return checkpointing.IntermediateBudget is long budget ? WithProbabilities(products, outputs, budget) : products;
+        }
         var names = checkpointing.Select(LayerOutputs);
         if (names.Count == 0)
             throw new InvalidOperationException($"checkpointing {checkpointing} needs the layer outputs: set Explainer.LayerOutputs or use Checkpointing.At");
@@ -359,6 +390,46 @@ public sealed class Explainer : IDisposable
             if (keep) checkpoints.Add(new Expr(n));
         }
         return checkpoints;
+    }
+
+    // the product checkpoints and the softmax outputs of the rewritten forward graph's last k layers, for the largest k
+    // whose planned intermediate peak is within the budget (the peak grows with k: each kept layer holds its
+    // probabilities from the forward pass to the backward)
+    private IReadOnlyList<Expr> WithProbabilities(IReadOnlyList<Expr> products, Expr[] outputs, long budget)
+    {
+        var probabilities = Traverse.topo(new[] { outputs[0].Node }).Where(n => n.Op.IsSoftmax).Reverse().ToArray();
+        IReadOnlyList<Expr> Keeping(int k) => products.Concat(probabilities.Take(k).Select(n => new Expr(n))).ToArray();
+        bool Fits(int k) => PlannedIntermediates(outputs, Keeping(k)) <= budget;
+        int lo = 0, hi = probabilities.Length;
+        if (Fits(hi)) return Keeping(hi);
+        while (hi - lo > 1)
+        {
+            int mid = (lo + hi) / 2;
+            if (Fits(mid)) lo = mid; else hi = mid;
+        }
+        return Keeping(lo);
+    }
+
+    // the most intermediate bytes an explanation with these checkpoints holds, from a dry run that plans as this
+    // explainer's backend does and computes nothing
+    private long PlannedIntermediates(Expr[] outputs, IReadOnlyList<Expr> checkpoints)
+    {
+        var plan = PlanModule.compileWith(new PlanOptions(ListModule.OfSeq(checkpoints.Select(c => c.Node))),
+            ListModule.OfSeq(outputs.Select(o => o.Node)));
+        DryRunBackend dry;
+        try { dry = new DryRunBackend(_session.Backend); }
+        catch (ArgumentException e)
+        {
+            throw new NotSupportedException($"checkpointing within a memory budget plans with dry runs as the explainer's backend does, and backend {_session.Backend.Name} cannot be planned so ({e.Message}); use Checkpointing.Products on it", e);
+        }
+        IBackend backend = dry;
+        using var exe = new Executable(plan, dry);
+        foreach (var p in PlanModule.parameters(plan))
+            exe.BindParameter(((Op.Parameter)p.Op).name, backend.Allocate(ShapeModule.numel(p.Shape)), true);
+        var feeds = PlanModule.inputs(plan).ToDictionary(i => ((Op.Input)i.Op).name, i => backend.Allocate(ShapeModule.numel(i.Shape)));
+        exe.Recycle(exe.Run(feeds));
+        foreach (var f in feeds.Values) f.Dispose();
+        return exe.PeakIntermediateBytes;
     }
 
     private Dictionary<string, float[]> Feeds(float[] input) => new() { [_input.Name!] = input };

@@ -408,8 +408,10 @@ void TimeModel(string size, List<string> rows, List<string> best)
         var graph = graphs[tokens];
         var input = RandomInput(graph, tokens);
         var runs = new List<(string Mode, double Median, double Peak)>();
-        foreach (var checkpointing in options.CheckpointModes)
+        var modes = new List<Checkpointing>(options.CheckpointModes);
+        for (int m = 0; m < modes.Count; m++)
         {
+            var checkpointing = modes[m];
             session.ReleasePlans();
             GC.Collect();
             backend.ResetPeak();
@@ -458,6 +460,17 @@ void TimeModel(string size, List<string> rows, List<string> best)
             {
                 Say($"llama-{size} {tokens} tokens, checkpointing {mode}: {e.GetType().Name}: {e.Message}");
                 rows.Add($"llama-{size,-4} {tokens,6} {mode,-13} {"-",10} {"-",8} {"-",9}  {e.GetType().Name}");
+            }
+            // where no checkpointing outgrows the reference's memory and the products fit, also keep the attention
+            // probabilities of as many layers as fit in what the reference holds (less the weights and a margin for
+            // inputs, outputs and the GEMM workspace)
+            if (m == modes.Count - 1 && Reference.Of(size, tokens) is var (_, limitGiB)
+                && runs.Any(r => r.Mode == ModeName(Checkpointing.None) && r.Peak > limitGiB)
+                && runs.Any(r => r.Mode == ModeName(Checkpointing.Products) && r.Peak <= limitGiB))
+            {
+                session.ReleasePlans();
+                long budget = (long)(limitGiB * (1L << 30)) - backend.AllocatedBytes - (256L << 20);
+                if (budget > 0) modes.Add(Checkpointing.ProductsWithin(budget));
             }
         }
         session.ReleasePlans();

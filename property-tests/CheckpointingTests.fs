@@ -197,7 +197,14 @@ let private llamaTests =
             Expect.equal [ for c in Checkpointing.Named -> c.Id ] [ "none"; "layers"; "sqrt"; "products" ] "the names"
             Expect.isFalse (fst (Checkpointing.TryParse "every layer")) "a description is no name"
             Expect.isNull (Checkpointing.At("model.layers.0").Id) "named nodes have no name of their own"
-            Expect.equal Checkpointing.NamesInWords "none, layers, sqrt or products" "in words"
+            Expect.equal Checkpointing.NamesInWords "none, layers, sqrt, products or products:GiB" "in words"
+            let ok, within = Checkpointing.TryParse "products:2.5"
+            Expect.isTrue ok "products with a budget in GiB"
+            Expect.equal within.IntermediateBudget (Nullable (5L <<< 29)) "2.5 GiB"
+            Expect.equal within.Id "products:2.5" "named by its budget"
+            Expect.isTrue within.AtProducts "at the products"
+            for bad in [ "products:"; "products:0"; "products:-1"; "products:x"; "products:1e30" ] do
+                Expect.isFalse (fst (Checkpointing.TryParse bad)) bad
         }
         test "checkpointing needs layer outputs or named checkpoints" {
             let graph = Architectures.Build(ModelConfig.Parse(llamaConfig 2), 4)
@@ -261,6 +268,31 @@ let private productTests =
             let _, plain = llamaPeak Device.Reference 8 Checkpointing.None
             let _, products = llamaPeak Device.Reference 8 Checkpointing.Products
             Expect.equal products plain "bit-identical"
+        }
+        test "within a budget: the attention probabilities of as many layers as fit are kept, the relevance is the same, and the peak stays within the budget" {
+            // 64 tokens, heads of 16 dimensions: the probabilities [2, 128, 64] of a group outgrow q, so products
+            // recompute q·kᵀ and the softmax in each layer's backward pass unless the probabilities are kept
+            let plain, r = llamaPeak Device.Cpu 8 Checkpointing.None
+            let products, rp = llamaPeak Device.Cpu 8 Checkpointing.Products
+            let within (budget: int64) = llamaPeak Device.Cpu 8 (Checkpointing.ProductsWithin budget)
+            let tight, rt = within 1L
+            Expect.equal tight products "a budget too small for any layer's probabilities: the products' plan"
+            Expect.equal rt rp "and its relevance"
+            let ample, ra = within (plain * 4L)
+            Expect.isGreaterThan ample products "an ample budget keeps every layer's probabilities"
+            Expect.isLessThanOrEqual ample (plain * 4L) "within the budget"
+            let between = (products + ample) / 2L
+            let middle, rm = within between
+            Expect.isLessThanOrEqual middle between "within a budget between the two"
+            Expect.isGreaterThan middle products "some layers' probabilities kept"
+            Expect.isLessThan middle ample "not every layer's"
+            for relevance in [ ra; rm ] do
+                Expect.isLessThanOrEqual (maxAbsDiff relevance r) 1e-6 "the relevance without checkpointing"
+            printfn "llama 8 layers, 64 tokens, float32: peak %d B at the products, %d B within %d B, %d B keeping every layer's probabilities, %d B without checkpointing" products middle between ample plain
+            // the float64 reference plans no lazy transposes, so no dry run can plan a budget for it
+            let e = Expect.throwsC (fun () -> llamaPeak Device.Reference 2 (Checkpointing.ProductsWithin 1000000L) |> ignore) id
+            Expect.isTrue (e :? NotSupportedException) (sprintf "a typed error, not %s" (e.GetType().Name))
+            Expect.stringContains e.Message "Checkpointing.Products" "says what to use instead"
         }
         test "float32 CPU: the same relevance and a lower peak than without checkpointing, and no layer outputs needed" {
             let plain, r = llamaPeak Device.Cpu 8 Checkpointing.None

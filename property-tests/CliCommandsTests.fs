@@ -339,24 +339,33 @@ let gpuDeviceTests =
 
 let checkpointingTests =
     testList "checkpointing" [
-        test "--checkpointing layers, sqrt and products give the relevance of a plain run" {
+        test "--checkpointing layers, sqrt, products and products:GiB give the relevance of a plain run" {
             let dir = Path.Combine(Path.GetTempPath(), "lxt-ckpt-" + Guid.NewGuid().ToString("N"))
             Directory.CreateDirectory dir |> ignore
             try
-                let relevance (mode: string) =
-                    let json = Path.Combine(dir, mode + ".json")
-                    ok [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "reference"; "--checkpointing"; mode; "--json"; json ] |> ignore
+                let relevance (mode: string) (device: string) =
+                    let json = Path.Combine(dir, mode + "-" + device + ".json")
+                    ok [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; device; "--checkpointing"; mode; "--json"; json ] |> ignore
                     use doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText json)
                     doc.RootElement.GetProperty("relevance").EnumerateArray() |> Seq.map (fun e -> e.GetDouble()) |> Array.ofSeq
-                let plain = relevance "none"
+                let plain = relevance "none" "reference"
                 for mode in [ "layers"; "sqrt"; "products" ] do
-                    let r = relevance mode
+                    let r = relevance mode "reference"
                     Expect.equal r.Length plain.Length "one value per token"
                     for a, b in Array.zip r plain do Expect.floatClose Accuracy.veryHigh a b (sprintf "%s: same relevance" mode)
+                // a budget is planned by dry runs of the backend computing the explanation (not the reference)
+                let cpu = relevance "none" "cpu"
+                for mode in [ "products:0.0001"; "products:4" ] do
+                    let r = relevance mode "cpu"
+                    for a, b in Array.zip r cpu do Expect.floatClose Accuracy.high a b (sprintf "%s: same relevance" mode)
             finally Directory.Delete(dir, true)
         }
-        test "--checkpointing takes none, layers, sqrt or products" {
-            expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--checkpointing"; "half" ] "none, layers, sqrt or products"
+        test "--checkpointing takes none, layers, sqrt, products or products:GiB" {
+            expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--checkpointing"; "half" ] "none, layers, sqrt, products or products:GiB"
+            expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--checkpointing"; "products:-2" ] "products:GiB"
+        }
+        test "--checkpointing products:GiB on the float64 reference says it cannot plan a budget there" {
+            expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "reference"; "--checkpointing"; "products:1" ] "memory budget"
         }
     ]
 

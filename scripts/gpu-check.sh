@@ -16,10 +16,12 @@
 # every fixture on Device.Cuda (1e-4 in float32, 1e-2 in TF32, 5e-2 in bfloat16; the third explanation, which replays
 # a CUDA graph, is the one compared), cuBLAS against the ILGPU tiled product, GEMM TFLOP/s at 4096³, then AttnLRP
 # timings on random Llama 3.2 1B and Llama 3.1 8B shapes at 128/512/2048 tokens, each without checkpointing, at the
-# products and every layer (median of 7 after two warm-up runs, peak device memory held by Lxt), and prints a short table last:
-# every run, then each shape's fastest run within the reference's peak memory against the reference's time. Logs go
-# to $OUT (or /tmp/lxt-gpu-out). The README's table is `LXT_GPU_CHECK_ARGS="--precision bf16"` (about 80 s on an H100
-# with two checkpointing choices, plus the machine's start); "--profile-tokens 2048" adds a per-op profile.
+# products and every layer, and where no checkpointing outgrows the reference's memory but the products fit, at the
+# products keeping the attention probabilities that fit in it (median of 7 after two warm-up runs, peak device memory
+# held by Lxt), and prints a short table last: every run, then each shape's fastest run within the reference's peak
+# memory against the reference's time. Logs go to $OUT (or /tmp/lxt-gpu-out). The README's table is
+# `LXT_GPU_CHECK_ARGS="--precision bf16"` (about 90 s on an H100, plus the machine's start); "--profile-tokens 2048"
+# adds a per-op profile.
 #
 # Environment: LXT_GPU_CHECK_ARGS passes options to the check (e.g. "--models 1b --tokens 128,512 --repeats 3"
 # to fit a short lease, "--precision tf32" or "--precision bf16" for TF32 or bfloat16 products); LXT_CUBLAS_PATH

@@ -34,7 +34,7 @@ public sealed class ExplainCommand : ICommand
         new("tex", "FILE", "write a LaTeX standalone token heatmap (text models)"),
         new("pdf", "FILE", "compile that LaTeX heatmap to PDF (needs pdflatex, lualatex or tectonic)"),
         new("colormap", "MAP", "image heatmap colours: bwr (default) or coldnhot"),
-        new("checkpointing", "none|layers|sqrt|products", "recompute activations in the relevance pass: none (default), layer interiors from every layer or every √L-th layer, or the pointwise ops between matrix products (less memory, same relevance)"),
+        new("checkpointing", "none|layers|sqrt|products|products:GiB", "recompute activations in the relevance pass: none (default), layer interiors from every layer or every √L-th layer, or the pointwise ops between matrix products (less memory, same relevance); products:GiB also keeps the attention probabilities of as many layers as fit in that many GiB of intermediates (faster)"),
         new("trace", "FILE.png", "write a token × layer image of relevance at every layer output (text models)"),
         new("batch", "FILE", "explain every line of a JSON-lines file ({\"text\"|\"input_ids\"|\"pixels\", \"id\"?, \"target\"?})"),
         new("out", "FILE", "with --batch: append one JSON result per line here; a rerun resumes where it stopped"),
@@ -188,6 +188,9 @@ public sealed class ExplainCommand : ICommand
         var gemm = GemmOf(precision);
         if (!Backends.SupportsPrecision(device, gemm))
             throw new UsageException($"--precision {precision} sets the matrix-product precision of --device cuda or ilgpu-cpu; --device {DeviceOption.NameOf(device)} computes in {(device == Device.Reference ? "float64" : "float32")} only");
+        var checkpointing = args.String("checkpointing") is { } id ? CheckpointingOf(id) : Checkpointing.None;
+        if (checkpointing.IntermediateBudget is not null && device == Device.Reference)
+            throw new UsageException($"--checkpointing {checkpointing.Id} plans its memory budget with dry runs of the device's backend, which the float64 reference cannot be planned by; use --checkpointing products there");
         return new ExplainRequest(model, input)
         {
             Method = method,
@@ -196,7 +199,7 @@ public sealed class ExplainCommand : ICommand
             Precision = gemm,
             Threads = args.Int("threads", min: 0) ?? 0,
             Nodes = args.List("nodes") ?? [],
-            Checkpointing = args.String("checkpointing") is { } id ? CheckpointingOf(id) : Checkpointing.None,
+            Checkpointing = checkpointing,
         };
     }
 
