@@ -139,7 +139,7 @@ public sealed class Checkpointing
     public static Checkpointing ProductsWithin(long bytes)
     {
         if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "a memory budget must be positive");
-        string gib = (bytes / (double)(1L << 30)).ToString("0.###", System.Globalization.CultureInfo.InvariantCulture);
+        string gib = (bytes / (double)(1L << 30)).ToString("G4", System.Globalization.CultureInfo.InvariantCulture);
         return new($"every matrix product and reduction, and attention probabilities within {gib} GiB of intermediates", _ => [],
             atProducts: true, id: $"products:{gib}", intermediateBudget: bytes);
     }
