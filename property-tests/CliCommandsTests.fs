@@ -397,7 +397,7 @@ let planTests =
         test "the float64 reference plans no device memory, and bfloat16 products need a GPU device" {
             expectUsage [ "plan"; "--model"; llama; "--device"; "reference" ] "plans no device memory"
             expectUsage [ "plan"; "--model"; llama; "--device"; "cpu"; "--precision"; "bf16" ] "cuda or ilgpu-cpu"
-            expectUsage [ "plan"; "--model"; llama; "--checkpointing"; "half" ] "none, layers, sqrt or products"
+            expectUsage [ "plan"; "--model"; llama; "--checkpointing"; "half" ] "none, layers, sqrt, products or products:GiB"
             Expect.throwsT<ArgumentException> (fun () -> ExplanationPlanner.DecisionsFor(Device.Reference) |> ignore) "from C# too"
         }
     ]
