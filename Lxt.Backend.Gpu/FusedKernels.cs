@@ -38,55 +38,52 @@ internal static class FusedKernels
     public static void Fused<TValue>(Index1D i, ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table) where TValue : struct, IFusedValue
-    {
-        var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
-        var value = default(TValue);
-        y[i] = value.At(x, value.Prepare(x), i);
-    }
+        ArrayView<int> table) where TValue : struct, IFusedValue =>
+        ElementOf<TValue, WideValues>(i, new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table));
 
-    /// <summary>The group's root, one thread per pair of elements (launched on ⌈n/2⌉ threads): thread j computes
-    /// elements 2j and 2j + 1 before it stores either; the last thread of an odd count computes its one element twice
-    /// and stores it once.</summary>
+    /// <summary>The group's root, one thread per pair of elements (launched on ⌈n/2⌉ threads): see
+    /// <see cref="PairOf{TValue, TOut}"/>.</summary>
     public static void FusedPairs<TValue>(Index1D j, ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table) where TValue : struct, IFusedValue
-    {
-        var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
-        var value = default(TValue);
-        var entries = value.Prepare(x);
-        int n = (int)y.Length, i = 2 * j;
-        float a = value.At(x, entries, i), b = value.At(x, entries, Math.Min(i + 1, n - 1));
-        y[i] = a;
-        if (i + 1 < n) y[i + 1] = b;
-    }
+        ArrayView<int> table) where TValue : struct, IFusedValue =>
+        PairOf<TValue, WideValues>(j, new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table));
 
     /// <summary><see cref="Fused{TValue}"/> into bfloat16 values, each rounded to nearest (a narrow value).</summary>
     public static void FusedNarrow<TValue>(Index1D i, ArrayView<ushort> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table) where TValue : struct, IFusedValue
-    {
-        var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
-        var value = default(TValue);
-        y[i] = BFloat16Conversion.FromFloat(value.At(x, value.Prepare(x), i));
-    }
+        ArrayView<int> table) where TValue : struct, IFusedValue =>
+        ElementOf<TValue, NarrowValues>(i, new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table));
 
-    /// <summary><see cref="FusedPairs{TValue}"/> into bfloat16 values, each pair stored as one 32-bit word; the last
-    /// thread of an odd count stores one word of 16 bits.</summary>
+    /// <summary><see cref="FusedPairs{TValue}"/> into bfloat16 values, each pair stored as one 32-bit word.</summary>
     public static void FusedNarrowPairs<TValue>(Index1D j, ArrayView<ushort> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table) where TValue : struct, IFusedValue
+        ArrayView<int> table) where TValue : struct, IFusedValue =>
+        PairOf<TValue, NarrowValues>(j, new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table));
+
+    /// <summary>Element <paramref name="i"/> of the value <typeparamref name="TValue"/> computes, into
+    /// <paramref name="y"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void ElementOf<TValue, TOut>(int i, TOut y, in FusedOperands x) where TValue : struct, IFusedValue where TOut : struct, IValueSink
     {
-        var x = new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table);
+        var value = default(TValue);
+        y.Set(i, value.At(x, value.Prepare(x), i));
+    }
+
+    /// <summary>Elements 2j and 2j + 1 of the value <typeparamref name="TValue"/> computes, both computed before either
+    /// is stored and stored as a pair (one 32-bit word into bfloat16); the last thread of an odd count computes its
+    /// one element twice and stores it once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PairOf<TValue, TOut>(int j, TOut y, in FusedOperands x) where TValue : struct, IFusedValue where TOut : struct, IValueSink
+    {
         var value = default(TValue);
         var entries = value.Prepare(x);
         int n = (int)y.Length, i = 2 * j;
         float a = value.At(x, entries, i), b = value.At(x, entries, Math.Min(i + 1, n - 1));
-        if (i + 1 < n) y.Cast<uint>()[j] = BFloat16Conversion.Pair(a, b);
-        else y[i] = BFloat16Conversion.FromFloat(a);
+        if (i + 1 < n) y.SetPair(i, a, b);
+        else y.Set(i, a);
     }
 
     /// <summary>Softmax of contiguous rows of a fused group's value (a prologue), one group per row; a thread takes

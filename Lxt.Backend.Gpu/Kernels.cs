@@ -47,11 +47,12 @@ public static class BFloat16Conversion
     /// (little-endian: an even element is the low half of its pair). Fused kernels read narrow operands so, through the
     /// float32 views they take for every operand.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float FromPairs(ArrayView<float> pairs, int j)
-    {
-        uint pair = Interop.FloatAsInt(pairs[j >> 1]);
-        return Interop.IntAsFloat((j & 1) == 0 ? pair << 16 : pair & 0xffff0000u);
-    }
+    public static float FromPairs(ArrayView<float> pairs, int j) => Half(Interop.FloatAsInt(pairs[j >> 1]), (j & 1) != 0);
+
+    /// <summary>The float32 of one bfloat16 half of a 32-bit word of two (<see cref="Pair"/>): the low half (the even
+    /// element) or the high one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Half(uint pair, bool high) => Interop.IntAsFloat(high ? pair & 0xffff0000u : pair << 16);
 
     /// <summary>x rounded to bfloat16 and widened back (the value a bfloat16 product reads).</summary>
     public static float Round(float x) => ToFloat(FromFloat(x));
@@ -122,8 +123,8 @@ internal static class Kernels
         if ((narrow & 1) != 0)
         {
             uint pair = x16.Cast<uint>()[from >> 1];
-            a = Interop.IntAsFloat(pair << 16);
-            b = Interop.IntAsFloat(pair & 0xffff0000u);
+            a = BFloat16Conversion.Half(pair, high: false);
+            b = BFloat16Conversion.Half(pair, high: true);
         }
         else
         {
