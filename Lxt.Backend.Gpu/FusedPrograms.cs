@@ -73,52 +73,105 @@ internal readonly struct FusedOperands
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static FusedOperands Of(ArrayView<float> x) => new(x, x, x, x, x, x, x, x, default);
 
-    /// <summary>The multi-index of linear element <paramref name="i"/> of the root over the table's walk, innermost
-    /// axis first: one division per axis but the outermost, each a multiply-high by the axis's magic number and a
-    /// shift (<see cref="FastDivision"/>), computed once per element for all strided operands.</summary>
+    /// <summary>The multi-index of linear element <paramref name="i"/> of the root over the table's walk (see
+    /// <see cref="WalkLadder.Coordinates"/>), its axes read from the table.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Coordinates CoordinatesOf(int i)
-    {
-        int rank = Table[FusedKernels.RankAt];
-        var c = default(Coordinates);
-        int rest = i;
-        if (rank > 1) rest = Split(rest, 0, out c.C0); else { c.C0 = rest; return c; }
-        if (rank > 2) rest = Split(rest, 1, out c.C1); else { c.C1 = rest; return c; }
-        if (rank > 3) rest = Split(rest, 2, out c.C2); else { c.C2 = rest; return c; }
-        if (rank > 4) rest = Split(rest, 3, out c.C3); else { c.C3 = rest; return c; }
-        if (rank > 5) rest = Split(rest, 4, out c.C4); else { c.C4 = rest; return c; }
-        if (rank > 6) rest = Split(rest, 5, out c.C5); else { c.C5 = rest; return c; }
-        if (rank > 7) rest = Split(rest, 6, out c.C6); else { c.C6 = rest; return c; }
-        c.C7 = rest;
-        return c;
-    }
-
-    /// <summary>The quotient of <paramref name="rest"/> by the size of walk axis <paramref name="axis"/> (innermost
-    /// first); the remainder is the coordinate along it.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    int Split(int rest, int axis, out int coordinate)
-    {
-        int at = FusedKernels.HeaderLength + axis * FusedKernels.AxisLength;
-        int n = Table[at], q = FastDivision.Quotient(rest, (uint)Table[at + 1], Table[at + 2]);
-        coordinate = rest - q * n;
-        return q;
-    }
+    public Coordinates CoordinatesOf(int i) => WalkLadder.Coordinates(i, Table[FusedKernels.RankAt], new TableAxes(Table));
 
     /// <summary>Where operand <paramref name="operand"/> holds the element at coordinates <paramref name="c"/>: the
-    /// coordinates dotted with the operand's strides.</summary>
+    /// coordinates dotted with the operand's strides, read from the table.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int StridedOffset(int operand, in Coordinates c)
     {
         int rank = Table[FusedKernels.RankAt];
-        int s = FusedKernels.HeaderLength + rank * FusedKernels.AxisLength + operand * rank;
-        int offset = c.C0 * Table[s];
-        if (rank > 1) offset += c.C1 * Table[s + 1];
-        if (rank > 2) offset += c.C2 * Table[s + 2];
-        if (rank > 3) offset += c.C3 * Table[s + 3];
-        if (rank > 4) offset += c.C4 * Table[s + 4];
-        if (rank > 5) offset += c.C5 * Table[s + 5];
-        if (rank > 6) offset += c.C6 * Table[s + 6];
-        if (rank > 7) offset += c.C7 * Table[s + 7];
+        return WalkLadder.Offset(rank, new TableRun(Table, FusedKernels.HeaderLength + rank * FusedKernels.AxisLength + operand * rank), c);
+    }
+}
+
+/// <summary>A value per walk axis (innermost first), the axis a constant wherever a ladder of <see cref="WalkLadder"/>
+/// asks, so that reading it is one load or one field.</summary>
+internal interface IAxisValues
+{
+    int At(int axis);
+}
+
+/// <summary>The sizes and division constants of a walk's axes (innermost first).</summary>
+internal interface IWalkAxes
+{
+    int Size(int axis);
+    uint Magic(int axis);
+    int Shift(int axis);
+}
+
+/// <summary>A walk's axes as the table holds them.</summary>
+internal readonly struct TableAxes(ArrayView<int> table) : IWalkAxes
+{
+    readonly ArrayView<int> table = table;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int Size(int axis) => table[FusedKernels.HeaderLength + axis * FusedKernels.AxisLength];
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint Magic(int axis) => (uint)table[FusedKernels.HeaderLength + axis * FusedKernels.AxisLength + 1];
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int Shift(int axis) => table[FusedKernels.HeaderLength + axis * FusedKernels.AxisLength + 2];
+}
+
+/// <summary>A run of the table's ints, one per axis from <c>start</c> (an operand's strides).</summary>
+internal readonly struct TableRun(ArrayView<int> table, int start) : IAxisValues
+{
+    readonly ArrayView<int> table = table;
+    readonly int start = start;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int At(int axis) => table[start + axis];
+}
+
+/// <summary>The two ladders over a walk's rank that every strided load climbs, whichever way its table entries come:
+/// an element's multi-index, and its offset in one operand.</summary>
+internal static class WalkLadder
+{
+    /// <summary>The multi-index of linear element <paramref name="i"/> over a walk of <paramref name="rank"/> axes,
+    /// innermost axis first: one division per axis but the outermost, each a multiply-high by the axis's magic number
+    /// and a shift (<see cref="FastDivision"/>), computed once per element for all strided operands.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Coordinates Coordinates<TAxes>(int i, int rank, in TAxes axes) where TAxes : struct, IWalkAxes
+    {
+        var c = default(Coordinates);
+        int rest = i;
+        if (rank > 1) rest = Split(rest, 0, axes, out c.C0); else { c.C0 = rest; return c; }
+        if (rank > 2) rest = Split(rest, 1, axes, out c.C1); else { c.C1 = rest; return c; }
+        if (rank > 3) rest = Split(rest, 2, axes, out c.C2); else { c.C2 = rest; return c; }
+        if (rank > 4) rest = Split(rest, 3, axes, out c.C3); else { c.C3 = rest; return c; }
+        if (rank > 5) rest = Split(rest, 4, axes, out c.C4); else { c.C4 = rest; return c; }
+        if (rank > 6) rest = Split(rest, 5, axes, out c.C5); else { c.C5 = rest; return c; }
+        if (rank > 7) rest = Split(rest, 6, axes, out c.C6); else { c.C6 = rest; return c; }
+        c.C7 = rest;
+        return c;
+    }
+
+    /// <summary>The quotient of <paramref name="rest"/> by the size of walk axis <paramref name="axis"/>; the
+    /// remainder is the coordinate along it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int Split<TAxes>(int rest, int axis, in TAxes axes, out int coordinate) where TAxes : struct, IWalkAxes
+    {
+        int n = axes.Size(axis), q = FastDivision.Quotient(rest, axes.Magic(axis), axes.Shift(axis));
+        coordinate = rest - q * n;
+        return q;
+    }
+
+    /// <summary>The coordinates <paramref name="c"/> dotted with <paramref name="strides"/> over
+    /// <paramref name="rank"/> axes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Offset<TStrides>(int rank, in TStrides strides, in Coordinates c) where TStrides : struct, IAxisValues
+    {
+        int offset = c.C0 * strides.At(0);
+        if (rank > 1) offset += c.C1 * strides.At(1);
+        if (rank > 2) offset += c.C2 * strides.At(2);
+        if (rank > 3) offset += c.C3 * strides.At(3);
+        if (rank > 4) offset += c.C4 * strides.At(4);
+        if (rank > 5) offset += c.C5 * strides.At(5);
+        if (rank > 6) offset += c.C6 * strides.At(6);
+        if (rank > 7) offset += c.C7 * strides.At(7);
         return offset;
     }
 }
@@ -126,11 +179,11 @@ internal readonly struct FusedOperands
 /// <summary>The table entries a prepared program reads once per thread (<see cref="FusedProgramType.Of"/> with
 /// <c>prepared</c>): the walk's rank, its axes' sizes and division constants, each strided operand's strides and the
 /// constants, each in the register of its instruction. A program that reads the table at each element leaves it empty.</summary>
-internal struct TableCache
+internal struct TableCache : IWalkAxes
 {
     public int Rank;
     public AxisInts Sizes, Shifts;
-    public AxisWords Magic;
+    public AxisWords Magics;
     public AxisInts S0, S1, S2, S3, S4, S5, S6, S7;
     public Registers Constants;
 
@@ -141,13 +194,13 @@ internal struct TableCache
         const int h = FusedKernels.HeaderLength, n = FusedKernels.AxisLength;
         var table = x.Table;
         Rank = table[FusedKernels.RankAt];
-        if (Rank > 1) { Sizes.A0 = table[h]; Magic.A0 = (uint)table[h + 1]; Shifts.A0 = table[h + 2]; }
-        if (Rank > 2) { Sizes.A1 = table[h + n]; Magic.A1 = (uint)table[h + n + 1]; Shifts.A1 = table[h + n + 2]; }
-        if (Rank > 3) { Sizes.A2 = table[h + 2 * n]; Magic.A2 = (uint)table[h + 2 * n + 1]; Shifts.A2 = table[h + 2 * n + 2]; }
-        if (Rank > 4) { Sizes.A3 = table[h + 3 * n]; Magic.A3 = (uint)table[h + 3 * n + 1]; Shifts.A3 = table[h + 3 * n + 2]; }
-        if (Rank > 5) { Sizes.A4 = table[h + 4 * n]; Magic.A4 = (uint)table[h + 4 * n + 1]; Shifts.A4 = table[h + 4 * n + 2]; }
-        if (Rank > 6) { Sizes.A5 = table[h + 5 * n]; Magic.A5 = (uint)table[h + 5 * n + 1]; Shifts.A5 = table[h + 5 * n + 2]; }
-        if (Rank > 7) { Sizes.A6 = table[h + 6 * n]; Magic.A6 = (uint)table[h + 6 * n + 1]; Shifts.A6 = table[h + 6 * n + 2]; }
+        if (Rank > 1) { Sizes.A0 = table[h]; Magics.A0 = (uint)table[h + 1]; Shifts.A0 = table[h + 2]; }
+        if (Rank > 2) { Sizes.A1 = table[h + n]; Magics.A1 = (uint)table[h + n + 1]; Shifts.A1 = table[h + n + 2]; }
+        if (Rank > 3) { Sizes.A2 = table[h + 2 * n]; Magics.A2 = (uint)table[h + 2 * n + 1]; Shifts.A2 = table[h + 2 * n + 2]; }
+        if (Rank > 4) { Sizes.A3 = table[h + 3 * n]; Magics.A3 = (uint)table[h + 3 * n + 1]; Shifts.A3 = table[h + 3 * n + 2]; }
+        if (Rank > 5) { Sizes.A4 = table[h + 4 * n]; Magics.A4 = (uint)table[h + 4 * n + 1]; Shifts.A4 = table[h + 4 * n + 2]; }
+        if (Rank > 6) { Sizes.A5 = table[h + 5 * n]; Magics.A5 = (uint)table[h + 5 * n + 1]; Shifts.A5 = table[h + 5 * n + 2]; }
+        if (Rank > 7) { Sizes.A6 = table[h + 6 * n]; Magics.A6 = (uint)table[h + 6 * n + 1]; Shifts.A6 = table[h + 6 * n + 2]; }
     }
 
     /// <summary>The strides of operand <paramref name="operand"/> along the walk's axes (after <see cref="ReadWalk"/>).</summary>
@@ -170,55 +223,36 @@ internal struct TableCache
 
     /// <summary><see cref="FusedOperands.CoordinatesOf"/> from the walk read once.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly Coordinates CoordinatesOf(int i)
-    {
-        var c = default(Coordinates);
-        int rest = i;
-        if (Rank > 1) rest = Split(rest, Sizes.A0, Magic.A0, Shifts.A0, out c.C0); else { c.C0 = rest; return c; }
-        if (Rank > 2) rest = Split(rest, Sizes.A1, Magic.A1, Shifts.A1, out c.C1); else { c.C1 = rest; return c; }
-        if (Rank > 3) rest = Split(rest, Sizes.A2, Magic.A2, Shifts.A2, out c.C2); else { c.C2 = rest; return c; }
-        if (Rank > 4) rest = Split(rest, Sizes.A3, Magic.A3, Shifts.A3, out c.C3); else { c.C3 = rest; return c; }
-        if (Rank > 5) rest = Split(rest, Sizes.A4, Magic.A4, Shifts.A4, out c.C4); else { c.C4 = rest; return c; }
-        if (Rank > 6) rest = Split(rest, Sizes.A5, Magic.A5, Shifts.A5, out c.C5); else { c.C5 = rest; return c; }
-        if (Rank > 7) rest = Split(rest, Sizes.A6, Magic.A6, Shifts.A6, out c.C6); else { c.C6 = rest; return c; }
-        c.C7 = rest;
-        return c;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static int Split(int rest, int n, uint magic, int shift, out int coordinate)
-    {
-        int q = FastDivision.Quotient(rest, magic, shift);
-        coordinate = rest - q * n;
-        return q;
-    }
+    public readonly Coordinates CoordinatesOf(int i) => WalkLadder.Coordinates(i, Rank, this);
 
     /// <summary>The coordinates <paramref name="c"/> dotted with <paramref name="strides"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly int StridedOffset(in AxisInts strides, in Coordinates c)
-    {
-        int offset = c.C0 * strides.A0;
-        if (Rank > 1) offset += c.C1 * strides.A1;
-        if (Rank > 2) offset += c.C2 * strides.A2;
-        if (Rank > 3) offset += c.C3 * strides.A3;
-        if (Rank > 4) offset += c.C4 * strides.A4;
-        if (Rank > 5) offset += c.C5 * strides.A5;
-        if (Rank > 6) offset += c.C6 * strides.A6;
-        if (Rank > 7) offset += c.C7 * strides.A7;
-        return offset;
-    }
+    public readonly int StridedOffset(in AxisInts strides, in Coordinates c) => WalkLadder.Offset(Rank, strides, c);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly int Size(int axis) => Sizes.At(axis);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly uint Magic(int axis) => Magics.At(axis);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly int Shift(int axis) => Shifts.At(axis);
 }
 
 /// <summary>An int per walk axis, innermost first (<see cref="FusedKernels.MaxRank"/> of them).</summary>
-internal struct AxisInts
+internal struct AxisInts : IAxisValues
 {
     public int A0, A1, A2, A3, A4, A5, A6, A7;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly int At(int axis) => axis switch { 0 => A0, 1 => A1, 2 => A2, 3 => A3, 4 => A4, 5 => A5, 6 => A6, _ => A7 };
 }
 
 /// <summary>An unsigned int per walk axis, innermost first.</summary>
 internal struct AxisWords
 {
     public uint A0, A1, A2, A3, A4, A5, A6, A7;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly uint At(int axis) => axis switch { 0 => A0, 1 => A1, 2 => A2, 3 => A3, 4 => A4, 5 => A5, 6 => A6, _ => A7 };
 }
 
 /// <summary>An element's multi-index over a fused walk of at most <see cref="FusedKernels.MaxRank"/> axes, innermost
