@@ -28,8 +28,9 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> softmaxRowsNarrowKernels = [];
 
     // one uploaded table per group and set of narrow operands (a bit each), kept while the backend lives (a plan's
-    // groups are few and their tables small); FusedGroup compares by reference
-    readonly Dictionary<(FusedGroup Group, int Narrow, bool Prepared), (MemoryBuffer1D<int, Stride1D.Dense> Table, Type Program)> fusedTables = [];
+    // groups are few and their tables small), with its program's type reading the table at each element and once per
+    // thread (ProgramTablesPerThread); FusedGroup compares by reference
+    readonly Dictionary<(FusedGroup Group, int Narrow), (MemoryBuffer1D<int, Stride1D.Dense> Table, Type Program, Type Prepared)> fusedTables = [];
     readonly ArrayView<float>[] fusedViews = new ArrayView<float>[FusedKernels.MaxOperands];
 
     /// <summary>When true (the default), executables on this backend fuse chains of pointwise ops into one kernel
@@ -262,14 +263,14 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             views[k] = b.IsBFloat16 ? b.NarrowPairs : b.View;
         }
         accelerator.Bind();
-        if (!fusedTables.TryGetValue((group, narrow, ProgramTablesPerThread), out var bound))
+        if (!fusedTables.TryGetValue((group, narrow), out var bound))
         {
             var encoded = EncodeFused(group, narrow);
             var table = accelerator.Allocate1D<int>(encoded.Length);
             table.View.CopyFromCPU(stream, ref encoded[0], encoded.Length); // ordered before the kernels on the stream
-            fusedTables[(group, narrow, ProgramTablesPerThread)] = bound = (table, FusedProgramType.Of(encoded, ProgramTablesPerThread));
+            fusedTables[(group, narrow)] = bound = (table, FusedProgramType.Of(encoded), FusedProgramType.Of(encoded, prepared: true));
         }
-        return (bound.Table.View, bound.Program);
+        return (bound.Table.View, ProgramTablesPerThread ? bound.Prepared : bound.Program);
     }
 
     /// <summary>The kernel's table for a group whose operands k with bit k of <paramref name="narrow"/> set are stored
