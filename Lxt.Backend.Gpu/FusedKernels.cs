@@ -2,7 +2,8 @@
 // and applies the element functions of the Unary, Binary and Where kernels. Fused computes the group's root one
 // thread per element (FusedPairs one per pair, see GpuBackend.PairedKernels); SoftmaxRows (one group per row),
 // SoftmaxWarpRows (one warp per row) and ReduceRows read a softmax's or trailing reduction's operand through the
-// program (a prologue). Tables (walk, strides, program) are built once per group by GpuBackend.Fused.cs.
+// program (a prologue). Tables (walk, strides, program) are built once per group by GpuBackend.Fused.cs and reach a
+// kernel twice, in device memory and as a parameter (ProgramTable); the program's type reads one of them.
 using System.Runtime.CompilerServices;
 using ILGPU;
 using Lxt.Graph;
@@ -38,30 +39,30 @@ internal static class FusedKernels
     public static void Fused<TValue>(Index1D i, ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table) where TValue : struct, IFusedValue =>
-        ElementOf<TValue, WideValues>(i, new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table));
+        ArrayView<int> table, ProgramTable inline) where TValue : struct, IFusedValue =>
+        ElementOf<TValue, WideValues>(i, new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline));
 
     /// <summary>The group's root, one thread per pair of elements (launched on ⌈n/2⌉ threads): see
     /// <see cref="PairOf{TValue, TOut}"/>.</summary>
     public static void FusedPairs<TValue>(Index1D j, ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table) where TValue : struct, IFusedValue =>
-        PairOf<TValue, WideValues>(j, new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table));
+        ArrayView<int> table, ProgramTable inline) where TValue : struct, IFusedValue =>
+        PairOf<TValue, WideValues>(j, new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline));
 
     /// <summary><see cref="Fused{TValue}"/> into bfloat16 values, each rounded to nearest (a narrow value).</summary>
     public static void FusedNarrow<TValue>(Index1D i, ArrayView<ushort> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table) where TValue : struct, IFusedValue =>
-        ElementOf<TValue, NarrowValues>(i, new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table));
+        ArrayView<int> table, ProgramTable inline) where TValue : struct, IFusedValue =>
+        ElementOf<TValue, NarrowValues>(i, new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline));
 
     /// <summary><see cref="FusedPairs{TValue}"/> into bfloat16 values, each pair stored as one 32-bit word.</summary>
     public static void FusedNarrowPairs<TValue>(Index1D j, ArrayView<ushort> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table) where TValue : struct, IFusedValue =>
-        PairOf<TValue, NarrowValues>(j, new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table));
+        ArrayView<int> table, ProgramTable inline) where TValue : struct, IFusedValue =>
+        PairOf<TValue, NarrowValues>(j, new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline));
 
     /// <summary>Element <paramref name="i"/> of the value <typeparamref name="TValue"/> computes, into
     /// <paramref name="y"/>.</summary>
@@ -69,7 +70,7 @@ internal static class FusedKernels
     static void ElementOf<TValue, TOut>(int i, TOut y, in FusedOperands x) where TValue : struct, IFusedValue where TOut : struct, IValueSink
     {
         var value = default(TValue);
-        y.Set(i, value.At(x, value.Prepare(x), i));
+        y.Set(i, value.At(x, i));
     }
 
     /// <summary>Elements 2j and 2j + 1 of the value <typeparamref name="TValue"/> computes, both computed before either
@@ -79,9 +80,8 @@ internal static class FusedKernels
     static void PairOf<TValue, TOut>(int j, TOut y, in FusedOperands x) where TValue : struct, IFusedValue where TOut : struct, IValueSink
     {
         var value = default(TValue);
-        var entries = value.Prepare(x);
         int n = (int)y.Length, i = 2 * j;
-        float a = value.At(x, entries, i), b = value.At(x, entries, Math.Min(i + 1, n - 1));
+        float a = value.At(x, i), b = value.At(x, Math.Min(i + 1, n - 1));
         if (i + 1 < n) y.SetPair(i, a, b);
         else y.Set(i, a);
     }
@@ -91,15 +91,15 @@ internal static class FusedKernels
     public static void SoftmaxRows<TValue>(ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table, int len, int pairs) where TValue : struct, IFusedValue =>
-        SoftmaxRowsOf<TValue, WideValues>(new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, pairs != 0);
+        ArrayView<int> table, ProgramTable inline, int len, int pairs) where TValue : struct, IFusedValue =>
+        SoftmaxRowsOf<TValue, WideValues>(new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline), len, pairs != 0);
 
     /// <summary><see cref="SoftmaxRows{TValue}"/> into bfloat16 values, each rounded to nearest (a narrow value).</summary>
     public static void SoftmaxRowsNarrow<TValue>(ArrayView<ushort> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table, int len, int pairs) where TValue : struct, IFusedValue =>
-        SoftmaxRowsOf<TValue, NarrowValues>(new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, pairs != 0);
+        ArrayView<int> table, ProgramTable inline, int len, int pairs) where TValue : struct, IFusedValue =>
+        SoftmaxRowsOf<TValue, NarrowValues>(new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline), len, pairs != 0);
 
     /// <summary>Softmax of contiguous rows of a fused group's value (a prologue), one warp per row and
     /// <c>Group.DimX / Warp.WarpSize</c> rows a group (<see cref="SoftmaxWarpRowsOf{TValue, TOut}"/>); pairs as
@@ -107,23 +107,23 @@ internal static class FusedKernels
     public static void SoftmaxWarpRows<TValue>(ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table, int len, int pairs) where TValue : struct, IFusedValue =>
-        SoftmaxWarpRowsOf<TValue, WideValues>(new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, pairs != 0);
+        ArrayView<int> table, ProgramTable inline, int len, int pairs) where TValue : struct, IFusedValue =>
+        SoftmaxWarpRowsOf<TValue, WideValues>(new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline), len, pairs != 0);
 
     /// <summary><see cref="SoftmaxWarpRows{TValue}"/> into bfloat16 values, each rounded to nearest (a narrow value).</summary>
     public static void SoftmaxWarpRowsNarrow<TValue>(ArrayView<ushort> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table, int len, int pairs) where TValue : struct, IFusedValue =>
-        SoftmaxWarpRowsOf<TValue, NarrowValues>(new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, pairs != 0);
+        ArrayView<int> table, ProgramTable inline, int len, int pairs) where TValue : struct, IFusedValue =>
+        SoftmaxWarpRowsOf<TValue, NarrowValues>(new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline), len, pairs != 0);
 
     /// <summary>Sum, mean or max of contiguous rows of a fused group's value (a prologue), one group per row; pairs as
     /// <see cref="SoftmaxRows{TValue}"/>.</summary>
     public static void ReduceRows<TValue>(ArrayView<float> y,
         ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
-        ArrayView<int> table, int len, int op, int pairs) where TValue : struct, IFusedValue =>
-        ReduceRowsOf<TValue>(y, new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table), len, op, pairs != 0);
+        ArrayView<int> table, ProgramTable inline, int len, int op, int pairs) where TValue : struct, IFusedValue =>
+        ReduceRowsOf<TValue>(y, new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline), len, op, pairs != 0);
 
     /// <summary>Most elements of a softmax row the row kernel keeps in shared memory (32 KiB a group, under the 48 KiB
     /// every CUDA device gives a group without opting in).</summary>
@@ -152,7 +152,6 @@ internal static class FusedKernels
         where TValue : struct, IFusedValue where TOut : struct, IValueSink where TStep : struct, IRowStep
     {
         var value = default(TValue);
-        var entries = value.Prepare(x);
         bool pairs = default(TStep).Pairs;
         int step = pairs ? 2 : 1;
         var cache = SharedMemory.GetDynamic<float>();
@@ -163,8 +162,8 @@ internal static class FusedKernels
         float m = float.NegativeInfinity;
         for (int t = first; t < len; t += stride)
         {
-            float a = value.At(x, entries, start + t);
-            float b = pairs ? value.At(x, entries, start + t + 1) : a;
+            float a = value.At(x, start + t);
+            float b = pairs ? value.At(x, start + t + 1) : a;
             if (cached)
             {
                 cache[pairs ? t >> 1 : t] = a;
@@ -178,8 +177,8 @@ internal static class FusedKernels
         float z = 0f;
         for (int t = first; t < len; t += stride)
         {
-            float a = MathF.Exp((cached ? cache[pairs ? t >> 1 : t] : value.At(x, entries, start + t)) - m);
-            float b = pairs ? MathF.Exp((cached ? cache[half + (t >> 1)] : value.At(x, entries, start + t + 1)) - m) : 0f;
+            float a = MathF.Exp((cached ? cache[pairs ? t >> 1 : t] : value.At(x, start + t)) - m);
+            float b = pairs ? MathF.Exp((cached ? cache[half + (t >> 1)] : value.At(x, start + t + 1)) - m) : 0f;
             if (cached)
             {
                 cache[pairs ? t >> 1 : t] = a;
@@ -190,8 +189,8 @@ internal static class FusedKernels
         z = Kernels.GroupSum(z);
         for (int t = first; t < len; t += stride)
         {
-            float a = (cached ? cache[pairs ? t >> 1 : t] : MathF.Exp(value.At(x, entries, start + t) - m)) / z;
-            if (pairs) y.SetPair(start + t, a, (cached ? cache[half + (t >> 1)] : MathF.Exp(value.At(x, entries, start + t + 1) - m)) / z);
+            float a = (cached ? cache[pairs ? t >> 1 : t] : MathF.Exp(value.At(x, start + t) - m)) / z;
+            if (pairs) y.SetPair(start + t, a, (cached ? cache[half + (t >> 1)] : MathF.Exp(value.At(x, start + t + 1) - m)) / z);
             else y.Set(start + t, a);
         }
     }
@@ -214,7 +213,6 @@ internal static class FusedKernels
         where TValue : struct, IFusedValue where TOut : struct, IValueSink where TStep : struct, IRowStep
     {
         var value = default(TValue);
-        var entries = value.Prepare(x);
         bool pairs = default(TStep).Pairs;
         int step = pairs ? 2 : 1;
         int row = Grid.IdxX * (Group.DimX / Warp.WarpSize) + Warp.WarpIdx;
@@ -223,8 +221,8 @@ internal static class FusedKernels
         float m = float.NegativeInfinity, z = 0f;
         for (int t = first; t < len; t += stride)
         {
-            Online(ref m, ref z, value.At(x, entries, start + t));
-            if (pairs) Online(ref m, ref z, value.At(x, entries, start + t + 1));
+            Online(ref m, ref z, value.At(x, start + t));
+            if (pairs) Online(ref m, ref z, value.At(x, start + t + 1));
         }
         for (int offset = Warp.WarpSize >> 1; offset > 0; offset >>= 1)
         {
@@ -237,8 +235,8 @@ internal static class FusedKernels
         if (float.IsNegativeInfinity(m)) m = 0f;
         for (int t = first; t < len; t += stride)
         {
-            float a = MathF.Exp(value.At(x, entries, start + t) - m) / z;
-            if (pairs) y.SetPair(start + t, a, MathF.Exp(value.At(x, entries, start + t + 1) - m) / z);
+            float a = MathF.Exp(value.At(x, start + t) - m) / z;
+            if (pairs) y.SetPair(start + t, a, MathF.Exp(value.At(x, start + t + 1) - m) / z);
             else y.Set(start + t, a);
         }
     }
@@ -276,7 +274,6 @@ internal static class FusedKernels
         where TValue : struct, IFusedValue where TStep : struct, IRowStep
     {
         var value = default(TValue);
-        var entries = value.Prepare(x);
         bool pairs = default(TStep).Pairs;
         int step = pairs ? 2 : 1;
         int row = Grid.IdxX, start = row * len, first = Group.IdxX * step, stride = Group.DimX * step;
@@ -285,8 +282,8 @@ internal static class FusedKernels
             float m = float.NegativeInfinity;
             for (int t = first; t < len; t += stride)
             {
-                float a = value.At(x, entries, start + t);
-                float b = pairs ? value.At(x, entries, start + t + 1) : a;
+                float a = value.At(x, start + t);
+                float b = pairs ? value.At(x, start + t + 1) : a;
                 if (a > m || float.IsNaN(a)) m = a;
                 if (b > m || float.IsNaN(b)) m = b;
             }
@@ -296,7 +293,7 @@ internal static class FusedKernels
         }
         float s = 0f;
         for (int t = first; t < len; t += stride)
-            s += pairs ? value.At(x, entries, start + t) + value.At(x, entries, start + t + 1) : value.At(x, entries, start + t);
+            s += pairs ? value.At(x, start + t) + value.At(x, start + t + 1) : value.At(x, start + t);
         s = Kernels.GroupSum(s);
         if (Group.IdxX == 0) y[row] = op == ReduceOp.Tags.Mean ? s / len : s;
     }

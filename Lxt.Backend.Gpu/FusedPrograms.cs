@@ -13,6 +13,9 @@ namespace Lxt.Backend.Gpu;
 internal struct Registers
 {
     public float R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, R11, R12, R13, R14, R15, R16, R17, R18, R19, R20, R21, R22, R23, R24, R25, R26, R27, R28, R29, R30, R31;
+
+    /// <summary>Sets register <paramref name="k"/> (on the host, where a <see cref="ProgramTable"/> is built).</summary>
+    public void Set(int k, float value) => AxisInts.Field(ref R0, k, 32) = value;
 }
 
 /// <summary>A register of a fused program, as a type.</summary>
@@ -56,22 +59,26 @@ internal struct R29 : IRegister { public readonly int Index => 29; [MethodImpl(M
 internal struct R30 : IRegister { public readonly int Index => 30; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R30; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R30 = value; }
 internal struct R31 : IRegister { public readonly int Index => 31; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Get(in Registers r) => r.R31; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void Set(ref Registers r, float value) => r.R31 = value; }
 
-/// <summary>The operand views of a fused kernel and its table.</summary>
+/// <summary>The operand views of a fused kernel and its table, in device memory (<see cref="Table"/>, read where an
+/// element needs an entry) and as a kernel parameter (<see cref="Inline"/>, read by an inline program); a kernel
+/// receives both and its program reads one.</summary>
 internal readonly struct FusedOperands
 {
     public readonly ArrayView<float> X0, X1, X2, X3, X4, X5, X6, X7;
     public readonly ArrayView<int> Table;
+    public readonly ProgramTable Inline;
 
     public FusedOperands(ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
-        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7, ArrayView<int> table)
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7, ArrayView<int> table, in ProgramTable inline)
     {
         X0 = x0; X1 = x1; X2 = x2; X3 = x3; X4 = x4; X5 = x5; X6 = x6; X7 = x7;
         Table = table;
+        Inline = inline;
     }
 
     /// <summary>One operand, <paramref name="x"/>, and no table: what <see cref="Operand0"/> reads.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static FusedOperands Of(ArrayView<float> x) => new(x, x, x, x, x, x, x, x, default);
+    public static FusedOperands Of(ArrayView<float> x) => new(x, x, x, x, x, x, x, x, default, default);
 
     /// <summary>The multi-index of linear element <paramref name="i"/> of the root over the table's walk (see
     /// <see cref="WalkLadder.Coordinates"/>), its axes read from the table.</summary>
@@ -176,10 +183,11 @@ internal static class WalkLadder
     }
 }
 
-/// <summary>The table entries a prepared program reads once per thread (<see cref="FusedProgramType.Of"/> with
-/// <c>prepared</c>): the walk's rank, its axes' sizes and division constants, each strided operand's strides and the
-/// constants, each in the register of its instruction. A program that reads the table at each element leaves it empty.</summary>
-internal struct TableCache : IWalkAxes
+/// <summary>A fused program's table as a kernel parameter (an inline program, <see cref="FusedProgramType.Of"/> with
+/// <c>inline</c>): the walk's rank, its axes' sizes and division constants, each operand's strides and the constants,
+/// each in the register of its instruction. A kernel's parameters sit in the constant bank, so an inline program reads
+/// no table entry from memory. Built on the host from the table <see cref="GpuBackend"/> encodes.</summary>
+internal struct ProgramTable : IWalkAxes
 {
     public int Rank;
     public AxisInts Sizes, Shifts;
@@ -187,41 +195,49 @@ internal struct TableCache : IWalkAxes
     public AxisInts S0, S1, S2, S3, S4, S5, S6, S7;
     public Registers Constants;
 
-    /// <summary>Reads the table's walk: its rank, and each axis's size and division constants but the outermost's.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void ReadWalk(in FusedOperands x)
+    /// <summary>The parameter of an encoded table (GpuBackend.EncodeFused's).</summary>
+    public static ProgramTable Of(int[] table)
     {
         const int h = FusedKernels.HeaderLength, n = FusedKernels.AxisLength;
-        var table = x.Table;
-        Rank = table[FusedKernels.RankAt];
-        if (Rank > 1) { Sizes.A0 = table[h]; Magics.A0 = (uint)table[h + 1]; Shifts.A0 = table[h + 2]; }
-        if (Rank > 2) { Sizes.A1 = table[h + n]; Magics.A1 = (uint)table[h + n + 1]; Shifts.A1 = table[h + n + 2]; }
-        if (Rank > 3) { Sizes.A2 = table[h + 2 * n]; Magics.A2 = (uint)table[h + 2 * n + 1]; Shifts.A2 = table[h + 2 * n + 2]; }
-        if (Rank > 4) { Sizes.A3 = table[h + 3 * n]; Magics.A3 = (uint)table[h + 3 * n + 1]; Shifts.A3 = table[h + 3 * n + 2]; }
-        if (Rank > 5) { Sizes.A4 = table[h + 4 * n]; Magics.A4 = (uint)table[h + 4 * n + 1]; Shifts.A4 = table[h + 4 * n + 2]; }
-        if (Rank > 6) { Sizes.A5 = table[h + 5 * n]; Magics.A5 = (uint)table[h + 5 * n + 1]; Shifts.A5 = table[h + 5 * n + 2]; }
-        if (Rank > 7) { Sizes.A6 = table[h + 6 * n]; Magics.A6 = (uint)table[h + 6 * n + 1]; Shifts.A6 = table[h + 6 * n + 2]; }
+        int rank = table[FusedKernels.RankAt], operands = table[FusedKernels.OperandsAt];
+        int count = table[FusedKernels.CountAt], program = table[FusedKernels.ProgramAt];
+        var p = new ProgramTable { Rank = rank };
+        for (int axis = 0; axis < rank; axis++)
+        {
+            p.Sizes.Set(axis, table[h + axis * n]);
+            p.Magics.Set(axis, (uint)table[h + axis * n + 1]);
+            p.Shifts.Set(axis, table[h + axis * n + 2]);
+        }
+        for (int k = 0; k < operands; k++)
+        {
+            var strides = default(AxisInts);
+            for (int axis = 0; axis < rank; axis++) strides.Set(axis, table[h + rank * n + k * rank + axis]);
+            p.SetStrides(k, strides);
+        }
+        for (int pc = 0; pc < count; pc++)
+        {
+            int at = program + pc * FusedKernels.InstructionLength;
+            if (table[at] == FusedKernels.Const) p.Constants.Set(pc, BitConverter.Int32BitsToSingle(table[at + 1]));
+        }
+        return p;
     }
 
-    /// <summary>The strides of operand <paramref name="operand"/> along the walk's axes (after <see cref="ReadWalk"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly AxisInts ReadStrides(in FusedOperands x, int operand)
+    void SetStrides(int operand, in AxisInts strides)
     {
-        var strides = default(AxisInts);
-        var table = x.Table;
-        int s = FusedKernels.HeaderLength + Rank * FusedKernels.AxisLength + operand * Rank;
-        strides.A0 = table[s];
-        if (Rank > 1) strides.A1 = table[s + 1];
-        if (Rank > 2) strides.A2 = table[s + 2];
-        if (Rank > 3) strides.A3 = table[s + 3];
-        if (Rank > 4) strides.A4 = table[s + 4];
-        if (Rank > 5) strides.A5 = table[s + 5];
-        if (Rank > 6) strides.A6 = table[s + 6];
-        if (Rank > 7) strides.A7 = table[s + 7];
-        return strides;
+        switch (operand)
+        {
+            case 0: S0 = strides; break;
+            case 1: S1 = strides; break;
+            case 2: S2 = strides; break;
+            case 3: S3 = strides; break;
+            case 4: S4 = strides; break;
+            case 5: S5 = strides; break;
+            case 6: S6 = strides; break;
+            default: S7 = strides; break;
+        }
     }
 
-    /// <summary><see cref="FusedOperands.CoordinatesOf"/> from the walk read once.</summary>
+    /// <summary><see cref="FusedOperands.CoordinatesOf"/> from the parameter's walk.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly Coordinates CoordinatesOf(int i) => WalkLadder.Coordinates(i, Rank, this);
 
@@ -242,6 +258,17 @@ internal struct AxisInts : IAxisValues
 {
     public int A0, A1, A2, A3, A4, A5, A6, A7;
 
+    /// <summary>Sets axis <paramref name="axis"/> (on the host).</summary>
+    public void Set(int axis, int value) => Field(ref A0, axis, FusedKernels.MaxRank) = value;
+
+    /// <summary>Field <paramref name="k"/> of the <paramref name="count"/> same-typed fields that start at
+    /// <paramref name="first"/>, checked against the count (host code only: kernels name their fields).</summary>
+    internal static ref T Field<T>(ref T first, int k, int count)
+    {
+        if ((uint)k >= (uint)count) throw new ArgumentOutOfRangeException(nameof(k), $"field {k} of {count}");
+        return ref Unsafe.Add(ref first, k);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly int At(int axis) => axis switch { 0 => A0, 1 => A1, 2 => A2, 3 => A3, 4 => A4, 5 => A5, 6 => A6, _ => A7 };
 }
@@ -250,6 +277,9 @@ internal struct AxisInts : IAxisValues
 internal struct AxisWords
 {
     public uint A0, A1, A2, A3, A4, A5, A6, A7;
+
+    /// <summary>Sets axis <paramref name="axis"/> (on the host).</summary>
+    public void Set(int axis, uint value) => AxisInts.Field(ref A0, axis, FusedKernels.MaxRank) = value;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly uint At(int axis) => axis switch { 0 => A0, 1 => A1, 2 => A2, 3 => A3, 4 => A4, 5 => A5, 6 => A6, _ => A7 };
@@ -287,65 +317,51 @@ internal interface IOperand
 {
     int Index { get; }
     float Read(in FusedOperands x, int offset);
-    /// <summary>The operand's strides in a prepared program's <see cref="TableCache"/>.</summary>
-    AxisInts Strides(in TableCache t);
-    void SetStrides(ref TableCache t, in AxisInts strides);
+    /// <summary>The operand's strides in an inline program's <see cref="ProgramTable"/>.</summary>
+    AxisInts Strides(in ProgramTable t);
 }
 
-internal struct X0 : IOperand { public readonly int Index => 0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X0[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S0 = strides; }
-internal struct X1 : IOperand { public readonly int Index => 1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X1[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S1 = strides; }
-internal struct X2 : IOperand { public readonly int Index => 2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X2[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S2 = strides; }
-internal struct X3 : IOperand { public readonly int Index => 3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X3[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S3 = strides; }
-internal struct X4 : IOperand { public readonly int Index => 4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X4[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S4 = strides; }
-internal struct X5 : IOperand { public readonly int Index => 5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X5[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S5 = strides; }
-internal struct X6 : IOperand { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X6[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S6 = strides; }
-internal struct X7 : IOperand { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X7[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S7 = strides; }
+internal struct X0 : IOperand { public readonly int Index => 0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X0[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S0; }
+internal struct X1 : IOperand { public readonly int Index => 1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X1[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S1; }
+internal struct X2 : IOperand { public readonly int Index => 2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X2[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S2; }
+internal struct X3 : IOperand { public readonly int Index => 3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X3[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S3; }
+internal struct X4 : IOperand { public readonly int Index => 4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X4[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S4; }
+internal struct X5 : IOperand { public readonly int Index => 5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X5[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S5; }
+internal struct X6 : IOperand { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X6[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S6; }
+internal struct X7 : IOperand { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => x.X7[offset]; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S7; }
 
 /// <summary>An operand of a fused kernel stored in bfloat16 (a narrow value): its float32 view holds the values in
 /// pairs (<see cref="BFloat16Conversion.FromPairs"/>).</summary>
-internal struct N0 : IOperand { public readonly int Index => 0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X0, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S0 = strides; }
-internal struct N1 : IOperand { public readonly int Index => 1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X1, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S1 = strides; }
-internal struct N2 : IOperand { public readonly int Index => 2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X2, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S2 = strides; }
-internal struct N3 : IOperand { public readonly int Index => 3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X3, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S3 = strides; }
-internal struct N4 : IOperand { public readonly int Index => 4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X4, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S4 = strides; }
-internal struct N5 : IOperand { public readonly int Index => 5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X5, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S5 = strides; }
-internal struct N6 : IOperand { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X6, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S6 = strides; }
-internal struct N7 : IOperand { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X7, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in TableCache t) => t.S7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly void SetStrides(ref TableCache t, in AxisInts strides) => t.S7 = strides; }
+internal struct N0 : IOperand { public readonly int Index => 0; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X0, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S0; }
+internal struct N1 : IOperand { public readonly int Index => 1; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X1, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S1; }
+internal struct N2 : IOperand { public readonly int Index => 2; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X2, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S2; }
+internal struct N3 : IOperand { public readonly int Index => 3; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X3, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S3; }
+internal struct N4 : IOperand { public readonly int Index => 4; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X4, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S4; }
+internal struct N5 : IOperand { public readonly int Index => 5; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X5, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S5; }
+internal struct N6 : IOperand { public readonly int Index => 6; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X6, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S6; }
+internal struct N7 : IOperand { public readonly int Index => 7; [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly float Read(in FusedOperands x, int offset) => BFloat16Conversion.FromPairs(x.X7, offset); [MethodImpl(MethodImplOptions.AggressiveInlining)] public readonly AxisInts Strides(in ProgramTable t) => t.S7; }
 
 /// <summary>Instructions of a fused program, and the program itself (a sequence of them): each computes its
 /// registers at linear element <c>i</c> of the group's root.</summary>
 internal interface IFusedProgram
 {
-    /// <summary>Reads the table entries the instructions take from <paramref name="t"/> (a prepared program's), once
-    /// per thread; nothing for instructions that read the table where they run.</summary>
-    void Prepare(ref TableCache t, in FusedOperands x);
-    void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i);
+    void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i);
 }
 
 internal struct End : IFusedProgram
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) { }
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) { }
 }
 
 /// <summary><typeparamref name="TFirst"/>, then <typeparamref name="TRest"/>.</summary>
 internal struct Then<TFirst, TRest> : IFusedProgram where TFirst : struct, IFusedProgram where TRest : struct, IFusedProgram
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x)
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i)
     {
-        default(TFirst).Prepare(ref t, x);
-        default(TRest).Prepare(ref t, x);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i)
-    {
-        default(TFirst).Run(ref r, x, t, c, i);
-        default(TRest).Run(ref r, x, t, c, i);
+        default(TFirst).Run(ref r, x, c, i);
+        default(TRest).Run(ref r, x, c, i);
     }
 }
 
@@ -353,30 +369,21 @@ internal struct Then<TFirst, TRest> : IFusedProgram where TFirst : struct, IFuse
 internal struct LoadContiguous<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) => default(D).Set(ref r, default(K).Read(x, i));
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) => default(D).Set(ref r, default(K).Read(x, i));
 }
 
 /// <summary>Register D = the one value of operand K (a scalar broadcast to the root).</summary>
 internal struct LoadScalar<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) => default(D).Set(ref r, default(K).Read(x, 0));
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) => default(D).Set(ref r, default(K).Read(x, 0));
 }
 
 /// <summary>Register D = operand K through its broadcast strides.</summary>
 internal struct LoadStrided<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) =>
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
         default(D).Set(ref r, default(K).Read(x, x.StridedOffset(default(K).Index, c)));
 }
 
@@ -384,43 +391,30 @@ internal struct LoadStrided<K, D> : IFusedProgram where K : struct, IOperand whe
 internal struct Constant<D> : IFusedProgram where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) =>
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
         default(D).Set(ref r, Interop.IntAsFloat((uint)x.Table[x.Table[FusedKernels.ProgramAt] + default(D).Index * FusedKernels.InstructionLength + 1]));
 }
 
-/// <summary><see cref="LoadStrided{K, D}"/> with the operand's strides read once per thread (a prepared program).</summary>
-internal struct LoadStridedPrepared<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
+/// <summary><see cref="LoadStrided{K, D}"/> with the operand's strides from the kernel parameter (an inline program).</summary>
+internal struct LoadStridedInline<K, D> : IFusedProgram where K : struct, IOperand where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) => default(K).SetStrides(ref t, t.ReadStrides(x, default(K).Index));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) =>
-        default(D).Set(ref r, default(K).Read(x, t.StridedOffset(default(K).Strides(t), c)));
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
+        default(D).Set(ref r, default(K).Read(x, x.Inline.StridedOffset(default(K).Strides(x.Inline), c)));
 }
 
-/// <summary><see cref="Constant{D}"/> read once per thread (a prepared program).</summary>
-internal struct ConstantPrepared<D> : IFusedProgram where D : struct, IRegister
+/// <summary><see cref="Constant{D}"/> from the kernel parameter (an inline program).</summary>
+internal struct ConstantInline<D> : IFusedProgram where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) =>
-        default(D).Set(ref t.Constants, Interop.IntAsFloat((uint)x.Table[x.Table[FusedKernels.ProgramAt] + default(D).Index * FusedKernels.InstructionLength + 1]));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) => default(D).Set(ref r, default(D).Get(t.Constants));
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) => default(D).Set(ref r, default(D).Get(x.Inline.Constants));
 }
 
 /// <summary>Register D = F(register A).</summary>
 internal struct UnaryOf<F, A, D> : IFusedProgram where F : struct, IUnaryFunction where A : struct, IRegister where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) => default(D).Set(ref r, default(F).Apply(default(A).Get(r)));
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) => default(D).Set(ref r, default(F).Apply(default(A).Get(r)));
 }
 
 /// <summary>Register D = F(register A, register B).</summary>
@@ -428,10 +422,7 @@ internal struct BinaryOf<F, A, B, D> : IFusedProgram
     where F : struct, IBinaryFunction where A : struct, IRegister where B : struct, IRegister where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) =>
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
         default(D).Set(ref r, default(F).Apply(default(A).Get(r), default(B).Get(r)));
 }
 
@@ -440,75 +431,50 @@ internal struct WhereOf<C, T, F, D> : IFusedProgram
     where C : struct, IRegister where T : struct, IRegister where F : struct, IRegister where D : struct, IRegister
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Run(ref Registers r, in FusedOperands x, in TableCache t, in Coordinates c, int i) =>
+    public readonly void Run(ref Registers r, in FusedOperands x, in Coordinates c, int i) =>
         default(D).Set(ref r, Kernels.ApplyWhere(default(C).Get(r), default(T).Get(r), default(F).Get(r)));
 }
 
-/// <summary>A program's value: its last register. <see cref="Prepare"/> reads, once per thread, the table entries a
-/// prepared program keeps (none for a program that reads the table at each element); <see cref="At"/> evaluates it.</summary>
+/// <summary>A program's value at linear element i of the group's root: its last register.</summary>
 internal interface IFusedValue
 {
-    TableCache Prepare(in FusedOperands x);
-    float At(in FusedOperands x, in TableCache t, int i);
+    float At(in FusedOperands x, int i);
 }
 
 /// <summary>How a program finds an element's multi-index: not at all (it has no strided load), from the table at each
-/// element, or from the walk a prepared program read once.</summary>
+/// element, or from the kernel parameter (an inline program).</summary>
 internal interface IElementWalk
 {
-    void Prepare(ref TableCache t, in FusedOperands x);
-    Coordinates Of(in FusedOperands x, in TableCache t, int i);
+    Coordinates Of(in FusedOperands x, int i);
 }
 
 internal struct NoWalk : IElementWalk
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly Coordinates Of(in FusedOperands x, in TableCache t, int i) => default;
+    public readonly Coordinates Of(in FusedOperands x, int i) => default;
 }
 
 internal struct TableWalk : IElementWalk
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) { }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly Coordinates Of(in FusedOperands x, in TableCache t, int i) => x.CoordinatesOf(i);
+    public readonly Coordinates Of(in FusedOperands x, int i) => x.CoordinatesOf(i);
 }
 
-internal struct PreparedWalk : IElementWalk
+internal struct InlineWalk : IElementWalk
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Prepare(ref TableCache t, in FusedOperands x) => t.ReadWalk(x);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly Coordinates Of(in FusedOperands x, in TableCache t, int i) => t.CoordinatesOf(i);
+    public readonly Coordinates Of(in FusedOperands x, int i) => x.Inline.CoordinatesOf(i);
 }
 
 /// <summary>The value of program P, whose last register is R, its strided loads at the multi-index W finds.</summary>
 internal struct Program<P, R, W> : IFusedValue where P : struct, IFusedProgram where R : struct, IRegister where W : struct, IElementWalk
 {
-    /// <summary>The walk first: a prepared strided load reads its operand's strides for the walk's rank.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly TableCache Prepare(in FusedOperands x)
-    {
-        var t = default(TableCache);
-        default(W).Prepare(ref t, x);
-        default(P).Prepare(ref t, x);
-        return t;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly float At(in FusedOperands x, in TableCache t, int i)
+    public readonly float At(in FusedOperands x, int i)
     {
         var r = default(Registers);
-        var c = default(W).Of(x, t, i);
-        default(P).Run(ref r, x, t, c, i);
+        var c = default(W).Of(x, i);
+        default(P).Run(ref r, x, c, i);
         return default(R).Get(r);
     }
 }
@@ -517,10 +483,7 @@ internal struct Program<P, R, W> : IFusedValue where P : struct, IFusedProgram w
 internal struct Operand0 : IFusedValue
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly TableCache Prepare(in FusedOperands x) => default;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly float At(in FusedOperands x, in TableCache t, int i) => x.X0[i];
+    public readonly float At(in FusedOperands x, int i) => x.X0[i];
 }
 
 /// <summary>Builds the type of an encoded program (GpuBackend.EncodeFused's table).</summary>
@@ -546,8 +509,9 @@ internal static class FusedProgramType
         : throw new NotSupportedException($"gpu backend: a fused program reads operand {k}; 0 to {OperandTypes.Length - 1} are supported");
 
     /// <summary>The <see cref="IFusedValue"/> type computing the program of <paramref name="table"/>: reading the
-    /// table's walk, strides and constants at each element, or once per thread when <paramref name="prepared"/>.</summary>
-    public static Type Of(int[] table, bool prepared = false)
+    /// table's walk, strides and constants from device memory at each element, or from the kernel parameter
+    /// (<see cref="ProgramTable"/>) when <paramref name="inline"/>.</summary>
+    public static Type Of(int[] table, bool inline = false)
     {
         int count = table[FusedKernels.CountAt], program = table[FusedKernels.ProgramAt];
         Type body = typeof(End);
@@ -563,16 +527,16 @@ internal static class FusedProgramType
                 {
                     FusedKernels.Contiguous => typeof(LoadContiguous<,>),
                     FusedKernels.Scalar => typeof(LoadScalar<,>),
-                    _ => prepared ? typeof(LoadStridedPrepared<,>) : typeof(LoadStrided<,>),
+                    _ => inline ? typeof(LoadStridedInline<,>) : typeof(LoadStrided<,>),
                 }).MakeGenericType(Operand(p, narrow: b != 0), Register(pc)),
-                FusedKernels.Const => (prepared ? typeof(ConstantPrepared<>) : typeof(Constant<>)).MakeGenericType(Register(pc)),
+                FusedKernels.Const => (inline ? typeof(ConstantInline<>) : typeof(Constant<>)).MakeGenericType(Register(pc)),
                 FusedKernels.Unary => typeof(UnaryOf<,,>).MakeGenericType(Unary1.Of(p), Register(a), Register(pc)),
                 FusedKernels.Binary => typeof(BinaryOf<,,,>).MakeGenericType(Binary2.Of(p), Register(a), Register(b), Register(pc)),
                 _ => typeof(WhereOf<,,,>).MakeGenericType(Register(p), Register(a), Register(b), Register(pc)),
             };
             body = typeof(Then<,>).MakeGenericType(instruction, body);
         }
-        var walk = !strided ? typeof(NoWalk) : prepared ? typeof(PreparedWalk) : typeof(TableWalk);
+        var walk = !strided ? typeof(NoWalk) : inline ? typeof(InlineWalk) : typeof(TableWalk);
         return typeof(Program<,,>).MakeGenericType(body, Register(count - 1), walk);
     }
 }

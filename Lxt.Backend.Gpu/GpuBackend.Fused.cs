@@ -16,21 +16,21 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
 {
     // one compiled kernel per program type (and kernel): groups computing alike share it
     readonly Dictionary<(Type, string), Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>> fusedKernels = [];
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable>> fusedKernels = [];
     readonly Dictionary<(Type, string), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> softmaxRowsKernels = [];
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>> softmaxRowsKernels = [];
     readonly Dictionary<Type, Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int>> reduceRowsKernels = [];
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int, int>> reduceRowsKernels = [];
     // the same into bfloat16 values (narrow results)
     readonly Dictionary<(Type, string), Action<Index1D, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>> fusedNarrowKernels = [];
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable>> fusedNarrowKernels = [];
     readonly Dictionary<(Type, string), Action<KernelConfig, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> softmaxRowsNarrowKernels = [];
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>> softmaxRowsNarrowKernels = [];
 
     // one uploaded table per group and set of narrow operands (a bit each), kept while the backend lives (a plan's
-    // groups are few and their tables small), with its program's type reading the table at each element and once per
-    // thread (ProgramTablesPerThread); FusedGroup compares by reference
-    readonly Dictionary<(FusedGroup Group, int Narrow), (MemoryBuffer1D<int, Stride1D.Dense> Table, Type Program, Type Prepared)> fusedTables = [];
+    // groups are few and their tables small), with the same table as a kernel parameter and the program's types
+    // reading the one (Program) or the other (Inline, ProgramTablesAsParameters); FusedGroup compares by reference
+    readonly Dictionary<(FusedGroup Group, int Narrow), (MemoryBuffer1D<int, Stride1D.Dense> Table, ProgramTable Parameter, Type Program, Type Inline)> fusedTables = [];
     readonly ArrayView<float>[] fusedViews = new ArrayView<float>[FusedKernels.MaxOperands];
 
     /// <summary>When true (the default), executables on this backend fuse chains of pointwise ops into one kernel
@@ -50,10 +50,11 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
 
     bool IFusedPointwise.Fuses(Node node) => node is not null && ShapeModule.numel(node.Shape) <= FusedElementLimit;
 
-    /// <summary>When true, fused programs read their table's walk, strides and constants once per thread (a
-    /// prepared program, <see cref="TableCache"/>) instead of at each element; false (the default) reads them where
-    /// each element needs them. There to compare the two (the GPU check's <c>--tables-per-thread</c>).</summary>
-    public bool ProgramTablesPerThread { get; set; }
+    /// <summary>When true, fused programs read their table's walk, strides and constants from a kernel parameter
+    /// (an inline program, <see cref="ProgramTable"/>: the constant bank, no load from memory); false (the default)
+    /// reads them from the table in device memory where each element needs them. There to compare the two (the GPU
+    /// check's <c>--table-parameters</c>).</summary>
+    public bool ProgramTablesAsParameters { get; set; }
 
     /// <summary>When true, a softmax read through a prologue runs one warp per row, several rows a group, with no
     /// group barrier (<see cref="FusedKernels.SoftmaxWarpRowsOf{TValue, TOut}"/>: an online softmax that reads the row
@@ -83,7 +84,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         int n = ShapeModule.numel(root.Shape);
         if (y.Length != n)
             throw new ArgumentException($"the output buffer has {y.Length} values, fused {Node.Describe(root)} needs {n}", nameof(output));
-        var (table, program) = BindFused(group, inputs);
+        var (table, parameter, program) = BindFused(group, inputs);
         var v = fusedViews;
         // pairs of float32 values are read and written at a stride of two, narrow pairs as one word
         bool narrowThroughout = y.IsBFloat16 && inputs.All(b => b is GpuBuffer { IsBFloat16: true } || b.Length < n);
@@ -91,10 +92,10 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         int threads = pairs ? (n + 1) / 2 : n;
         if (n > 0 && y.IsBFloat16)
             PointwiseKernel(fusedNarrowKernels, pairs ? nameof(FusedKernels.FusedNarrowPairs) : nameof(FusedKernels.FusedNarrow), program)(
-                threads, y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
+                threads, y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter);
         else if (n > 0)
             PointwiseKernel(fusedKernels, pairs ? nameof(FusedKernels.FusedPairs) : nameof(FusedKernels.Fused), program)(
-                threads, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table);
+                threads, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter);
         if (SynchronizeEveryStep) accelerator.Synchronize();
     }
 
@@ -115,7 +116,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             throw new ArgumentException($"the output buffer has {y.Length} values, {Node.Describe(consumer)} needs {n}", nameof(output));
         if (y.IsBFloat16 && op >= 0)
             throw new NarrowOperandException(Node.Describe(consumer), $"gpu backend: {Node.Describe(consumer)} cannot write into a bfloat16 buffer; reductions write float32");
-        var (table, program) = BindFused(group, inputs);
+        var (table, parameter, program) = BindFused(group, inputs);
         var v = fusedViews;
         int pairs = (PairedKernels & PairedKernels.Rows) != 0 ? 1 : 0;
         if (rows > 0 && len > 0)
@@ -123,20 +124,20 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             var launch = SoftmaxWarpPerRow ? WarpRowsLaunch(rows) : SoftmaxRowsLaunch(rows, len);
             if (op < 0 && y.IsBFloat16)
                 SoftmaxKernel(softmaxRowsNarrowKernels, SoftmaxWarpPerRow ? nameof(FusedKernels.SoftmaxWarpRowsNarrow) : nameof(FusedKernels.SoftmaxRowsNarrow), program)(
-                    launch, y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, pairs);
+                    launch, y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter, len, pairs);
             else if (op < 0)
                 SoftmaxKernel(softmaxRowsKernels, SoftmaxWarpPerRow ? nameof(FusedKernels.SoftmaxWarpRows) : nameof(FusedKernels.SoftmaxRows), program)(
-                    launch, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, pairs);
+                    launch, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter, len, pairs);
             else
             {
                 if (!reduceRowsKernels.TryGetValue(program, out var kernel))
                 {
                     var k = accelerator.LoadKernel(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>,
                         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                        ArrayView<int>, int, int, int>>(nameof(FusedKernels.ReduceRows), program));
-                    reduceRowsKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, r, p);
+                        ArrayView<int>, ProgramTable, int, int, int>>(nameof(FusedKernels.ReduceRows), program));
+                    reduceRowsKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, r, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, r, p);
                 }
-                kernel(GroupPerRow(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, len, op, pairs);
+                kernel(GroupPerRow(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter, len, op, pairs);
             }
         }
         if (SynchronizeEveryStep) accelerator.Synchronize();
@@ -145,17 +146,17 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// <summary>The fused pointwise kernel <paramref name="name"/> (into <typeparamref name="TOut"/> values) for a
     /// program type, compiled on first use into <paramref name="compiled"/>.</summary>
     Action<Index1D, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>> PointwiseKernel<TOut>(
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable> PointwiseKernel<TOut>(
         Dictionary<(Type, string), Action<Index1D, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>>> compiled, string name, Type program)
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable>> compiled, string name, Type program)
         where TOut : unmanaged
     {
         if (!compiled.TryGetValue((program, name), out var kernel))
         {
             var k = accelerator.LoadAutoGroupedKernel(Specialize<Action<Index1D, ArrayView<TOut>, ArrayView<float>, ArrayView<float>,
                 ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                ArrayView<int>>>(name, program));
-            compiled[(program, name)] = kernel = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t);
+                ArrayView<int>, ProgramTable>>(name, program));
+            compiled[(program, name)] = kernel = (i, y, a0, a1, a2, a3, a4, a5, a6, a7, t, q) => k(stream, i, y, a0, a1, a2, a3, a4, a5, a6, a7, t, q);
         }
         return kernel;
     }
@@ -163,16 +164,16 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// <summary>The softmax row kernel <paramref name="name"/> (into <typeparamref name="TOut"/> values) for a prologue's
     /// program type, compiled on first use into <paramref name="compiled"/>.</summary>
     Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> SoftmaxKernel<TOut>(
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int> SoftmaxKernel<TOut>(
         Dictionary<(Type, string), Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>> compiled, string name, Type program)
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>> compiled, string name, Type program)
         where TOut : unmanaged
     {
         if (!compiled.TryGetValue((program, name), out var kernel))
         {
             var k = accelerator.LoadKernel(Specialize<Action<ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>>(name, program));
-            compiled[(program, name)] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, l, p);
+                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>>(name, program));
+            compiled[(program, name)] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p);
         }
         return kernel;
     }
@@ -221,8 +222,8 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
 
     /// <summary>The PTX that the fused kernel <paramref name="kernel"/> (Fused, SoftmaxRows or ReduceRows) compiles to
     /// for <paramref name="group"/> on an SM 9.0 device, made without a device: to inspect the code a program gives.</summary>
-    internal static string FusedPtx(FusedGroup group, string kernel, bool prepared = false) =>
-        KernelPtx(typeof(FusedKernels).GetMethod(kernel)!.MakeGenericMethod(FusedProgramType.Of(EncodeFused(group), prepared)));
+    internal static string FusedPtx(FusedGroup group, string kernel, bool inline = false) =>
+        KernelPtx(typeof(FusedKernels).GetMethod(kernel)!.MakeGenericMethod(FusedProgramType.Of(EncodeFused(group), inline)));
 
     /// <summary>The PTX a kernel method compiles to for an SM 9.0 device, made without a device (ILGPU's PTX backend
     /// needs no driver): a kernel whose first parameter is an index runs implicitly grouped, any other explicitly.</summary>
@@ -243,9 +244,9 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         typeof(FusedKernels).GetMethod(name)!.MakeGenericMethod(program).CreateDelegate<TDelegate>();
 
     /// <summary>Checks a group's operand buffers, binds them to the fused views (a bfloat16 operand through its
-    /// pairs view; unused views to a stand-in the program never loads) and returns the group's uploaded table and its
-    /// program's type for the operands' element types.</summary>
-    (ArrayView<int> Table, Type Program) BindFused(FusedGroup group, IBuffer[] inputs)
+    /// pairs view; unused views to a stand-in the program never loads) and returns the group's uploaded table, the
+    /// same table as a kernel parameter, and its program's type for the operands' element types.</summary>
+    (ArrayView<int> Table, ProgramTable Parameter, Type Program) BindFused(FusedGroup group, IBuffer[] inputs)
     {
         var root = group.Root;
         if (inputs.Length != group.Operands.Length)
@@ -268,9 +269,9 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             var encoded = EncodeFused(group, narrow);
             var table = accelerator.Allocate1D<int>(encoded.Length);
             table.View.CopyFromCPU(stream, ref encoded[0], encoded.Length); // ordered before the kernels on the stream
-            fusedTables[(group, narrow)] = bound = (table, FusedProgramType.Of(encoded), FusedProgramType.Of(encoded, prepared: true));
+            fusedTables[(group, narrow)] = bound = (table, ProgramTable.Of(encoded), FusedProgramType.Of(encoded), FusedProgramType.Of(encoded, inline: true));
         }
-        return (bound.Table.View, ProgramTablesPerThread ? bound.Prepared : bound.Program);
+        return (bound.Table.View, bound.Parameter, ProgramTablesAsParameters ? bound.Inline : bound.Program);
     }
 
     /// <summary>The kernel's table for a group whose operands k with bit k of <paramref name="narrow"/> set are stored

@@ -3,14 +3,14 @@
 // Usage: Lxt.GpuCheck [--fixtures DIR] [--out DIR] [--device cuda|ilgpu-cpu] [--models 1b,8b] [--tokens 128,512,2048]
 //                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,products,layers]
 //                     [--profile-tokens 128,2048] [--layers N] [--plan-memory] [--pairs none|all|LIST]
-//                     [--softmax-warp-rows] [--tables-per-thread]
+//                     [--softmax-warp-rows] [--table-parameters]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
 //                     tolerances to 1e-2 and 5e-2, and bf16 runs each fixture again with every value narrow that can
 //                     be; --plan-memory only prints each run's planned device memory and kernel count, from a dry
 //                     run that needs no GPU; $LXT_NARROW_VALUES_FROM sets the narrow-value threshold of the timings;
 //                     --pairs sets which kernels take values in pairs, e.g. "NarrowPointwise,Rows";
 //                     --softmax-warp-rows runs softmax rows one warp each instead of one group each;
-//                     --tables-per-thread has fused programs read their tables once per thread)
+//                     --table-parameters has fused programs read their tables from kernel parameters)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -38,7 +38,7 @@ if (options.PlanMemory)
 try
 {
     using var probe = Create();
-    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}, kernels taking values in pairs: {probe.PairedKernels}, softmax rows {(probe.SoftmaxWarpPerRow ? "a warp each" : "a group each")}, program tables read {(probe.ProgramTablesPerThread ? "once per thread" : "at each element")}");
+    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}, kernels taking values in pairs: {probe.PairedKernels}, softmax rows {(probe.SoftmaxWarpPerRow ? "a warp each" : "a group each")}, program tables read {(probe.ProgramTablesAsParameters ? "from kernel parameters" : "from device memory")}");
 }
 catch (GpuUnavailableException e)
 {
@@ -115,7 +115,7 @@ GpuBackend Create()
     var backend = GpuBackend.Create(options.Device == "ilgpu-cpu" ? GpuKind.CpuAccelerator : GpuKind.Cuda, options.Precision);
     backend.PairedKernels = options.Pairs;
     backend.SoftmaxWarpPerRow = options.SoftmaxWarpRows;
-    backend.ProgramTablesPerThread = options.TablesPerThread;
+    backend.ProgramTablesAsParameters = options.TableParameters;
     return backend;
 }
 
@@ -541,8 +541,8 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
     public int? Layers { get; init; }
     /// <summary>The kernels that take values in pairs (<see cref="GpuBackend.PairedKernels"/>).</summary>
     public PairedKernels Pairs { get; init; } = GpuBackend.DefaultPairedKernels;
-    /// <summary>Fused programs reading their tables once per thread (<see cref="GpuBackend.ProgramTablesPerThread"/>).</summary>
-    public bool TablesPerThread { get; init; }
+    /// <summary>Fused programs reading their tables from kernel parameters (<see cref="GpuBackend.ProgramTablesAsParameters"/>).</summary>
+    public bool TableParameters { get; init; }
     /// <summary>Softmax rows one warp each (<see cref="GpuBackend.SoftmaxWarpPerRow"/>).</summary>
     public bool SoftmaxWarpRows { get; init; }
     /// <summary>Only plans: the device memory of each shape, token count and checkpointing choice from a dry run
@@ -574,7 +574,7 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--layers" => o with { Layers = int.Parse(Next()) },
                 "--plan-memory" => o with { PlanMemory = true },
                 "--softmax-warp-rows" => o with { SoftmaxWarpRows = true },
-                "--tables-per-thread" => o with { TablesPerThread = true },
+                "--table-parameters" => o with { TableParameters = true },
                 "--pairs" => o with
                 {
                     Pairs = Enum.TryParse<PairedKernels>(Next(), ignoreCase: true, out var pairs) && (pairs & ~PairedKernels.All) == 0 ? pairs

@@ -33,18 +33,18 @@ let private download (gpu: GpuBackend) (b: GpuBuffer) =
     h
 
 /// Runs `body` with kernels taking values one at a time, in pairs where every value a thread moves is bfloat16, and in
-/// pairs wherever they can, each with fused programs reading their tables at each element and once per thread, then
+/// pairs wherever they can, each with fused programs reading their tables from device memory and from kernel parameters, then
 /// restores the defaults.
 let private eachPairing (gpu: GpuBackend) (body: string -> unit) =
     try
         for pairing in [ PairedKernels.None; PairedKernels.NarrowPointwise ||| PairedKernels.NarrowCopies; PairedKernels.All ] do
-            for prepared in [ false; true ] do
+            for parameters in [ false; true ] do
                 gpu.PairedKernels <- pairing
-                gpu.ProgramTablesPerThread <- prepared
-                body (sprintf "pairs: %A, tables per thread: %b" pairing prepared)
+                gpu.ProgramTablesAsParameters <- parameters
+                body (sprintf "pairs: %A, tables as parameters: %b" pairing parameters)
     finally
         gpu.PairedKernels <- GpuBackend.DefaultPairedKernels
-        gpu.ProgramTablesPerThread <- false
+        gpu.ProgramTablesAsParameters <- false
 
 /// The outputs of `plan` by the float64 reference, with the plan's narrow values and every product operand rounded to
 /// bfloat16 as the backend stores and reads them.
@@ -247,15 +247,15 @@ let tests =
             match violations exe.Plan with
             | [] ->
                 // every kernel that can takes values in pairs for odd seeds, one at a time for even ones; every third
-                // seed's programs read their tables once per thread, and two seeds in five run softmax rows a warp each
+                // seed's programs read their tables from kernel parameters, and two seeds in five run softmax rows a warp each
                 gpu.PairedKernels <- if seed % 2 = 0 then PairedKernels.None else PairedKernels.All
-                gpu.ProgramTablesPerThread <- seed % 3 = 0
+                gpu.ProgramTablesAsParameters <- seed % 3 = 0
                 gpu.SoftmaxWarpPerRow <- seed % 5 < 2
                 let actual, _ =
                     try HostEvaluation.run gpu sample.Values (Plan.compile outputs)
                     finally
                         gpu.PairedKernels <- GpuBackend.DefaultPairedKernels
-                        gpu.ProgramTablesPerThread <- false
+                        gpu.ProgramTablesAsParameters <- false
                         gpu.SoftmaxWarpPerRow <- false
                 let expected = emulated sample.Values exe.Plan
                 let err = Array.map2 BackendConformance.relativeError actual expected |> Array.max
