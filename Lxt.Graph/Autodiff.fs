@@ -18,6 +18,18 @@ let sumTo (shape: Shape) (g: Node) : Node =
 let private oneMinus x = sub (scalar 1.0) x
 let private zerosLike (n: Node) = fill n.Shape 0.0
 
+/// Whether `p` is softmax(y) along the last axis of y = where(c, a, −∞) with a constant condition c that keeps a
+/// value in every row (every run of c along its last axis, broadcast or not, has a non-zero). Then p is exactly 0
+/// wherever c is 0 (exp(−∞ − m) with the row's maximum m finite), so a gradient p ⊙ X arriving at y is already 0
+/// there and needs no second mask: the pullback of a causal attention mask skips where(c, g, 0), whose kernel would
+/// read the mask again at every score.
+let private isMaskedSoftmaxOf (y: Node) (p: Node) =
+    match p.Op, y.Op with
+    | Softmax(axis, x), Where({ Op = Constant keep } as c, _, { Op = Fill v }) when x === y && axis = y.Shape.Length - 1 && Double.IsNegativeInfinity v ->
+        let run = if c.Shape.Length = 0 then 1 else c.Shape.[c.Shape.Length - 1]
+        run > 0 && Seq.forall (fun r -> Seq.exists (fun j -> keep.Values.[r * run + j] <> 0.0) { 0 .. run - 1 }) { 0 .. keep.Values.Length / run - 1 }
+    | _ -> false
+
 /// The adjoint of an op that only moves values (broadcast, reshape, permute, slice, concat, gather, recompute): `g`
 /// moved back onto the operands. Gradients and explicit LRP relevance both flow through such ops this way.
 let layoutAdjoint (y: Node) (g: Node) : (Node * (unit -> Node)) list =
@@ -90,7 +102,8 @@ let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
         | Minimum -> let aWins () = greater a b in [ grad a (fun () -> mul g (oneMinus (aWins ()))); grad b (fun () -> mul g (aWins ())) ]
         | Greater | Equal -> []
     | Where(c, a, b) ->
-        [ grad a (fun () -> where c g (scalar 0.0)); grad b (fun () -> where c (scalar 0.0) g) ]
+        let maskedAlready = match g.Op with Binary(Mul, p, q) -> isMaskedSoftmaxOf y p || isMaskedSoftmaxOf y q | _ -> false
+        [ grad a (fun () -> if maskedAlready then g else where c g (scalar 0.0)); grad b (fun () -> where c (scalar 0.0) g) ]
     | MatMul(a, b) ->
         [ grad a (fun () -> matmul g (transpose -1 -2 b)); grad b (fun () -> matmul (transpose -1 -2 a) g) ]
     | Softmax(axis, x) -> [ x, (fun () -> mul y (sub g (reduceSum [ axis ] true (mul g y)))) ]

@@ -132,6 +132,32 @@ let tests =
                 Expect.equal concats.Length 1 "one concat"
                 Expect.isFalse (concats.[0].Children |> List.exists (fun n -> match n.Op with Fill _ -> true | _ -> false)) "of the two halves, no zeros"
             }
+            test "the pullback of a masked softmax does not mask again where every row keeps a value; with a row masked throughout it does" {
+                // scores [2 heads, 4, 4] under a causal mask: the softmax is exactly 0 where the mask is 0, so its
+                // gradient P ⊙ (g − Σ g·P) needs no where(mask, ·, 0) before reaching the scores
+                let scores = input "scores" [| 2; 4; 4 |] Float
+                let seed = input "seed" scores.Shape Float
+                let gradientOf (keep: float[]) =
+                    let mask = make (Constant(ConstData.Of keep)) [| 4; 4 |] Float None
+                    let y = softmax -1 (where mask (mul scores (scalar 0.5)) (scalar Double.NegativeInfinity))
+                    let g = Autodiff.vjp [ y, seed ] [ scores ] |> List.head
+                    let readsMask = Traverse.topo [ g ] |> Array.exists (fun n -> match n.Op with Where(c, _, { Op = Fill 0.0 }) -> obj.ReferenceEquals(c, mask) | _ -> false)
+                    // the same gradient with the second mask written out
+                    let p = y
+                    let expected = mul (where mask (mul p (sub seed (reduceSum [ 2 ] true (mul seed p)))) (scalar 0.0)) (scalar 0.5)
+                    g, expected, readsMask
+                let rng = Random 11
+                let values = Map [ "scores", Array.init 32 (fun _ -> rng.NextDouble() * 4.0 - 2.0); "seed", Array.init 32 (fun _ -> rng.NextDouble() - 0.5) ]
+                let causal = Array.init 16 (fun k -> if k % 4 <= k / 4 then 1.0 else 0.0)
+                let g, expected, readsMask = gradientOf causal
+                Expect.isFalse readsMask "the causal mask is read by the forward softmax only"
+                Expect.equal (Evaluate.reference1 values g) (Evaluate.reference1 values expected) "the same gradient, bit for bit"
+                // row 0 masked throughout: the softmax is 0/0 there, and the mask keeps that row's gradient at 0
+                let g, expected, readsMask = gradientOf (Array.init 16 (fun k -> if k < 4 then 0.0 else causal.[k]))
+                Expect.isTrue readsMask "a row without a kept value is masked again"
+                Expect.equal (Evaluate.reference1 values g |> Array.map (fun v -> if Double.IsNaN v then 99.0 else v))
+                             (Evaluate.reference1 values expected |> Array.map (fun v -> if Double.IsNaN v then 99.0 else v)) "the masked gradient"
+            }
             test "zero-padded adjoints that overlap stay a sum" {
                 let x = input "x" [| 6 |] Float
                 let y = add (slice 0 0 4 x) (slice 0 2 6 x)
