@@ -1,7 +1,7 @@
 // The fused kernels, generic in a group's program (see FusedPrograms.cs), which reads up to eight broadcast operands
 // and applies the element functions of the Unary, Binary and Where kernels. Fused computes the group's root one
 // thread per element (FusedPairs one per pair, see GpuBackend.PairedKernels); SoftmaxRows (one group per row),
-// SoftmaxWarpRows (one warp per row) and ReduceRows read a softmax's or trailing reduction's operand through the
+// SoftmaxWarpRows (one warp per row), SoftmaxRegisterRows (one warp per row, held in registers) and ReduceRows read a softmax's or trailing reduction's operand through the
 // program (a prologue). Tables (walk, strides, program) are built once per group by GpuBackend.Fused.cs and reach a
 // kernel twice, in device memory and as a parameter (ProgramTable); the program's type reads one of them.
 using System.Runtime.CompilerServices;
@@ -116,6 +116,22 @@ internal static class FusedKernels
         ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
         ArrayView<int> table, ProgramTable inline, int len, int pairs) where TValue : struct, IFusedValue =>
         SoftmaxWarpRowsOf<TValue, NarrowValues>(new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline), len, pairs != 0);
+
+    /// <summary>Softmax of contiguous rows of a fused group's value (a prologue), one warp per row, each lane holding
+    /// its values of the row in <typeparamref name="TCells"/>'s registers (<see cref="SoftmaxRegisterRowsOf{TValue, TOut, TCells}"/>);
+    /// pairs as <see cref="SoftmaxRows{TValue}"/>.</summary>
+    public static void SoftmaxRegisterRows<TValue, TCells>(ArrayView<float> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table, ProgramTable inline, int len, int pairs) where TValue : struct, IFusedValue where TCells : struct, IRowCells =>
+        SoftmaxRegisterRowsOf<TValue, WideValues, TCells>(new WideValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline), len, pairs != 0);
+
+    /// <summary><see cref="SoftmaxRegisterRows{TValue, TCells}"/> into bfloat16 values, each rounded to nearest (a narrow value).</summary>
+    public static void SoftmaxRegisterRowsNarrow<TValue, TCells>(ArrayView<ushort> y,
+        ArrayView<float> x0, ArrayView<float> x1, ArrayView<float> x2, ArrayView<float> x3,
+        ArrayView<float> x4, ArrayView<float> x5, ArrayView<float> x6, ArrayView<float> x7,
+        ArrayView<int> table, ProgramTable inline, int len, int pairs) where TValue : struct, IFusedValue where TCells : struct, IRowCells =>
+        SoftmaxRegisterRowsOf<TValue, NarrowValues, TCells>(new NarrowValues(y), new FusedOperands(x0, x1, x2, x3, x4, x5, x6, x7, table, inline), len, pairs != 0);
 
     /// <summary>Sum, mean or max of contiguous rows of a fused group's value (a prologue), one group per row; pairs as
     /// <see cref="SoftmaxRows{TValue}"/>.</summary>
@@ -239,6 +255,34 @@ internal static class FusedKernels
             if (pairs) y.SetPair(start + t, a, MathF.Exp(value.At(x, start + t + 1) - m) / z);
             else y.Set(start + t, a);
         }
+    }
+
+    /// <summary>Softmax of contiguous rows, one warp per row with the row in registers: each lane reads its cells
+    /// (<typeparamref name="TCells"/>, enough for the row) at once, the lanes take the row's maximum and the sum of
+    /// exponentials by shuffles, and each lane writes its cells. The rows of a launch are <c>y</c>'s length over
+    /// <paramref name="len"/>; a warp past the last row does nothing. Special values give what
+    /// <see cref="SoftmaxRowsOf{TValue, TOut}"/> gives: a row that is −∞ throughout 0/0, a NaN or a +∞ NaN throughout.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void SoftmaxRegisterRowsOf<TValue, TOut, TCells>(TOut y, in FusedOperands x, int len, bool pairs)
+        where TValue : struct, IFusedValue where TOut : struct, IValueSink where TCells : struct, IRowCells
+    {
+        if (pairs && (len & 1) == 0) SoftmaxRegisterRowsBy<TValue, TOut, TCells, InPairs>(y, x, len);
+        else SoftmaxRegisterRowsBy<TValue, TOut, TCells, OneByOne>(y, x, len);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void SoftmaxRegisterRowsBy<TValue, TOut, TCells, TStep>(TOut y, in FusedOperands x, int len)
+        where TValue : struct, IFusedValue where TOut : struct, IValueSink where TCells : struct, IRowCells where TStep : struct, IRowStep
+    {
+        int row = Grid.IdxX * (Group.DimX / Warp.WarpSize) + Warp.WarpIdx;
+        if ((long)row * len >= y.Length) return; // past the last row: the whole warp leaves
+        int start = row * len, first = Warp.LaneIdx * (default(TStep).Pairs ? 2 : 1);
+        var cells = default(TCells);
+        cells.Read<TValue, TStep>(x, start, first, len);
+        float m = Kernels.WarpMax(cells.Max(float.NegativeInfinity));
+        if (float.IsNegativeInfinity(m)) m = 0f;
+        float z = Kernels.WarpSum(cells.Exponentials(m));
+        cells.Write<TOut, TStep>(y, start, first, len, z);
     }
 
     /// <summary>One value into a running maximum <paramref name="m"/> and the sum <paramref name="z"/> of exponentials

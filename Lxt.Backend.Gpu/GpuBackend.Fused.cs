@@ -62,6 +62,14 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// reads them once. There to compare the two (the GPU check's <c>--softmax-warp-rows</c>).</summary>
     public bool SoftmaxWarpPerRow { get; set; }
 
+    /// <summary>When true, a softmax read through a prologue whose rows fit a warp's registers (up to
+    /// 2·<see cref="RowCellTypes.MaxCells"/>·WarpSize values, 2048 on a CUDA device) runs one warp per row, each lane
+    /// holding its values of the row in registers (<see cref="FusedKernels.SoftmaxRegisterRowsOf{TValue, TOut, TCells}"/>:
+    /// the row read once, every load of a lane independent, no shared memory or group barrier); longer rows run as
+    /// <see cref="SoftmaxWarpPerRow"/> says. False (the default) leaves every row to that choice. There to compare (the
+    /// GPU check's <c>--softmax-register-rows</c>).</summary>
+    public bool SoftmaxRowsInRegisters { get; set; }
+
     /// <summary>When true (the default) and <see cref="FusePointwise"/> is on, a softmax along the last axis or a
     /// reduction over trailing axes reads an operand that nothing else reads through the operand's fused program
     /// instead of a materialised buffer; false materialises it, e.g. to compare the two.</summary>
@@ -119,7 +127,17 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         var (table, parameter, program) = BindFused(group, inputs);
         var v = fusedViews;
         int pairs = (PairedKernels & PairedKernels.Rows) != 0 ? 1 : 0;
-        if (rows > 0 && len > 0)
+        int cells = SoftmaxRowsInRegisters && op < 0 ? RowCellTypes.For(len, accelerator.WarpSize) : 0;
+        if (rows > 0 && len > 0 && cells > 0)
+        {
+            if (y.IsBFloat16)
+                RegisterRowsKernel(softmaxRowsNarrowKernels, nameof(FusedKernels.SoftmaxRegisterRowsNarrow), program, cells)(
+                    WarpRowsLaunch(rows), y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter, len, pairs);
+            else
+                RegisterRowsKernel(softmaxRowsKernels, nameof(FusedKernels.SoftmaxRegisterRows), program, cells)(
+                    WarpRowsLaunch(rows), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter, len, pairs);
+        }
+        else if (rows > 0 && len > 0)
         {
             var launch = SoftmaxWarpPerRow ? WarpRowsLaunch(rows) : SoftmaxRowsLaunch(rows, len);
             if (op < 0 && y.IsBFloat16)
@@ -178,6 +196,26 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         return kernel;
     }
 
+    /// <summary>The register-row softmax kernel <paramref name="name"/> for a prologue's program type and rows of
+    /// <paramref name="cells"/> cells a lane, compiled on first use into <paramref name="compiled"/> (keyed by the name
+    /// and the cell count).</summary>
+    Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int> RegisterRowsKernel<TOut>(
+        Dictionary<(Type, string), Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>> compiled, string name, Type program, int cells)
+        where TOut : unmanaged
+    {
+        string key = $"{name}/{cells}";
+        if (!compiled.TryGetValue((program, key), out var kernel))
+        {
+            var k = accelerator.LoadKernel(typeof(FusedKernels).GetMethod(name)!.MakeGenericMethod(program, RowCellTypes.Of(cells))
+                .CreateDelegate<Action<ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                    ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>>());
+            compiled[(program, key)] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p);
+        }
+        return kernel;
+    }
+
     /// <summary>The output buffer of a fused call, after checking the call's arguments and that the backend lives.</summary>
     GpuBuffer CheckCall(object what, IBuffer[] inputs, IBuffer output)
     {
@@ -220,10 +258,16 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         }
     }
 
-    /// <summary>The PTX that the fused kernel <paramref name="kernel"/> (Fused, SoftmaxRows or ReduceRows) compiles to
-    /// for <paramref name="group"/> on an SM 9.0 device, made without a device: to inspect the code a program gives.</summary>
-    internal static string FusedPtx(FusedGroup group, string kernel, bool inline = false) =>
-        KernelPtx(typeof(FusedKernels).GetMethod(kernel)!.MakeGenericMethod(FusedProgramType.Of(EncodeFused(group), inline)));
+    /// <summary>The PTX that the fused kernel <paramref name="kernel"/> (Fused, SoftmaxRows, SoftmaxRegisterRows or
+    /// ReduceRows) compiles to for <paramref name="group"/> on an SM 9.0 device, made without a device: to inspect the code a program gives.</summary>
+    internal static string FusedPtx(FusedGroup group, string kernel, bool inline = false, int cells = 4)
+    {
+        var method = typeof(FusedKernels).GetMethod(kernel)!;
+        var program = FusedProgramType.Of(EncodeFused(group), inline);
+        return KernelPtx(method.GetGenericArguments().Length == 2
+            ? method.MakeGenericMethod(program, RowCellTypes.Of(cells)) // a register-row kernel: rows of this many cells a lane
+            : method.MakeGenericMethod(program));
+    }
 
     /// <summary>The PTX a kernel method compiles to for an SM 9.0 device, made without a device (ILGPU's PTX backend
     /// needs no driver): a kernel whose first parameter is an index runs implicitly grouped, any other explicitly.</summary>

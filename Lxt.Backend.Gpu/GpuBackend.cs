@@ -158,6 +158,9 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ISlicedCon
     /// <summary>The accelerator's name as ILGPU reports it (e.g. "NVIDIA H100 80GB HBM3").</summary>
     public string DeviceName => accelerator.Name;
 
+    /// <summary>Lanes of a warp on this device (32 on CUDA; fewer on the CPU accelerator).</summary>
+    internal int WarpSize => accelerator.WarpSize;
+
     bool useCublas;
 
     /// <summary>True when matrix products go to cuBLAS: on CUDA unless $LXT_GPU_GEMM=ilgpu or set to false here

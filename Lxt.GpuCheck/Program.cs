@@ -3,13 +3,14 @@
 // Usage: Lxt.GpuCheck [--fixtures DIR] [--out DIR] [--device cuda|ilgpu-cpu] [--models 1b,8b] [--tokens 128,512,2048]
 //                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,products,layers]
 //                     [--profile-tokens 128,2048] [--layers N] [--plan-memory] [--pairs none|all|LIST]
-//                     [--softmax-warp-rows] [--table-parameters]
+//                     [--softmax-warp-rows] [--softmax-register-rows] [--table-parameters]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
 //                     tolerances to 1e-2 and 5e-2, and bf16 runs each fixture again with every value narrow that can
 //                     be; --plan-memory only prints each run's planned device memory and kernel count, from a dry
 //                     run that needs no GPU; $LXT_NARROW_VALUES_FROM sets the narrow-value threshold of the timings;
 //                     --pairs sets which kernels take values in pairs, e.g. "NarrowPointwise,Rows";
 //                     --softmax-warp-rows runs softmax rows one warp each instead of one group each;
+//                     --softmax-register-rows holds rows of up to 2048 values in a warp's registers;
 //                     --table-parameters has fused programs read their tables from kernel parameters)
 using System.Diagnostics;
 using System.Text;
@@ -38,7 +39,7 @@ if (options.PlanMemory)
 try
 {
     using var probe = Create();
-    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}, kernels taking values in pairs: {probe.PairedKernels}, softmax rows {(probe.SoftmaxWarpPerRow ? "a warp each" : "a group each")}, program tables read {(probe.ProgramTablesAsParameters ? "from kernel parameters" : "from device memory")}");
+    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}, kernels taking values in pairs: {probe.PairedKernels}, softmax rows {(probe.SoftmaxRowsInRegisters ? "in a warp's registers where they fit, else " : "")}{(probe.SoftmaxWarpPerRow ? "a warp each" : "a group each")}, program tables read {(probe.ProgramTablesAsParameters ? "from kernel parameters" : "from device memory")}");
 }
 catch (GpuUnavailableException e)
 {
@@ -115,6 +116,7 @@ GpuBackend Create()
     var backend = GpuBackend.Create(options.Device == "ilgpu-cpu" ? GpuKind.CpuAccelerator : GpuKind.Cuda, options.Precision);
     backend.PairedKernels = options.Pairs;
     backend.SoftmaxWarpPerRow = options.SoftmaxWarpRows;
+    backend.SoftmaxRowsInRegisters = options.SoftmaxRegisterRows;
     backend.ProgramTablesAsParameters = options.TableParameters;
     return backend;
 }
@@ -543,6 +545,9 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
     public PairedKernels Pairs { get; init; } = GpuBackend.DefaultPairedKernels;
     /// <summary>Fused programs reading their tables from kernel parameters (<see cref="GpuBackend.ProgramTablesAsParameters"/>).</summary>
     public bool TableParameters { get; init; }
+    /// <summary>Softmax rows held in a warp's registers (<see cref="GpuBackend.SoftmaxRowsInRegisters"/>).</summary>
+    public bool SoftmaxRegisterRows { get; init; }
+
     /// <summary>Softmax rows one warp each (<see cref="GpuBackend.SoftmaxWarpPerRow"/>).</summary>
     public bool SoftmaxWarpRows { get; init; }
     /// <summary>Only plans: the device memory of each shape, token count and checkpointing choice from a dry run
@@ -575,6 +580,7 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--plan-memory" => o with { PlanMemory = true },
                 "--softmax-warp-rows" => o with { SoftmaxWarpRows = true },
                 "--table-parameters" => o with { TableParameters = true },
+                "--softmax-register-rows" => o with { SoftmaxRegisterRows = true },
                 "--pairs" => o with
                 {
                     Pairs = Enum.TryParse<PairedKernels>(Next(), ignoreCase: true, out var pairs) && (pairs & ~PairedKernels.All) == 0 ? pairs

@@ -453,7 +453,7 @@ let tests =
             let groups =
                 [ for KeyValue(_, p) in fused.Prologues do
                     match p.Consumer.Op with
-                    | Softmax _ -> yield "SoftmaxRows", p.Group; yield "SoftmaxWarpRows", p.Group
+                    | Softmax _ -> yield "SoftmaxRows", p.Group; yield "SoftmaxWarpRows", p.Group; yield "SoftmaxRegisterRows", p.Group
                     | _ -> yield "ReduceRows", p.Group ]
                 @ [ for KeyValue(_, g) in fused.Fusion do yield "Fused", g; yield "FusedPairs", g ]
             Expect.isGreaterThanOrEqual (List.length groups) 4 "two prologues and the chain's group, one value a thread and two"
@@ -471,14 +471,15 @@ let tests =
                 let plain =
                     match kernel with
                     | "Fused" | "FusedPairs" -> 0
-                    | "SoftmaxWarpRows" -> 0
+                    | "SoftmaxWarpRows" | "SoftmaxRegisterRows" -> 0
                     | _ -> 2 * divisions (GpuBackend.KernelPtx(typeof<GpuBackend>.Assembly.GetType("Lxt.Backend.Gpu.Kernels").GetMethod kernel))
                 Expect.equal (divisions ptx) plain (sprintf "%s divides no integers per element" what)
                 let loads = group.Program |> Array.filter (fun i -> match i with Load _ -> true | _ -> false) |> Array.length
                 // the program is inlined where a kernel evaluates it: a softmax's three passes over the row, a
                 // reduction's maximum and its sum (the op is a kernel argument), each for rows of even length (two
-                // values at a time) and of odd length (one), and a pointwise kernel's element or pair of elements
-                let evaluations = match kernel with "SoftmaxRows" -> 3 * 3 | "SoftmaxWarpRows" | "ReduceRows" -> 2 * 3 | "FusedPairs" -> 2 | _ -> 1
+                // values at a time) and of odd length (one), a pointwise kernel's element or pair of elements, and a
+                // register row's cells, read once in each body (FusedPtx compiles rows of 4 cells, two values each)
+                let evaluations = match kernel with "SoftmaxRows" -> 3 * 3 | "SoftmaxWarpRows" | "ReduceRows" -> 2 * 3 | "SoftmaxRegisterRows" -> 2 * 4 * 2 | "FusedPairs" -> 2 | _ -> 1
                 let floatLoads = Text.RegularExpressions.Regex.Matches(ptx, @"\bld(\.global)?(\.nc)?\.f32\b").Count
                 Expect.equal floatLoads (loads * evaluations) (sprintf "%s loads each operand once where it evaluates the program" what)
                 // an inline program reads its table from the kernel parameter (the constant bank): no table entry is

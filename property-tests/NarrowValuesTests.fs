@@ -130,16 +130,19 @@ let tests =
                     download gpu out
                 let expected = Evaluate.reference1 (Map [ "x", Array.map float xs; "mask", Array.map float masks ]) y
                 eachPairing gpu <| fun pairing ->
-                  for warpRows in [ false; true ] do
+                  for warpRows, registerRows in [ false, false; true, false; false, true ] do
                     gpu.SoftmaxWarpPerRow <- warpRows
+                    gpu.SoftmaxRowsInRegisters <- registerRows
                     try
-                        let what = sprintf "rows of %d, %s, warp per row %b" len pairing warpRows
+                        let what = sprintf "rows of %d, %s, warp per row %b, in registers %b" len pairing warpRows registerRows
                         use wide = gpu.Allocate (6 * len)
                         use narrow = gpu.AllocateBFloat16 (6 * len)
                         let wideValues = run false wide
                         Expect.isLessThan (BackendConformance.relativeError (Array.map float wideValues) expected) 1e-6 (sprintf "softmax of %s" what)
                         Expect.sequenceEqual (run true narrow) (wideValues |> Array.map BFloat16Conversion.Round) (sprintf "softmax: the float32 rows, rounded (%s)" what)
-                    finally gpu.SoftmaxWarpPerRow <- false
+                    finally
+                        gpu.SoftmaxWarpPerRow <- false
+                        gpu.SoftmaxRowsInRegisters <- false
             // a reduction through a prologue writes float32 only
             let x = input "x" [| 2; 3; 9 |] Float
             let r = reduceSum [ 2 ] true (mul x (scalar 2.0))
@@ -165,10 +168,12 @@ let tests =
             use f32 = GpuBackend.Create(GpuKind.CpuAccelerator)
             Expect.isFalse ((f32 :> INarrowValues).WritesNarrow(product, false, [| true; true |])) "float32 mode stores no value narrow"
         }
-        test "a softmax through a prologue gives the same rows with one warp per row as with one group per row, special values included" {
+        test "a softmax through a prologue gives the same rows with one warp per row, online or in registers, as with one group per row, special values included" {
             let gpu = backend.Force()
             let rng = Random 21
-            for rows, len in [ 1, 1; 5, 3; 7, 8; 9, 9; 6, 37; 11, 64 ] do
+            // (the CPU accelerator's warps are narrower than a CUDA device's, so these rows take up to 32 cells a lane)
+            let warp = gpu.WarpSize
+            for rows, len in [ 1, 1; 5, 3; 7, 8; 9, 9; 6, 37; 11, 64; 5, 64 * warp; 5, 64 * warp - 1; 3, 64 * warp + 2 ] do
                 let x = input "x" [| rows; len |] Float
                 let prologue = (Plan.fuseWith (fun _ -> true) (Plan.compile [ softmax -1 (mul x (scalar 0.5)) ])).Prologues.Values |> Seq.exactlyOne
                 let values =
@@ -179,8 +184,9 @@ let tests =
                         | 3, c when c = len / 2 -> Single.PositiveInfinity
                         | 4, c when c % 2 = 0 -> Single.NegativeInfinity
                         | _ -> float32 (rng.NextDouble() * 20.0 - 10.0))
-                let run (warpRows: bool) (pairing: PairedKernels) =
+                let run (warpRows: bool) (registerRows: bool) (pairing: PairedKernels) =
                     gpu.SoftmaxWarpPerRow <- warpRows
+                    gpu.SoftmaxRowsInRegisters <- registerRows
                     gpu.PairedKernels <- pairing
                     try
                         use xb = upload gpu false values
@@ -189,11 +195,12 @@ let tests =
                         download gpu y
                     finally
                         gpu.SoftmaxWarpPerRow <- false
+                        gpu.SoftmaxRowsInRegisters <- false
                         gpu.PairedKernels <- GpuBackend.DefaultPairedKernels
-                let byGroup = run false PairedKernels.None
-                for pairing in [ PairedKernels.None; PairedKernels.All ] do
-                    let byWarp = run true pairing
-                    let what = sprintf "%d rows of %d, %A" rows len pairing
+                let byGroup = run false false PairedKernels.None
+                for pairing, registerRows in List.allPairs [ PairedKernels.None; PairedKernels.All ] [ false; true ] do
+                    let byWarp = run (not registerRows) registerRows pairing
+                    let what = sprintf "%d rows of %d, %A, in registers %b" rows len pairing registerRows
                     Expect.sequenceEqual (byWarp |> Array.map Single.IsNaN) (byGroup |> Array.map Single.IsNaN) (sprintf "NaN where one group per row gives NaN (%s)" what)
                     let close = Array.forall2 (fun (a: float32) (b: float32) -> Single.IsNaN a || Math.Abs(a - b) <= 1e-6f * Math.Max(1f, Math.Abs b)) byWarp byGroup
                     Expect.isTrue close (sprintf "the same values (%s)" what)
@@ -247,16 +254,19 @@ let tests =
             match violations exe.Plan with
             | [] ->
                 // every kernel that can takes values in pairs for odd seeds, one at a time for even ones; every third
-                // seed's programs read their tables from kernel parameters, and two seeds in five run softmax rows a warp each
+                // seed's programs read their tables from kernel parameters, two seeds in five run softmax rows a warp each
+                // and another two in five hold them in registers
                 gpu.PairedKernels <- if seed % 2 = 0 then PairedKernels.None else PairedKernels.All
                 gpu.ProgramTablesAsParameters <- seed % 3 = 0
                 gpu.SoftmaxWarpPerRow <- seed % 5 < 2
+                gpu.SoftmaxRowsInRegisters <- seed % 5 >= 3
                 let actual, _ =
                     try HostEvaluation.run gpu sample.Values (Plan.compile outputs)
                     finally
                         gpu.PairedKernels <- GpuBackend.DefaultPairedKernels
                         gpu.ProgramTablesAsParameters <- false
                         gpu.SoftmaxWarpPerRow <- false
+                        gpu.SoftmaxRowsInRegisters <- false
                 let expected = emulated sample.Values exe.Plan
                 let err = Array.map2 BackendConformance.relativeError actual expected |> Array.max
                 if err >= 1e-4 then printfn "%s: %d narrow values, relative error %g" sample.Description exe.Plan.Narrow.Count err

@@ -9,7 +9,8 @@
 #   scripts/gpu-check.sh run      # there, from the repository root, with .gpu-check carried along
 #                                 # (device tool: carry [".gpu-check"], command "bash scripts/gpu-check.sh run")
 #   scripts/gpu-check.sh variants # there: the device time of 4 Llama 3.2 1B layers at 2048 tokens for each choice of
-#                                 # kernels (paired values, softmax rows a warp each, program tables as kernel parameters),
+#                                 # kernels (paired values, softmax rows a warp each or in registers, program tables as
+#                                 # kernel parameters),
 #                                 # one line each and the fastest last; then `run` with LXT_GPU_CHECK_ARGS set to it
 #
 # `run` unpacks under /tmp, samples nvidia-smi's memory use in the background, and runs the check: parity with
@@ -64,7 +65,8 @@ case "${1:-}" in
 --pairs All
 --pairs All --softmax-warp-rows
 --pairs All --table-parameters
---pairs All --softmax-warp-rows --table-parameters}"
+--pairs All --softmax-register-rows
+--pairs All --softmax-register-rows --table-parameters}"
     : > "$out/variants.log"
     while IFS= read -r v; do
       [ -n "$v" ] || continue
