@@ -147,16 +147,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
                 SoftmaxKernel(softmaxRowsKernels, SoftmaxWarpPerRow ? nameof(FusedKernels.SoftmaxWarpRows) : nameof(FusedKernels.SoftmaxRows), program)(
                     launch, y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter, len, pairs);
             else
-            {
-                if (!reduceRowsKernels.TryGetValue(program, out var kernel))
-                {
-                    var k = accelerator.LoadKernel(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                        ArrayView<int>, ProgramTable, int, int, int>>(nameof(FusedKernels.ReduceRows), program));
-                    reduceRowsKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, r, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, r, p);
-                }
-                kernel(GroupPerRow(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter, len, op, pairs);
-            }
+                ReduceKernel(program)(GroupPerRow(rows, len), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter, len, op, pairs);
         }
         if (SynchronizeEveryStep) accelerator.Synchronize();
     }
@@ -192,6 +183,20 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             var k = accelerator.LoadKernel(Specialize<Action<ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
                 ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>>(name, program));
             compiled[(program, name)] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p);
+        }
+        return kernel;
+    }
+
+    /// <summary>The row reduction kernel for a prologue's program type, compiled on first use.</summary>
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int, int> ReduceKernel(Type program)
+    {
+        if (!reduceRowsKernels.TryGetValue(program, out var kernel))
+        {
+            var k = accelerator.LoadKernel(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                ArrayView<int>, ProgramTable, int, int, int>>(nameof(FusedKernels.ReduceRows), program));
+            reduceRowsKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, r, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, r, p);
         }
         return kernel;
     }
