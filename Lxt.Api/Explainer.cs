@@ -68,6 +68,21 @@ public sealed record ExplainOptions
     /// <summary>Gradient checkpointing: trades a second forward pass through each segment for memory. Relevance is
     /// the same as without it.</summary>
     public Checkpointing Checkpointing { get; init; } = Checkpointing.None;
+
+    /// <summary>Masked attention over more queries than this is computed in blocks of this many query rows, each block
+    /// over only the keys its rows keep (<see cref="QueryBlocks"/>): under a causal mask over T tokens in blocks of T/4
+    /// rows, 5/8 of the [heads, T, T] scores and probabilities are computed and kept. Relevance is the same up to
+    /// rounding; attention with a node asked for (<see cref="Nodes"/>) inside it is computed whole. 0 computes every
+    /// attention whole. Default <see cref="DefaultAttentionBlockRows"/>.</summary>
+    public int AttentionBlockRows
+    {
+        get => _attentionBlockRows;
+        init => _attentionBlockRows = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), $"attention blocks of {value} query rows");
+    }
+    private readonly int _attentionBlockRows = DefaultAttentionBlockRows;
+
+    /// <summary>The default of <see cref="AttentionBlockRows"/>: attention over up to 512 tokens is computed whole.</summary>
+    public const int DefaultAttentionBlockRows = 512;
 }
 
 /// <summary>
@@ -301,14 +316,15 @@ public sealed class Explainer : IDisposable
             $"the model has no node named '{n}' (named nodes include: {string.Join(", ", Model.NodeNames().Take(12))}, ...)")).ToArray();
         var ruleSet = options.Method.RuleSet;
         var byNodes = _relevanceGraphs.GetOrCreateValue(ruleSet);
-        var key = (pick ? "arg-max\n" : "") + string.Join("\n", options.Nodes);
+        var key = (pick ? "arg-max\n" : "") + $"blocks {options.AttentionBlockRows}\n" + string.Join("\n", options.Nodes);
         if (!byNodes.TryGetValue(key, out var outputs))
         {
-            var rewrittenOutput = Lrp.rewrite(ruleSet, ListModule.OfArray(new[] { _output.Node })).Head;
-            var seedInput = Ops.input(SeedName, _output.Node.Shape, DType.Float);
+            var (output, asked) = Blocked(options.AttentionBlockRows, nodes.Select(n => n.Node).ToArray());
+            var rewrittenOutput = Lrp.rewrite(ruleSet, ListModule.OfArray(new[] { output })).Head;
+            var seedInput = Ops.input(SeedName, output.Shape, DType.Float);
             var seedNode = pick ? Ops.add(Ops.topKMask(1, rewrittenOutput), seedInput) : seedInput;
-            var at = ListModule.OfSeq(new[] { _input.Node }.Concat(nodes.Select(n => n.Node)));
-            var relevance = Lrp.relevance(ruleSet, _output.Node, seedNode, at);
+            var at = ListModule.OfSeq(new[] { _input.Node }.Concat(asked));
+            var relevance = Lrp.relevance(ruleSet, output, seedNode, at);
             outputs = new[] { new Expr(rewrittenOutput) }.Concat(relevance.Select(n => new Expr(n)))
                 .Concat(pick ? [new Expr(seedNode)] : []).ToArray();
             byNodes[key] = outputs;
@@ -336,6 +352,16 @@ public sealed class Explainer : IDisposable
             ForwardTime = TimeSpan.Zero,
             RelevanceTime = clock.Elapsed,
         };
+    }
+
+    // the explained output with its masked attention in blocks of `rows` query rows (ExplainOptions.AttentionBlockRows),
+    // and the nodes asked for as nodes of that graph: attention with one of them inside stays whole
+    private (Lxt.Graph.Node Output, Lxt.Graph.Node[] Asked) Blocked(int rows, Lxt.Graph.Node[] asked)
+    {
+        if (rows == 0) return (_output.Node, asked);
+        var whole = new HashSet<Lxt.Graph.Node>(asked, ReferenceEqualityComparer.Instance);
+        var map = QueryBlocks.rewrite(rows, whole, ListModule.OfArray(new[] { _output.Node }));
+        return (map[_output.Node], asked.Select(n => map.TryGetValue(n, out var m) ? m : n).ToArray());
     }
 
     // the checkpoints found for each checkpointing choice and each explained graph (its cached outputs array), so

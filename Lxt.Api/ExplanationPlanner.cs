@@ -30,9 +30,11 @@ public static class ExplanationPlanner
     };
 
     /// <summary>The planned peak memory and kernels of explaining output 0 of <paramref name="model"/> (any input
-    /// gives the same plan) with <paramref name="method"/> (AttnLRP by default), for each checkpointing choice.</summary>
+    /// gives the same plan) with <paramref name="method"/> (AttnLRP by default), for each checkpointing choice, masked
+    /// attention in blocks of <paramref name="attentionBlockRows"/> query rows (<see cref="ExplainOptions.AttentionBlockRows"/>).</summary>
     public static IReadOnlyList<PlannedExplanation> Plan(Model model, string inputName, IReadOnlyList<string> layerOutputs,
-        Device device, GemmPrecision precision, IReadOnlyList<Checkpointing> choices, Method? method = null)
+        Device device, GemmPrecision precision, IReadOnlyList<Checkpointing> choices, Method? method = null,
+        int attentionBlockRows = ExplainOptions.DefaultAttentionBlockRows)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(choices);
@@ -49,7 +51,7 @@ public static class ExplanationPlanner
             dry.ResetPeak();
             long launched = dry.Launches;
             var explainer = new Explainer(model, inputName, session) { LayerOutputs = layerOutputs };
-            explainer.Explain(values, new ExplainOptions { Method = method ?? Method.AttnLrp, Target = 0, Checkpointing = checkpointing });
+            explainer.Explain(values, new ExplainOptions { Method = method ?? Method.AttnLrp, Target = 0, Checkpointing = checkpointing, AttentionBlockRows = attentionBlockRows });
             plans.Add(new PlannedExplanation(checkpointing, dry.PeakBytes, dry.Launches - launched));
         }
         return plans;

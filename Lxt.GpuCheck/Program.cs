@@ -3,7 +3,7 @@
 // Usage: Lxt.GpuCheck [--fixtures DIR] [--out DIR] [--device cuda|ilgpu-cpu] [--models 1b,8b] [--tokens 128,512,2048]
 //                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,products,layers]
 //                     [--profile-tokens 128,2048] [--layers N] [--plan-memory] [--pairs none|all|LIST]
-//                     [--softmax-warp-rows] [--softmax-register-rows] [--table-parameters]
+//                     [--softmax-warp-rows] [--softmax-register-rows] [--table-parameters] [--attention-blocks N]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
 //                     tolerances to 1e-2 and 5e-2, and bf16 runs each fixture again with every value narrow that can
 //                     be; --plan-memory only prints each run's planned device memory and kernel count, from a dry
@@ -11,7 +11,8 @@
 //                     --pairs sets which kernels take values in pairs, e.g. "NarrowPointwise,Rows";
 //                     --softmax-warp-rows runs softmax rows one warp each instead of one group each;
 //                     --softmax-register-rows holds rows of up to 2048 values in a warp's registers;
-//                     --table-parameters has fused programs read their tables from kernel parameters)
+//                     --table-parameters has fused programs read their tables from kernel parameters;
+//                     --attention-blocks N computes masked attention in blocks of N query rows, 0 whole; default 512)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -315,6 +316,8 @@ void Profile(string size, int tokens)
     var graph = LlamaShape(size, tokens);
     var model = graph.Model;
     var output = model["logits"].Node;
+    if (options.AttentionBlocks > 0) // as an explanation computes it (ExplainOptions.AttentionBlockRows)
+        output = QueryBlocks.rewrite(options.AttentionBlocks, new HashSet<Node>(), Microsoft.FSharp.Collections.ListModule.OfArray(new[] { output }))[output];
     var inputNode = model.Inputs.First(i => i.Name == graph.InputName).Node;
     var seedNode = Ops.input("lxt.seed", output.Shape, DType.Float);
     var rules = Lxt.Rules.RuleSets.attnLrp;
@@ -418,7 +421,7 @@ void TimeModel(string size, List<string> rows, List<string> best)
             GC.Collect();
             backend.ResetPeak();
             var explainer = new Explainer(graph.Model, graph.InputName, session) { LayerOutputs = graph.LayerOutputs };
-            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing };
+            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing, AttentionBlockRows = options.AttentionBlocks };
             string mode = ModeName(checkpointing);
             try
             {
@@ -496,7 +499,8 @@ void PlanMemory()
         foreach (var tokens in options.Tokens)
         {
             var graph = LlamaShape(size, tokens);
-            var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, Device.Cuda, options.Precision, options.CheckpointModes);
+            var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, Device.Cuda, options.Precision, options.CheckpointModes,
+                attentionBlockRows: options.AttentionBlocks);
             foreach (var p in plans)
             {
                 string reference = Reference.Of(size, tokens) is var (_, refGiB) ? $"{refGiB,8:F1}" : $"{"-",8}";
@@ -545,6 +549,8 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
     public PairedKernels Pairs { get; init; } = GpuBackend.DefaultPairedKernels;
     /// <summary>Fused programs reading their tables from kernel parameters (<see cref="GpuBackend.ProgramTablesAsParameters"/>).</summary>
     public bool TableParameters { get; init; }
+    /// <summary>Query rows of a block of masked attention (<see cref="ExplainOptions.AttentionBlockRows"/>; 0: whole).</summary>
+    public int AttentionBlocks { get; init; } = ExplainOptions.DefaultAttentionBlockRows;
     /// <summary>Softmax rows held in a warp's registers (<see cref="GpuBackend.SoftmaxRowsInRegisters"/>).</summary>
     public bool SoftmaxRegisterRows { get; init; }
 
@@ -581,6 +587,7 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--softmax-warp-rows" => o with { SoftmaxWarpRows = true },
                 "--table-parameters" => o with { TableParameters = true },
                 "--softmax-register-rows" => o with { SoftmaxRegisterRows = true },
+                "--attention-blocks" => o with { AttentionBlocks = int.Parse(Next()) },
                 "--pairs" => o with
                 {
                     Pairs = Enum.TryParse<PairedKernels>(Next(), ignoreCase: true, out var pairs) && (pairs & ~PairedKernels.All) == 0 ? pairs

@@ -12,7 +12,7 @@ namespace Lxt.Benchmarks;
 
 internal static class LlamaBench
 {
-    sealed record Options(LlamaShape Shape, int Threads, int Reps, bool Profile, bool Torch, string? TorchScript);
+    sealed record Options(LlamaShape Shape, int Threads, int Reps, bool Profile, bool Torch, string? TorchScript, int AttentionBlocks);
 
     public static int Run(string[] args, bool memoryChild = false)
     {
@@ -24,7 +24,7 @@ internal static class LlamaBench
     static Options? Parse(string[] args)
     {
         var shape = new LlamaShape(Layers: 8, Hidden: 1024, Intermediate: 2816, Heads: 16, KvHeads: 4, Tokens: 256, Vocab: 32000);
-        int threads = 1, reps = 5;
+        int threads = 1, reps = 5, blocks = ExplainOptions.DefaultAttentionBlockRows;
         bool profile = false, torch = true;
         string? script = null;
         for (int i = 0; i < args.Length; i++)
@@ -36,6 +36,7 @@ internal static class LlamaBench
             {
                 case "--threads" when i + 1 < args.Length: threads = Next(); break;
                 case "--reps" when i + 1 < args.Length: reps = Next(); break;
+                case "--attention-blocks" when i + 1 < args.Length: blocks = Next(); break;
                 case "--torch-script" when i + 1 < args.Length: script = args[++i]; break;
                 case "--profile": profile = true; break;
                 case "--no-torch": torch = false; break;
@@ -44,12 +45,12 @@ internal static class LlamaBench
                     return null;
             }
         }
-        if (threads < 1 || reps < 1 || shape.Hidden % shape.Heads != 0 || shape.Heads % shape.KvHeads != 0)
+        if (threads < 1 || reps < 1 || blocks < 0 || shape.Hidden % shape.Heads != 0 || shape.Heads % shape.KvHeads != 0)
         {
-            Console.Error.WriteLine("llama: need threads >= 1, reps >= 1, hidden divisible by heads, heads by kv heads");
+            Console.Error.WriteLine("llama: need threads >= 1, reps >= 1, attention blocks >= 0, hidden divisible by heads, heads by kv heads");
             return null;
         }
-        return new(shape, threads, reps, profile, torch, script);
+        return new(shape, threads, reps, profile, torch, script, blocks);
     }
 
     static double MedianMs(int reps, Action body)
@@ -75,6 +76,7 @@ internal static class LlamaBench
         var weights = Weights.Random(g.Model, seed: 0);
         var input = s.RandomEmbeddings();
         double fwdMs, lrpMs;
+        double? wholeMs = null;
         int target;
         using (var explainer = new Explainer(g.Model, g.InputName, weights, Device.Cpu, o.Threads))
         {
@@ -82,8 +84,11 @@ internal static class LlamaBench
             target = Array.IndexOf(logits, logits.Max());
             fwdMs = MedianMs(o.Reps, () => explainer.Forward(input));
             // the target is fixed so the timed pass is one forward + relevance pass, as the PyTorch script's
-            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = target };
+            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = target, AttentionBlockRows = o.AttentionBlocks };
             lrpMs = MedianMs(o.Reps, () => explainer.Explain(input, opts));
+            // where the attention runs in blocks, the same explanation with every attention whole, for the ratio
+            if (o.AttentionBlocks > 0 && s.Tokens > o.AttentionBlocks)
+                wholeMs = MedianMs(o.Reps, () => explainer.Explain(input, opts with { AttentionBlockRows = 0 }));
         }
         GC.Collect();
 
@@ -94,6 +99,8 @@ internal static class LlamaBench
         Console.WriteLine("| | forward | AttnLRP (forward + relevance) |");
         Console.WriteLine("|---|---|---|");
         Console.WriteLine($"| Lxt ({o.Threads} thread) | {fwdMs:F0} ms | {lrpMs:F0} ms |");
+        if (wholeMs is double whole)
+            Console.WriteLine($"| Lxt, attention whole (blocks {o.AttentionBlocks} rows above: {lrpMs / whole:F2}×) | | {whole:F0} ms |");
         if (torch is var (tf, tl, version))
         {
             Console.WriteLine($"| PyTorch {version} ({o.Threads} thread) | {tf:F0} ms | {tl:F0} ms |");

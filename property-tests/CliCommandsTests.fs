@@ -367,6 +367,21 @@ let checkpointingTests =
         test "--checkpointing products:GiB on the float64 reference says it cannot plan a budget there" {
             expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "reference"; "--checkpointing"; "products:1" ] "memory budget"
         }
+        test "--attention-blocks 2 gives the relevance of whole attention (--attention-blocks 0), checkpointed at the products too" {
+            let dir = Path.Combine(Path.GetTempPath(), "lxt-blocks-" + Guid.NewGuid().ToString("N"))
+            Directory.CreateDirectory dir |> ignore
+            try
+                let relevance (rows: string) (mode: string) =
+                    let json = Path.Combine(dir, rows + "-" + mode + ".json")
+                    ok [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "reference"; "--attention-blocks"; rows; "--checkpointing"; mode; "--json"; json ] |> ignore
+                    use doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText json)
+                    doc.RootElement.GetProperty("relevance").EnumerateArray() |> Seq.map (fun e -> e.GetDouble()) |> Array.ofSeq
+                let whole = relevance "0" "none"
+                for mode in [ "none"; "products" ] do
+                    for a, b in Array.zip (relevance "2" mode) whole do Expect.floatClose Accuracy.veryHigh a b (sprintf "blocks of 2, %s: same relevance" mode)
+            finally Directory.Delete(dir, true)
+            expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--attention-blocks"; "-1" ] "attention-blocks"
+        }
     ]
 
 let planTests =
@@ -387,6 +402,15 @@ let planTests =
                 Expect.isGreaterThan plan.Kernels 0L "kernels are counted"
             Expect.isLessThan plans.[1].PeakBytes plans.[0].PeakBytes "at 256 tokens, checkpointing every layer plans less memory than none"
             Expect.isGreaterThan plans.[1].Kernels plans.[0].Kernels "and recomputes, so launches more kernels"
+        }
+        test "--attention-blocks 64 at 256 tokens plans less memory than whole attention and more kernels" {
+            let plan (rows: string) =
+                let out = ok [ "plan"; "--model"; llama; "--tokens"; "256"; "--device"; "ilgpu-cpu"; "--checkpointing"; "none"; "--attention-blocks"; rows ]
+                let cells = out.Split('\n') |> Array.map (fun l -> l.Split(' ', StringSplitOptions.RemoveEmptyEntries)) |> Array.find (fun c -> c.Length = 3 && c.[0] = "none")
+                number cells.[1], int64 cells.[2]
+            let (wholeMiB, wholeKernels), (blockedMiB, blockedKernels) = plan "0", plan "64"
+            Expect.isLessThan blockedMiB wholeMiB "four blocks of 64 causal rows keep 5/8 of the probabilities"
+            Expect.isGreaterThan blockedKernels wholeKernels "and launch kernels for each block"
         }
         test "in bfloat16 the header says which computed values are stored in bfloat16" {
             let out = ok [ "plan"; "--model"; llama; "--tokens"; "16"; "--device"; "ilgpu-cpu"; "--precision"; "bf16"; "--checkpointing"; "none" ]

@@ -125,6 +125,42 @@ let conservationTests =
         }
     ]
 
+/// Causal attention in blocks of query rows (ExplainOptions.AttentionBlockRows) explains the fixtures as whole attention
+/// does: the reference's relevance, and the latent relevance of every layer.
+let blockTests =
+    testList "attention in blocks of query rows" [
+        for name in [ "llama"; "qwen2"; "gpt2"; "qwen3_moe" ] do
+            test (sprintf "%s in blocks of 3 query rows matches the reference and the whole attention in float64" name) {
+                let f = load name
+                let model, graph, input = prepare f
+                use model = model
+                let explainWith rows =
+                    use explainer = new Explainer(graph.Model, graph.InputName, model.WeightsFor graph, Device.Reference)
+                    explainer.Explain(input, ExplainOptions(Method = methodOf f, Target = Nullable(f.Json.GetProperty("target").GetInt32()), Nodes = graph.LayerOutputs, AttentionBlockRows = rows))
+                // attention weights [heads, queries, keys] (a mixture of experts' router takes softmaxes of its own)
+                let softmaxes (root: Lxt.Graph.Node) =
+                    Lxt.Graph.Traverse.topo [ root ] |> Array.filter (fun n -> match n.Op with Lxt.Graph.Op.Softmax _ -> n.Shape.Length = 3 | _ -> false) |> Array.length
+                let output = graph.Model.["logits"].Node
+                let blocked = (Lxt.Graph.QueryBlocks.rewrite 3 (HashSet()) [ output ]).[output]
+                Expect.equal (softmaxes blocked) (4 * softmaxes output) (sprintf "%s: 11 tokens make 4 blocks in every layer" name)
+                let whole, inBlocks = explainWith 0, explainWith 3
+                let tol = if name = "qwen3_moe" then 1e-5 else 3e-7
+                Expect.isLessThan (relativeError inBlocks.PerPosition (f.Doubles "relevance")) tol (sprintf "%s: the reference's relevance" name)
+                Expect.isLessThan (relativeError inBlocks.PerPosition whole.PerPosition) 1e-12 (sprintf "%s: the whole attention's relevance" name)
+                for layer in graph.LayerOutputs do
+                    Expect.isLessThan (relativeError (inBlocks.PerToken layer) (whole.PerToken layer)) 1e-12 (sprintf "%s: latent relevance at %s" name layer)
+            }
+        for device in [ Device.Cpu; Device.IlgpuCpu ] do
+            test (sprintf "llama in blocks of 4 query rows on %A matches the reference" device) {
+                let f = load "llama"
+                let model, graph, input = prepare f
+                use model = model
+                use explainer = new Explainer(graph.Model, graph.InputName, model.WeightsFor graph, device)
+                let e = explainer.Explain(input, ExplainOptions(Method = Method.AttnLrp, Target = Nullable(f.Json.GetProperty("target").GetInt32()), AttentionBlockRows = 4))
+                Expect.isLessThan (relativeError e.PerPosition (f.Doubles "relevance")) 1e-4 "the reference's relevance in float32"
+            }
+    ]
+
 /// Without a target the arg-max is picked inside the relevance pass: the same target and relevance as naming it.
 let pickedTargetTests =
     testList "a target picked inside the relevance pass" [
@@ -168,5 +204,6 @@ let tests =
         ]
         relevanceTests
         conservationTests
+        blockTests
     ]
 

@@ -2,6 +2,7 @@
 module Lxt.Tests.GraphTests
 
 open System
+open System.Collections.Generic
 open Expecto
 open FsCheck
 open FsCheck.FSharp
@@ -201,6 +202,42 @@ let tests =
             test "a rule that loops is stopped with a typed error" {
                 let flip = Rewrite.rule "flip" (fun n -> match n.Op with Unary(Tanh, x) -> Some(neg (neg (tanh (add x (scalar 0.0))))) | _ -> None)
                 throwsWith<RewriteLoopException> [ "flip" ] (fun () -> Rewrite.applyWithGuard 1000 [ flip ] [ tanh (input "x" [| 2 |] Float) ] |> ignore)
+            }
+            test "masked attention in blocks of query rows gives the same values and gradients, and stays whole where it must" {
+                // attention as the builder writes it: grouped-query sharing (4 heads, 2 key/value heads), scale, a
+                // soft cap, a constant mask and the weights named
+                let h, kv, t, d = 4, 2, 12, 3
+                let q, k, v = input "q" [| h; t; d |] Float, input "k" [| kv; t; d |] Float, input "v" [| kv; t; d |] Float
+                let attention (keep: int -> int -> bool) =
+                    let scores = mul (reshape [| h; t; t |] (matmul (reshape [| kv; h / kv * t; d |] q) (transpose -1 -2 k))) (scalar 0.5)
+                    let capped = mul (tanh (mul scores (scalar 0.2))) (scalar 5.0)
+                    let mask = constant [| t; t |] (Array.init (t * t) (fun c -> if keep (c / t) (c % t) then 1.0 else 0.0))
+                    let p = named "attn_weights" (softmax -1 (where mask capped (scalar Double.NegativeInfinity)))
+                    let o = reshape [| h; t; d |] (matmul (reshape [| kv; h / kv * t; t |] p) v)
+                    p, reduceSum [ 0; 1; 2 ] false (mul o (input "w" o.Shape Float))
+                let rng = Random 5
+                let values = Map [ for n, shape in [ "q", [| h; t; d |]; "k", [| kv; t; d |]; "v", [| kv; t; d |]; "w", [| h; t; d |] ] ->
+                                       n, Array.init (Shape.numel shape) (fun _ -> rng.NextDouble() * 2.0 - 1.0) ]
+                let softmaxes (roots: Node list) = Traverse.topo roots |> Array.filter (fun n -> match n.Op with Softmax _ -> true | _ -> false) |> Array.length
+                let check what keep rows expectedBlocks =
+                    let _, y = attention keep
+                    let blocked = (QueryBlocks.rewrite rows (HashSet<Node>()) [ y ]).[y]
+                    Expect.equal (softmaxes [ blocked ]) expectedBlocks (sprintf "%s: %d blocks" what expectedBlocks)
+                    let close (a: float[]) (b: float[]) = Array.forall2 (fun (x: float) y -> (Double.IsNaN x && Double.IsNaN y) || Math.Abs(x - y) <= 1e-12 * (1.0 + Math.Abs x)) a b
+                    Expect.isTrue (close (Evaluate.reference1 values y) (Evaluate.reference1 values blocked)) (sprintf "%s: the same value" what)
+                    let grads (root: Node) = Evaluate.reference values (Autodiff.vjp [ root, scalar 1.0 ] [ q; k; v ])
+                    Array.iter2 (fun a b -> Expect.isTrue (close a b) (sprintf "%s: the same gradients" what)) (grads y) (grads blocked)
+                check "causal, blocks of 4 rows" (fun i j -> j <= i) 4 3
+                check "causal, blocks of 5 rows (the last shorter)" (fun i j -> j <= i) 5 3
+                check "a sliding window of 3 keys" (fun i j -> j <= i && i - j < 3) 4 3
+                // no rewrite: attention over no more rows than a block, a mask that keeps every key, a row masked
+                // throughout, or the weights asked for by name
+                check "twelve rows in a block of 12" (fun i j -> j <= i) 12 1
+                check "every key kept" (fun _ _ -> true) 4 1
+                check "row 0 masked throughout" (fun i j -> i > 0 && j <= i) 4 1
+                let p, y = attention (fun i j -> j <= i)
+                let map = QueryBlocks.rewrite 4 (HashSet<Node>([ p ], HashIdentity.Reference)) [ y ]
+                Expect.isTrue (obj.ReferenceEquals(map.[y], y)) "attention with its weights asked for stays whole"
             }
             test "names survive rewriting" {
                 let x = input "x" [| 2 |] Float

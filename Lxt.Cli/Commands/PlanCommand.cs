@@ -19,6 +19,7 @@ public sealed class PlanCommand : ICommand
         new("precision", "P", "matrix products on cuda / ilgpu-cpu: f32 (default), tf32 or bf16 (bfloat16 weights, at 2 bytes)"),
         new("checkpointing", "LIST", $"comma-separated choices to plan (default all): {Checkpointing.NamesInWords}"),
         new("rules", "RULES", $"rule set: {string.Join(", ", Method.Ids)} (default attnlrp)"),
+        ExplainCommand.AttentionBlocksSpec,
     ];
 
     public int Execute(Arguments args, CommandContext context)
@@ -35,7 +36,8 @@ public sealed class PlanCommand : ICommand
         var method = Method.Parse(args.Choice("rules", Method.Ids, "attnlrp"));
         using var model = PretrainedModel.Open(dir);
         var graph = model.BuildGraph(tokens);
-        var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, device, precision, choices, method);
+        var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, device, precision, choices, method,
+            ExplainCommand.AttentionBlocksOf(args));
         var w = context.Out;
         w.WriteLine($"{method.Id} explanation of {dir}, input [{string.Join(", ", graph.InputShape)}], planned for {DeviceOption.NameOf(device)}"
                     + (device == Device.Cpu ? "" : $" with {GpuBackend.IdOf(precision)} products")
