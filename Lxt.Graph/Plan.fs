@@ -83,13 +83,7 @@ module Plan =
     // attention scores, one pass over [heads, tokens, tokens] per layer). Values are unchanged; names stay on the node.
     let private liftThroughReshapes (outputs: Node list) : Node list =
         let order = Traverse.topo outputs
-        let readers = Traverse.readers order
-        let outputSet = HashSet<Node>(outputs, HashIdentity.Reference)
-        let readOnlyBy (reader: Node) (n: Node) =
-            not (outputSet.Contains n)
-            && (match readers.TryGetValue n with
-                | true, r -> r.Count = 1 && obj.ReferenceEquals(r.[0], reader)
-                | _ -> false)
+        let readOnlyBy = Traverse.readOnlyBy outputs
         let liftable (n: Node) (v: Node) =
             match v.Op with
             | Reshape x -> Fusion.isPointwise x && readOnlyBy v x && readOnlyBy n v && v.Shape = n.Shape

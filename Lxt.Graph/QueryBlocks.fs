@@ -129,13 +129,7 @@ let private split (a: Attention) (queries: Node) (keyNode: Node) (values: Node) 
 let rewrite (rows: int) (whole: IReadOnlySet<Node>) (roots: Node list) : IReadOnlyDictionary<Node, Node> =
     if rows < 1 then invalidArg "rows" (sprintf "blocks of %d query rows" rows)
     let order = Traverse.topo roots
-    let readers = Traverse.readers order
-    let rootSet = HashSet<Node>(roots, HashIdentity.Reference)
-    let readOnlyBy (reader: Node) (n: Node) =
-        not (rootSet.Contains n)
-        && (match readers.TryGetValue n with
-            | true, r -> r.Count = 1 && obj.ReferenceEquals(r.[0], reader)
-            | _ -> false)
+    let readOnlyBy = Traverse.readOnlyBy roots
     let isWhole (n: Node) = not (whole.Contains n)
     // found on the graph as given; rebuilt over the rewritten queries, keys and values (earlier layers' attention)
     let found = Dictionary<Node, Attention * (int * int * int * int) list>(HashIdentity.Reference)

@@ -35,6 +35,17 @@ let readersBy (operands: Node -> Node list) (steps: Node seq) : Dictionary<Node,
 /// The steps reading each node as an operand (see readersBy).
 let readers (steps: Node seq) = readersBy (fun n -> n.Children) steps
 
+/// Under `roots`: whether `reader` is the only node reading node n and n is no root, so that a rewrite of `reader`
+/// may absorb n (the graphs are walked once, when the function is made).
+let readOnlyBy (roots: Node list) : Node -> Node -> bool =
+    let readersOf = readers (topo roots)
+    let rootSet = HashSet<Node>(roots, HashIdentity.Reference)
+    fun (reader: Node) (n: Node) ->
+        not (rootSet.Contains n)
+        && (match readersOf.TryGetValue n with
+            | true, r -> r.Count = 1 && obj.ReferenceEquals(r.[0], reader)
+            | _ -> false)
+
 /// Rebuilds the graphs under `roots` bottom-up: each node is first rebuilt over its mapped operands, then passed
 /// to `f`. Shared subgraphs are visited once. Returns the map from old to new nodes.
 let mapBottomUp (f: Node -> Node) (roots: Node seq) : IReadOnlyDictionary<Node, Node> =

@@ -337,17 +337,26 @@ let gpuDeviceTests =
         }
     ]
 
+/// Runs `body` with a function giving the per-token relevance `lxt explain` writes for the llama fixture's prompt with
+/// the given options (through --json, into a folder removed afterwards).
+let private withRelevance (body: (string list -> double[]) -> unit) =
+    let dir = Path.Combine(Path.GetTempPath(), "lxt-relevance-" + Guid.NewGuid().ToString("N"))
+    Directory.CreateDirectory dir |> ignore
+    try
+        let mutable runs = 0
+        body (fun options ->
+            runs <- runs + 1
+            let json = Path.Combine(dir, sprintf "%d.json" runs)
+            ok ([ "explain"; "--model"; llama; "--input-ids"; llamaPrompt ] @ options @ [ "--json"; json ]) |> ignore
+            use doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText json)
+            doc.RootElement.GetProperty("relevance").EnumerateArray() |> Seq.map (fun e -> e.GetDouble()) |> Array.ofSeq)
+    finally Directory.Delete(dir, true)
+
 let checkpointingTests =
     testList "checkpointing" [
         test "--checkpointing layers, sqrt, products and products:GiB give the relevance of a plain run" {
-            let dir = Path.Combine(Path.GetTempPath(), "lxt-ckpt-" + Guid.NewGuid().ToString("N"))
-            Directory.CreateDirectory dir |> ignore
-            try
-                let relevance (mode: string) (device: string) =
-                    let json = Path.Combine(dir, mode + "-" + device + ".json")
-                    ok [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; device; "--checkpointing"; mode; "--json"; json ] |> ignore
-                    use doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText json)
-                    doc.RootElement.GetProperty("relevance").EnumerateArray() |> Seq.map (fun e -> e.GetDouble()) |> Array.ofSeq
+            withRelevance <| fun explainRelevance ->
+                let relevance (mode: string) (device: string) = explainRelevance [ "--device"; device; "--checkpointing"; mode ]
                 let plain = relevance "none" "reference"
                 for mode in [ "layers"; "sqrt"; "products" ] do
                     let r = relevance mode "reference"
@@ -358,7 +367,6 @@ let checkpointingTests =
                 for mode in [ "products:0.0001"; "products:4" ] do
                     let r = relevance mode "cpu"
                     for a, b in Array.zip r cpu do Expect.floatClose Accuracy.high a b (sprintf "%s: same relevance" mode)
-            finally Directory.Delete(dir, true)
         }
         test "--checkpointing takes none, layers, sqrt, products or products:GiB" {
             expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--checkpointing"; "half" ] "none, layers, sqrt, products or products:GiB"
@@ -368,18 +376,12 @@ let checkpointingTests =
             expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "reference"; "--checkpointing"; "products:1" ] "memory budget"
         }
         test "--attention-blocks 2 gives the relevance of whole attention (--attention-blocks 0), checkpointed at the products too" {
-            let dir = Path.Combine(Path.GetTempPath(), "lxt-blocks-" + Guid.NewGuid().ToString("N"))
-            Directory.CreateDirectory dir |> ignore
-            try
+            withRelevance <| fun explainRelevance ->
                 let relevance (rows: string) (mode: string) =
-                    let json = Path.Combine(dir, rows + "-" + mode + ".json")
-                    ok [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "reference"; "--attention-blocks"; rows; "--checkpointing"; mode; "--json"; json ] |> ignore
-                    use doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText json)
-                    doc.RootElement.GetProperty("relevance").EnumerateArray() |> Seq.map (fun e -> e.GetDouble()) |> Array.ofSeq
+                    explainRelevance [ "--device"; "reference"; "--attention-blocks"; rows; "--checkpointing"; mode ]
                 let whole = relevance "0" "none"
                 for mode in [ "none"; "products" ] do
                     for a, b in Array.zip (relevance "2" mode) whole do Expect.floatClose Accuracy.veryHigh a b (sprintf "blocks of 2, %s: same relevance" mode)
-            finally Directory.Delete(dir, true)
             expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--attention-blocks"; "-1" ] "attention-blocks"
         }
     ]
