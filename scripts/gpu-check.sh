@@ -61,9 +61,9 @@ case "${1:-}" in
     unpack
     best="" best_ms=""
     # each line: the options of one choice (LXT_GPU_VARIANTS replaces the list, one choice per line)
-    variants="${LXT_GPU_VARIANTS:---pairs None
---pairs All
+    variants="${LXT_GPU_VARIANTS:---pairs All
 --pairs All --attention-blocks 0
+--pairs All --attention-blocks 1024
 --pairs All --softmax-warp-rows
 --pairs All --table-parameters
 --pairs All --softmax-register-rows
