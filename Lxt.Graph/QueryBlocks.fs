@@ -94,7 +94,8 @@ let private blocksOf (rows: int) (t: int) (keys: int) (keep: float[]) =
 
 /// The attention computed block by block over `queries`, `keys` and `values` (the attention's own, rebuilt), its
 /// output of the same shape as the original's.
-let private split (a: Attention) (queries: Node) (keyNode: Node) (values: Node) (blocks: (int * int * int * int) list) : Node =
+let private split (maskOf: float[] -> int -> int * int * int * int -> Node) (a: Attention) (queries: Node) (keyNode: Node) (values: Node)
+                  (blocks: (int * int * int * int) list) : Node =
     let heads, d = queries.Shape.[0], queries.Shape.[2]
     let kvHeads = keyNode.Shape.[0]
     let keys = keyNode.Shape.[1]
@@ -112,8 +113,7 @@ let private split (a: Attention) (queries: Node) (keyNode: Node) (values: Node) 
                 | Binary(o, x, s) when isScalar s && not (isScalar x) -> make (Binary(o, prev, s)) [||] Float None
                 | Binary(o, s, _) -> make (Binary(o, s, prev)) [||] Float None
                 | _ -> failwith "unreachable: the chain holds unary and scalar binary ops") scores
-        let keep = Array.init (rows * cols) (fun k -> a.Keep.[(r0 + k / cols) * keys + c0 + k % cols])
-        let p = softmax -1 (where (constant [| rows; cols |] keep) chained a.NegativeInfinity)
+        let p = softmax -1 (where (maskOf a.Keep keys (r0, r1, c0, c1)) chained a.NegativeInfinity)
         let p = if a.GroupedQueries then reshape [| kvHeads; heads / kvHeads * rows; cols |] p else p
         let v = if c0 = 0 && c1 = keys then values else slice 1 c0 c1 values
         reshape [| heads; rows; d |] (matmul p v)
@@ -131,12 +131,28 @@ let rewrite (rows: int) (whole: IReadOnlySet<Node>) (roots: Node list) : IReadOn
     let order = Traverse.topo roots
     let readOnlyBy = Traverse.readOnlyBy roots
     let isWhole (n: Node) = not (whole.Contains n)
+    // a mask's blocks and each block's mask, once per mask (every layer reads the same one)
+    let blocksByMask = Dictionary<float[], (int * int * int * int) list option>(HashIdentity.Reference)
+    let masks = Dictionary<float[], Dictionary<int * int * int * int, Node>>(HashIdentity.Reference)
+    let maskOf (keep: float[]) (keys: int) ((r0, r1, c0, c1) as block) =
+        let ofMask = match masks.TryGetValue keep with | true, d -> d | _ -> let d = Dictionary() in masks.[keep] <- d; d
+        match ofMask.TryGetValue block with
+        | true, m -> m
+        | _ ->
+            let rows, cols = r1 - r0, c1 - c0
+            let m = constant [| rows; cols |] (Array.init (rows * cols) (fun k -> keep.[(r0 + k / cols) * keys + c0 + k % cols]))
+            ofMask.[block] <- m
+            m
     // found on the graph as given; rebuilt over the rewritten queries, keys and values (earlier layers' attention)
     let found = Dictionary<Node, Attention * (int * int * int * int) list>(HashIdentity.Reference)
     for n in order do
         match attentionAt readOnlyBy isWhole n with
         | Some a ->
-            match blocksOf rows a.Queries.Shape.[1] a.Keys.Shape.[1] a.Keep with
+            let blocks =
+                match blocksByMask.TryGetValue a.Keep with
+                | true, b -> b
+                | _ -> let b = blocksOf rows a.Queries.Shape.[1] a.Keys.Shape.[1] a.Keep in blocksByMask.[a.Keep] <- b; b
+            match blocks with
             | Some blocks -> found.[n] <- (a, blocks)
             | None -> ()
         | None -> ()
@@ -144,6 +160,6 @@ let rewrite (rows: int) (whole: IReadOnlySet<Node>) (roots: Node list) : IReadOn
     for n in order do
         mapped.[n] <-
             match found.TryGetValue n with
-            | true, (a, blocks) -> split a mapped.[a.Queries] mapped.[a.Keys] mapped.[a.Values] blocks
+            | true, (a, blocks) -> split maskOf a mapped.[a.Queries] mapped.[a.Keys] mapped.[a.Values] blocks
             | _ -> withChildren n (n.Children |> List.map (fun c -> mapped.[c]))
     mapped :> _
