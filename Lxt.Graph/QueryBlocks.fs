@@ -15,7 +15,9 @@ open Lxt.Graph.Ops
 type private Attention =
     { Output: Node
       Queries: Node
+      /// K [kvHeads, keys, d] is this node, permuted by KeysPermutation where that is not the identity
       Keys: Node
+      KeysPermutation: int list
       Values: Node
       /// Q'·Kᵀ's shape differs from Q's (grouped-query sharing: Q [heads, T, d] read as [kvHeads, g·T, d])
       GroupedQueries: bool
@@ -24,13 +26,12 @@ type private Attention =
       /// the pointwise ops between S and the masked scores, each with one non-scalar operand, first to last
       Chain: Node list
       Keep: float[]
-      NegativeInfinity: Node
-      Probabilities: Node }
+      NegativeInfinity: Node }
 
 let private isScalar (n: Node) = match n.Op with Fill _ -> Shape.numel n.Shape = 1 | _ -> false
 
-/// The attention whose output is `o`, if `o` is one whose inner nodes nothing else reads (`readOnlyBy`) and that
-/// `keep` leaves whole (no inner node is asked for by name).
+/// The attention whose output is `o`, if `o` is one whose inner nodes nothing else reads (`readOnlyBy`) and that may
+/// be split (`whole` is false for every inner node: none is asked for by name).
 let private attentionAt (readOnlyBy: Node -> Node -> bool) (whole: Node -> bool) (o: Node) : Attention option =
     let inner (n: Node) (reader: Node) = readOnlyBy reader n && whole n
     let peelReshape (n: Node) = match n.Op with Reshape x -> x, true | _ -> n, false
@@ -60,17 +61,17 @@ let private attentionAt (readOnlyBy: Node -> Node -> bool) (whole: Node -> bool)
                     // K itself: Kᵀ swapped back, one permutation composed with another (without rotary embedding the
                     // keys' own layout permutation and the transpose are one Permute)
                     let back = [ for i in [ 0; 2; 1 ] -> perm.[i] ]
-                    let k = if back = [ 0; 1; 2 ] then x else permute back x
+                    let kShape = [| for i in back -> x.Shape.[i] |]
                     let q, grouped = peelReshape qg
                     let heads, t, keys = p.Shape.[0], p.Shape.[1], p.Shape.[2]
                     let fits =
                         q.Shape.Length = 3 && q.Shape.[0] = heads && q.Shape.[1] = t
-                        && k.Shape.[1] = keys && v.Shape.[1] = keys && k.Shape.[0] = v.Shape.[0] && heads % k.Shape.[0] = 0
-                        && k.Shape.[2] = q.Shape.[2] && o.Shape.[2] = v.Shape.[2]
+                        && kShape.[1] = keys && v.Shape.[1] = keys && kShape.[0] = v.Shape.[0] && heads % kShape.[0] = 0
+                        && kShape.[2] = q.Shape.[2] && o.Shape.[2] = v.Shape.[2]
                     if not fits || (grouped && not (inner qg product)) then None
                     else
-                        Some { Output = o; Queries = q; Keys = k; Values = v; GroupedQueries = grouped; ReshapedScores = reshapedScores
-                               Chain = chain; Keep = keep.Values; NegativeInfinity = negInf; Probabilities = p }
+                        Some { Output = o; Queries = q; Keys = x; KeysPermutation = back; Values = v; GroupedQueries = grouped
+                               ReshapedScores = reshapedScores; Chain = chain; Keep = keep.Values; NegativeInfinity = negInf }
                 | _ -> None
             | None -> None
         | _ -> None
@@ -151,7 +152,7 @@ let rewrite (rows: int) (whole: IReadOnlySet<Node>) (roots: Node list) : IReadOn
             let blocks =
                 match blocksByMask.TryGetValue a.Keep with
                 | true, b -> b
-                | _ -> let b = blocksOf rows a.Queries.Shape.[1] a.Keys.Shape.[1] a.Keep in blocksByMask.[a.Keep] <- b; b
+                | _ -> let b = blocksOf rows a.Queries.Shape.[1] a.Values.Shape.[1] a.Keep in blocksByMask.[a.Keep] <- b; b
             match blocks with
             | Some blocks -> found.[n] <- (a, blocks)
             | None -> ()
@@ -160,6 +161,9 @@ let rewrite (rows: int) (whole: IReadOnlySet<Node>) (roots: Node list) : IReadOn
     for n in order do
         mapped.[n] <-
             match found.TryGetValue n with
-            | true, (a, blocks) -> split maskOf a mapped.[a.Queries] mapped.[a.Keys] mapped.[a.Values] blocks
+            | true, (a, blocks) ->
+                let keys = mapped.[a.Keys]
+                let keys = if a.KeysPermutation = [ 0; 1; 2 ] then keys else permute a.KeysPermutation keys
+                split maskOf a mapped.[a.Queries] keys mapped.[a.Values] blocks
             | _ -> withChildren n (n.Children |> List.map (fun c -> mapped.[c]))
     mapped :> _

@@ -232,6 +232,19 @@ let tests =
                 check "a sliding window of 3 keys" (fun i j -> j <= i && i - j < 3) 4 3
                 // no rewrite: attention over no more rows than a block, a mask that keeps every key, a row masked
                 // throughout, or the weights asked for by name
+                // keys given as [T, kvHeads, d], their layout permutation and the transpose one Permute (as after the
+                // simplifier): the blocks permute the keys back before slicing them
+                let kt = input "kt" [| t; kv; d |] Float
+                let scores = reshape [| h; t; t |] (matmul (reshape [| kv; h / kv * t; d |] q) (permute [ 1; 2; 0 ] kt))
+                let mask = constant [| t; t |] (Array.init (t * t) (fun c -> if c % t <= c / t then 1.0 else 0.0))
+                let p = softmax -1 (where mask scores (scalar Double.NegativeInfinity))
+                let y = reduceSum [ 0; 1; 2 ] false (mul (reshape [| h; t; d |] (matmul (reshape [| kv; h / kv * t; t |] p) v)) (input "w" [| h; t; d |] Float))
+                let blocked = (QueryBlocks.rewrite 4 (HashSet<Node>()) [ y ]).[y]
+                Expect.equal (softmaxes [ blocked ]) 3 "one permutation of the keys: 3 blocks"
+                let values = values.Add("kt", Array.init (t * kv * d) (fun _ -> rng.NextDouble() - 0.5))
+                let grads (root: Node) = Evaluate.reference values (Autodiff.vjp [ root, scalar 1.0 ] [ q; kt; v ])
+                Array.iter2 (fun (a: float[]) (b: float[]) -> Expect.isTrue (Array.forall2 (fun (x: float) y -> Math.Abs(x - y) <= 1e-12 * (1.0 + Math.Abs x)) a b) "the same gradients")
+                    (grads y) (grads blocked)
                 check "twelve rows in a block of 12" (fun i j -> j <= i) 12 1
                 check "every key kept" (fun _ _ -> true) 4 1
                 check "row 0 masked throughout" (fun i j -> i > 0 && j <= i) 4 1
