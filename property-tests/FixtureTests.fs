@@ -150,6 +150,20 @@ let blockTests =
                 for layer in graph.LayerOutputs do
                     Expect.isLessThan (relativeError (inBlocks.PerToken layer) (whole.PerToken layer)) 1e-12 (sprintf "%s: latent relevance at %s" name layer)
             }
+        test "llama in blocks of 3 query rows keeps the attention whose weights are asked for whole: their relevance is the whole attention's" {
+            let f = load "llama"
+            let model, graph, input = prepare f
+            use model = model
+            use explainer = new Explainer(graph.Model, graph.InputName, model.WeightsFor graph, Device.Reference)
+            let weights = "model.layers.0.self_attn.attn_weights"
+            let explainWith rows =
+                explainer.Explain(input, ExplainOptions(Target = Nullable(f.Json.GetProperty("target").GetInt32()), Nodes = [ weights ], AttentionBlockRows = rows))
+            let whole, inBlocks = explainWith 0, explainWith 3
+            let values (e: Explanation) = e.Nodes.[weights].ToDoubleArray()
+            Expect.equal (values inBlocks).Length (values whole).Length "the weights' relevance, [heads, tokens, tokens]"
+            Expect.isLessThan (relativeError (values inBlocks) (values whole)) 1e-12 "the same relevance at the weights"
+            Expect.isLessThan (relativeError inBlocks.PerPosition (f.Doubles "relevance")) 3e-7 "the reference's relevance, layer 1 in blocks"
+        }
         for device in [ Device.Cpu; Device.IlgpuCpu ] do
             test (sprintf "llama in blocks of 4 query rows on %A matches the reference" device) {
                 let f = load "llama"
