@@ -15,7 +15,7 @@ internal struct Registers
     public float R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, R11, R12, R13, R14, R15, R16, R17, R18, R19, R20, R21, R22, R23, R24, R25, R26, R27, R28, R29, R30, R31;
 
     /// <summary>Sets register <paramref name="k"/> (on the host, where a <see cref="ProgramTable"/> is built).</summary>
-    public void Set(int k, float value) => AxisInts.Field(ref R0, k, 32) = value;
+    public void Set(int k, float value) => HostFields.At(ref R0, k, FusedKernels.MaxRegisters) = value;
 }
 
 /// <summary>A register of a fused program, as a type.</summary>
@@ -259,15 +259,7 @@ internal struct AxisInts : IAxisValues
     public int A0, A1, A2, A3, A4, A5, A6, A7;
 
     /// <summary>Sets axis <paramref name="axis"/> (on the host).</summary>
-    public void Set(int axis, int value) => Field(ref A0, axis, FusedKernels.MaxRank) = value;
-
-    /// <summary>Field <paramref name="k"/> of the <paramref name="count"/> same-typed fields that start at
-    /// <paramref name="first"/>, checked against the count (host code only: kernels name their fields).</summary>
-    internal static ref T Field<T>(ref T first, int k, int count)
-    {
-        if ((uint)k >= (uint)count) throw new ArgumentOutOfRangeException(nameof(k), $"field {k} of {count}");
-        return ref Unsafe.Add(ref first, k);
-    }
+    public void Set(int axis, int value) => HostFields.At(ref A0, axis, FusedKernels.MaxRank) = value;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly int At(int axis) => axis switch { 0 => A0, 1 => A1, 2 => A2, 3 => A3, 4 => A4, 5 => A5, 6 => A6, _ => A7 };
@@ -279,10 +271,23 @@ internal struct AxisWords
     public uint A0, A1, A2, A3, A4, A5, A6, A7;
 
     /// <summary>Sets axis <paramref name="axis"/> (on the host).</summary>
-    public void Set(int axis, uint value) => AxisInts.Field(ref A0, axis, FusedKernels.MaxRank) = value;
+    public void Set(int axis, uint value) => HostFields.At(ref A0, axis, FusedKernels.MaxRank) = value;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly uint At(int axis) => axis switch { 0 => A0, 1 => A1, 2 => A2, 3 => A3, 4 => A4, 5 => A5, 6 => A6, _ => A7 };
+}
+
+/// <summary>Fields of the kernels' structs addressed by number on the host, where a <see cref="ProgramTable"/> is built
+/// (kernels name their fields, so that ILGPU keeps each in a register).</summary>
+internal static class HostFields
+{
+    /// <summary>Field <paramref name="k"/> of the <paramref name="count"/> same-typed fields that start at
+    /// <paramref name="first"/>, checked against the count.</summary>
+    public static ref T At<T>(ref T first, int k, int count)
+    {
+        if ((uint)k >= (uint)count) throw new ArgumentOutOfRangeException(nameof(k), $"field {k} of {count}");
+        return ref Unsafe.Add(ref first, k);
+    }
 }
 
 /// <summary>An element's multi-index over a fused walk of at most <see cref="FusedKernels.MaxRank"/> axes, innermost
