@@ -13,9 +13,6 @@ namespace Lxt.Backend.Gpu;
 /// write nothing.</summary>
 internal interface IRowCells
 {
-    /// <summary>Cells, this one and those after it.</summary>
-    int Count { get; }
-
     /// <summary>Reads the cells from value <typeparamref name="TValue"/> (a program) of the row starting at
     /// <paramref name="start"/>, this cell at <paramref name="t"/>.</summary>
     void Read<TValue, TStep>(in FusedOperands x, int start, int t, int len) where TValue : struct, IFusedValue where TStep : struct, IRowStep;
@@ -32,8 +29,6 @@ internal interface IRowCells
 
 internal struct NoCells : IRowCells
 {
-    public readonly int Count => 0;
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Read<TValue, TStep>(in FusedOperands x, int start, int t, int len) where TValue : struct, IFusedValue where TStep : struct, IRowStep { }
 
@@ -51,8 +46,6 @@ internal struct RowCells<TRest> : IRowCells where TRest : struct, IRowCells
 {
     float a, b;
     TRest rest;
-
-    public readonly int Count => 1 + default(TRest).Count;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static int Second<TStep>(int t) where TStep : struct, IRowStep => default(TStep).Pairs ? t + 1 : t + Warp.WarpSize;
