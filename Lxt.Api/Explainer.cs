@@ -69,8 +69,8 @@ public sealed record ExplainOptions
     /// the same as without it.</summary>
     public Checkpointing Checkpointing { get; init; } = Checkpointing.None;
 
-    /// <summary>Masked attention over more queries than this is computed in blocks of this many query rows, each block
-    /// over only the keys its rows keep (<see cref="QueryBlocks"/>): under a causal mask over T tokens in blocks of T/4
+    /// <summary>Masked attention over more queries than this is computed in blocks of this many query rows (a last
+    /// block of fewer than half as many joins the one before), each block over only the keys its rows keep (<see cref="QueryBlocks"/>): under a causal mask over T tokens in blocks of T/4
     /// rows, 5/8 of the [heads, T, T] scores and probabilities are computed and kept. Relevance is the same up to
     /// rounding; attention with a node asked for (<see cref="Nodes"/>) inside it is computed whole. 0 computes every
     /// attention whole. Default <see cref="DefaultAttentionBlockRows"/>.</summary>

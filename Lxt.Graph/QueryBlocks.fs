@@ -77,21 +77,23 @@ let private attentionAt (readOnlyBy: Node -> Node -> bool) (whole: Node -> bool)
         | _ -> None
     | _ -> None
 
-/// The blocks of `rows` query rows of a mask [t, keys] and the kept keys of each, c₀ … c₁ − 1: None when a row keeps
-/// no key (its softmax is 0/0, which the blocks would not reproduce) or the blocks would not leave out a tenth of the
-/// scores.
+/// The blocks of `rows` query rows of a mask [t, keys] (the last possibly up to half again as long) and the kept keys
+/// of each, c₀ … c₁ − 1: None when a row keeps no key (its softmax is 0/0, which the blocks would not reproduce), when
+/// there would be one block, or when the blocks would not leave out a tenth of the scores.
 let private blocksOf (rows: int) (t: int) (keys: int) (keep: float[]) =
     // each row's first and last kept key (−1 for a row that keeps none)
     let first = Array.init t (fun i -> let mutable j = 0 in (while j < keys && keep.[i * keys + j] = 0.0 do j <- j + 1); if j = keys then -1 else j)
     let last = Array.init t (fun i -> let mutable j = keys - 1 in (while j >= 0 && keep.[i * keys + j] = 0.0 do j <- j - 1); j)
     if t <= rows || Array.contains -1 first then None
     else
+        // blocks of `rows` rows; a last block of fewer than half as many joins the one before (a block costs launches)
+        let starts = [ 0 .. rows .. t - 1 ] |> List.filter (fun r0 -> r0 = 0 || 2 * (t - r0) >= rows)
         let blocks =
-            [ for r0 in 0 .. rows .. t - 1 ->
-                let r1 = min t (r0 + rows)
-                r0, r1, Array.min first.[r0 .. r1 - 1], Array.max last.[r0 .. r1 - 1] + 1 ]
+            starts |> List.mapi (fun b r0 ->
+                let r1 = if b + 1 < starts.Length then starts.[b + 1] else t
+                r0, r1, Array.min first.[r0 .. r1 - 1], Array.max last.[r0 .. r1 - 1] + 1)
         let computed = blocks |> List.sumBy (fun (r0, r1, c0, c1) -> int64 (r1 - r0) * int64 (c1 - c0))
-        if computed * 10L <= int64 t * int64 keys * 9L then Some blocks else None
+        if blocks.Length > 1 && computed * 10L <= int64 t * int64 keys * 9L then Some blocks else None
 
 /// The attention computed block by block over `queries`, `keys` and `values` (the attention's own, rebuilt), its
 /// output of the same shape as the original's.
