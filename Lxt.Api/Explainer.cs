@@ -247,7 +247,6 @@ public sealed class Explanation
 /// </summary>
 public sealed class Explainer : IDisposable
 {
-    private const string SeedName = "lxt.seed";
     private readonly Session _session;
     private readonly Expr _input;
     private readonly Expr _output;
@@ -319,14 +318,8 @@ public sealed class Explainer : IDisposable
         var key = (pick ? "arg-max\n" : "") + $"blocks {options.AttentionBlockRows}\n" + string.Join("\n", options.Nodes);
         if (!byNodes.TryGetValue(key, out var outputs))
         {
-            var (output, asked) = Blocked(options.AttentionBlockRows, nodes.Select(n => n.Node).ToArray());
-            var rewrittenOutput = Lrp.rewrite(ruleSet, ListModule.OfArray(new[] { output })).Head;
-            var seedInput = Ops.input(SeedName, output.Shape, DType.Float);
-            var seedNode = pick ? Ops.add(Ops.topKMask(1, rewrittenOutput), seedInput) : seedInput;
-            var at = ListModule.OfSeq(new[] { _input.Node }.Concat(asked));
-            var relevance = Lrp.relevance(ruleSet, output, seedNode, at);
-            outputs = new[] { new Expr(rewrittenOutput) }.Concat(relevance.Select(n => new Expr(n)))
-                .Concat(pick ? [new Expr(seedNode)] : []).ToArray();
+            outputs = RelevanceGraph(_output.Node, _input.Node, ruleSet, options.AttentionBlockRows, nodes.Select(n => n.Node).ToArray(), pick)
+                .Select(n => new Expr(n)).ToArray();
             byNodes[key] = outputs;
         }
         var feeds = Feeds(input);
@@ -354,15 +347,29 @@ public sealed class Explainer : IDisposable
         };
     }
 
-    // the explained output with its masked attention in blocks of `rows` query rows (ExplainOptions.AttentionBlockRows),
-    // and the nodes asked for as nodes of that graph: attention with one of them inside stays whole
-    private (Lxt.Graph.Node Output, Lxt.Graph.Node[] Asked) Blocked(int rows, Lxt.Graph.Node[] asked)
+    /// <summary>The graph an explanation of <paramref name="output"/> evaluates: the rule-rewritten output, the relevance
+    /// at <paramref name="input"/> and at each node <paramref name="asked"/> for, and, when <paramref name="pick"/>, the
+    /// seed (the input named <c>lxt.seed</c>) with the one-hot of the output's arg-max added. Masked attention runs in
+    /// blocks of <paramref name="attentionBlockRows"/> query rows (<see cref="ExplainOptions.AttentionBlockRows"/>), but
+    /// for attention with an asked-for node inside. Profiles of an explanation build their plans from it too.</summary>
+    internal static Lxt.Graph.Node[] RelevanceGraph(Lxt.Graph.Node output, Lxt.Graph.Node input, Lxt.Rules.RuleSet ruleSet,
+        int attentionBlockRows, Lxt.Graph.Node[] asked, bool pick)
     {
-        if (rows == 0) return (_output.Node, asked);
-        var whole = new HashSet<Lxt.Graph.Node>(asked, ReferenceEqualityComparer.Instance);
-        var map = QueryBlocks.rewrite(rows, whole, ListModule.OfArray(new[] { _output.Node }));
-        return (map[_output.Node], asked.Select(n => map.TryGetValue(n, out var m) ? m : n).ToArray());
+        if (attentionBlockRows > 0)
+        {
+            var whole = new HashSet<Lxt.Graph.Node>(asked, ReferenceEqualityComparer.Instance);
+            var map = QueryBlocks.rewrite(attentionBlockRows, whole, ListModule.OfArray(new[] { output }));
+            (output, asked) = (map[output], asked.Select(n => map.TryGetValue(n, out var m) ? m : n).ToArray());
+        }
+        var rewrittenOutput = Lrp.rewrite(ruleSet, ListModule.OfArray(new[] { output })).Head;
+        var seedInput = Ops.input(SeedName, output.Shape, DType.Float);
+        var seedNode = pick ? Ops.add(Ops.topKMask(1, rewrittenOutput), seedInput) : seedInput;
+        var relevance = Lrp.relevance(ruleSet, output, seedNode, ListModule.OfSeq(new[] { input }.Concat(asked)));
+        return new[] { rewrittenOutput }.Concat(relevance).Concat(pick ? [seedNode] : []).ToArray();
     }
+
+    /// <summary>The input holding an explanation's seed (see <see cref="RelevanceGraph"/>).</summary>
+    internal const string SeedName = "lxt.seed";
 
     // the checkpoints found for each checkpointing choice and each explained graph (its cached outputs array), so
     // repeated explanations do not walk the graph again

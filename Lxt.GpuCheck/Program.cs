@@ -316,14 +316,9 @@ void Profile(string size, int tokens)
     var graph = LlamaShape(size, tokens);
     var model = graph.Model;
     var output = model["logits"].Node;
-    if (options.AttentionBlocks > 0) // as an explanation computes it (ExplainOptions.AttentionBlockRows)
-        output = QueryBlocks.rewrite(options.AttentionBlocks, new HashSet<Node>(), Microsoft.FSharp.Collections.ListModule.OfArray(new[] { output }))[output];
     var inputNode = model.Inputs.First(i => i.Name == graph.InputName).Node;
-    var seedNode = Ops.input("lxt.seed", output.Shape, DType.Float);
-    var rules = Lxt.Rules.RuleSets.attnLrp;
-    var relevance = Lxt.Rules.Lrp.relevance(rules, output, seedNode, Microsoft.FSharp.Collections.ListModule.OfArray(new[] { inputNode }));
-    var rewritten = Lxt.Rules.Lrp.rewrite(rules, Microsoft.FSharp.Collections.ListModule.OfArray(new[] { output })).Head;
-    var plan = PlanModule.compile(Microsoft.FSharp.Collections.ListModule.OfSeq(new[] { rewritten }.Concat(relevance)));
+    var explained = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, options.AttentionBlocks, [], pick: false);
+    var plan = PlanModule.compile(Microsoft.FSharp.Collections.ListModule.OfSeq(explained));
     using var backend = Create();
     using var exe = new Executable(plan, backend);
     var weights = new RandomWeights(model);
@@ -343,9 +338,9 @@ void Profile(string size, int tokens)
     }
     var seed = new float[output.Shape[0]];
     var input = RandomInput(graph, tokens);
-    var feeds = new Dictionary<string, IBuffer> { [graph.InputName] = backend.Allocate(input.Length), ["lxt.seed"] = backend.Allocate(seed.Length) };
+    var feeds = new Dictionary<string, IBuffer> { [graph.InputName] = backend.Allocate(input.Length), [Explainer.SeedName] = backend.Allocate(seed.Length) };
     backend.Upload(input, feeds[graph.InputName]);
-    backend.Upload(seed, feeds["lxt.seed"]);
+    backend.Upload(seed, feeds[Explainer.SeedName]);
     exe.Recycle(exe.Run(feeds));
     backend.Synchronize();
     const int reps = 3;

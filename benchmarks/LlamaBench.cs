@@ -120,14 +120,11 @@ internal static class LlamaBench
         var model = g.Model;
         var output = model["logits"].Node;
         var inputNode = model.Inputs.First(i => i.Name == g.InputName).Node;
-        var rules = Method.AttnLrp.RuleSet;
-        var seedNode = Ops.input("lxt.seed", output.Shape, DType.Float);
         var clock = Stopwatch.StartNew();
-        var relevance = Lxt.Rules.Lrp.relevance(rules, output, seedNode, ListModule.OfArray(new[] { inputNode }));
-        var rewritten = Lxt.Rules.Lrp.rewrite(rules, ListModule.OfArray(new[] { output })).Head;
+        var graph = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, o.AttentionBlocks, [], pick: false);
         double graphMs = clock.Elapsed.TotalMilliseconds;
         clock.Restart();
-        var plan = PlanModule.compile(ListModule.OfSeq(new[] { rewritten }.Concat(relevance)));
+        var plan = PlanModule.compile(ListModule.OfSeq(graph));
         double compileMs = clock.Elapsed.TotalMilliseconds;
         var backend = new CpuBackend(o.Threads);
         using var exe = new Executable(plan, backend);
@@ -138,7 +135,7 @@ internal static class LlamaBench
         }
         var seed = new float[output.Shape[0]];
         seed[target] = 1;
-        var feeds = new Dictionary<string, IBuffer> { [g.InputName] = backend.Wrap(input), ["lxt.seed"] = backend.Wrap(seed) };
+        var feeds = new Dictionary<string, IBuffer> { [g.InputName] = backend.Wrap(input), [Explainer.SeedName] = backend.Wrap(seed) };
         exe.Recycle(exe.Run(feeds));
         exe.Profiling = true;
         for (int i = 0; i < o.Reps; i++) exe.Recycle(exe.Run(feeds));
