@@ -110,6 +110,10 @@ let rec make (op: Op) (given: Shape) (dtype: DType) (name: string option) : Node
 /// The same node under a (new) name; names address nodes for latent relevance and errors.
 let named (name: string) (n: Node) = make n.Op n.Shape n.DType (Some name)
 
+/// `replacement` under the name of the node it replaces, if that has one (rewrites keep the names relevance is asked by).
+let namedAs (replaced: Node) (replacement: Node) =
+    match replaced.Name with Some name -> named name replacement | None -> replacement
+
 /// Rebuilds `n` over new operands (same op, same name); shapes are re-inferred and checked.
 let withChildren (n: Node) (kids: Node list) : Node =
     let op =

@@ -73,10 +73,6 @@ module Plan =
                 | _ -> n)
         outputs |> List.map (fun o -> map.[o])
 
-    // `replacement` under the name of the node it replaces, if that has one (names address nodes for relevance)
-    let private namedAs (replaced: Node) (replacement: Node) =
-        match replaced.Name with Some name -> Ops.named name replacement | None -> replacement
-
     // A unary op, or a binary op with a scalar, that reads the only Reshape of a pointwise value read by nothing else
     // is the same op on the value, reshaped: it then joins the value's fused group instead of costing a pass over
     // memory of its own (autodiff scales the softmax's relevance after reshaping it to the grouped-query layout of the
@@ -93,7 +89,7 @@ module Plan =
         for n in order do
             let m (c: Node) = mapped.[c]
             let under (v: Node) = m v.Children.Head
-            let lifted op = Ops.reshape n.Shape (Ops.make op [||] Float None) |> namedAs n
+            let lifted op = Ops.reshape n.Shape (Ops.make op [||] Float None) |> Ops.namedAs n
             mapped.[n] <-
                 match n.Op with
                 | Unary(o, v) when liftable n v -> lifted (Unary(o, under v))
@@ -138,7 +134,7 @@ module Plan =
                 | Reduce(Sum, [| axis |], _, ({ Op = Binary(Mul, u, v) } as x))
                     when axis = x.Shape.Length - 1 && u.Shape = x.Shape && v.Shape = x.Shape ->
                     match through u v |> Option.orElse (through v u) with
-                    | Some sums -> Ops.reshape n.Shape sums |> namedAs n
+                    | Some sums -> Ops.reshape n.Shape sums |> Ops.namedAs n
                     | None -> n
                 | _ -> n)
         outputs |> List.map (fun o -> map.[o])

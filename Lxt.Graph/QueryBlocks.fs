@@ -109,21 +109,13 @@ let private split (maskOf: float[] -> int -> int * int * int * int -> Node) (a: 
         let k = if c0 = 0 && c1 = keys then keyNode else slice 1 c0 c1 keyNode
         let product = matmul q (transpose -1 -2 k)
         let scores = if a.ReshapedScores then reshape [| heads; rows; cols |] product else product
-        let chained =
-            a.Chain |> List.fold (fun (prev: Node) (n: Node) ->
-                match n.Op with
-                | Unary(o, _) -> make (Unary(o, prev)) [||] Float None
-                | Binary(o, x, s) when isScalar s && not (isScalar x) -> make (Binary(o, prev, s)) [||] Float None
-                | Binary(o, s, _) -> make (Binary(o, s, prev)) [||] Float None
-                | _ -> failwith "unreachable: the chain holds unary and scalar binary ops") scores
+        // each op of the chain over the block's scores in place of its one non-scalar operand
+        let chained = a.Chain |> List.fold (fun prev n -> withChildren n (n.Children |> List.map (fun c -> if isScalar c then c else prev))) scores
         let p = softmax -1 (where (maskOf a.Keep keys (r0, r1, c0, c1)) chained a.NegativeInfinity)
         let p = if a.GroupedQueries then reshape [| kvHeads; heads / kvHeads * rows; cols |] p else p
         let v = if c0 = 0 && c1 = keys then values else slice 1 c0 c1 values
         reshape [| heads; rows; d |] (matmul p v)
-    let heads = concat 1 (List.map block blocks)
-    match a.Output.Name with
-    | Some name -> named name (reshape a.Output.Shape heads)
-    | None -> reshape a.Output.Shape heads
+    reshape a.Output.Shape (concat 1 (List.map block blocks)) |> namedAs a.Output
 
 /// The graphs under `roots` with every masked attention that reads a constant mask computed in blocks of `rows` query
 /// rows (see the module's comment), where that leaves out at least a tenth of its scores, no row of its mask is masked
