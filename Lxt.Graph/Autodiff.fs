@@ -27,7 +27,7 @@ let private isMaskedSoftmaxOf (y: Node) (p: Node) =
     match p.Op, y.Op with
     | Softmax(axis, x), Where({ Op = Constant keep } as c, _, { Op = Fill v }) when x === y && axis = y.Shape.Length - 1 && Double.IsNegativeInfinity v ->
         let run = if c.Shape.Length = 0 then 1 else c.Shape.[c.Shape.Length - 1]
-        run > 0 && Seq.forall (fun r -> Seq.exists (fun j -> keep.Values.[r * run + j] <> 0.0) (seq { 0 .. run - 1 })) (seq { 0 .. keep.Values.Length / run - 1 })
+        run > 0 && Seq.forall (fun r -> (keep.NonZeroRange(run, r)).IsSome) (seq { 0 .. keep.Values.Length / run - 1 })
     | _ -> false
 
 /// The adjoint of an op that only moves values (broadcast, reshape, permute, slice, concat, gather, recompute): `g`

@@ -48,6 +48,17 @@ type ConstData =
             || (c.Hash = this.Hash && c.Values.Length = this.Values.Length
                 && Array.forall2 (fun (a: float) b -> a.Equals b) c.Values this.Values)
         | _ -> false
+    /// The first and last index of a non-zero value in row `row` of the values read as rows of `run` values (a mask's
+    /// kept range), or None for a row of zeros.
+    member this.NonZeroRange(run: int, row: int) =
+        let v, at = this.Values, row * run
+        let mutable first = 0
+        while first < run && v.[at + first] = 0.0 do first <- first + 1
+        if first = run then None
+        else
+            let mutable last = run - 1
+            while v.[at + last] = 0.0 do last <- last - 1
+            Some(first, last)
 
 /// One operation of a graph. Children are nodes; the output shape lives on the node.
 [<CustomEquality; NoComparison>]

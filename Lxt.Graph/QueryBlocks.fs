@@ -25,7 +25,7 @@ type private Attention =
       ReshapedScores: bool
       /// the pointwise ops between S and the masked scores, each with one non-scalar operand, first to last
       Chain: Node list
-      Keep: float[]
+      Keep: ConstData
       NegativeInfinity: Node }
 
 let private isScalar (n: Node) = match n.Op with Fill _ -> Shape.numel n.Shape = 1 | _ -> false
@@ -71,7 +71,7 @@ let private attentionAt (readOnlyBy: Node -> Node -> bool) (whole: Node -> bool)
                     if not fits || (grouped && not (inner qg product)) then None
                     else
                         Some { Output = o; Queries = q; Keys = x; KeysPermutation = back; Values = v; GroupedQueries = grouped
-                               ReshapedScores = reshapedScores; Chain = chain; Keep = keep.Values; NegativeInfinity = negInf }
+                               ReshapedScores = reshapedScores; Chain = chain; Keep = keep; NegativeInfinity = negInf }
                 | _ -> None
             | None -> None
         | _ -> None
@@ -80,12 +80,12 @@ let private attentionAt (readOnlyBy: Node -> Node -> bool) (whole: Node -> bool)
 /// The blocks of `rows` query rows of a mask [t, keys] (the last possibly up to half again as long) and the kept keys
 /// of each, c₀ … c₁ − 1: None when a row keeps no key (its softmax is 0/0, which the blocks would not reproduce), when
 /// there would be one block, or when the blocks would not leave out a tenth of the scores.
-let private blocksOf (rows: int) (t: int) (keys: int) (keep: float[]) =
-    // each row's first and last kept key (−1 for a row that keeps none)
-    let first = Array.init t (fun i -> let mutable j = 0 in (while j < keys && keep.[i * keys + j] = 0.0 do j <- j + 1); if j = keys then -1 else j)
-    let last = Array.init t (fun i -> let mutable j = keys - 1 in (while j >= 0 && keep.[i * keys + j] = 0.0 do j <- j - 1); j)
-    if t <= rows || Array.contains -1 first then None
+let private blocksOf (rows: int) (t: int) (keys: int) (keep: ConstData) =
+    // each row's first and last kept key
+    let kept = Array.init t (fun i -> keep.NonZeroRange(keys, i))
+    if t <= rows || Array.contains None kept then None
     else
+        let first, last = kept |> Array.map (fun r -> fst r.Value), kept |> Array.map (fun r -> snd r.Value)
         // blocks of `rows` rows; a last block of fewer than half as many joins the one before (a block costs launches)
         let starts = [ 0 .. rows .. t - 1 ] |> List.filter (fun r0 -> r0 = 0 || 2 * (t - r0) >= rows)
         let blocks =
@@ -97,7 +97,7 @@ let private blocksOf (rows: int) (t: int) (keys: int) (keep: float[]) =
 
 /// The attention computed block by block over `queries`, `keys` and `values` (the attention's own, rebuilt), its
 /// output of the same shape as the original's.
-let private split (maskOf: float[] -> int -> int * int * int * int -> Node) (a: Attention) (queries: Node) (keyNode: Node) (values: Node)
+let private split (maskOf: ConstData -> int -> int * int * int * int -> Node) (a: Attention) (queries: Node) (keyNode: Node) (values: Node)
                   (blocks: (int * int * int * int) list) : Node =
     let heads, d = queries.Shape.[0], queries.Shape.[2]
     let kvHeads = keyNode.Shape.[0]
@@ -127,15 +127,15 @@ let rewrite (rows: int) (whole: IReadOnlySet<Node>) (roots: Node list) : IReadOn
     let readOnlyBy = Traverse.readOnlyBy roots
     let isWhole (n: Node) = not (whole.Contains n)
     // a mask's blocks and each block's mask, once per mask (every layer reads the same one)
-    let blocksByMask = Dictionary<float[], (int * int * int * int) list option>(HashIdentity.Reference)
-    let masks = Dictionary<float[], Dictionary<int * int * int * int, Node>>(HashIdentity.Reference)
-    let maskOf (keep: float[]) (keys: int) ((r0, r1, c0, c1) as block) =
+    let blocksByMask = Dictionary<ConstData, (int * int * int * int) list option>(HashIdentity.Reference)
+    let masks = Dictionary<ConstData, Dictionary<int * int * int * int, Node>>(HashIdentity.Reference)
+    let maskOf (keep: ConstData) (keys: int) ((r0, r1, c0, c1) as block) =
         let ofMask = match masks.TryGetValue keep with | true, d -> d | _ -> let d = Dictionary() in masks.[keep] <- d; d
         match ofMask.TryGetValue block with
         | true, m -> m
         | _ ->
             let rows, cols = r1 - r0, c1 - c0
-            let m = constant [| rows; cols |] (Array.init (rows * cols) (fun k -> keep.[(r0 + k / cols) * keys + c0 + k % cols]))
+            let m = constant [| rows; cols |] (Array.init (rows * cols) (fun k -> keep.Values.[(r0 + k / cols) * keys + c0 + k % cols]))
             ofMask.[block] <- m
             m
     // found on the graph as given; rebuilt over the rewritten queries, keys and values (earlier layers' attention)
