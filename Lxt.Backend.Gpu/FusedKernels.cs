@@ -1,8 +1,8 @@
 // The fused kernels, generic in a group's program (see FusedPrograms.cs), which reads up to eight broadcast operands
 // and applies the element functions of the Unary, Binary and Where kernels. Fused computes the group's root one
 // thread per element (FusedPairs one per pair, see GpuBackend.PairedKernels); SoftmaxRows (one group per row),
-// SoftmaxWarpRows (one warp per row), SoftmaxRegisterRows (one warp per row, held in registers) and ReduceRows read a softmax's or trailing reduction's operand through the
-// program (a prologue). Tables (walk, strides, program) are built once per group by GpuBackend.Fused.cs and reach a
+// SoftmaxWarpRows (one warp per row), SoftmaxRegisterRows (one warp per row, held in registers) and ReduceRows read a
+// softmax's or trailing reduction's operand through the program (a prologue). Tables (walk, strides, program) are built once per group by GpuBackend.Fused.cs and reach a
 // kernel twice, in device memory and as a parameter (ProgramTable); the program's type reads one of them.
 using System.Runtime.CompilerServices;
 using ILGPU;
@@ -231,9 +231,8 @@ internal static class FusedKernels
         var value = default(TValue);
         bool pairs = default(TStep).Pairs;
         int step = pairs ? 2 : 1;
-        int row = Grid.IdxX * (Group.DimX / Warp.WarpSize) + Warp.WarpIdx;
-        if ((long)row * len >= y.Length) return; // past the last row: the whole warp leaves
-        int start = row * len, first = Warp.LaneIdx * step, stride = Warp.WarpSize * step;
+        if (!WarpRowStart(y, len, out int start)) return;
+        int first = Warp.LaneIdx * step, stride = Warp.WarpSize * step;
         float m = float.NegativeInfinity, z = 0f;
         for (int t = first; t < len; t += stride)
         {
@@ -274,15 +273,24 @@ internal static class FusedKernels
     static void SoftmaxRegisterRowsBy<TValue, TOut, TCells, TStep>(TOut y, in FusedOperands x, int len)
         where TValue : struct, IFusedValue where TOut : struct, IValueSink where TCells : struct, IRowCells where TStep : struct, IRowStep
     {
-        int row = Grid.IdxX * (Group.DimX / Warp.WarpSize) + Warp.WarpIdx;
-        if ((long)row * len >= y.Length) return; // past the last row: the whole warp leaves
-        int start = row * len, first = Warp.LaneIdx * (default(TStep).Pairs ? 2 : 1);
+        if (!WarpRowStart(y, len, out int start)) return;
+        int first = Warp.LaneIdx * (default(TStep).Pairs ? 2 : 1);
         var cells = default(TCells);
         cells.Read<TValue, TStep>(x, start, first, len);
         float m = Kernels.WarpMax(cells.Max(float.NegativeInfinity));
         if (float.IsNegativeInfinity(m)) m = 0f;
         float z = Kernels.WarpSum(cells.Exponentials(m));
         cells.Write<TOut, TStep>(y, start, first, len, z);
+    }
+
+    /// <summary>Where the row of this thread's warp starts in a launch of one warp per row, <c>Group.DimX / WarpSize</c>
+    /// rows a group (<see cref="GpuBackend"/>'s WarpRowsLaunch); false for a warp past the last row, which leaves whole.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static bool WarpRowStart<TOut>(TOut y, int len, out int start) where TOut : struct, IValueSink
+    {
+        int row = Grid.IdxX * (Group.DimX / Warp.WarpSize) + Warp.WarpIdx;
+        start = row * len;
+        return (long)row * len < y.Length;
     }
 
     /// <summary>One value into a running maximum <paramref name="m"/> and the sum <paramref name="z"/> of exponentials

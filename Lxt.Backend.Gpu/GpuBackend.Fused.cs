@@ -131,10 +131,10 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         if (rows > 0 && len > 0 && cells > 0)
         {
             if (y.IsBFloat16)
-                RegisterRowsKernel(softmaxRowsNarrowKernels, nameof(FusedKernels.SoftmaxRegisterRowsNarrow), program, cells)(
+                SoftmaxKernel(softmaxRowsNarrowKernels, nameof(FusedKernels.SoftmaxRegisterRowsNarrow), program, cells)(
                     WarpRowsLaunch(rows), y.NarrowView, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter, len, pairs);
             else
-                RegisterRowsKernel(softmaxRowsKernels, nameof(FusedKernels.SoftmaxRegisterRows), program, cells)(
+                SoftmaxKernel(softmaxRowsKernels, nameof(FusedKernels.SoftmaxRegisterRows), program, cells)(
                     WarpRowsLaunch(rows), y.View, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], table, parameter, len, pairs);
         }
         else if (rows > 0 && len > 0)
@@ -171,18 +171,22 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     }
 
     /// <summary>The softmax row kernel <paramref name="name"/> (into <typeparamref name="TOut"/> values) for a prologue's
-    /// program type, compiled on first use into <paramref name="compiled"/>.</summary>
+    /// program type, and for a register-row kernel rows of <paramref name="cells"/> cells a lane, compiled on first use
+    /// into <paramref name="compiled"/>.</summary>
     Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int> SoftmaxKernel<TOut>(
         Dictionary<(Type, string), Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>> compiled, string name, Type program)
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>> compiled, string name, Type program,
+        int cells = 0)
         where TOut : unmanaged
     {
-        if (!compiled.TryGetValue((program, name), out var kernel))
+        string key = cells == 0 ? name : $"{name}/{cells}";
+        if (!compiled.TryGetValue((program, key), out var kernel))
         {
             var k = accelerator.LoadKernel(Specialize<Action<ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>>(name, program));
-            compiled[(program, name)] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p);
+                ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>>(
+                name, cells == 0 ? [program] : [program, RowCellTypes.Of(cells)]));
+            compiled[(program, key)] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p);
         }
         return kernel;
     }
@@ -197,26 +201,6 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
                 ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
                 ArrayView<int>, ProgramTable, int, int, int>>(nameof(FusedKernels.ReduceRows), program));
             reduceRowsKernels[program] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, r, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, r, p);
-        }
-        return kernel;
-    }
-
-    /// <summary>The register-row softmax kernel <paramref name="name"/> for a prologue's program type and rows of
-    /// <paramref name="cells"/> cells a lane, compiled on first use into <paramref name="compiled"/> (keyed by the name
-    /// and the cell count).</summary>
-    Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int> RegisterRowsKernel<TOut>(
-        Dictionary<(Type, string), Action<KernelConfig, ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>> compiled, string name, Type program, int cells)
-        where TOut : unmanaged
-    {
-        string key = $"{name}/{cells}";
-        if (!compiled.TryGetValue((program, key), out var kernel))
-        {
-            var k = accelerator.LoadKernel(typeof(FusedKernels).GetMethod(name)!.MakeGenericMethod(program, RowCellTypes.Of(cells))
-                .CreateDelegate<Action<ArrayView<TOut>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-                    ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ProgramTable, int, int>>());
-            compiled[(program, key)] = kernel = (c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p) => k(stream, c, o, a0, a1, a2, a3, a4, a5, a6, a7, t, q, l, p);
         }
         return kernel;
     }
@@ -288,9 +272,10 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         return ((PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty)).PTXAssembly;
     }
 
-    /// <summary>The fused kernel <paramref name="name"/> of <see cref="FusedKernels"/> for a program type.</summary>
-    static TDelegate Specialize<TDelegate>(string name, Type program) where TDelegate : Delegate =>
-        typeof(FusedKernels).GetMethod(name)!.MakeGenericMethod(program).CreateDelegate<TDelegate>();
+    /// <summary>The fused kernel <paramref name="name"/> of <see cref="FusedKernels"/> for a program type (and, for a
+    /// register-row kernel, a cell type).</summary>
+    static TDelegate Specialize<TDelegate>(string name, params Type[] types) where TDelegate : Delegate =>
+        typeof(FusedKernels).GetMethod(name)!.MakeGenericMethod(types).CreateDelegate<TDelegate>();
 
     /// <summary>Checks a group's operand buffers, binds them to the fused views (a bfloat16 operand through its
     /// pairs view; unused views to a stand-in the program never loads) and returns the group's uploaded table, the
