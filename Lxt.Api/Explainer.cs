@@ -83,6 +83,13 @@ public sealed record ExplainOptions
 
     /// <summary>The default of <see cref="AttentionBlockRows"/>: attention over up to 512 tokens is computed whole.</summary>
     public const int DefaultAttentionBlockRows = 512;
+
+    /// <summary>False (the default) computes each value only at the positions the explained output and the asked
+    /// <see cref="Nodes"/> read (<see cref="SlicePushdown"/>): the logits of one position read one row of the last
+    /// layer's attention, norms and MLP, so that layer computes that row alone, forward and backward, while its keys
+    /// and values stay whole. Relevance is the same up to rounding. True computes every position, as the model graph
+    /// does.</summary>
+    public bool AllPositions { get; init; }
 }
 
 /// <summary>
@@ -285,9 +292,14 @@ public sealed class Explainer : IDisposable
     internal Expr OutputExpr => _output;
     internal Lxt.Graph.Node InputNode => _input.Node;
 
-    /// <summary>Runs the model and returns its output vector.</summary>
-    public double[] Forward(float[] input, CancellationToken cancellation = default) =>
-        _session.Evaluate([_output], Feeds(input), cancellation)[0].ToDoubleArray();
+    /// <summary>Runs the model and returns its output vector, each value computed only at the positions the output reads
+    /// (<see cref="ExplainOptions.AllPositions"/>).</summary>
+    public double[] Forward(float[] input, CancellationToken cancellation = default)
+    {
+        _forwardOutput ??= new Expr(SlicePushdown.rewrite(new HashSet<Lxt.Graph.Node>(), ListModule.OfArray(new[] { _output.Node }))[_output.Node]);
+        return _session.Evaluate([_forwardOutput], Feeds(input), cancellation)[0].ToDoubleArray();
+    }
+    private Expr? _forwardOutput;
 
     /// <summary>Explains one prediction. Without <see cref="ExplainOptions.Target"/> the target is the arg-max of the
     /// outputs, picked inside the relevance pass (its seed is the one-hot of the arg-max, ties to the lower index), so
@@ -315,10 +327,10 @@ public sealed class Explainer : IDisposable
             $"the model has no node named '{n}' (named nodes include: {string.Join(", ", Model.NodeNames().Take(12))}, ...)")).ToArray();
         var ruleSet = options.Method.RuleSet;
         var byNodes = _relevanceGraphs.GetOrCreateValue(ruleSet);
-        var key = (pick ? "arg-max\n" : "") + $"blocks {options.AttentionBlockRows}\n" + string.Join("\n", options.Nodes);
+        var key = (pick ? "arg-max\n" : "") + (options.AllPositions ? "all positions\n" : "") + $"blocks {options.AttentionBlockRows}\n" + string.Join("\n", options.Nodes);
         if (!byNodes.TryGetValue(key, out var outputs))
         {
-            outputs = RelevanceGraph(_output.Node, _input.Node, ruleSet, options.AttentionBlockRows, nodes.Select(n => n.Node).ToArray(), pick)
+            outputs = RelevanceGraph(_output.Node, _input.Node, ruleSet, options.AttentionBlockRows, nodes.Select(n => n.Node).ToArray(), pick, options.AllPositions)
                 .Select(n => new Expr(n)).ToArray();
             byNodes[key] = outputs;
         }
@@ -349,12 +361,20 @@ public sealed class Explainer : IDisposable
 
     /// <summary>The graph an explanation of <paramref name="output"/> evaluates: the rule-rewritten output, the relevance
     /// at <paramref name="input"/> and at each node <paramref name="asked"/> for, and, when <paramref name="pick"/>, the
-    /// seed (the input named <c>lxt.seed</c>) with the one-hot of the output's arg-max added. Masked attention runs in
+    /// seed (the input named <c>lxt.seed</c>) with the one-hot of the output's arg-max added. Unless
+    /// <paramref name="allPositions"/>, each value is computed only at the rows the output and the asked nodes read
+    /// (<see cref="ExplainOptions.AllPositions"/>). Masked attention runs in
     /// blocks of <paramref name="attentionBlockRows"/> query rows (<see cref="ExplainOptions.AttentionBlockRows"/>), but
     /// for attention with an asked-for node inside. Profiles of an explanation build their plans from it too.</summary>
     internal static Lxt.Graph.Node[] RelevanceGraph(Lxt.Graph.Node output, Lxt.Graph.Node input, Lxt.Rules.RuleSet ruleSet,
-        int attentionBlockRows, Lxt.Graph.Node[] asked, bool pick)
+        int attentionBlockRows, Lxt.Graph.Node[] asked, bool pick, bool allPositions = false)
     {
+        if (!allPositions)
+        {
+            var whole = new HashSet<Lxt.Graph.Node>(asked.Append(input), ReferenceEqualityComparer.Instance);
+            var map = SlicePushdown.rewrite(whole, ListModule.OfArray(new[] { output }));
+            (output, asked) = (map[output], asked.Select(n => map.TryGetValue(n, out var m) ? m : n).ToArray());
+        }
         if (attentionBlockRows > 0)
         {
             var whole = new HashSet<Lxt.Graph.Node>(asked, ReferenceEqualityComparer.Instance);

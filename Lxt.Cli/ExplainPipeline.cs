@@ -39,6 +39,8 @@ public sealed record ExplainRequest(string ModelDir, ExplainInput Input)
     public Checkpointing Checkpointing { get; init; } = Checkpointing.None;
     /// <summary>Query rows of a block of masked attention (0: whole; see <see cref="ExplainOptions.AttentionBlockRows"/>).</summary>
     public int AttentionBlockRows { get; init; } = ExplainOptions.DefaultAttentionBlockRows;
+    /// <summary>Every value at every position (see <see cref="ExplainOptions.AllPositions"/>).</summary>
+    public bool AllPositions { get; init; }
 }
 
 /// <summary>Per-token relevance at one layer output.</summary>
@@ -129,7 +131,7 @@ public sealed class ExplainSession : IDisposable
         return config.ModelType == "vit" || (config.Has("format") && config.String("format").StartsWith("torchvision", StringComparison.Ordinal));
     }
 
-    private static ExplainOptions Options(ExplainRequest r, IReadOnlyList<string> nodes) => new() { Method = r.Method, Target = r.Target, Nodes = nodes, Checkpointing = r.Checkpointing, AttentionBlockRows = r.AttentionBlockRows };
+    private static ExplainOptions Options(ExplainRequest r, IReadOnlyList<string> nodes) => new() { Method = r.Method, Target = r.Target, Nodes = nodes, Checkpointing = r.Checkpointing, AttentionBlockRows = r.AttentionBlockRows, AllPositions = r.AllPositions };
 
     /// <summary>Explains <paramref name="input"/> with the method, target and nodes of <paramref name="request"/>.
     /// <see cref="ExplainResult.LoadTime"/> is the time spent reading the input and building its graph.</summary>

@@ -4,6 +4,7 @@
 //                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,products,layers]
 //                     [--profile-tokens 128,2048] [--layers N] [--plan-memory] [--pairs none|all|LIST]
 //                     [--softmax-warp-rows] [--softmax-register-rows] [--table-parameters] [--attention-blocks N]
+//                     [--all-positions]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
 //                     tolerances to 1e-2 and 5e-2, and bf16 runs each fixture again with every value narrow that can
 //                     be; --plan-memory only prints each run's planned device memory and kernel count, from a dry
@@ -12,7 +13,8 @@
 //                     --softmax-warp-rows runs softmax rows one warp each instead of one group each;
 //                     --softmax-register-rows holds rows of up to 2048 values in a warp's registers;
 //                     --table-parameters has fused programs read their tables from kernel parameters;
-//                     --attention-blocks N computes masked attention in blocks of N query rows, 0 whole; default 512)
+//                     --attention-blocks N computes masked attention in blocks of N query rows, 0 whole; default 512;
+//                     --all-positions computes every value at every position, not only at the rows the logits read)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -317,7 +319,7 @@ void Profile(string size, int tokens)
     var model = graph.Model;
     var output = model["logits"].Node;
     var inputNode = model.Inputs.First(i => i.Name == graph.InputName).Node;
-    var explained = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, options.AttentionBlocks, [], pick: false);
+    var explained = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, options.AttentionBlocks, [], pick: false, options.AllPositions);
     var plan = PlanModule.compile(Microsoft.FSharp.Collections.ListModule.OfSeq(explained));
     using var backend = Create();
     using var exe = new Executable(plan, backend);
@@ -416,7 +418,7 @@ void TimeModel(string size, List<string> rows, List<string> best)
             GC.Collect();
             backend.ResetPeak();
             var explainer = new Explainer(graph.Model, graph.InputName, session) { LayerOutputs = graph.LayerOutputs };
-            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing, AttentionBlockRows = options.AttentionBlocks };
+            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing, AttentionBlockRows = options.AttentionBlocks, AllPositions = options.AllPositions };
             string mode = ModeName(checkpointing);
             try
             {
@@ -495,7 +497,7 @@ void PlanMemory()
         {
             var graph = LlamaShape(size, tokens);
             var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, Device.Cuda, options.Precision, options.CheckpointModes,
-                attentionBlockRows: options.AttentionBlocks);
+                attentionBlockRows: options.AttentionBlocks, allPositions: options.AllPositions);
             foreach (var p in plans)
             {
                 string reference = Reference.Of(size, tokens) is var (_, refGiB) ? $"{refGiB,8:F1}" : $"{"-",8}";
@@ -546,6 +548,8 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
     public bool TableParameters { get; init; }
     /// <summary>Query rows of a block of masked attention (<see cref="ExplainOptions.AttentionBlockRows"/>; 0: whole).</summary>
     public int AttentionBlocks { get; init; } = ExplainOptions.DefaultAttentionBlockRows;
+    /// <summary>Every value at every position (<see cref="ExplainOptions.AllPositions"/>).</summary>
+    public bool AllPositions { get; init; }
     /// <summary>Softmax rows held in a warp's registers (<see cref="GpuBackend.SoftmaxRowsInRegisters"/>).</summary>
     public bool SoftmaxRegisterRows { get; init; }
 
@@ -583,6 +587,7 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--table-parameters" => o with { TableParameters = true },
                 "--softmax-register-rows" => o with { SoftmaxRegisterRows = true },
                 "--attention-blocks" => o with { AttentionBlocks = int.Parse(Next()) },
+                "--all-positions" => o with { AllPositions = true },
                 "--pairs" => o with
                 {
                     Pairs = Enum.TryParse<PairedKernels>(Next(), ignoreCase: true, out var pairs) && (pairs & ~PairedKernels.All) == 0 ? pairs

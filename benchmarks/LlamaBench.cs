@@ -12,7 +12,7 @@ namespace Lxt.Benchmarks;
 
 internal static class LlamaBench
 {
-    sealed record Options(LlamaShape Shape, int Threads, int Reps, bool Profile, bool Torch, string? TorchScript, int AttentionBlocks);
+    sealed record Options(LlamaShape Shape, int Threads, int Reps, bool Profile, bool Torch, string? TorchScript, int AttentionBlocks, bool AllPositions);
 
     public static int Run(string[] args, bool memoryChild = false)
     {
@@ -25,7 +25,7 @@ internal static class LlamaBench
     {
         var shape = new LlamaShape(Layers: 8, Hidden: 1024, Intermediate: 2816, Heads: 16, KvHeads: 4, Tokens: 256, Vocab: 32000);
         int threads = 1, reps = 5, blocks = ExplainOptions.DefaultAttentionBlockRows;
-        bool profile = false, torch = true;
+        bool profile = false, torch = true, allPositions = false;
         string? script = null;
         for (int i = 0; i < args.Length; i++)
         {
@@ -39,6 +39,7 @@ internal static class LlamaBench
                 case "--attention-blocks" when i + 1 < args.Length: blocks = Next(); break;
                 case "--torch-script" when i + 1 < args.Length: script = args[++i]; break;
                 case "--profile": profile = true; break;
+                case "--all-positions": allPositions = true; break;
                 case "--no-torch": torch = false; break;
                 default:
                     Console.Error.WriteLine($"llama: unknown option '{a}'");
@@ -50,7 +51,7 @@ internal static class LlamaBench
             Console.Error.WriteLine("llama: need threads >= 1, reps >= 1, attention blocks >= 0, hidden divisible by heads, heads by kv heads");
             return null;
         }
-        return new(shape, threads, reps, profile, torch, script, blocks);
+        return new(shape, threads, reps, profile, torch, script, blocks, allPositions);
     }
 
     static double MedianMs(int reps, Action body)
@@ -76,7 +77,7 @@ internal static class LlamaBench
         var weights = Weights.Random(g.Model, seed: 0);
         var input = s.RandomEmbeddings();
         double fwdMs, lrpMs;
-        double? wholeMs = null;
+        double? wholeMs = null, everyMs = null;
         int target;
         using (var explainer = new Explainer(g.Model, g.InputName, weights, Device.Cpu, o.Threads))
         {
@@ -84,11 +85,14 @@ internal static class LlamaBench
             target = Array.IndexOf(logits, logits.Max());
             fwdMs = MedianMs(o.Reps, () => explainer.Forward(input));
             // the target is fixed so the timed pass is one forward + relevance pass, as the PyTorch script's
-            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = target, AttentionBlockRows = o.AttentionBlocks };
+            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = target, AttentionBlockRows = o.AttentionBlocks, AllPositions = o.AllPositions };
             lrpMs = MedianMs(o.Reps, () => explainer.Explain(input, opts));
             // where the attention runs in blocks, the same explanation with every attention whole, for the ratio
             if (o.AttentionBlocks > 0 && s.Tokens > o.AttentionBlocks)
                 wholeMs = MedianMs(o.Reps, () => explainer.Explain(input, opts with { AttentionBlockRows = 0 }));
+            // and with every value computed at every position, for the ratio of computing only the rows read
+            if (!o.AllPositions)
+                everyMs = MedianMs(o.Reps, () => explainer.Explain(input, opts with { AllPositions = true }));
         }
         GC.Collect();
 
@@ -101,6 +105,8 @@ internal static class LlamaBench
         Console.WriteLine($"| Lxt ({o.Threads} thread) | {fwdMs:F0} ms | {lrpMs:F0} ms |");
         if (wholeMs is double whole)
             Console.WriteLine($"| Lxt, attention whole (blocks {o.AttentionBlocks} rows above: {lrpMs / whole:F2}×) | | {whole:F0} ms |");
+        if (everyMs is double every)
+            Console.WriteLine($"| Lxt, every position (the rows read above: {lrpMs / every:F2}×) | | {every:F0} ms |");
         if (torch is var (tf, tl, version))
         {
             Console.WriteLine($"| PyTorch {version} ({o.Threads} thread) | {tf:F0} ms | {tl:F0} ms |");
@@ -121,7 +127,7 @@ internal static class LlamaBench
         var output = model["logits"].Node;
         var inputNode = model.Inputs.First(i => i.Name == g.InputName).Node;
         var clock = Stopwatch.StartNew();
-        var graph = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, o.AttentionBlocks, [], pick: false);
+        var graph = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, o.AttentionBlocks, [], pick: false, o.AllPositions);
         double graphMs = clock.Elapsed.TotalMilliseconds;
         clock.Restart();
         var plan = PlanModule.compile(ListModule.OfSeq(graph));
@@ -158,7 +164,7 @@ internal static class LlamaBench
         var weights = Weights.Random(g.Model, seed: 0);
         var input = o.Shape.RandomEmbeddings();
         using var explainer = new Explainer(g.Model, g.InputName, weights, Device.Cpu, o.Threads);
-        explainer.Explain(input, new ExplainOptions { Method = Method.AttnLrp, Target = 0 });
+        explainer.Explain(input, new ExplainOptions { Method = Method.AttnLrp, Target = 0, AttentionBlockRows = o.AttentionBlocks, AllPositions = o.AllPositions });
         Console.WriteLine(JsonSerializer.Serialize(new { vmhwm = VmHwmBytes(), planned = explainer.Session.PeakIntermediateBytes }));
         return 0;
     }

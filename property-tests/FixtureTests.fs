@@ -175,6 +175,50 @@ let blockTests =
             }
     ]
 
+/// Each value computed only at the rows read (the default; ExplainOptions.AllPositions computes every position): the
+/// last layer runs at the explained position (a decoder's last token, an encoder's class token) alone, with the
+/// reference's relevance and that of every position computed.
+let pushdownTests =
+    testList "values computed only at the rows read" [
+        for name in names do
+            test (sprintf "%s: the reference's relevance and every position's in float64, in fewer multiply-adds" name) {
+                let f = load name
+                let model, graph, input = prepare f
+                use model = model
+                use explainer = new Explainer(graph.Model, graph.InputName, model.WeightsFor graph, Device.Reference)
+                let explainWith all =
+                    explainer.Explain(input, ExplainOptions(Method = methodOf f, Target = Nullable(f.Json.GetProperty("target").GetInt32()), AllPositions = all))
+                let every, read = explainWith true, explainWith false
+                let tol = match name with "qwen3_moe" -> 1e-5 | "llama" | "qwen2" -> 3e-7 | _ -> 1e-7
+                Expect.isLessThan (relativeError read.PerPosition (f.Doubles "relevance")) tol (sprintf "%s: the reference's relevance" name)
+                Expect.isLessThan (relativeError read.PerPosition every.PerPosition) 1e-12 (sprintf "%s: every position's relevance" name)
+                Expect.isLessThan (relativeError (read.InputRelevance.ToDoubleArray()) (every.InputRelevance.ToDoubleArray())) 1e-12 (sprintf "%s: the input's relevance" name)
+                Expect.isLessThan (relativeError read.Logits every.Logits) 1e-12 (sprintf "%s: the logits" name)
+                // multiply-adds of the forward graph's products and convolutions
+                let multiplyAdds (root: Lxt.Graph.Node) =
+                    Lxt.Graph.Traverse.topo [ root ] |> Array.sumBy (fun n ->
+                        match n.Op with
+                        | Lxt.Graph.Op.MatMul(a, _) -> float (Lxt.Graph.Shape.numel n.Shape) * float a.Shape.[a.Shape.Length - 1]
+                        | Lxt.Graph.Op.Conv2d(_, _, _, w) -> float (Lxt.Graph.Shape.numel n.Shape) * float (Lxt.Graph.Shape.numel w.Shape / w.Shape.[0])
+                        | _ -> 0.0)
+                let output = graph.Model.["logits"].Node
+                let pruned = (Lxt.Graph.SlicePushdown.rewrite (HashSet()) [ output ]).[output]
+                let ratio = multiplyAdds pruned / multiplyAdds output
+                // two layers: about half of the last layer's products are its queries, output projection and MLP
+                Expect.isLessThan ratio 0.8 (sprintf "%s: %.2f of the multiply-adds" name ratio)
+            }
+        for device in [ Device.Cpu; Device.IlgpuCpu ] do
+            for name in [ "llama"; "bert"; "vit" ] do
+                test (sprintf "%s on %A matches the reference" name device) {
+                    let f = load name
+                    let model, graph, input = prepare f
+                    use model = model
+                    use explainer = new Explainer(graph.Model, graph.InputName, model.WeightsFor graph, device)
+                    let e = explainer.Explain(input, ExplainOptions(Method = methodOf f, Target = Nullable(f.Json.GetProperty("target").GetInt32())))
+                    Expect.isLessThan (relativeError e.PerPosition (f.Doubles "relevance")) 1e-4 "the reference's relevance in float32"
+                }
+    ]
+
 /// Without a target the arg-max is picked inside the relevance pass: the same target and relevance as naming it.
 let pickedTargetTests =
     testList "a target picked inside the relevance pass" [
@@ -219,5 +263,6 @@ let tests =
         relevanceTests
         conservationTests
         blockTests
+        pushdownTests
     ]
 

@@ -253,6 +253,69 @@ let tests =
                 let map = QueryBlocks.rewrite 4 (HashSet<Node>([ p ], HashIdentity.Reference)) [ y ]
                 Expect.isTrue (obj.ReferenceEquals(map.[y], y)) "attention with its weights asked for stays whole"
             }
+            test "a slice pushed towards the inputs computes the last layer at the rows read: the same values and gradients" {
+                // a decoder layer as the builder writes it (embedding gather, RMS norm, projections, heads by reshape and
+                // permute, a rotary-style concat of halves, grouped-query attention under a causal mask, residuals, a
+                // gated MLP, a broadcast bias), read at its last row
+                let t, dm, h, kv, d, f = 6, 4, 4, 2, 2, 5
+                let rng = Random 11
+                let param (name: string) (shape: Shape) = input name shape Float
+                let ids, x, table = input "ids" [| t |] Int, param "x" [| t; dm |], param "table" [| 7; dm |]
+                let w (name: string) rows cols = param name [| rows; cols |]
+                let stream = add (gather table ids) x
+                let norm (v: Node) = mul (mul v (rsqrt (addScalar 1e-5 (reduceMean [ 1 ] true (square v))))) (param "g" [| dm |])
+                let heads n (v: Node) = permute [ 1; 0; 2 ] (reshape [| t; n; d |] v)
+                let rotated (v: Node) = add (mul v (constant [| t; d |] (Array.init (t * d) float))) (mul (concat -1 [ slice 2 1 2 v; slice 2 0 1 v ]) (constant [| t; d |] (Array.init (t * d) (fun i -> 0.1 * float i))))
+                let n1 = norm stream
+                let q = rotated (heads h (matmul n1 (w "wq" dm (h * d))))
+                let k = rotated (heads kv (matmul n1 (w "wk" dm (kv * d))))
+                let v = heads kv (matmul n1 (w "wv" dm (kv * d)))
+                let scores = mul (reshape [| h; t; t |] (matmul (reshape [| kv; h / kv * t; d |] q) (transpose -1 -2 k))) (scalar 0.7)
+                let mask = constant [| t; t |] (Array.init (t * t) (fun c -> if c % t <= c / t then 1.0 else 0.0))
+                let p = named "attn_weights" (softmax -1 (where mask scores (scalar Double.NegativeInfinity)))
+                let o = reshape [| t; h * d |] (permute [ 1; 0; 2 ] (reshape [| h; t; d |] (matmul (reshape [| kv; h / kv * t; t |] p) v)))
+                let r = add stream (add (matmul o (w "wo" (h * d) dm)) (broadcastTo [| t; dm |] (param "bias" [| 1; dm |])))
+                let n2 = norm r
+                let act = named "act" (silu (matmul n2 (w "wg" dm f)))
+                let out = add r (matmul (mul act (matmul n2 (w "wu" dm f))) (w "wd" f dm))
+                let logits = reshape [| 3 |] (matmul (reshape [| 1; dm |] (reshape [| dm |] (slice 0 (t - 1) t (norm out)))) (w "head" dm 3))
+                let y = reduceSum [ 0 ] false (mul logits (constant [| 3 |] [| 1.0; -2.0; 0.5 |]))
+                let values =
+                    Map [ yield "ids", Array.init t (fun i -> float ((3 * i + 1) % 7))
+                          for n in Traverse.topo [ y ] do
+                              match n.Op with
+                              | Input name when name <> "ids" -> yield name, Array.init (Shape.numel n.Shape) (fun _ -> rng.NextDouble() - 0.5)
+                              | _ -> () ]
+                let close (a: float[]) (b: float[]) = a.Length = b.Length && Array.forall2 (fun (x: float) y -> Math.Abs(x - y) <= 1e-12 * (1.0 + Math.Abs x)) a b
+                let check what (whole: Node list) =
+                    let map = SlicePushdown.rewrite (HashSet<Node>(whole, HashIdentity.Reference)) [ y ]
+                    let pruned = map.[y]
+                    Expect.isTrue (close (Evaluate.reference1 values y) (Evaluate.reference1 values pruned)) (sprintf "%s: the same value" what)
+                    let grads (root: Node) = Evaluate.reference values (Autodiff.vjp [ root, scalar 1.0 ] [ x; table ])
+                    Array.iter2 (fun a b -> Expect.isTrue (close a b) (sprintf "%s: the same gradients" what)) (grads y) (grads pruned)
+                    map, Traverse.topo [ pruned ]
+                let map, nodes = check "nothing asked for" []
+                let shapeOf name = nodes |> Array.filter (fun n -> n.Name = Some name) |> Array.map (fun n -> List.ofArray n.Shape) |> List.ofArray
+                Expect.equal (shapeOf "act") [ [ 1; f ] ] "the MLP at the row read"
+                Expect.equal (shapeOf "attn_weights") [ [ h; 1; t ] ] "one query row of attention, over every key"
+                Expect.isFalse (map.ContainsKey act) "a value computed in part has no whole image"
+                let products = nodes |> Array.filter (fun n -> match n.Op with MatMul _ -> true | _ -> false) |> Array.map (fun n -> List.ofArray n.Shape)
+                Expect.containsAll products [ [ t; kv * d ]; [ 1; h * d ] ] "keys and values whole, queries at the row read"
+                let map, nodes = check "the MLP's activation asked for" [ act ]
+                Expect.equal (map.[act].Shape) [| t; f |] "a node asked for keeps its whole value"
+                Expect.isTrue (nodes |> Array.exists (fun n -> n.Name = Some "attn_weights" && n.Shape = [| h; t; t |])) "and so does what it reads"
+                // two readers of different rows: the value is computed whole and sliced twice
+                let tx = tanh x
+                let both = reduceSum [ 0; 1 ] false (mul (concat 0 [ slice 0 0 2 tx; slice 0 4 6 tx ]) (constant [| 4; dm |] (Array.init (4 * dm) float)))
+                let pruned = (SlicePushdown.rewrite (HashSet<Node>()) [ both ]).[both]
+                Expect.isTrue (close (Evaluate.reference1 values both) (Evaluate.reference1 values pruned)) "two ranges read: the same value"
+                Expect.isTrue (Traverse.topo [ pruned ] |> Array.contains tx) "two ranges read: computed whole"
+                // a slice of a slice along the same axis reads the rows of both
+                let nested = reduceSum [ 0; 1 ] false (slice 0 (t - 3) (t - 1) (tanh (slice 0 1 t x)))
+                let pruned = (SlicePushdown.rewrite (HashSet<Node>()) [ nested ]).[nested]
+                Expect.isTrue (close (Evaluate.reference1 values nested) (Evaluate.reference1 values pruned)) "nested slices: the same value"
+                Expect.isTrue (Traverse.topo [ pruned ] |> Array.exists (fun n -> match n.Op with Unary(Tanh, _) -> n.Shape = [| 2; dm |] | _ -> false)) "nested slices: tanh at the 2 rows read"
+            }
             test "names survive rewriting" {
                 let x = input "x" [| 2 |] Float
                 let h = named "layer.act" (mul (tanh x) (fill [| 2 |] 1.0))

@@ -10,7 +10,8 @@
 #                                 # (device tool: carry [".gpu-check"], command "bash scripts/gpu-check.sh run")
 #   scripts/gpu-check.sh variants # there: the device time of 4 Llama 3.2 1B layers at 2048 tokens for each choice of
 #                                 # kernels (paired values, softmax rows a warp each or in registers, program tables as
-#                                 # kernel parameters) and attention whole or in blocks of query rows,
+#                                 # kernel parameters), attention whole or in blocks of query rows, and every value
+#                                 # at every position,
 #                                 # one line each and the fastest last; then `run` with LXT_GPU_CHECK_ARGS set to it
 #
 # `run` unpacks under /tmp, samples nvidia-smi's memory use in the background, and runs the check: parity with
@@ -63,6 +64,7 @@ case "${1:-}" in
     # each line: the options of one choice (LXT_GPU_VARIANTS replaces the list, one choice per line)
     variants="${LXT_GPU_VARIANTS:---pairs All
 --pairs All --attention-blocks 0
+--pairs All --all-positions
 --pairs All --attention-blocks 1024
 --pairs All --softmax-warp-rows
 --pairs All --table-parameters

@@ -36,6 +36,7 @@ public sealed class ExplainCommand : ICommand
         new("colormap", "MAP", "image heatmap colours: bwr (default) or coldnhot"),
         new("checkpointing", "none|layers|sqrt|products|products:GiB", "recompute activations in the relevance pass: none (default), layer interiors from every layer or every √L-th layer, or the pointwise ops between matrix products (less memory, same relevance); products:GiB also keeps the attention probabilities of as many layers as fit in that many GiB of intermediates (faster)"),
         AttentionBlocksSpec,
+        AllPositionsSpec,
         new("trace", "FILE.png", "write a token × layer image of relevance at every layer output (text models)"),
         new("batch", "FILE", "explain every line of a JSON-lines file ({\"text\"|\"input_ids\"|\"pixels\", \"id\"?, \"target\"?})"),
         new("out", "FILE", "with --batch: append one JSON result per line here; a rerun resumes where it stopped"),
@@ -202,12 +203,17 @@ public sealed class ExplainCommand : ICommand
             Nodes = args.List("nodes") ?? [],
             Checkpointing = checkpointing,
             AttentionBlockRows = AttentionBlocksOf(args),
+            AllPositions = args.Has("all-positions"),
         };
     }
 
     /// <summary>The <c>--attention-blocks</c> option of the commands that explain or plan explanations.</summary>
     public static OptionSpec AttentionBlocksSpec { get; } = new("attention-blocks", "N",
         $"compute masked attention over more than N tokens in blocks of N query rows, each over only the keys its rows keep (causal: 5/8 of the scores in four blocks; same relevance); 0 computes it whole (default {ExplainOptions.DefaultAttentionBlockRows})");
+
+    /// <summary>The <c>--all-positions</c> flag of the commands that explain or plan explanations.</summary>
+    public static OptionSpec AllPositionsSpec { get; } = new("all-positions", null,
+        "compute every value at every position (by default each is computed only at the positions the explained output reads, so the last layer runs at one position; same relevance)");
 
     /// <summary>The query rows of an attention block <c>--attention-blocks</c> asks for (the default without it).</summary>
     public static int AttentionBlocksOf(Arguments args) => args.Int("attention-blocks", min: 0) ?? ExplainOptions.DefaultAttentionBlockRows;

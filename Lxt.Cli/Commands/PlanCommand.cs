@@ -20,6 +20,7 @@ public sealed class PlanCommand : ICommand
         new("checkpointing", "LIST", $"comma-separated choices to plan (default all): {Checkpointing.NamesInWords}"),
         new("rules", "RULES", $"rule set: {string.Join(", ", Method.Ids)} (default attnlrp)"),
         ExplainCommand.AttentionBlocksSpec,
+        ExplainCommand.AllPositionsSpec,
     ];
 
     public int Execute(Arguments args, CommandContext context)
@@ -37,7 +38,7 @@ public sealed class PlanCommand : ICommand
         using var model = PretrainedModel.Open(dir);
         var graph = model.BuildGraph(tokens);
         var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, device, precision, choices, method,
-            ExplainCommand.AttentionBlocksOf(args));
+            ExplainCommand.AttentionBlocksOf(args), args.Has("all-positions"));
         var w = context.Out;
         w.WriteLine($"{method.Id} explanation of {dir}, input [{string.Join(", ", graph.InputShape)}], planned for {DeviceOption.NameOf(device)}"
                     + (device == Device.Cpu ? "" : $" with {GpuBackend.IdOf(precision)} products")
