@@ -292,11 +292,12 @@ public sealed class Explainer : IDisposable
     internal Expr OutputExpr => _output;
     internal Lxt.Graph.Node InputNode => _input.Node;
 
-    /// <summary>Runs the model and returns its output vector, each value computed only at the positions the output reads
-    /// (<see cref="ExplainOptions.AllPositions"/>).</summary>
+    /// <summary>Runs the model and returns its output vector, computed as explanations compute it by default: each value
+    /// only at the positions the output reads (<see cref="ExplainOptions.AllPositions"/>), long masked attention in
+    /// blocks (<see cref="ExplainOptions.AttentionBlockRows"/>).</summary>
     public double[] Forward(float[] input, CancellationToken cancellation = default)
     {
-        _forwardOutput ??= new Expr(SlicePushdown.rewrite(new HashSet<Lxt.Graph.Node>(), ListModule.OfArray(new[] { _output.Node }))[_output.Node]);
+        _forwardOutput ??= new Expr(ComputedGraph(_output.Node, [], ExplainOptions.DefaultAttentionBlockRows, allPositions: false).Output);
         return _session.Evaluate([_forwardOutput], Feeds(input), cancellation)[0].ToDoubleArray();
     }
     private Expr? _forwardOutput;
@@ -369,23 +370,29 @@ public sealed class Explainer : IDisposable
     internal static Lxt.Graph.Node[] RelevanceGraph(Lxt.Graph.Node output, Lxt.Graph.Node input, Lxt.Rules.RuleSet ruleSet,
         int attentionBlockRows, Lxt.Graph.Node[] asked, bool pick, bool allPositions = false)
     {
-        if (!allPositions)
-        {
-            var whole = new HashSet<Lxt.Graph.Node>(asked.Append(input), ReferenceEqualityComparer.Instance);
-            var map = SlicePushdown.rewrite(whole, ListModule.OfArray(new[] { output }));
-            (output, asked) = (map[output], asked.Select(n => map.TryGetValue(n, out var m) ? m : n).ToArray());
-        }
-        if (attentionBlockRows > 0)
-        {
-            var whole = new HashSet<Lxt.Graph.Node>(asked, ReferenceEqualityComparer.Instance);
-            var map = QueryBlocks.rewrite(attentionBlockRows, whole, ListModule.OfArray(new[] { output }));
-            (output, asked) = (map[output], asked.Select(n => map.TryGetValue(n, out var m) ? m : n).ToArray());
-        }
+        (output, asked) = ComputedGraph(output, asked, attentionBlockRows, allPositions);
         var rewrittenOutput = Lrp.rewrite(ruleSet, ListModule.OfArray(new[] { output })).Head;
         var seedInput = Ops.input(SeedName, output.Shape, DType.Float);
         var seedNode = pick ? Ops.add(Ops.topKMask(1, rewrittenOutput), seedInput) : seedInput;
         var relevance = Lrp.relevance(ruleSet, output, seedNode, ListModule.OfSeq(new[] { input }.Concat(asked)));
         return new[] { rewrittenOutput }.Concat(relevance).Concat(pick ? [seedNode] : []).ToArray();
+    }
+
+    /// <summary>The model graph under <paramref name="output"/> as explanations compute it, and the images of the
+    /// <paramref name="asked"/> nodes in it, which keep their values: unless <paramref name="allPositions"/>, each value
+    /// only at the rows read (<see cref="SlicePushdown"/>); masked attention in blocks of <paramref name="attentionBlockRows"/>
+    /// query rows where that is not 0 (<see cref="QueryBlocks"/>).</summary>
+    internal static (Lxt.Graph.Node Output, Lxt.Graph.Node[] Asked) ComputedGraph(Lxt.Graph.Node output, Lxt.Graph.Node[] asked,
+        int attentionBlockRows, bool allPositions)
+    {
+        void Apply(Func<HashSet<Lxt.Graph.Node>, FSharpList<Lxt.Graph.Node>, IReadOnlyDictionary<Lxt.Graph.Node, Lxt.Graph.Node>> rewrite)
+        {
+            var map = rewrite(new HashSet<Lxt.Graph.Node>(asked, ReferenceEqualityComparer.Instance), ListModule.OfArray(new[] { output }));
+            (output, asked) = (map[output], asked.Select(n => map.TryGetValue(n, out var m) ? m : n).ToArray());
+        }
+        if (!allPositions) Apply(SlicePushdown.rewrite);
+        if (attentionBlockRows > 0) Apply((whole, roots) => QueryBlocks.rewrite(attentionBlockRows, whole, roots));
+        return (output, asked);
     }
 
     /// <summary>The input holding an explanation's seed (see <see cref="RelevanceGraph"/>).</summary>

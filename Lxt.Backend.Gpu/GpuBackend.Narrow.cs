@@ -25,7 +25,8 @@ public sealed partial class GpuBackend : INarrowValues
 
     /// <summary>In <see cref="GemmPrecision.BFloat16"/> mode, computed values of at least this many elements are stored
     /// in bfloat16 where their kernel can write them so and every step reading them can read them so (see
-    /// <see cref="INarrowValues"/>); 0 narrows every such value, <see cref="int.MaxValue"/> none. Products round their
+    /// <see cref="INarrowValues"/>), and so are smaller ones that only products read, which round them to bfloat16
+    /// anyway; 0 narrows every such value, <see cref="int.MaxValue"/> none. Products round their
     /// operands to bfloat16 in this mode anyway; pointwise and softmax results are rounded once more as they are
     /// stored. Other precisions store every value in float32. Starts from <c>$LXT_NARROW_VALUES_FROM</c> (a count, or
     /// <c>off</c>) when set, else <see cref="DefaultNarrowValuesFrom"/>.</summary>
@@ -52,13 +53,15 @@ public sealed partial class GpuBackend : INarrowValues
     /// <summary>Fused groups, softmaxes read through a prologue, layout copies of narrow values and products write
     /// bfloat16 values. cuBLAS writes bfloat16 from bfloat16 operands only, so a float32 operand is rounded into a
     /// scratch copy first: a product writes narrow when each operand is narrow already or no larger than its result
-    /// (attention's scores).</summary>
-    bool INarrowValues.WritesNarrow(Node step, bool fused, bool[] narrowOperands)
+    /// (attention's scores). A value smaller than <see cref="NarrowValuesFrom"/> is narrow too where only products
+    /// read it (<paramref name="readRounded"/>): they would round it to bfloat16 anyway, each into a scratch copy of
+    /// its own, one more pass and launch per product; a layout copy so read rounds float32 operands as it moves them.</summary>
+    bool INarrowValues.WritesNarrow(Node step, bool fused, bool[] narrowOperands, bool readRounded)
     {
         if (Precision != GemmPrecision.BFloat16 || step is null) return false;
         int n = ShapeModule.numel(step.Shape);
-        if (n < NarrowValuesFrom) return false;
-        if (IsLayout(step) && !fused) return narrowOperands is { Length: > 0 } o && o.All(narrow => narrow);
+        if (n < NarrowValuesFrom && !(readRounded && NarrowValuesFrom != int.MaxValue)) return false;
+        if (IsLayout(step) && !fused) return readRounded || (narrowOperands is { Length: > 0 } o && o.All(narrow => narrow));
         if (step.Op is not Op.MatMul mm) return fused && step.Op is not Op.Reduce;
         bool Cheap(Node operand, int k) => (narrowOperands is { } o && k < o.Length && o[k]) || ShapeModule.numel(operand.Shape) <= n;
         return Cheap(mm.a, 0) && Cheap(mm.b, 1);
@@ -67,6 +70,9 @@ public sealed partial class GpuBackend : INarrowValues
     /// <summary>Products, layout copies, fused groups and prologues read bfloat16 operands; other plain kernels read
     /// float32 only.</summary>
     bool INarrowValues.ReadsNarrow(Node step, bool fused) => step is not null && (fused || TakesBFloat16(step));
+
+    /// <summary>In bfloat16 mode products round both operands to bfloat16 as they read them.</summary>
+    bool INarrowValues.RoundsOperands(Node step) => Precision == GemmPrecision.BFloat16 && step?.Op is Op.MatMul;
 
     IBuffer INarrowValues.AllocateNarrow(int length) => AllocateBFloat16(length);
 

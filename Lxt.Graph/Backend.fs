@@ -118,7 +118,11 @@ type INarrowValues =
     /// True when `step`'s kernel can write its value narrow and the backend would rather store it so. `narrowOperands`
     /// tells, for each value the step reads (Plan.reads), whether it is stored narrow: a narrow value, or a parameter
     /// read only by products on a backend storing those narrow (ILowPrecisionWeights.NarrowsMatrixWeights).
-    abstract WritesNarrow: step: Node * fused: bool * narrowOperands: bool[] -> bool
+    /// `readRounded` tells that every step reading the value rounds it to the narrow type as it reads it
+    /// (RoundsOperands), directly or through steps that only move values: stored narrow, it loses nothing.
+    abstract WritesNarrow: step: Node * fused: bool * narrowOperands: bool[] * readRounded: bool -> bool
+    /// True when `step` rounds every operand to the narrow type as it reads it (bfloat16 products).
+    abstract RoundsOperands: step: Node -> bool
     /// True when `step`'s kernel reads any of its operands from a narrow buffer as well as from a wide one.
     abstract ReadsNarrow: step: Node * fused: bool -> bool
     /// A buffer of `length` narrow values. Copies, uploads and downloads of it are refused or convert as the backend

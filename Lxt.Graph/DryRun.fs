@@ -88,7 +88,8 @@ type DryRunBackend(decisions: IBackend) =
         member _.NarrowsMatrixWeights = narrows
         member _.AllocateMatrixWeight(values) = new DryBuffer(values.Length, (if narrows then 2L else 4L), ledger) :> IBuffer
     interface INarrowValues with
-        member _.WritesNarrow(step, fused, narrowOperands) = narrowValues |> Option.exists (fun v -> v.WritesNarrow(step, fused, narrowOperands))
+        member _.WritesNarrow(step, fused, narrowOperands, readRounded) = narrowValues |> Option.exists (fun v -> v.WritesNarrow(step, fused, narrowOperands, readRounded))
+        member _.RoundsOperands(step) = narrowValues |> Option.exists (fun v -> v.RoundsOperands step)
         member _.ReadsNarrow(step, fused) = narrowValues |> Option.exists (fun v -> v.ReadsNarrow(step, fused))
         member _.NarrowElementBytes = match narrowValues with Some v -> v.NarrowElementBytes | None -> 4
         member this.AllocateNarrow(length) =

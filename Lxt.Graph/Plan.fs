@@ -270,14 +270,17 @@ module Plan =
     /// True when a step is computed as a fused group's root or a prologue's consumer.
     let isFusedStep (plan: Plan) (n: Node) = plan.Fusion.ContainsKey n || plan.Prologues.ContainsKey n
 
-    /// The plan with the values a backend stores narrow marked: a step `writes` accepts (given whether it is fused and
-    /// which of the values it reads are narrow) whose every reader `reads` accepts, where a reader that shares the
-    /// value's buffer (see sharesBuffer) passes the question on to its own readers. No output, input or
-    /// parameter is narrow, nor anything sharing the buffer of one. Steps decide in order, so the operands a step is
-    /// told about are decided; `narrowWeights` says parameters read only by products are stored narrow
-    /// (ILowPrecisionWeights). Values are unchanged up to the backend's rounding; steps are the same. Call it on the
-    /// plan as it runs (fused, when the backend fuses); a plan whose narrow values stay the same is returned as it is.
-    let narrowWhere (writes: Node -> bool -> bool[] -> bool) (readsNarrow: Node -> bool -> bool) (narrowWeights: bool) (plan: Plan) : Plan =
+    /// The plan with the values a backend stores narrow marked: a step `writes` accepts (given whether it is fused,
+    /// which of the values it reads are narrow, and whether every reader rounds the value anyway) whose every reader
+    /// `reads` accepts, where a reader that shares the value's buffer (see sharesBuffer) passes the question on to its
+    /// own readers. A value is read rounded when each reader `rounds` its operands, or only moves values (layout ops,
+    /// buffer sharers) into a value read rounded. No output, input or parameter is narrow, nor anything sharing the
+    /// buffer of one. Steps decide in order, so the operands a step is told about are decided; `narrowWeights` says
+    /// parameters read only by products are stored narrow (ILowPrecisionWeights). Values are unchanged up to the
+    /// backend's rounding; steps are the same. Call it on the plan as it runs (fused, when the backend fuses); a plan
+    /// whose narrow values stay the same is returned as it is.
+    let narrowWhere (writes: Node -> bool -> bool[] -> bool -> bool) (readsNarrow: Node -> bool -> bool) (rounds: Node -> bool)
+                    (narrowWeights: bool) (plan: Plan) : Plan =
         let readers = Traverse.readersBy (reads plan) plan.Steps
         let outputs = HashSet<Node>(plan.Outputs, HashIdentity.Reference)
         let shares (n: Node) = sharesBuffer plan n
@@ -295,10 +298,20 @@ module Plan =
                         if shares u then sharing.Add u; readNarrow sharing u
                         else readsNarrow u (isFusedStep plan u))
                 | _ -> true)
+        // readers before the values they read: which values every reader rounds anyway
+        let rounded = HashSet<Node>(HashIdentity.Reference)
+        let movesValues (u: Node) =
+            shares u || (not (isFusedStep plan u) && match u.Op with Permute _ | Slice _ | Concat _ | Broadcast _ -> true | _ -> false)
+        for i in plan.Steps.Length - 1 .. -1 .. 0 do
+            let n = plan.Steps.[i]
+            match readers.TryGetValue n with
+            | true, r when not (outputs.Contains n) && r |> Seq.forall (fun u -> rounds u || (movesValues u && rounded.Contains u)) ->
+                rounded.Add n |> ignore
+            | _ -> ()
         let narrow = HashSet<Node>(HashIdentity.Reference)
         for n in plan.Steps do
             let narrowOperands = reads plan n |> List.map (fun c -> narrow.Contains c || isMatrixWeight c) |> Array.ofList
-            if not (shares n) && writes n (isFusedStep plan n) narrowOperands then
+            if not (shares n) && writes n (isFusedStep plan n) narrowOperands (rounded.Contains n) then
                 let sharing = ResizeArray<Node>()
                 if readNarrow sharing n then
                     narrow.Add n |> ignore
@@ -344,7 +357,7 @@ type Executable(compiled: Plan, backend: IBackend) =
         match narrowing with
         | Some v ->
             let narrowWeights = match backend with :? ILowPrecisionWeights as w -> w.NarrowsMatrixWeights | _ -> false
-            Plan.narrowWhere (fun n fused operands -> v.WritesNarrow(n, fused, operands)) (fun n fused -> v.ReadsNarrow(n, fused)) narrowWeights plan
+            Plan.narrowWhere (fun n fused operands rounded -> v.WritesNarrow(n, fused, operands, rounded)) (fun n fused -> v.ReadsNarrow(n, fused)) v.RoundsOperands narrowWeights plan
         | None when plan.Narrow.Count > 0 ->
             raise (NotSupportedException(sprintf "the plan stores %d values narrow but backend %s has no narrow buffers (INarrowValues); compile it without Plan.narrowWhere"
                                              plan.Narrow.Count backend.Name))

@@ -166,7 +166,7 @@ let tests =
             Expect.isTrue (e :? NarrowOperandException) (sprintf "got %s" (e.GetType().Name))
             Expect.stringContains e.Message "probs.exp" "names the node"
             use f32 = GpuBackend.Create(GpuKind.CpuAccelerator)
-            Expect.isFalse ((f32 :> INarrowValues).WritesNarrow(product, false, [| true; true |])) "float32 mode stores no value narrow"
+            Expect.isFalse ((f32 :> INarrowValues).WritesNarrow(product, false, [| true; true |], true)) "float32 mode stores no value narrow"
         }
         test "a softmax through a prologue gives the same rows with one warp per row, online or in registers, as with one group per row, special values included" {
             let gpu = backend.Force()
@@ -340,6 +340,30 @@ let tests =
             let kinds = exe.Profile |> Array.map (fun p -> p.Kind)
             Expect.contains kinds "Fused 1 ops to Unary Exp (narrow)" "the exponential is stored narrow"
             Expect.isTrue (kinds |> Array.exists (fun k -> k.StartsWith "MatMul" && k.EndsWith "(narrow in)")) (sprintf "the product reads it: %A" kinds)
+        }
+        test "a value only products read is narrow at any size, so is a layout copy of it, and the products give the same bits" {
+            let x, w, v = input "x" [| 6; 8 |] Float, input "w" [| 8; 5 |] Float, input "v" [| 6; 3 |] Float
+            let h = tanh (mul x (scalar 0.5))
+            let s = sigmoid x
+            // h: two products, one through a lazy transpose, and a slice read by a product; s: a product and a reduction
+            let outputs = [ matmul h w; matmul (transpose 0 1 h) v; matmul (slice 0 1 4 h) w; add (matmul s w) (reduceSum [ 1 ] true s) ]
+            let rng = Random 3
+            let feeds = [ "x", 48; "w", 40; "v", 18 ] |> List.map (fun (name, n) -> name, Array.init n (fun _ -> float32 (rng.NextDouble() - 0.5)))
+            let run (narrowFrom: int) =
+                use gpu = GpuBackend.Create(GpuKind.CpuAccelerator, GemmPrecision.BFloat16)
+                gpu.NarrowValuesFrom <- narrowFrom
+                use exe = new Executable(Plan.compile outputs, gpu)
+                let inputs = feeds |> List.map (fun (name, values) -> name, upload gpu false values :> IBuffer) |> dict |> Dictionary
+                let results = exe.Run inputs |> Array.map (fun b -> download gpu (b :?> GpuBuffer))
+                for b in inputs.Values do b.Dispose()
+                Expect.isEmpty (violations exe.Plan) "no narrow value where it may not be"
+                exe.Plan.Narrow |> Seq.filter (fun n -> not (Plan.sharesBuffer exe.Plan n)) |> Seq.map (fun n -> n.Op) |> List.ofSeq, results
+            let narrowOps, narrowResults = run GpuBackend.DefaultNarrowValuesFrom
+            let wideOps, wideResults = run Int32.MaxValue
+            Expect.isEmpty wideOps "off: nothing narrow"
+            Expect.equal (narrowOps |> List.map (fun op -> match op with Unary(o, _) -> string o | op -> op.GetType().Name) |> List.sort) [ "Slice"; "Tanh" ]
+                "48 values, far below the threshold: h and its slice, not s"
+            Array.iter2 (fun (a: float32[]) b -> Expect.sequenceEqual a b "the same products, bit for bit") narrowResults wideResults
         }
         test "$LXT_NARROW_VALUES_FROM sets where narrow values start: a count, off, or a typed error naming the variable" {
             let saved = Environment.GetEnvironmentVariable "LXT_NARROW_VALUES_FROM"
