@@ -384,6 +384,13 @@ let checkpointingTests =
                     for a, b in Array.zip (relevance "2" mode) whole do Expect.floatClose Accuracy.veryHigh a b (sprintf "blocks of 2, %s: same relevance" mode)
             expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--attention-blocks"; "-1" ] "attention-blocks"
         }
+        test "--all-positions gives the relevance of the default, which computes the last layer at the explained position" {
+            withRelevance <| fun explainRelevance ->
+                let every = explainRelevance [ "--device"; "reference"; "--all-positions" ]
+                let read = explainRelevance [ "--device"; "reference" ]
+                Expect.equal read.Length every.Length "one value per token"
+                for a, b in Array.zip read every do Expect.floatClose Accuracy.veryHigh a b "same relevance"
+        }
     ]
 
 let planTests =
@@ -413,6 +420,13 @@ let planTests =
             let (wholeMiB, wholeKernels), (blockedMiB, blockedKernels) = plan "0", plan "64"
             Expect.isLessThan blockedMiB wholeMiB "four blocks of 64 causal rows keep 5/8 of the probabilities"
             Expect.isGreaterThan blockedKernels wholeKernels "and launch kernels for each block"
+        }
+        test "--all-positions at 256 tokens plans more memory than computing the last layer at the explained position" {
+            let plan (extra: string list) =
+                let out = ok ([ "plan"; "--model"; llama; "--tokens"; "256"; "--device"; "ilgpu-cpu"; "--checkpointing"; "none" ] @ extra)
+                let cells = out.Split('\n') |> Array.map (fun l -> l.Split(' ', StringSplitOptions.RemoveEmptyEntries)) |> Array.find (fun c -> c.Length = 3 && c.[0] = "none")
+                number cells.[1]
+            Expect.isLessThan (plan []) (plan [ "--all-positions" ]) "the last layer's activations at one position"
         }
         test "in bfloat16 the header says which computed values are stored in bfloat16" {
             let out = ok [ "plan"; "--model"; llama; "--tokens"; "16"; "--device"; "ilgpu-cpu"; "--precision"; "bf16"; "--checkpointing"; "none" ]

@@ -52,5 +52,5 @@ public sealed class PlanCommand : ICommand
     /// <summary>How bfloat16 mode stores computed values, as the header says it ($LXT_NARROW_VALUES_FROM).</summary>
     static string NarrowValues(int from) => from == int.MaxValue
         ? " (every computed value in float32)"
-        : $" (computed values of {from} elements or more in bfloat16 where their kernels allow)";
+        : $" (computed values of {from} elements or more in bfloat16 where their kernels allow, and smaller ones only products read)";
 }
