@@ -153,7 +153,7 @@ internal static class LlamaBench
         foreach (var r in rows)
             Console.WriteLine($"{r.Kind,-22} {r.Count / o.Reps,6} {r.Seconds * 1e3 / o.Reps,9:F1} {r.Seconds / total,6:P0} {r.Bytes / 1e9 / o.Reps,9:F3} {r.Bytes / 1e9 / Math.Max(r.Seconds, 1e-9),7:F1}");
         Console.WriteLine($"{"total",-22} {rows.Sum(r => r.Count) / o.Reps,6} {total * 1e3 / o.Reps,9:F1}");
-        Console.WriteLine($"outside the steps: rules + relevance graph {graphMs:F0} ms (every Explain), plan compile {compileMs:F0} ms (once)");
+        Console.WriteLine($"outside the steps: rules + relevance graph {graphMs:F0} ms (once per method and asked nodes: Explainer keeps it), plan compile {compileMs:F0} ms (once)");
     }
 
     // ---- peak memory: a child process that builds the model and runs one explanation ----
