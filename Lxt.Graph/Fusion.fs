@@ -113,8 +113,10 @@ module Fusion =
     /// the last, a pointwise node (or a StopGradient or GradientScale) joins the group of its readers when they all
     /// belong to one group, its shape broadcasts to that group's root's shape (a smaller value, such as a norm's
     /// per-token scale, is then computed at each element of the root, which costs less than a kernel and a buffer of its
-    /// own), it is no output, and the group stays within MaxOperands and MaxInstructions; otherwise it roots a group of
-    /// its own (a view stays a view). Checkpoints are read by
+    /// own), it is no output, and the group stays within MaxOperands and MaxInstructions. A node of one operand besides
+    /// constants (a unary op, a product with a scalar, a gradient scale) whose readers belong to several groups joins
+    /// each of them on the same terms: they read its operand in its place, as many values as before, and it is never
+    /// written. Otherwise it roots a group of its own (a view stays a view). Checkpoints are read by
     /// Recompute nodes, never pointwise, so they always stay materialised. A Fill read by fused nodes only becomes a
     /// constant of their groups. A group whose root is no output and is read by one step only, a Reduce or Softmax
     /// that `takesPrologue` accepts, becomes that step's prologue. Every other group is a fused step, one of a single
@@ -125,41 +127,46 @@ module Fusion =
         steps |> Array.iteri (fun i n -> position.[n] <- i)
         let readers = Traverse.readers steps
         let isOutput = HashSet<Node>(outputs, HashIdentity.Reference)
-        let groupOf = Dictionary<Node, Growing>(HashIdentity.Reference)
+        // the groups computing each fused node: one, or several for a node each of its readers' groups recomputes
+        let groupsOf = Dictionary<Node, Growing list>(HashIdentity.Reference)
         let all = ResizeArray<Growing>()
         let readersOf (n: Node) = match readers.TryGetValue n with | true, r -> r :> seq<Node> | _ -> Seq.empty
-        // the one group every reader of n belongs to, if there is one
-        let soleGroup (n: Node) =
+        // the groups n's readers belong to, when every reader belongs to one or more
+        let readerGroups (n: Node) =
             let rs = readersOf n |> Array.ofSeq
-            if rs.Length = 0 || isOutput.Contains n then None
-            else
-                match groupOf.TryGetValue rs.[0] with
-                | true, g when rs |> Array.forall (fun r -> match groupOf.TryGetValue r with | true, h -> obj.ReferenceEquals(g, h) | _ -> false) -> Some g
-                | _ -> None
+            if rs.Length = 0 || isOutput.Contains n || not (rs |> Array.forall groupsOf.ContainsKey) then []
+            else rs |> Seq.collect (fun r -> groupsOf.[r]) |> Seq.distinct |> List.ofSeq // Growing compares by reference
+        // whether n may join g: its shape broadcasts to the root's, and the group stays within its limits
+        let fits (n: Node) (g: Growing) =
+            (n.Shape = g.Root.Shape || Shape.tryBroadcast n.Shape g.Root.Shape = Some g.Root.Shape)
+            && (let k, instructions = g.CostWith n
+                // a view costs no instruction
+                let instructions = if isIdentityView n then instructions - 1 else instructions
+                k <= MaxOperands && instructions <= MaxInstructions)
+        // one operand besides constants: each reader group reading that operand in its place reads as much as before
+        let recomputable (n: Node) = (n.Children |> List.filter (isFill >> not) |> List.distinct).Length = 1
         for i in steps.Length - 1 .. -1 .. 0 do
             let n = steps.[i]
             if (isPointwise n || isIdentityView n) && fusible n then
                 let joins =
-                    match soleGroup n with
-                    | Some g when n.Shape = g.Root.Shape || Shape.tryBroadcast n.Shape g.Root.Shape = Some g.Root.Shape ->
-                        let k, instructions = g.CostWith n
-                        // a view costs no instruction
-                        let instructions = if isIdentityView n then instructions - 1 else instructions
-                        if k <= MaxOperands && instructions <= MaxInstructions then Some g else None
-                    | _ -> None
+                    match readerGroups n with
+                    | [ g ] when fits n g -> [ g ]
+                    | gs when gs.Length > 1 && recomputable n && gs |> List.forall (fits n) -> gs
+                    | _ -> []
                 match joins with
-                | Some g ->
-                    g.Add n
-                    groupOf.[n] <- g
-                | None when isPointwise n ->
+                | _ :: _ ->
+                    for g in joins do g.Add n
+                    groupsOf.[n] <- joins
+                | [] when isPointwise n ->
                     let g = Growing n
-                    groupOf.[n] <- g
+                    groupsOf.[n] <- [ g ]
                     all.Add g
-                | None -> () // a view read outside one group stays a view of its operand's buffer
+                | [] -> () // a view read outside one group stays a view of its operand's buffer
             elif isFill n && not (isOutput.Contains n) then
                 let rs = readersOf n |> Array.ofSeq
-                if rs.Length > 0 && rs |> Array.forall groupOf.ContainsKey then
-                    for r in rs do groupOf.[r].Inline n
+                if rs.Length > 0 && rs |> Array.forall groupsOf.ContainsKey then
+                    for r in rs do
+                        for g in groupsOf.[r] do g.Inline n
         let consumerOf (g: Growing) =
             match readersOf g.Root |> List.ofSeq with
             | [ r ] when not (isOutput.Contains g.Root) && isPrologueConsumer r && takesPrologue r -> Some r

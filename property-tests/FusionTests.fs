@@ -29,7 +29,9 @@ let violations (plan: Plan) (fused: Plan) : string list =
             | _ -> readers.[c] <- HashSet<Node>([ n ], HashIdentity.Reference)
     let readersOf (n: Node) = match readers.TryGetValue n with | true, r -> Seq.toList r | _ -> []
     let outputs = HashSet<Node>(plan.Outputs, HashIdentity.Reference)
-    let interiorOf = Dictionary<Node, FusedGroup>(HashIdentity.Reference)
+    // the groups computing each interior node: one, or several for a node of one operand besides constants
+    let interiorOf = Dictionary<Node, ResizeArray<FusedGroup>>(HashIdentity.Reference)
+    let recomputable (n: Node) = (n.Children |> List.filter (fun c -> match c.Op with Fill _ -> false | _ -> true) |> List.distinct).Length = 1
     let constants = HashSet<Node>(HashIdentity.Reference)
     let fusedMember = HashSet<Node>(HashIdentity.Reference)
     // a group's members, with its root hidden too (and read by `consumer` only) when it is a prologue's group
@@ -41,16 +43,14 @@ let violations (plan: Plan) (fused: Plan) : string list =
             if not (Fusion.isPointwise m || (Fusion.isIdentityView m && not (obj.ReferenceEquals(m, root)))) then
                 bad "%s is fused but neither pointwise nor an interior identity view" (Node.Describe m)
             if consumer.IsSome || not (obj.ReferenceEquals(m, root)) then
-                if interiorOf.ContainsKey m then bad "%s is interior to two groups" (Node.Describe m)
-                interiorOf.[m] <- g
+                match interiorOf.TryGetValue m with
+                | true, gs ->
+                    if not (recomputable m) then bad "%s is interior to two groups but reads more than one operand" (Node.Describe m)
+                    gs.Add g
+                | _ -> interiorOf.[m] <- ResizeArray [ g ]
                 if m.Shape <> root.Shape && Shape.tryBroadcast m.Shape root.Shape <> Some root.Shape then
                     bad "interior %s does not broadcast to the root's shape" (Node.Describe m)
                 if outputs.Contains m then bad "interior %s is a plan output" (Node.Describe m)
-                for r in readersOf m do
-                    let inside = Array.exists (fun x -> obj.ReferenceEquals(x, r)) g.Members
-                    let byConsumer = obj.ReferenceEquals(m, root) && consumer |> Option.exists (fun c -> obj.ReferenceEquals(c, r))
-                    if not (inside || byConsumer) then
-                        bad "interior %s is read by %s outside its group" (Node.Describe m) (Node.Describe r)
         for c in g.Constants do
             constants.Add c |> ignore
             if outputs.Contains c then bad "inlined constant %s is a plan output" (Node.Describe c)
@@ -62,6 +62,14 @@ let violations (plan: Plan) (fused: Plan) : string list =
         for o in g.Operands do
             if Array.exists (fun m -> obj.ReferenceEquals(m, o)) g.Members then bad "%s is both operand and member" (Node.Describe o)
             if Shape.tryBroadcast o.Shape root.Shape <> Some root.Shape then bad "operand %s does not broadcast to %s" (Node.Describe o) (Node.Describe root)
+    let checkReaders (g: FusedGroup) (consumer: Node option) =
+        for m in g.Members do
+            if consumer.IsSome || not (obj.ReferenceEquals(m, g.Root)) then
+                for r in readersOf m do
+                    let inside = interiorOf.[m] |> Seq.exists (fun h -> Array.exists (fun x -> obj.ReferenceEquals(x, r)) h.Members)
+                    let byConsumer = obj.ReferenceEquals(m, g.Root) && consumer |> Option.exists (fun c -> obj.ReferenceEquals(c, r))
+                    if not (inside || byConsumer) then
+                        bad "interior %s is read by %s outside its groups" (Node.Describe m) (Node.Describe r)
     for KeyValue(root, g) in fused.Fusion do
         if not (obj.ReferenceEquals(g.Root, root)) then bad "group under %s has root %s" (Node.Describe root) (Node.Describe g.Root)
         checkGroup g None
@@ -75,10 +83,13 @@ let violations (plan: Plan) (fused: Plan) : string list =
         if fused.Fusion.ContainsKey root then bad "prologue root %s is also a fused group's root" (Node.Describe root)
         if not (Array.exists (fun n -> obj.ReferenceEquals(n, consumer)) fused.Steps) then bad "prologue consumer %s is no step" (Node.Describe consumer)
         checkGroup p.Group (Some consumer)
+    for g in fused.Fusion.Values do checkReaders g None
+    for p in fused.Prologues.Values do checkReaders p.Group (Some p.Consumer)
     for c in constants do
         for r in readersOf c do
             if not (fusedMember.Contains r) then bad "inlined constant %s is read by unfused %s" (Node.Describe c) (Node.Describe r)
-    // every step of the plan is computed exactly once: as a step of the fused plan, or inside exactly one group
+    // every step of the plan is computed as a step of the fused plan once, or inside groups (several only where the
+    // groups recompute a value of one operand in place of reading it)
     let stepCount = Dictionary<Node, int>(HashIdentity.Reference)
     for n in fused.Steps do stepCount.[n] <- (match stepCount.TryGetValue n with | true, k -> k + 1 | _ -> 1)
     for n in plan.Steps do
@@ -310,6 +321,28 @@ let tests =
             use exe = new Executable(plan, gpu ())
             Expect.equal (launches exe.Plan) 4 "one kernel per lifted pair, two for the shared value and its reader"
             Expect.isTrue (BackendConformance.agreesOn (gpu ()) "lifted scalar ops" leaves.Map outputs) "the same values"
+        }
+        test "a value of one operand that several groups read is computed in each of them, never written; one of two operands stays a group of its own" {
+            let leaves = Evaluate.LeafValues(Random 5)
+            let g, a, b = leaves.Input("g", [| 6; 7 |]), leaves.Input("a", [| 6; 7 |]), leaves.Input("b", [| 6; 7 |])
+            // the ½ rule's gradient scale as AttnLRP's gated MLP reads it: g·0.5 feeds two products of its own
+            let half = gradientScale 0.5 (mul g (scalar 0.5))
+            let twice = [ exp (mul half a); sub (mul half b) a ]
+            // a · b read by two groups: recomputing it would read two values in place of one
+            let ab = mul a b
+            let shared = [ tanh ab; add ab (scalar 1.0) ]
+            let outputs = twice @ shared
+            let plan = Plan.compile outputs
+            let fused = Plan.fuse plan
+            Expect.isEmpty (violations plan fused) "a valid fusion"
+            let membersOf (n: Node) = fused.Fusion.Values |> Seq.filter (fun grp -> grp.Members |> Array.contains n) |> Seq.length
+            Expect.equal (membersOf half.Children.Head) 2 "g·0.5 is computed by both of its readers' groups"
+            Expect.isFalse (fused.Steps |> Array.contains half.Children.Head) "and is no step"
+            Expect.isTrue (fused.Fusion.ContainsKey ab) "a·b roots a group of its own"
+            Expect.equal (launches fused) 5 "four outputs and a·b"
+            use exe = new Executable(plan, gpu ())
+            Expect.equal (launches exe.Plan) 5 "the GPU backend fuses alike"
+            Expect.isTrue (BackendConformance.agreesOn (gpu ()) "recomputed in two groups" leaves.Map outputs) "the same values"
         }
         test "the softmax backward's row sums of dP ∘ P are taken as dO ∘ O once the tokens outnumber the head size: no pass over [heads, tokens, tokens] for them, the same values" {
             let attention (tokens: int) =
