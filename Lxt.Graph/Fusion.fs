@@ -113,10 +113,10 @@ module Fusion =
     /// the last, a pointwise node (or a StopGradient or GradientScale) joins the group of its readers when they all
     /// belong to one group, its shape broadcasts to that group's root's shape (a smaller value, such as a norm's
     /// per-token scale, is then computed at each element of the root, which costs less than a kernel and a buffer of its
-    /// own), it is no output, and the group stays within MaxOperands and MaxInstructions. A node of one operand besides
-    /// constants (a unary op, a product with a scalar, a gradient scale) whose readers belong to several groups joins
-    /// each of them on the same terms: they read its operand in its place, as many values as before, and it is never
-    /// written. Otherwise it roots a group of its own (a view stays a view). Checkpoints are read by
+    /// own), it is no output, and the group stays within MaxOperands and MaxInstructions. A node computed from one value
+    /// through pointwise nodes and constants (a unary op, a product with a scalar, a gradient scale, an activation and
+    /// its identity-rule ratio) whose readers belong to several groups joins each of them on the same terms: they read
+    /// that value in its place, as many values as before, and it is never written. Otherwise it roots a group of its own (a view stays a view). Checkpoints are read by
     /// Recompute nodes, never pointwise, so they always stay materialised. A Fill read by fused nodes only becomes a
     /// constant of their groups. A group whose root is no output and is read by one step only, a Reduce or Softmax
     /// that `takesPrologue` accepts, becomes that step's prologue. Every other group is a fused step, one of a single
@@ -143,8 +143,17 @@ module Fusion =
                 // a view costs no instruction
                 let instructions = if isIdentityView n then instructions - 1 else instructions
                 k <= MaxOperands && instructions <= MaxInstructions)
-        // one operand besides constants: each reader group reading that operand in its place reads as much as before
-        let recomputable (n: Node) = (n.Children |> List.filter (isFill >> not) |> List.distinct).Length = 1
+        // the values (up to two) a fusible node is computed from through fusible nodes, constants aside: a node of one
+        // such source, recomputed by each group reading it, has each group read that source in its place, as many
+        // values as before
+        let sources = Dictionary<Node, Node list>(HashIdentity.Reference)
+        for n in steps do
+            if (isPointwise n || isIdentityView n) && fusible n then
+                sources.[n] <-
+                    n.Children
+                    |> List.collect (fun c -> if isFill c then [] else match sources.TryGetValue c with | true, s -> s | _ -> [ c ])
+                    |> List.distinct |> List.truncate 2
+        let recomputable (n: Node) = sources.[n].Length = 1
         for i in steps.Length - 1 .. -1 .. 0 do
             let n = steps.[i]
             if (isPointwise n || isIdentityView n) && fusible n then

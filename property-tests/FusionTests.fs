@@ -29,9 +29,17 @@ let violations (plan: Plan) (fused: Plan) : string list =
             | _ -> readers.[c] <- HashSet<Node>([ n ], HashIdentity.Reference)
     let readersOf (n: Node) = match readers.TryGetValue n with | true, r -> Seq.toList r | _ -> []
     let outputs = HashSet<Node>(plan.Outputs, HashIdentity.Reference)
-    // the groups computing each interior node: one, or several for a node of one operand besides constants
+    // the groups computing each interior node: one, or several for a node computed from one value through pointwise
+    // nodes, views and constants
     let interiorOf = Dictionary<Node, ResizeArray<FusedGroup>>(HashIdentity.Reference)
-    let recomputable (n: Node) = (n.Children |> List.filter (fun c -> match c.Op with Fill _ -> false | _ -> true) |> List.distinct).Length = 1
+    let sources = Dictionary<Node, Set<int>>(HashIdentity.Reference)
+    for n in plan.Steps do
+        if Fusion.isPointwise n || Fusion.isIdentityView n then
+            sources.[n] <- n.Children |> List.map (fun c ->
+                match c.Op with
+                | Fill _ -> Set.empty
+                | _ -> match sources.TryGetValue c with | true, s -> s | _ -> Set.singleton c.Id) |> Set.unionMany
+    let recomputable (n: Node) = sources.[n].Count = 1
     let constants = HashSet<Node>(HashIdentity.Reference)
     let fusedMember = HashSet<Node>(HashIdentity.Reference)
     // a group's members, with its root hidden too (and read by `consumer` only) when it is a prologue's group
@@ -322,7 +330,7 @@ let tests =
             Expect.equal (launches exe.Plan) 4 "one kernel per lifted pair, two for the shared value and its reader"
             Expect.isTrue (BackendConformance.agreesOn (gpu ()) "lifted scalar ops" leaves.Map outputs) "the same values"
         }
-        test "a value of one operand that several groups read is computed in each of them, never written; one of two operands stays a group of its own" {
+        test "a value computed from one value that several groups read is computed in each of them, never written; one of two values stays a group of its own" {
             let leaves = Evaluate.LeafValues(Random 5)
             let g, a, b = leaves.Input("g", [| 6; 7 |]), leaves.Input("a", [| 6; 7 |]), leaves.Input("b", [| 6; 7 |])
             // the ½ rule's gradient scale as AttnLRP's gated MLP reads it: g·0.5 feeds two products of its own
