@@ -73,6 +73,22 @@ module Plan =
                 | _ -> n)
         outputs |> List.map (fun o -> map.[o])
 
+    // (A·B)ᵀ = Bᵀ·Aᵀ: the transpose of a product that nothing else reads is the product of the swapped, transposed
+    // operands, which products read in place (ITransposedMatMul): autodiff's gradient of a transposed operand (the
+    // keys in q·kᵀ, through Qᵀ·dS) is then computed in its own layout instead of being computed, transposed and copied.
+    // Values are unchanged up to the order of the products' sums; names stay on the node.
+    let private transposeProducts (outputs: Node list) : Node list =
+        let readOnlyBy = Traverse.readOnlyBy outputs
+        let mapped = Dictionary<Node, Node>(HashIdentity.Reference)
+        for n in Traverse.topo outputs do
+            let m (c: Node) = mapped.[c]
+            mapped.[n] <-
+                match n.Op with
+                | Permute(_, ({ Op = MatMul(a, b) } as product)) when isLastTwoSwap n && product.Name.IsNone && readOnlyBy n product ->
+                    Ops.matmul (Ops.transpose -1 -2 (m b)) (Ops.transpose -1 -2 (m a)) |> Ops.namedAs n
+                | _ -> Ops.withChildren n (n.Children |> List.map m)
+        outputs |> List.map (fun o -> mapped.[o])
+
     // A unary op, or a binary op with a scalar, that reads the only Reshape of a pointwise value read by nothing else
     // is the same op on the value, reshaped: it then joins the value's fused group instead of costing a pass over
     // memory of its own (autodiff scales the softmax's relevance after reshaping it to the grouped-query layout of the
@@ -159,7 +175,8 @@ module Plan =
 
     /// Compiles `outputs` with options (see PlanOptions).
     let compileWith (options: PlanOptions) (outputs: Node list) : Plan =
-        let outputs = outputs |> sumRowsThroughProducts |> Checkpoint.apply options.Checkpoints |> composePermutes |> liftThroughReshapes
+        let outputs =
+            outputs |> sumRowsThroughProducts |> Checkpoint.apply options.Checkpoints |> transposeProducts |> composePermutes |> liftThroughReshapes
         let order = schedule outputs
         let steps = order |> Array.filter (isLeaf >> not)
         let last = Dictionary<Node, int>(HashIdentity.Reference)

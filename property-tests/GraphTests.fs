@@ -340,6 +340,22 @@ let tests =
             }
         ]
         testList "plans" [
+            test "the transpose of a product nothing else reads is the product of the transposed operands, read in place: no copy, the same values" {
+                let a, b = input "a" [| 2; 3; 4 |] Float, input "b" [| 4; 5 |] Float
+                let alone = transpose -1 -2 (matmul a b)
+                let shared = add (transpose -1 -2 (matmul (slice 1 0 2 a) b)) (scalar 1.0)
+                let alsoRead = [ transpose -1 -2 (matmul (transpose -1 -2 b) b); matmul (transpose -1 -2 b) b ]
+                let rng = Random 2
+                let values = Map [ "a", Array.init 24 (fun _ -> rng.NextDouble() - 0.5); "b", Array.init 20 (fun _ -> rng.NextDouble() - 0.5) ]
+                for what, outputs, copies in [ "read alone", [ alone ], 0; "read by a sum", [ shared ], 0; "a product also read itself", alsoRead, 1 ] do
+                    let plan = Plan.compile outputs
+                    let permutes = plan.Steps |> Array.filter (fun n -> match n.Op with Permute _ -> not (plan.LazyTransposes.Contains n) | _ -> false)
+                    Expect.equal permutes.Length copies (sprintf "%s: transposes copied" what)
+                    let host, _ = HostEvaluation.run (new ReferenceBackend()) values plan
+                    let close (p: float[]) (q: float[]) = Array.forall2 (fun (u: float) v -> Math.Abs(u - v) <= 1e-12 * (1.0 + Math.Abs u)) p q
+                    for o, h in Seq.zip outputs host do
+                        Expect.isTrue (close (Evaluate.reference1 values o) h) (sprintf "%s: the same values" what)
+            }
             test "buffers are freed at last use and reused" {
                 let x = input "x" [| 1000 |] Float
                 let chain = List.fold (fun acc i -> if i % 2 = 0 then tanh acc else sin acc) x [ 1 .. 50 ]
