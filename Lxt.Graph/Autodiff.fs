@@ -130,15 +130,26 @@ let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
 let private isZeroFill (n: Node) = match n.Op with Fill v -> v = 0.0 | _ -> false
 
 /// a + b when both are zero-padded along one axis (the adjoints of slices: Concat of pieces, some of them zero fills)
-/// with pieces that line up and are never both non-zero, as one Concat of the non-zero pieces. The rotation of rotary
-/// embeddings, concat(−x₂, x₁), sends back two such halves; merged they cost one copy instead of two and an add.
-/// Each element is the one non-zero piece's value, as the add gives it.
+/// and no two non-zero pieces overlap, as one Concat of the non-zero pieces with zero fills between them. The rotation
+/// of rotary embeddings, concat(−x₂, x₁), sends back two such halves, and attention in blocks of query rows one such
+/// piece per block: merged they cost one copy instead of one each and an add. Each element is the one non-zero
+/// piece's value, as the add gives it.
 let private mergePadded (a: Node) (b: Node) : Node option =
+    // the non-zero pieces of a zero-padded concat along `axis`, with their ranges
+    let pieces (axis: int) (xs: Node list) =
+        let starts = xs |> List.scan (fun at (x: Node) -> at + x.Shape.[axis]) 0
+        List.zip xs (List.take xs.Length starts) |> List.filter (fst >> isZeroFill >> not) |> List.map (fun (x, at) -> at, at + x.Shape.[axis], x)
     match a.Op, b.Op with
-    | Concat(ax, xs), Concat(bx, ys) when ax = bx && xs.Length = ys.Length
-                                          && List.forall2 (fun (x: Node) (y: Node) -> x.Shape = y.Shape) xs ys
-                                          && List.forall2 (fun x y -> isZeroFill x || isZeroFill y) xs ys ->
-        Some(concat ax (List.map2 (fun x y -> if isZeroFill x then y else x) xs ys))
+    | Concat(ax, xs), Concat(bx, ys) when ax = bx && a.Shape = b.Shape && (List.exists isZeroFill xs || List.exists isZeroFill ys) ->
+        let all = pieces ax xs @ pieces ax ys |> List.sortBy (fun (s, _, _) -> s)
+        let disjoint = all |> List.pairwise |> List.forall (fun ((_, e, _), (s, _, _)) -> e <= s)
+        if not disjoint then None
+        else
+            let zeros len = fill (a.Shape |> Array.mapi (fun i n -> if i = ax then len else n)) 0.0
+            let parts, last =
+                all |> List.fold (fun (acc, at) (s, e, x) -> (if s > at then x :: zeros (s - at) :: acc else x :: acc), e) ([], 0)
+            let parts = if last < a.Shape.[ax] then zeros (a.Shape.[ax] - last) :: parts else parts
+            Some(concat ax (List.rev parts))
     | _ -> None
 
 /// The sum of an accumulated contribution (an adjoint, or explicit relevance) and a new one, merging zero-padded

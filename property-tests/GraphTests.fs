@@ -159,6 +159,30 @@ let tests =
                 Expect.equal (Evaluate.reference1 values g |> Array.map (fun v -> if Double.IsNaN v then 99.0 else v))
                              (Evaluate.reference1 values expected |> Array.map (fun v -> if Double.IsNaN v then 99.0 else v)) "the masked gradient"
             }
+            test "the zero-padded adjoints of disjoint slices (blocks of query rows) are one concat of the pieces, with the same gradient" {
+                let x = input "x" [| 10; 3 |] Float
+                let w = input "w" [| 3; 2 |] Float
+                // four blocks of rows, one not read (rows 7 and 8), each through a product of its own
+                let blocks = [ 0, 3; 3, 5; 5, 7; 9, 10 ]
+                let y = concat 0 [ for r0, r1 in blocks -> tanh (matmul (slice 0 r0 r1 x) w) ]
+                let seed = input "seed" y.Shape Float
+                let g = Autodiff.vjp [ y, seed ] [ x ] |> List.head
+                let rng = Random 4
+                let values = Map [ for n in [ x; w; seed ] -> (match n.Op with Input name -> name | _ -> ""), Array.init (Shape.numel n.Shape) (fun _ -> rng.NextDouble() - 0.5) ]
+                let nodes = Traverse.topo [ g ]
+                Expect.isFalse (nodes |> Array.exists (fun n -> match n.Op with Binary(Add, _, _) -> n.Shape = x.Shape | _ -> false)) "no sum of padded adjoints"
+                match g.Op with
+                | Concat(0, parts) ->
+                    Expect.equal (parts |> List.map (fun p -> match p.Op with Fill _ -> -p.Shape.[0] | _ -> p.Shape.[0])) [ 3; 2; 2; -2; 1 ] "the four pieces, zeros where no block reads"
+                | _ -> failtestf "one concat, not %s" (Node.Describe g)
+                // the gradient row by row: the block's product's adjoint, 0 where no block reads
+                let expected =
+                    let perRow = Evaluate.reference1 values (matmul (mul seed (sub (scalar 1.0) (square y))) (transpose -1 -2 w))
+                    let rowOf = [| 0; 1; 2; 3; 4; 5; 6; -1; -1; 7 |]
+                    Array.init 30 (fun k -> match rowOf.[k / 3] with -1 -> 0.0 | r -> perRow.[r * 3 + k % 3])
+                let actual = Evaluate.reference1 values g
+                Expect.isTrue (Array.forall2 (fun (a: float) b -> Math.Abs(a - b) <= 1e-12) actual expected) "the same gradient"
+            }
             test "zero-padded adjoints that overlap stay a sum" {
                 let x = input "x" [| 6 |] Float
                 let y = add (slice 0 0 4 x) (slice 0 2 6 x)
