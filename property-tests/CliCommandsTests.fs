@@ -421,6 +421,20 @@ let planTests =
             Expect.isLessThan blockedMiB wholeMiB "four blocks of 64 causal rows keep 5/8 of the probabilities"
             Expect.isGreaterThan blockedKernels wholeKernels "and launch kernels for each block"
         }
+        test "a folder holding only config.json plans as the folder with its checkpoint does" {
+            let dir = Path.Combine(Path.GetTempPath(), sprintf "lxt-plan-config-%d" (Random().Next()))
+            Directory.CreateDirectory dir |> ignore
+            try
+                File.Copy(Path.Combine(llama, "config.json"), Path.Combine(dir, "config.json"))
+                let rows (folder: string) =
+                    let out = ok [ "plan"; "--model"; folder; "--tokens"; "64"; "--device"; "ilgpu-cpu"; "--checkpointing"; "none,products" ]
+                    out.Split('\n') |> Array.filter (fun l -> l.StartsWith "none" || l.StartsWith "products")
+                let planned = rows dir
+                Expect.equal planned.Length 2 "a row for each choice"
+                Expect.equal planned (rows llama) "the same memory and kernels"
+            finally Directory.Delete(dir, true)
+            expectError [ "plan"; "--model"; Path.Combine(Path.GetTempPath(), "lxt-no-such-folder") ] "does not exist"
+        }
         test "--all-positions at 256 tokens plans more memory than computing the last layer at the explained position" {
             let plan (extra: string list) =
                 let out = ok ([ "plan"; "--model"; llama; "--tokens"; "256"; "--device"; "ilgpu-cpu"; "--checkpointing"; "none" ] @ extra)

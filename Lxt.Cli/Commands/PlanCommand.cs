@@ -13,7 +13,7 @@ public sealed class PlanCommand : ICommand
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
-        new("model", "DIR", "model folder (config.json; weights are not read)"),
+        new("model", "DIR", "model folder: config.json, and a checkpoint if there is one, which the graph is checked against (weights are not read)"),
         new("tokens", "N", "input length in tokens (text models; default 128)"),
         new("device", "DEVICE", "the device planned for: cuda (default, planned as the GPU backend plans, on any machine), ilgpu-cpu or cpu"),
         new("precision", "P", "matrix products on cuda / ilgpu-cpu: f32 (default), tf32 or bf16 (bfloat16 weights, at 2 bytes)"),
@@ -35,8 +35,7 @@ public sealed class PlanCommand : ICommand
         var choices = (args.List("checkpointing") ?? []).Select(ExplainCommand.CheckpointingOf).ToArray();
         if (choices.Length == 0) choices = Checkpointing.Named.ToArray();
         var method = Method.Parse(args.Choice("rules", Method.Ids, "attnlrp"));
-        using var model = PretrainedModel.Open(dir);
-        var graph = model.BuildGraph(tokens);
+        var graph = GraphOf(dir, tokens);
         var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, device, precision, choices, method,
             ExplainCommand.AttentionBlocksOf(args), args.Has("all-positions"));
         var w = context.Out;
@@ -47,6 +46,22 @@ public sealed class PlanCommand : ICommand
         w.WriteLine($"{"checkpointing",-14} {"peak MiB",10} {"kernels",8}");
         foreach (var p in plans) w.WriteLine($"{p.Checkpointing.Id,-14} {p.PeakBytes / 1048576.0,10:F1} {p.Kernels,8}");
         return 0;
+    }
+
+    /// <summary>The model's graph: checked against the folder's checkpoint (tensor names and shapes) where there is one,
+    /// else built from config.json alone, so a model can be planned before its weights are downloaded.</summary>
+    static Lxt.Models.TransformerGraph GraphOf(string dir, int tokens)
+    {
+        if (File.Exists(Path.Combine(dir, SafetensorsCheckpoint.SingleFileName))
+            || File.Exists(Path.Combine(dir, SafetensorsCheckpoint.IndexFileName)))
+        {
+            using var model = PretrainedModel.Open(dir);
+            return model.BuildGraph(tokens);
+        }
+        var config = Path.Combine(dir, "config.json");
+        if (!File.Exists(config))
+            throw new LxtImportException(Directory.Exists(dir) ? $"model folder '{dir}' has no config.json" : $"model folder '{dir}' does not exist");
+        return Lxt.Models.Architectures.Build(Lxt.Models.ModelConfig.Load(config), tokens);
     }
 
     /// <summary>How bfloat16 mode stores computed values, as the header says it ($LXT_NARROW_VALUES_FROM).</summary>
