@@ -22,6 +22,16 @@ public sealed class Expr : IEquatable<Expr>
 
     public bool IsInteger => Node.DType.IsInt;
 
+    /// <summary>The same values as <paramref name="outputs"/>, each value under them computed only at the rows read of it
+    /// (<see cref="SlicePushdown"/>): a slice picking one position of a layer's output leaves that layer computing that
+    /// row alone. Values are equal up to rounding; every output keeps its whole value.</summary>
+    public static Expr[] AtRowsRead(IReadOnlyList<Expr> outputs)
+    {
+        ArgumentNullException.ThrowIfNull(outputs);
+        var map = SlicePushdown.rewrite(new HashSet<Node>(), ListModule.OfSeq(outputs.Select(o => o.Node)));
+        return outputs.Select(o => new Expr(map[o.Node])).ToArray();
+    }
+
     /// <summary>The same value under a name, to address it in errors and ask for its relevance.</summary>
     public Expr Named(string name) => new(Ops.named(name, Node));
 

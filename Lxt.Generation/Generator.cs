@@ -75,6 +75,9 @@ public sealed class Generator(LanguageModel model)
 {
     public LanguageModel Model { get; } = model;
 
+    // each decoding graph's outputs with every value computed only at the rows read (Expr.AtRowsRead), made once
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<Lxt.Model, Expr[]> _atRowsRead = new();
+
     /// <summary>Runs the prefill graph over <paramref name="ids"/>: the cache of every layer and the next-token logits.</summary>
     public DecodeState Prefill(IReadOnlyList<int> ids, IReadOnlyList<Steer>? steering = null, CancellationToken cancellation = default)
     {
@@ -116,7 +119,8 @@ public sealed class Generator(LanguageModel model)
                 cache[Lxt.Models.KeyValueCaches.PastKey(i)] = past.Keys[i];
                 cache[Lxt.Models.KeyValueCaches.PastValue(i)] = past.Values[i];
             }
-        var values = Model.Session.Evaluate(outputs, feeds, cache, cancellation);
+        // the last layer at the last position (the logits'), its keys and values at every position
+        var values = Model.Session.Evaluate(_atRowsRead.GetValue(m, _ => Expr.AtRowsRead(outputs)), feeds, cache, cancellation);
         return (values[0].ToDoubleArray(),
             Enumerable.Range(0, layers).Select(i => values[1 + 2 * i].ToDoubleArray()).ToArray(),
             Enumerable.Range(0, layers).Select(i => values[2 + 2 * i].ToDoubleArray()).ToArray());

@@ -107,7 +107,7 @@ public sealed class LanguageModel : IDisposable
     {
         CheckLength(ids.Count);
         var (graph, model) = FullGraph(ids.Count, steering);
-        return Session.Evaluate([model["logits"]], new Dictionary<string, float[]> { [graph.InputName] = Embed(ids) }, cancellation)[0].ToDoubleArray();
+        return Session.Evaluate(Expr.AtRowsRead([model["logits"]]), new Dictionary<string, float[]> { [graph.InputName] = Embed(ids) }, cancellation)[0].ToDoubleArray();
     }
 
     /// <summary>Values of named nodes for a sequence (e.g. <c>model.layers.0.mlp.act_fn</c> [T, intermediate]).</summary>

@@ -82,6 +82,17 @@ let cacheTests =
             Expect.sequenceEqual (step.Model.Inputs |> Seq.map (fun i -> i.Name) |> Seq.sort) [ "inputs_embeds"; "past.0.key"; "past.0.value"; "past.1.key"; "past.1.value" ] "cache inputs"
             Expect.sequenceEqual step.Model.[Lxt.Models.KeyValueCaches.PresentKey 1].Shape [ 2; 6; 8 ] "keys grow by one"
             Expect.sequenceEqual (step.Model.FindNode "model.layers.0.self_attn.attn_weights").Shape [ 4; 1; 6 ] "one query row over six keys"
+            // the prefill as generation runs it: the last layer at the position the logits read, its keys and values whole
+            let outputs = [ g.Model.["logits"]; g.Model.[Lxt.Models.KeyValueCaches.PresentKey 1]; g.Model.[Lxt.Models.KeyValueCaches.PresentValue 1] ]
+            let pruned = Expr.AtRowsRead outputs
+            let shapes (es: Expr seq) = es |> Seq.map (fun e -> List.ofSeq e.Shape) |> List.ofSeq
+            Expect.equal (shapes pruned) (shapes outputs) "every output whole"
+            let act = Lxt.Graph.Traverse.topo [ for e in pruned -> e.Node ] |> Array.filter (fun n -> n.Name = Some act1)
+            Expect.equal (act |> Array.map (fun n -> List.ofArray n.Shape)) [| [ 1; (g.Model.FindNode act1).Shape.[1] ] |] "the last layer's MLP at one position"
+            use session = new Session(g.Model, model.WeightsFor g, Device.Reference)
+            let feeds = System.Collections.Generic.Dictionary(dict [ g.InputName, model.Embed(g, promptOf "llama" |> Array.take 5) ])
+            let values (es: Expr seq) = session.Evaluate(Array.ofSeq es, feeds) |> Array.map (fun v -> v.ToDoubleArray())
+            Array.iter2 (fun (a: double[]) b -> Expect.isLessThan (relativeError a b) 1e-12 "the same values") (values pruned) (values outputs)
         }
     ]
 
