@@ -67,20 +67,22 @@ let private partPlan (n: Node) ((a, s, e) as part) : Plan option =
         Some { Part = Some part; Reads = []; Build = fun _ -> make (Constant(ConstData.Of(sliceValues c.Values n.Shape part))) shape n.DType n.Name }
     | Fill v -> Some { Part = Some part; Reads = []; Build = fun _ -> make (Fill v) shape n.DType n.Name }
     | Unary _ | StopGradient _ | GradientScale _ | Recompute _ -> each [ rows ]
-    | TopKMask _ | Softmax _ when (match n.Op with Softmax(ax, _) -> ax <> a | _ -> a <> n.Shape.Length - 1) -> each [ rows ]
+    | Softmax(ax, _) when ax <> a -> each [ rows ]
+    | TopKMask _ when a <> n.Shape.Length - 1 -> each [ rows ]
     | Binary _ | Where _ -> each (n.Children |> List.map (aligned n part))
     | Broadcast x -> Some { Part = Some part; Reads = [ x, aligned n part x ]; Build = shaped Broadcast }
     | Reduce(_, axes, keep, x) ->
         let kept = [| for i in 0 .. x.Shape.Length - 1 do if keep || not (Array.contains i axes) then yield i |]
         if Array.contains kept.[a] axes then None else each [ Rows(kept.[a], s, e) ]
     | Permute(perm, _) -> each [ Rows(perm.[a], s, e) ]
-    | Reshape _ when a = 1 && (match n with GroupedProduct _ -> true | _ -> false) ->
-        let x, y, kv = match n with GroupedProduct g -> g | _ -> failwith "unreachable"
-        let h, k = x.Shape.[0], x.Shape.[2]
-        Some { Part = Some part
-               Reads = [ x, rows; y, Whole ]
-               Build = fun kids -> reshape shape (matmul (reshape [| kv; h / kv * (e - s); k |] kids.[0]) kids.[1]) |> namedAs n }
-    | Reshape x -> reshapedAxis x.Shape n.Shape a |> Option.map (fun b -> { Part = Some part; Reads = [ x, Rows(b, s, e) ]; Build = shaped Reshape })
+    | Reshape x ->
+        match n with
+        | GroupedProduct(q, y, kv) when a = 1 ->
+            let h, k = q.Shape.[0], q.Shape.[2]
+            Some { Part = Some part
+                   Reads = [ q, rows; y, Whole ]
+                   Build = fun kids -> reshape shape (matmul (reshape [| kv; h / kv * (e - s); k |] kids.[0]) kids.[1]) |> namedAs n }
+        | _ -> reshapedAxis x.Shape n.Shape a |> Option.map (fun b -> { Part = Some part; Reads = [ x, Rows(b, s, e) ]; Build = shaped Reshape })
     | Slice(sa, s0, _, x) when sa = a -> Some { Part = Some part; Reads = [ x, Rows(a, s0 + s, s0 + e) ]; Build = fun kids -> namedAs n kids.Head }
     | Slice _ -> each [ rows ]
     | Concat(ca, xs) when ca <> a -> each [ for _ in xs -> rows ]
