@@ -277,7 +277,7 @@ let tests =
                 let map = QueryBlocks.rewrite 4 (HashSet<Node>([ p ], HashIdentity.Reference)) [ y ]
                 Expect.isTrue (obj.ReferenceEquals(map.[y], y)) "attention with its weights asked for stays whole"
             }
-            testPropertyWithConfig (config 80) "a slice of a random graph pushed towards its inputs keeps the value and every leaf's gradient" (fun (seed: int) ->
+            testPropertyWithConfig (config 80) "a slice of a random graph pushed towards its inputs keeps the value, every leaf's gradient and an asked node's value" (fun (seed: int) ->
                 let s = RandomGraphs.build (seed &&& 0x7fffffff) 5 None
                 let rng = Random seed
                 let x = s.Output
@@ -286,13 +286,19 @@ let tests =
                 let y = slice a start (start + 1 + rng.Next(x.Shape.[a] - start)) x
                 let loss (root: Node) = reduceSum [ 0 .. root.Shape.Length - 1 ] false (mul root (constant root.Shape (Array.init (Shape.numel root.Shape) (fun i -> 1.0 + 0.25 * float (i % 5)))))
                 let l = loss y
-                let pruned = (SlicePushdown.rewrite (HashSet<Node>()) [ l ]).[l]
-                let leaves = Traverse.topo [ l ] |> Array.filter (fun n -> match n.Op with Input _ | Parameter _ -> n.DType = Float | _ -> false) |> List.ofArray
+                // one inner node asked for by name: it keeps its whole value
+                let inner = Traverse.topo [ l ]
+                let asked = inner.[rng.Next inner.Length]
+                let map = SlicePushdown.rewrite (HashSet<Node>([ asked ], HashIdentity.Reference)) [ l ]
+                let pruned = map.[l]
+                let leaves = inner |> Array.filter (fun n -> match n.Op with Input _ | Parameter _ -> n.DType = Float | _ -> false) |> List.ofArray
                 let close (p: float[]) (q: float[]) =
                     Array.forall2 (fun (u: float) v -> (Double.IsNaN u && Double.IsNaN v) || u = v || Math.Abs(u - v) <= 1e-12 * (1.0 + Math.Abs u)) p q
                 let grads (root: Node) = Evaluate.reference s.Values (Autodiff.vjp [ root, scalar 1.0 ] leaves)
                 close (Evaluate.reference1 s.Values l) (Evaluate.reference1 s.Values pruned)
-                && Array.forall2 close (grads l) (grads pruned))
+                && Array.forall2 close (grads l) (grads pruned)
+                && map.ContainsKey asked && map.[asked].Shape = asked.Shape
+                && close (Evaluate.reference1 s.Values asked) (Evaluate.reference1 s.Values map.[asked]))
             test "a slice pushed towards the inputs computes the last layer at the rows read: the same values and gradients" {
                 // a decoder layer as the builder writes it (embedding gather, RMS norm, projections, heads by reshape and
                 // permute, a rotary-style concat of halves, grouped-query attention under a causal mask, residuals, a
