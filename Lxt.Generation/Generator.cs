@@ -75,9 +75,6 @@ public sealed class Generator(LanguageModel model)
 {
     public LanguageModel Model { get; } = model;
 
-    // each decoding graph's outputs with every value computed only at the rows read (Expr.AtRowsRead), made once
-    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<Lxt.Model, Expr[]> _atRowsRead = new();
-
     /// <summary>Runs the prefill graph over <paramref name="ids"/>: the cache of every layer and the next-token logits.</summary>
     public DecodeState Prefill(IReadOnlyList<int> ids, IReadOnlyList<Steer>? steering = null, CancellationToken cancellation = default)
     {
@@ -120,7 +117,7 @@ public sealed class Generator(LanguageModel model)
                 cache[Lxt.Models.KeyValueCaches.PastValue(i)] = past.Values[i];
             }
         // the last layer at the last position (the logits'), its keys and values at every position
-        var values = Model.Session.Evaluate(_atRowsRead.GetValue(m, _ => Expr.AtRowsRead(outputs)), feeds, cache, cancellation);
+        var values = Model.Session.Evaluate(Model.AtRowsRead(m, outputs), feeds, cache, cancellation);
         return (values[0].ToDoubleArray(),
             Enumerable.Range(0, layers).Select(i => values[1 + 2 * i].ToDoubleArray()).ToArray(),
             Enumerable.Range(0, layers).Select(i => values[2 + 2 * i].ToDoubleArray()).ToArray());

@@ -107,8 +107,16 @@ public sealed class LanguageModel : IDisposable
     {
         CheckLength(ids.Count);
         var (graph, model) = FullGraph(ids.Count, steering);
-        return Session.Evaluate(Expr.AtRowsRead([model["logits"]]), new Dictionary<string, float[]> { [graph.InputName] = Embed(ids) }, cancellation)[0].ToDoubleArray();
+        return Session.Evaluate(AtRowsRead(model, [model["logits"]]), new Dictionary<string, float[]> { [graph.InputName] = Embed(ids) }, cancellation)[0].ToDoubleArray();
     }
+
+    // each graph's outputs with every value computed only at the rows read, rewritten once per graph
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<Model, Expr[]> _atRowsRead = new();
+
+    /// <summary>The outputs a graph of this model (<see cref="FullGraph"/>, <see cref="DecodingGraph"/>) is run for, as
+    /// <see cref="Expr.AtRowsRead"/> gives them: made on the graph's first run, so later runs skip the rewrite's walk
+    /// over the graph. A graph is run for the same outputs every time.</summary>
+    internal Expr[] AtRowsRead(Model model, IReadOnlyList<Expr> outputs) => _atRowsRead.GetValue(model, _ => Expr.AtRowsRead(outputs));
 
     /// <summary>Values of named nodes for a sequence (e.g. <c>model.layers.0.mlp.act_fn</c> [T, intermediate]).</summary>
     public IReadOnlyDictionary<string, TensorValue> Activations(IReadOnlyList<int> ids, IReadOnlyList<string> nodes,

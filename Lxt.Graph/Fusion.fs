@@ -116,8 +116,9 @@ module Fusion =
     /// own), it is no output, and the group stays within MaxOperands and MaxInstructions. A node computed from one value
     /// through pointwise nodes and constants (a unary op, a product with a scalar, a gradient scale, an activation and
     /// its identity-rule ratio) whose readers belong to several groups joins each of them on the same terms: they read
-    /// that value in its place, as many values as before, and it is never written. Otherwise it roots a group of its own (a view stays a view). Checkpoints are read by
-    /// Recompute nodes, never pointwise, so they always stay materialised. A Fill read by fused nodes only becomes a
+    /// that value in its place, as many values as before, and it is never written. Otherwise it roots a group of its
+    /// own (a view stays a view). Checkpoints are read by Recompute nodes, never pointwise, so they always stay
+    /// materialised. A Fill read by fused nodes only becomes a
     /// constant of their groups. A group whose root is no output and is read by one step only, a Reduce or Softmax
     /// that `takesPrologue` accepts, becomes that step's prologue. Every other group is a fused step, one of a single
     /// member too: a backend then computes all pointwise steps by one kernel family, which reads and writes any of
