@@ -27,12 +27,27 @@ public sealed class PretrainedModel : IDisposable
     /// subtype naming the file; nothing stays open on failure.</summary>
     public static PretrainedModel Open(string directory)
     {
+        var config = LoadConfig(directory);
+        var checkpoint = SafetensorsCheckpoint.Open(directory);
+        return new PretrainedModel(directory, config, checkpoint);
+    }
+
+    /// <summary>The graph of a model folder over <paramref name="tokens"/> tokens: checked against the folder's
+    /// checkpoint (tensor names and shapes) where it holds one, else built from its config.json alone, so a model can
+    /// be planned before its weights are downloaded. Weights are not read.</summary>
+    public static TransformerGraph GraphOf(string directory, int tokens)
+    {
+        if (!SafetensorsCheckpoint.IsIn(directory)) return Architectures.Build(LoadConfig(directory), tokens);
+        using var model = Open(directory);
+        return model.BuildGraph(tokens);
+    }
+
+    private static ModelConfig LoadConfig(string directory)
+    {
         if (!System.IO.Directory.Exists(directory)) throw new LxtImportException($"model folder '{directory}' does not exist");
         var configPath = Path.Combine(directory, "config.json");
         if (!File.Exists(configPath)) throw new LxtImportException($"model folder '{directory}' has no config.json");
-        var config = ModelConfig.Load(configPath);
-        var checkpoint = SafetensorsCheckpoint.Open(directory);
-        return new PretrainedModel(directory, config, checkpoint);
+        return ModelConfig.Load(configPath);
     }
 
     /// <summary>GPT-2 checkpoints come with and without the "transformer." prefix.</summary>

@@ -35,7 +35,7 @@ public sealed class PlanCommand : ICommand
         var choices = (args.List("checkpointing") ?? []).Select(ExplainCommand.CheckpointingOf).ToArray();
         if (choices.Length == 0) choices = Checkpointing.Named.ToArray();
         var method = Method.Parse(args.Choice("rules", Method.Ids, "attnlrp"));
-        var graph = GraphOf(dir, tokens);
+        var graph = PretrainedModel.GraphOf(dir, tokens);
         var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, device, precision, choices, method,
             ExplainCommand.AttentionBlocksOf(args), args.Has("all-positions"));
         var w = context.Out;
@@ -46,22 +46,6 @@ public sealed class PlanCommand : ICommand
         w.WriteLine($"{"checkpointing",-14} {"peak MiB",10} {"kernels",8}");
         foreach (var p in plans) w.WriteLine($"{p.Checkpointing.Id,-14} {p.PeakBytes / 1048576.0,10:F1} {p.Kernels,8}");
         return 0;
-    }
-
-    /// <summary>The model's graph: checked against the folder's checkpoint (tensor names and shapes) where there is one,
-    /// else built from config.json alone, so a model can be planned before its weights are downloaded.</summary>
-    static Lxt.Models.TransformerGraph GraphOf(string dir, int tokens)
-    {
-        if (File.Exists(Path.Combine(dir, SafetensorsCheckpoint.SingleFileName))
-            || File.Exists(Path.Combine(dir, SafetensorsCheckpoint.IndexFileName)))
-        {
-            using var model = PretrainedModel.Open(dir);
-            return model.BuildGraph(tokens);
-        }
-        var config = Path.Combine(dir, "config.json");
-        if (!File.Exists(config))
-            throw new LxtImportException(Directory.Exists(dir) ? $"model folder '{dir}' has no config.json" : $"model folder '{dir}' does not exist");
-        return Lxt.Models.Architectures.Build(Lxt.Models.ModelConfig.Load(config), tokens);
     }
 
     /// <summary>How bfloat16 mode stores computed values, as the header says it ($LXT_NARROW_VALUES_FROM).</summary>

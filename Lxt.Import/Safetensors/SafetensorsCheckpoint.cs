@@ -27,6 +27,10 @@ public sealed class SafetensorsCheckpoint : IDisposable
         Metadata = metadata;
     }
 
+    /// <summary>Whether <paramref name="folder"/> holds a checkpoint <see cref="Open"/> opens (a single file or an index).</summary>
+    public static bool IsIn(string folder) =>
+        File.Exists(System.IO.Path.Combine(folder, SingleFileName)) || File.Exists(System.IO.Path.Combine(folder, IndexFileName));
+
     /// <summary>
     /// Opens a checkpoint. <paramref name="path"/> may be a folder (holding <c>model.safetensors</c> or, failing that,
     /// <c>model.safetensors.index.json</c>), a <c>*.safetensors</c> file, or a <c>*.index.json</c> file.
