@@ -310,7 +310,7 @@ let private productTests =
     ]
 
 let private dryRunTests =
-    testList "dry runs" [
+    Paths.onIlgpuCpu <| testList "dry runs" [
         test "a dry run plans as the backend it mirrors: the same intermediate peak with and without checkpointing, and computes nothing" {
             // 24 tokens: the attention scores [4, 24, 24] outgrow q [4, 24, 16], so products recompute them
             let graph = Architectures.Build(ModelConfig.Parse(llamaConfig 1), 24)

@@ -308,7 +308,7 @@ let deviceTests =
     ]
 
 let gpuDeviceTests =
-    testList "gpu devices" [
+    Paths.onIlgpuCpu <| testList "gpu devices" [
         test "--device ilgpu-cpu runs the GPU kernels and agrees with the CPU backend" {
             let target (out: string) = Regex.Match(out, @"target\D+(\d+)").Groups.[1].Value
             let onCpu = ok [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--device"; "cpu" ]

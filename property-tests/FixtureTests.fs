@@ -165,7 +165,7 @@ let blockTests =
             Expect.isLessThan (relativeError inBlocks.PerPosition (f.Doubles "relevance")) 3e-7 "the reference's relevance, layer 1 in blocks"
         }
         for device in [ Device.Cpu; Device.IlgpuCpu ] do
-            test (sprintf "llama in blocks of 4 query rows on %A matches the reference" device) {
+            (if device = Device.IlgpuCpu then Paths.onIlgpuCpu else id) <| test (sprintf "llama in blocks of 4 query rows on %A matches the reference" device) {
                 let f = load "llama"
                 let model, graph, input = prepare f
                 use model = model
@@ -210,7 +210,7 @@ let pushdownTests =
             }
         for device in [ Device.Cpu; Device.IlgpuCpu ] do
             for name in [ "llama"; "bert"; "vit" ] do
-                test (sprintf "%s on %A matches the reference" name device) {
+                (if device = Device.IlgpuCpu then Paths.onIlgpuCpu else id) <| test (sprintf "%s on %A matches the reference" name device) {
                     let f = load name
                     let model, graph, input = prepare f
                     use model = model

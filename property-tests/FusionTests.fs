@@ -225,7 +225,7 @@ let llamaRelevanceOutputs () =
     Lrp.rewrite ruleSet [ output ] @ relevance
 
 let tests =
-    testSequenced <| testList "pointwise fusion" [
+    Paths.onIlgpuCpu <| testList "pointwise fusion" [
         testPropertyWithConfig (config 60) "random pointwise graphs with broadcasts, shared values and outputs inside chains fuse validly and agree with the reference on the GPU backend" (fun (seed: int) ->
             let outputs, values = pointwiseGraph seed
             let plan = Plan.compile outputs

@@ -82,7 +82,7 @@ let private llamaParity (device: Device) =
     Expect.isLessThan err 1e-4 (sprintf "llama latent relevance on %A: relative error %g" device err)
 
 let tests =
-    testSequenced <| testList "gpu backend on the ILGPU CPU accelerator" [
+    Paths.onIlgpuCpu <| testList "gpu backend on the ILGPU CPU accelerator" [
         yield! BackendConformance.tests gpu { CasesPerOp = 6; RandomGraphs = 15; ErfStep = 0.005; ErfExtremes = false }
         testPropertyWithConfig (config 10) "batched products with broadcast batch axes and odd sizes agree" (fun (seed: int) ->
             let rng = Random seed

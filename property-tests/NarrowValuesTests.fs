@@ -83,7 +83,7 @@ let violations (plan: Plan) : string list =
         | _ -> () ]
 
 let tests =
-    testSequenced <| testList "narrow values on the GPU backend" [
+    Paths.onIlgpuCpu <| testList "narrow values on the GPU backend" [
         test "a fused group reads bfloat16 operands, contiguous, broadcast and scalar, of odd lengths, and writes its float32 result rounded, in place too" {
             let gpu = backend.Force()
             let rng = Random 5

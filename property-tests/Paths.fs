@@ -3,6 +3,12 @@ module Lxt.Tests.Paths
 
 open System
 open System.IO
+open Expecto
+
+/// Tests that run kernels on ILGPU's CPU accelerator, one group: they run one at a time, never beside each other. Two
+/// fresh-clone runs saw a tiled product on one accelerator give wrong values while other lists ran theirs, which no
+/// run with one accelerator at work reproduced.
+let onIlgpuCpu (tests: Test) = testSequencedGroup "ILGPU CPU accelerator" tests
 
 /// The repository root: $LXT_REPO_ROOT if set, otherwise the first folder above
 /// AppContext.BaseDirectory that contains Lxt.sln.
