@@ -4,6 +4,7 @@ using System.Diagnostics;
 using Lxt.Graph;
 using Lxt.Rules;
 using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
 
 namespace Lxt;
 
@@ -90,6 +91,14 @@ public sealed record ExplainOptions
     /// and values stay whole. Relevance is the same up to rounding. True computes every position, as the model graph
     /// does.</summary>
     public bool AllPositions { get; init; }
+
+    /// <summary>True computes each attention softmax(mask(scale·Q·Kᵀ))·V that the rule set leaves in gradient form as
+    /// one op (<see cref="FusedAttention"/>): the backward pass recomputes the probabilities from Q, K and one
+    /// log-sum-exp per row, so no [heads, T, keys] scores or probabilities are stored, forward or backward, and
+    /// <see cref="AttentionBlockRows"/> does not apply. Relevance is the same up to rounding; attention with a node asked
+    /// for (<see cref="Nodes"/>) inside it, or with a mask other than causal (with or without a window) or none, is
+    /// computed as products and a softmax. Default false.</summary>
+    public bool FusedAttention { get; init; }
 }
 
 /// <summary>
@@ -328,10 +337,12 @@ public sealed class Explainer : IDisposable
             $"the model has no node named '{n}' (named nodes include: {string.Join(", ", Model.NodeNames().Take(12))}, ...)")).ToArray();
         var ruleSet = options.Method.RuleSet;
         var byNodes = _relevanceGraphs.GetOrCreateValue(ruleSet);
-        var key = (pick ? "arg-max\n" : "") + (options.AllPositions ? "all positions\n" : "") + $"blocks {options.AttentionBlockRows}\n" + string.Join("\n", options.Nodes);
+        var key = (pick ? "arg-max\n" : "") + (options.AllPositions ? "all positions\n" : "") + (options.FusedAttention ? "fused attention\n" : "")
+                  + $"blocks {options.AttentionBlockRows}\n" + string.Join("\n", options.Nodes);
         if (!byNodes.TryGetValue(key, out var outputs))
         {
-            outputs = RelevanceGraph(_output.Node, _input.Node, ruleSet, options.AttentionBlockRows, nodes.Select(n => n.Node).ToArray(), pick, options.AllPositions)
+            outputs = RelevanceGraph(_output.Node, _input.Node, ruleSet, options.AttentionBlockRows, nodes.Select(n => n.Node).ToArray(), pick, options.AllPositions,
+                    options.FusedAttention)
                 .Select(n => new Expr(n)).ToArray();
             byNodes[key] = outputs;
         }
@@ -368,13 +379,16 @@ public sealed class Explainer : IDisposable
     /// blocks of <paramref name="attentionBlockRows"/> query rows (<see cref="ExplainOptions.AttentionBlockRows"/>), but
     /// for attention with an asked-for node inside. Profiles of an explanation build their plans from it too.</summary>
     internal static Lxt.Graph.Node[] RelevanceGraph(Lxt.Graph.Node output, Lxt.Graph.Node input, Lxt.Rules.RuleSet ruleSet,
-        int attentionBlockRows, Lxt.Graph.Node[] asked, bool pick, bool allPositions = false)
+        int attentionBlockRows, Lxt.Graph.Node[] asked, bool pick, bool allPositions = false, bool fusedAttention = false)
     {
-        (output, asked) = ComputedGraph(output, asked, attentionBlockRows, allPositions);
-        var rewrittenOutput = Lrp.rewrite(ruleSet, ListModule.OfArray(new[] { output })).Head;
+        (output, asked) = ComputedGraph(output, asked, fusedAttention ? 0 : attentionBlockRows, allPositions);
         var seedInput = Ops.input(SeedName, output.Shape, DType.Float);
-        var seedNode = pick ? Ops.add(Ops.topKMask(1, rewrittenOutput), seedInput) : seedInput;
-        var relevance = Lrp.relevance(ruleSet, output, seedNode, ListModule.OfSeq(new[] { input }.Concat(asked)));
+        Func<IReadOnlySet<Lxt.Graph.Node>, FSharpList<Lxt.Graph.Node>, IReadOnlyDictionary<Lxt.Graph.Node, Lxt.Graph.Node>> exact = fusedAttention
+            ? FusedAttention.rewrite
+            : (_, roots) => Traverse.mapBottomUp(FuncConvert.FromFunc<Lxt.Graph.Node, Lxt.Graph.Node>(n => n), roots);
+        var (rewrittenOutput, seedNode, relevance) = Lrp.relevanceThrough(FuncConvert.FromFunc(exact), ruleSet, output,
+            FuncConvert.FromFunc<Lxt.Graph.Node, Lxt.Graph.Node>(o => pick ? Ops.add(Ops.topKMask(1, o), seedInput) : seedInput),
+            ListModule.OfSeq(new[] { input }.Concat(asked)));
         return new[] { rewrittenOutput }.Concat(relevance).Concat(pick ? [seedNode] : []).ToArray();
     }
 

@@ -32,10 +32,11 @@ public static class ExplanationPlanner
     /// <summary>The planned peak memory and kernels of explaining output 0 of <paramref name="model"/> (any input
     /// gives the same plan) with <paramref name="method"/> (AttnLRP by default), for each checkpointing choice, masked
     /// attention in blocks of <paramref name="attentionBlockRows"/> query rows (<see cref="ExplainOptions.AttentionBlockRows"/>),
-    /// every value at every position when <paramref name="allPositions"/> (<see cref="ExplainOptions.AllPositions"/>).</summary>
+    /// every value at every position when <paramref name="allPositions"/> (<see cref="ExplainOptions.AllPositions"/>),
+    /// attention as one op when <paramref name="fusedAttention"/> (<see cref="ExplainOptions.FusedAttention"/>).</summary>
     public static IReadOnlyList<PlannedExplanation> Plan(Model model, string inputName, IReadOnlyList<string> layerOutputs,
         Device device, GemmPrecision precision, IReadOnlyList<Checkpointing> choices, Method? method = null,
-        int attentionBlockRows = ExplainOptions.DefaultAttentionBlockRows, bool allPositions = false)
+        int attentionBlockRows = ExplainOptions.DefaultAttentionBlockRows, bool allPositions = false, bool fusedAttention = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(choices);
@@ -52,7 +53,7 @@ public static class ExplanationPlanner
             dry.ResetPeak();
             long launched = dry.Launches;
             var explainer = new Explainer(model, inputName, session) { LayerOutputs = layerOutputs };
-            explainer.Explain(values, new ExplainOptions { Method = method ?? Method.AttnLrp, Target = 0, Checkpointing = checkpointing, AttentionBlockRows = attentionBlockRows, AllPositions = allPositions });
+            explainer.Explain(values, new ExplainOptions { Method = method ?? Method.AttnLrp, Target = 0, Checkpointing = checkpointing, AttentionBlockRows = attentionBlockRows, AllPositions = allPositions, FusedAttention = fusedAttention });
             plans.Add(new PlannedExplanation(checkpointing, dry.PeakBytes, dry.Launches - launched));
         }
         return plans;

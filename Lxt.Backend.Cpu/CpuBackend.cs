@@ -186,6 +186,9 @@ public sealed class CpuBackend : IBackend, ITransposedMatMul, IInPlaceElementwis
             case Op.TopKMask k:
                 Reductions.TopKMask(k.k, shape, x[0], y);
                 break;
+            case Op.Attention a:
+                Attention.Run(a, x, y, t);
+                break;
             default:
                 throw new NotSupportedException($"cpu backend: {Node.Describe(node)} has an op this backend does not implement");
         }

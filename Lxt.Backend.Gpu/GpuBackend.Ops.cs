@@ -20,6 +20,8 @@ public sealed partial class GpuBackend
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? topKMask;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, int>? softmaxRows;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? reduceRows;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>?
+        attentionQueryRows, attentionKeyRows;
 
     /// <summary>A launch of one warp per row, for the top-k rows.</summary>
     KernelConfig WarpPerRow(int rows) => new(new Index1D(rows), new Index1D(accelerator.WarpSize));
@@ -219,9 +221,29 @@ public sealed partial class GpuBackend
                 if (rows > 0) (topKMask ??= LoadGrouped<ArrayView<float>, ArrayView<float>, int, int>(Kernels.TopKMaskRows))(WarpPerRow(rows), x[0].View, y.View, width, t.k);
                 break;
             }
+            case Op.Attention a:
+                Attention(node, a, x, y);
+                break;
             default:
                 throw new NotSupportedException($"gpu backend: {Node.Describe(node)} has an op this backend does not implement");
         }
+    }
+
+    /// <summary>An attention op's part, one warp per query row or per key (<see cref="AttentionKernels"/>).</summary>
+    void Attention(Node node, Op.Attention a, GpuBuffer[] x, GpuBuffer y)
+    {
+        if (accelerator.WarpSize > AttentionKernels.MaxLanes)
+            throw new NotSupportedException($"gpu backend: {Node.Describe(node)} needs warps of at most {AttentionKernels.MaxLanes} lanes, this accelerator's have {accelerator.WarpSize}");
+        var s = AttentionShape.Of(a);
+        // operands a part does not take are never read: any view stands in for them
+        ArrayView<float> At(int i) => x[Math.Min(i, x.Length - 1)].View;
+        bool keys = s.Part == 3;
+        int rows = keys ? s.KvHeads * s.Keys : s.Heads * s.T;
+        if (rows == 0) return;
+        var kernel = keys
+            ? attentionKeyRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.KeyRows)
+            : attentionQueryRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.QueryRows);
+        kernel(WarpPerRow(rows), At(0), At(1), At(2), At(3), At(4), At(5), y.View, s);
     }
 
     /// <summary>Copies each operand of a concat into its range of <paramref name="y"/>; an operand k with
@@ -392,6 +414,12 @@ public sealed partial class GpuBackend
     {
         var k = accelerator.LoadKernel(kernel);
         return (c, a, b, d, e) => k(stream, c, a, b, d, e);
+    }
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> LoadGrouped<T1, T2, T3, T4, T5, T6, T7, T8>(Action<T1, T2, T3, T4, T5, T6, T7, T8> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct
+    {
+        var k = accelerator.LoadKernel(kernel);
+        return (c, a, b, d, e, f, g, h, i) => k(stream, c, a, b, d, e, f, g, h, i);
     }
     Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> LoadGrouped<T1, T2, T3, T4, T5, T6, T7>(Action<T1, T2, T3, T4, T5, T6, T7> kernel)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct

@@ -41,6 +41,8 @@ public sealed record ExplainRequest(string ModelDir, ExplainInput Input)
     public int AttentionBlockRows { get; init; } = ExplainOptions.DefaultAttentionBlockRows;
     /// <summary>Every value at every position (see <see cref="ExplainOptions.AllPositions"/>).</summary>
     public bool AllPositions { get; init; }
+    /// <summary>Attention as one op (see <see cref="ExplainOptions.FusedAttention"/>).</summary>
+    public bool FusedAttention { get; init; }
 }
 
 /// <summary>Per-token relevance at one layer output.</summary>
@@ -131,7 +133,7 @@ public sealed class ExplainSession : IDisposable
         return config.ModelType == "vit" || (config.Has("format") && config.String("format").StartsWith("torchvision", StringComparison.Ordinal));
     }
 
-    private static ExplainOptions Options(ExplainRequest r, IReadOnlyList<string> nodes) => new() { Method = r.Method, Target = r.Target, Nodes = nodes, Checkpointing = r.Checkpointing, AttentionBlockRows = r.AttentionBlockRows, AllPositions = r.AllPositions };
+    private static ExplainOptions Options(ExplainRequest r, IReadOnlyList<string> nodes) => new() { Method = r.Method, Target = r.Target, Nodes = nodes, Checkpointing = r.Checkpointing, AttentionBlockRows = r.AttentionBlockRows, AllPositions = r.AllPositions, FusedAttention = r.FusedAttention };
 
     /// <summary>Explains <paramref name="input"/> with the method, target and nodes of <paramref name="request"/>.
     /// <see cref="ExplainResult.LoadTime"/> is the time spent reading the input and building its graph.</summary>

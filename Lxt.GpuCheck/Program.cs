@@ -4,7 +4,7 @@
 //                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,products,layers]
 //                     [--profile-tokens 128,2048] [--layers N] [--plan-memory] [--pairs none|all|LIST]
 //                     [--softmax-warp-rows] [--softmax-register-rows] [--table-parameters] [--attention-blocks N]
-//                     [--all-positions]
+//                     [--all-positions] [--fused-attention]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
 //                     tolerances to 1e-2 and 5e-2, and bf16 runs each fixture again with every value narrow that can
 //                     be; --plan-memory only prints each run's planned device memory and kernel count, from a dry
@@ -14,7 +14,8 @@
 //                     --softmax-register-rows holds rows of up to 2048 values in a warp's registers;
 //                     --table-parameters has fused programs read their tables from kernel parameters;
 //                     --attention-blocks N computes masked attention in blocks of N query rows, 0 whole; default 512;
-//                     --all-positions computes every value at every position, not only at the rows the logits read)
+//                     --all-positions computes every value at every position, not only at the rows the logits read;
+//                     --fused-attention computes each attention as one op, its probabilities never stored)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -319,7 +320,7 @@ void Profile(string size, int tokens)
     var model = graph.Model;
     var output = model["logits"].Node;
     var inputNode = model.Inputs.First(i => i.Name == graph.InputName).Node;
-    var explained = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, options.AttentionBlocks, [], pick: false, options.AllPositions);
+    var explained = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, options.AttentionBlocks, [], pick: false, options.AllPositions, options.FusedAttention);
     var plan = PlanModule.compile(Microsoft.FSharp.Collections.ListModule.OfSeq(explained));
     using var backend = Create();
     using var exe = new Executable(plan, backend);
@@ -418,7 +419,7 @@ void TimeModel(string size, List<string> rows, List<string> best)
             GC.Collect();
             backend.ResetPeak();
             var explainer = new Explainer(graph.Model, graph.InputName, session) { LayerOutputs = graph.LayerOutputs };
-            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing, AttentionBlockRows = options.AttentionBlocks, AllPositions = options.AllPositions };
+            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = 0, Checkpointing = checkpointing, AttentionBlockRows = options.AttentionBlocks, AllPositions = options.AllPositions, FusedAttention = options.FusedAttention };
             string mode = ModeName(checkpointing);
             try
             {
@@ -497,7 +498,7 @@ void PlanMemory()
         {
             var graph = LlamaShape(size, tokens);
             var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, Device.Cuda, options.Precision, options.CheckpointModes,
-                attentionBlockRows: options.AttentionBlocks, allPositions: options.AllPositions);
+                attentionBlockRows: options.AttentionBlocks, allPositions: options.AllPositions, fusedAttention: options.FusedAttention);
             foreach (var p in plans)
             {
                 string reference = Reference.Of(size, tokens) is var (_, refGiB) ? $"{refGiB,8:F1}" : $"{"-",8}";
@@ -550,6 +551,8 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
     public int AttentionBlocks { get; init; } = ExplainOptions.DefaultAttentionBlockRows;
     /// <summary>Every value at every position (<see cref="ExplainOptions.AllPositions"/>).</summary>
     public bool AllPositions { get; init; }
+    /// <summary>Attention as one op (<see cref="ExplainOptions.FusedAttention"/>).</summary>
+    public bool FusedAttention { get; init; }
     /// <summary>Softmax rows held in a warp's registers (<see cref="GpuBackend.SoftmaxRowsInRegisters"/>).</summary>
     public bool SoftmaxRegisterRows { get; init; }
 
@@ -588,6 +591,7 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--softmax-register-rows" => o with { SoftmaxRegisterRows = true },
                 "--attention-blocks" => o with { AttentionBlocks = int.Parse(Next()) },
                 "--all-positions" => o with { AllPositions = true },
+                "--fused-attention" => o with { FusedAttention = true },
                 "--pairs" => o with
                 {
                     Pairs = Enum.TryParse<PairedKernels>(Next(), ignoreCase: true, out var pairs) && (pairs & ~PairedKernels.All) == 0 ? pairs

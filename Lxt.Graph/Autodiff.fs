@@ -123,8 +123,17 @@ let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
     | Conv2d(s, p, x, w) ->
         [ x, (fun () -> make (Conv2dGradInput(s, p, g, w)) x.Shape Float None)
           w, (fun () -> make (Conv2dGradWeight(s, p, x, g)) w.Shape Float None) ]
-    | Conv2dGradInput _ | Conv2dGradWeight _ ->
-        let name = (string y.Op).Split([| ' '; '(' |]).[0]
+    | Attention(Output, mask, scale, ([ q; k; v ] as xs)) ->
+        // the backward pass of attention without its probabilities: each part recomputes them from Q, K and the rows'
+        // log-sum-exp, and the softmax's Σ dP ⊙ P is Δ = Σ dO ⊙ O (dP = dO·Vᵀ, so Σⱼ Pᵢⱼ dPᵢⱼ = dOᵢ · Oᵢ)
+        let d = q.Shape.[2]
+        let operands = lazy (xs @ [ g; attentionPart LogSumExp mask scale [ q; k ]; reduceSum [ 2 ] false (mul g y) ])
+        let keysValues = lazy (attentionPart KeyValueGradient mask scale operands.Value)
+        [ q, (fun () -> attentionPart QueryGradient mask scale operands.Value)
+          k, (fun () -> slice 2 0 d keysValues.Value)
+          v, (fun () -> slice 2 d keysValues.Value.Shape.[2] keysValues.Value) ]
+    | Conv2dGradInput _ | Conv2dGradWeight _ | Attention _ ->
+        let name = match y.Op with Attention(part, _, _, _) -> "Attention " + Node.CaseName part | op -> op.GetType().Name
         raise (MissingDerivativeException(name, sprintf "no derivative rule for op %s (at %s)" name (Node.Describe y)))
 
 let private isZeroFill (n: Node) = match n.Op with Fill v -> v = 0.0 | _ -> false

@@ -60,6 +60,31 @@ type ConstData =
             while v.[at + last] = 0.0 do last <- last - 1
             Some(first, last)
 
+/// Which keys a query of a fused attention keeps: query row i (at position Offset + i) keeps key j when j ≤ Offset + i
+/// (if Causal) and Offset + i − j < Window (if set). A mask that is neither keeps every key.
+type AttentionMask =
+    { Causal: bool; Offset: int; Window: int option }
+    static member None = { Causal = false; Offset = 0; Window = None }
+    member m.Keeps(row: int, key: int) =
+        let at = m.Offset + row
+        (not m.Causal || key <= at) && (match m.Window with Some w -> at - key < w | None -> true)
+    /// The keys query row `row` keeps among `keys`: first … stop − 1 (empty when first ≥ stop).
+    member m.Kept(row: int, keys: int) : struct (int * int) =
+        let at = m.Offset + row
+        struct ((match m.Window with Some w -> max 0 (at - w + 1) | None -> 0), (if m.Causal then min keys (at + 1) else keys))
+
+/// The values an attention op computes from Q [heads, T, d], K [kvHeads, keys, d] and V [kvHeads, keys, dv], where
+/// query head h reads key/value head h / (heads / kvHeads), P = softmax(scale · Q·Kᵀ kept by the mask, −∞ elsewhere):
+type AttentionPart =
+    /// O = P·V [heads, T, dv], from Q, K, V
+    | Output
+    /// the log of each row's softmax denominator, with its maximum, [heads, T], from Q, K
+    | LogSumExp
+    /// ∂⟨O, dO⟩/∂Q [heads, T, d], from Q, K, V, dO, the LogSumExp L and Δ = Σ dO ⊙ O along the last axis [heads, T]
+    | QueryGradient
+    /// ∂⟨O, dO⟩/∂K and ∂/∂V side by side [kvHeads, keys, d + dv], from Q, K, V, dO, L and Δ
+    | KeyValueGradient
+
 /// One operation of a graph. Children are nodes; the output shape lives on the node.
 [<CustomEquality; NoComparison>]
 type Op =
@@ -90,6 +115,9 @@ type Op =
     /// Identity: checkpoint `x` read again by the backward pass. Nodes rebuilt over it do not intern to the forward
     /// pass's nodes, so a plan computes them a second time, late (gradient checkpointing, see Checkpoint.fs).
     | Recompute of x: Node
+    /// Scaled dot-product attention computed as one op, its softmax never stored (see AttentionPart); the fused form
+    /// of softmax(where(mask, scale · Q·Kᵀ, −∞))·V that FusedAttention rewrites graphs into.
+    | Attention of part: AttentionPart * mask: AttentionMask * scale: float * operands: Node list
     // Structural equality whose node comparisons are identity: interned children make this shallow.
     override this.Equals(o) =
         match o with
@@ -117,6 +145,8 @@ type Op =
                 s1 = s2 && p1 = p2 && x1 === x2 && w1 === w2
             | GradientScale(f1, x1), GradientScale(f2, x2) -> f1.Equals f2 && x1 === x2
             | TopKMask(k1, x1), TopKMask(k2, x2) -> k1 = k2 && x1 === x2
+            | Attention(p1, m1, s1, xs1), Attention(p2, m2, s2, xs2) ->
+                p1 = p2 && m1 = m2 && s1.Equals s2 && xs1.Length = xs2.Length && List.forall2 (===) xs1 xs2
             | _ -> false
         | _ -> false
     override this.GetHashCode() =
@@ -134,6 +164,7 @@ type Op =
         | Slice(a, s, e, _) -> kids * 17 + hash (a, s, e)
         | Concat(a, _) -> kids * 17 + a
         | Conv2d(s, p, _, _) | Conv2dGradInput(s, p, _, _) | Conv2dGradWeight(s, p, _, _) -> kids * 17 + hash (s, p)
+        | Attention(p, m, s, _) -> kids * 17 + hash (p, m, s)
         | _ -> kids
 
     /// The op's operands, in order.
@@ -145,7 +176,7 @@ type Op =
         | Binary(_, a, b) | MatMul(a, b) | Gather(a, b) | ScatterAdd(a, b)
         | Conv2d(_, _, a, b) | Conv2dGradInput(_, _, a, b) | Conv2dGradWeight(_, _, a, b) -> [ a; b ]
         | Where(c, a, b) -> [ c; a; b ]
-        | Concat(_, xs) -> xs
+        | Concat(_, xs) | Attention(_, _, _, xs) -> xs
 
 /// A node of an immutable, hash-consed graph: equal ops over equal children with equal names are one node.
 and [<CustomEquality; CustomComparison>] Node =
@@ -170,6 +201,7 @@ and [<CustomEquality; CustomComparison>] Node =
             | Unary(o, _) -> Node.CaseName o
             | Binary(o, _, _) -> Node.CaseName o
             | Reduce(o, _, _, _) -> "Reduce" + Node.CaseName o
+            | Attention(p, _, _, _) -> "Attention" + (match p with Output -> "" | p -> Node.CaseName p)
             | Input name -> "Input '" + name + "'"
             | Parameter name -> "Parameter '" + name + "'"
             | op -> op.GetType().Name // the case name; printing the op would print its whole subgraph

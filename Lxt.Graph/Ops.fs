@@ -12,6 +12,37 @@ let private axisOf what (x: Node) axis =
     | None -> fail "%s: axis %d is out of range for %s of rank %d" what axis (d x) x.Shape.Length
 
 
+/// The shape of an attention op's value, after checking its operands (see AttentionPart) and mask.
+let private attentionShape (part: AttentionPart) (mask: AttentionMask) (scale: float) (xs: Node list) : Shape =
+    let expected = match part with Output -> 3 | LogSumExp -> 2 | QueryGradient | KeyValueGradient -> 6
+    if xs.Length <> expected then fail "attention (%A): takes %d operands, got %d" part expected xs.Length
+    let q, k = xs.[0], xs.[1]
+    let v = if xs.Length > 2 then xs.[2] else k
+    for x in [ q; k; v ] do
+        if x.Shape.Length <> 3 then fail "attention: queries, keys and values must be [heads, tokens, dim], got %s" (d x)
+    let heads, t, dk = q.Shape.[0], q.Shape.[1], q.Shape.[2]
+    let kvHeads, keys, dv = k.Shape.[0], k.Shape.[1], v.Shape.[2]
+    if k.Shape.[2] <> dk then fail "attention: queries %s and keys %s differ in their last axis" (d q) (d k)
+    if v.Shape.[0] <> kvHeads || v.Shape.[1] <> keys then fail "attention: keys %s and values %s differ in heads or tokens" (d k) (d v)
+    if kvHeads < 1 || heads % kvHeads <> 0 then fail "attention: %d query heads are not a multiple of the %d key/value heads of %s" heads kvHeads (d k)
+    if not (Double.IsFinite scale) then fail "attention: scale %g is not finite" scale
+    if mask.Offset < 0 || (match mask.Window with Some w -> w < 1 | None -> false) then
+        fail "attention: mask offset %d and window %A are not a mask" mask.Offset mask.Window
+    // every row keeps a key: its softmax is then a distribution (a row kept nowhere would be 0/0)
+    for i in 0 .. t - 1 do
+        let struct (first, stop) = mask.Kept(i, keys)
+        if first >= stop then fail "attention: query row %d of %s keeps no key of %s under mask %A" i (d q) (d k) mask
+    if xs.Length = 6 then
+        let dO, lse, delta = xs.[3], xs.[4], xs.[5]
+        if dO.Shape <> [| heads; t; dv |] then fail "attention gradient: %s does not match the output [%d, %d, %d]" (d dO) heads t dv
+        for s in [ lse; delta ] do
+            if s.Shape <> [| heads; t |] then fail "attention gradient: row statistic %s is not [%d, %d]" (d s) heads t
+    match part with
+    | Output -> [| heads; t; dv |]
+    | LogSumExp -> [| heads; t |]
+    | QueryGradient -> [| heads; t; dk |]
+    | KeyValueGradient -> [| kvHeads; keys; dk + dv |]
+
 /// Builds (or finds) the node for `op`; `given` is the shape of ops whose shape is not implied by their operands.
 let rec make (op: Op) (given: Shape) (dtype: DType) (name: string option) : Node =
     let shape, dt =
@@ -105,6 +136,7 @@ let rec make (op: Op) (given: Shape) (dtype: DType) (name: string option) : Node
             if x.Shape.Length < 1 || k < 1 || k > x.Shape.[x.Shape.Length - 1] then
                 fail "top-k: k = %d does not fit the last axis of %s" k (d x)
             x.Shape, Float
+        | Attention(part, mask, scale, xs) -> attentionShape part mask scale xs, Float
     Intern.node op (Array.copy shape) dt name
 
 /// The same node under a (new) name; names address nodes for latent relevance and errors.
@@ -139,6 +171,7 @@ let withChildren (n: Node) (kids: Node list) : Node =
         | GradientScale(f, _), [ x ] -> GradientScale(f, x)
         | TopKMask(k, _), [ x ] -> TopKMask(k, x)
         | Recompute _, [ x ] -> Recompute x
+        | Attention(p, m, s, xs), ys when ys.Length = xs.Length -> Attention(p, m, s, ys)
         | _ -> fail "rebuild: %s takes %d operands, got %d" (d n) n.Children.Length kids.Length
     if List.forall2 (===) kids n.Children then n else make op n.Shape n.DType n.Name
 
@@ -232,3 +265,9 @@ let gradientScale (factor: float) x = make (GradientScale(factor, x)) [||] Float
 let topKMask (k: int) x = make (TopKMask(k, x)) [||] Float None
 /// Identity: `x` read again by a checkpointed backward pass (see Checkpoint.recompute).
 let recompute (x: Node) = make (Recompute x) [||] x.DType None
+/// One part of the attention of `q` [heads, T, d], `k` [kvHeads, keys, d] and `v` [kvHeads, keys, dv] under `mask`,
+/// with `rest` the further operands the part takes (see AttentionPart).
+let attentionPart (part: AttentionPart) (mask: AttentionMask) (scale: float) (operands: Node list) =
+    make (Attention(part, mask, scale, operands)) [||] Float None
+/// softmax(where(mask, scale · Q·Kᵀ, −∞))·V as one op [heads, T, dv] (grouped-query heads share keys and values).
+let attention (mask: AttentionMask) (scale: float) (q: Node) (k: Node) (v: Node) = attentionPart Output mask scale [ q; k; v ]

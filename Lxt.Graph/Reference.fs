@@ -76,6 +76,51 @@ let private broadcastRead (x: float[]) (xs: Shape) (target: Shape) =
     let st = Shape.broadcastStrides xs target
     fun (idx: int[]) -> x.[offset st idx]
 
+/// The attention op's part (see AttentionPart) from its operands' values, row by row, as softmax(scale·q·kᵀ)·v reads.
+let attention (part: AttentionPart) (mask: AttentionMask) (scale: float) (shapes: Shape list) (args: float[][]) (out: float[]) =
+    let qs, ks = shapes.[0], shapes.[1]
+    let heads, t, d = qs.[0], qs.[1], qs.[2]
+    let kvHeads, keys = ks.[0], ks.[1]
+    let dv = if shapes.Length > 2 then shapes.[2].[2] else 0
+    let q, k = args.[0], args.[1]
+    let group = heads / kvHeads
+    for h in 0 .. heads - 1 do
+        let kh = h / group
+        for i in 0 .. t - 1 do
+            let qi = (h * t + i) * d
+            let kept = [| for j in 0 .. keys - 1 do if mask.Keeps(i, j) then yield j |]
+            let score j =
+                let kj = (kh * keys + j) * d
+                let mutable acc = 0.0
+                for c in 0 .. d - 1 do acc <- acc + q.[qi + c] * k.[kj + c]
+                scale * acc
+            let s = kept |> Array.map score
+            let row = h * t + i
+            match part with
+            | Output | LogSumExp ->
+                let m = Array.max s
+                let z = s |> Array.sumBy (fun x -> Math.Exp(x - m))
+                if part = LogSumExp then out.[row] <- m + Math.Log z
+                else
+                    let v = args.[2]
+                    for c in 0 .. dv - 1 do
+                        let mutable acc = 0.0
+                        kept |> Array.iteri (fun at j -> acc <- acc + Math.Exp(s.[at] - m) / z * v.[(kh * keys + j) * dv + c])
+                        out.[row * dv + c] <- acc
+            | QueryGradient | KeyValueGradient ->
+                let v, dO, lse, delta = args.[2], args.[3], args.[4], args.[5]
+                kept |> Array.iteri (fun at j ->
+                    let p = Math.Exp(s.[at] - lse.[row])
+                    let mutable dp = 0.0
+                    for c in 0 .. dv - 1 do dp <- dp + dO.[row * dv + c] * v.[(kh * keys + j) * dv + c]
+                    let ds = p * (dp - delta.[row])
+                    if part = QueryGradient then
+                        for c in 0 .. d - 1 do out.[qi + c] <- out.[qi + c] + scale * ds * k.[(kh * keys + j) * d + c]
+                    else
+                        let at = (kh * keys + j) * (d + dv)
+                        for c in 0 .. d - 1 do out.[at + c] <- out.[at + c] + scale * ds * q.[qi + c]
+                        for c in 0 .. dv - 1 do out.[at + d + c] <- out.[at + d + c] + p * dO.[row * dv + c])
+
 /// Evaluates one node given the values of its operands (in Op.Children order).
 let evaluate (n: Node) (args: float[][]) : float[] =
     let out = Array.zeroCreate (Shape.numel n.Shape)
@@ -145,6 +190,7 @@ let evaluate (n: Node) (args: float[][]) : float[] =
             // stable: equal values keep index order, so ties go to the lower index
             Array.indexed values |> Array.sortWith (fun (i, a) (j, b) -> if a <> b then compare b a else compare i j)
             |> Array.take k |> Array.iter (fun (i, _) -> out.[row * width + i] <- 1.0)
+    | Attention(part, mask, scale, xs) -> attention part mask scale (xs |> List.map (fun x -> x.Shape)) args out
     | Permute(perm, x) ->
         let st = Shape.strides x.Shape
         each (fun idx ->

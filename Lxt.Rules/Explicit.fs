@@ -52,7 +52,7 @@ let private perUnit (eps: float) (r: Node) (z: Node) =
     else where (equal z (scalar 0.0)) (scalar 0.0) (div r z)
 
 let private missing (y: Node) =
-    let op = match y.Op with Reduce(o, _, _, _) -> "Reduce" + string o | _ -> Selector.opKind y
+    let op = match y.Op with Reduce(o, _, _, _) -> "Reduce" + string o | Attention _ -> "Attention" | _ -> Selector.opKind y
     raise (MissingRelevanceRuleException(op, sprintf "no explicit relevance rule for op %s (at %s): relevance reached it and one of its input-dependent operands needs a share" op (Node.Describe y)))
 
 /// The relevance rule of one op: for each operand, a thunk giving its share of the relevance `r` at `y`.
@@ -109,7 +109,7 @@ let private distribute (rules: ExplicitRules) (isLive: Node -> bool) (y: Node) (
     | Reduce(Max, _, _, _) -> missing y
     // views and copies move relevance without changing it
     | Broadcast _ | Reshape _ | Recompute _ | Permute _ | Slice _ | Concat _ | Gather _ -> Autodiff.layoutAdjoint y r
-    | ScatterAdd _ | Conv2dGradInput _ | Conv2dGradWeight _ -> missing y
+    | ScatterAdd _ | Conv2dGradInput _ | Conv2dGradWeight _ | Attention _ -> missing y
 
 /// Relevance at each node of `at`, propagated explicitly from relevances `R_out` given at `outputs` (pairs of an
 /// output and its relevance, R_out = output ⊙ seed), in reverse topological order: each node sums the shares of all

@@ -12,7 +12,7 @@ namespace Lxt.Benchmarks;
 
 internal static class LlamaBench
 {
-    sealed record Options(LlamaShape Shape, int Threads, int Reps, bool Profile, bool Torch, string? TorchScript, int AttentionBlocks, bool AllPositions);
+    sealed record Options(LlamaShape Shape, int Threads, int Reps, bool Profile, bool Torch, string? TorchScript, int AttentionBlocks, bool AllPositions, bool FusedAttention);
 
     public static int Run(string[] args, bool memoryChild = false)
     {
@@ -25,7 +25,7 @@ internal static class LlamaBench
     {
         var shape = new LlamaShape(Layers: 8, Hidden: 1024, Intermediate: 2816, Heads: 16, KvHeads: 4, Tokens: 256, Vocab: 32000);
         int threads = 1, reps = 5, blocks = ExplainOptions.DefaultAttentionBlockRows;
-        bool profile = false, torch = true, allPositions = false;
+        bool profile = false, torch = true, allPositions = false, fused = false;
         string? script = null;
         for (int i = 0; i < args.Length; i++)
         {
@@ -40,6 +40,7 @@ internal static class LlamaBench
                 case "--torch-script" when i + 1 < args.Length: script = args[++i]; break;
                 case "--profile": profile = true; break;
                 case "--all-positions": allPositions = true; break;
+                case "--fused-attention": fused = true; break;
                 case "--no-torch": torch = false; break;
                 default:
                     Console.Error.WriteLine($"llama: unknown option '{a}'");
@@ -51,7 +52,7 @@ internal static class LlamaBench
             Console.Error.WriteLine("llama: need threads >= 1, reps >= 1, attention blocks >= 0, hidden divisible by heads, heads by kv heads");
             return null;
         }
-        return new(shape, threads, reps, profile, torch, script, blocks, allPositions);
+        return new(shape, threads, reps, profile, torch, script, blocks, allPositions, fused);
     }
 
     static double MedianMs(int reps, Action body)
@@ -77,7 +78,7 @@ internal static class LlamaBench
         var weights = Weights.Random(g.Model, seed: 0);
         var input = s.RandomEmbeddings();
         double fwdMs, lrpMs;
-        double? wholeMs = null, everyMs = null;
+        double? wholeMs = null, everyMs = null, productsMs = null;
         int target;
         using (var explainer = new Explainer(g.Model, g.InputName, weights, Device.Cpu, o.Threads))
         {
@@ -85,10 +86,12 @@ internal static class LlamaBench
             target = Array.IndexOf(logits, logits.Max());
             fwdMs = MedianMs(o.Reps, () => explainer.Forward(input));
             // the target is fixed so the timed pass is one forward + relevance pass, as the PyTorch script's
-            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = target, AttentionBlockRows = o.AttentionBlocks, AllPositions = o.AllPositions };
+            var opts = new ExplainOptions { Method = Method.AttnLrp, Target = target, AttentionBlockRows = o.AttentionBlocks, AllPositions = o.AllPositions, FusedAttention = o.FusedAttention };
             lrpMs = MedianMs(o.Reps, () => explainer.Explain(input, opts));
             // where the attention runs in blocks, the same explanation with every attention whole, for the ratio
-            if (o.AttentionBlocks > 0 && s.Tokens > o.AttentionBlocks)
+            if (o.FusedAttention)
+                productsMs = MedianMs(o.Reps, () => explainer.Explain(input, opts with { FusedAttention = false }));
+            else if (o.AttentionBlocks > 0 && s.Tokens > o.AttentionBlocks)
                 wholeMs = MedianMs(o.Reps, () => explainer.Explain(input, opts with { AttentionBlockRows = 0 }));
             // and with every value computed at every position, for the ratio of computing only the rows read
             if (!o.AllPositions)
@@ -105,6 +108,8 @@ internal static class LlamaBench
         Console.WriteLine($"| Lxt ({o.Threads} thread) | {fwdMs:F0} ms | {lrpMs:F0} ms |");
         if (wholeMs is double whole)
             Console.WriteLine($"| Lxt, attention whole (blocks {o.AttentionBlocks} rows above: {lrpMs / whole:F2}×) | | {whole:F0} ms |");
+        if (productsMs is double products)
+            Console.WriteLine($"| Lxt, attention as products and a softmax (attention as one op above: {lrpMs / products:F2}×) | | {products:F0} ms |");
         if (everyMs is double every)
             Console.WriteLine($"| Lxt, every position (the rows read above: {lrpMs / every:F2}×) | | {every:F0} ms |");
         if (torch is var (tf, tl, version))
@@ -127,7 +132,7 @@ internal static class LlamaBench
         var output = model["logits"].Node;
         var inputNode = model.Inputs.First(i => i.Name == g.InputName).Node;
         var clock = Stopwatch.StartNew();
-        var graph = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, o.AttentionBlocks, [], pick: false, o.AllPositions);
+        var graph = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, o.AttentionBlocks, [], pick: false, o.AllPositions, o.FusedAttention);
         double graphMs = clock.Elapsed.TotalMilliseconds;
         clock.Restart();
         var plan = PlanModule.compile(ListModule.OfSeq(graph));
@@ -164,7 +169,7 @@ internal static class LlamaBench
         var weights = Weights.Random(g.Model, seed: 0);
         var input = o.Shape.RandomEmbeddings();
         using var explainer = new Explainer(g.Model, g.InputName, weights, Device.Cpu, o.Threads);
-        explainer.Explain(input, new ExplainOptions { Method = Method.AttnLrp, Target = 0, AttentionBlockRows = o.AttentionBlocks, AllPositions = o.AllPositions });
+        explainer.Explain(input, new ExplainOptions { Method = Method.AttnLrp, Target = 0, AttentionBlockRows = o.AttentionBlocks, AllPositions = o.AllPositions, FusedAttention = o.FusedAttention });
         Console.WriteLine(JsonSerializer.Serialize(new { vmhwm = VmHwmBytes(), planned = explainer.Session.PeakIntermediateBytes }));
         return 0;
     }

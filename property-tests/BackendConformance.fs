@@ -101,6 +101,18 @@ let tests (backend: unit -> IBackend) (effort: Effort) =
         Expect.stringContains ex.Message "index 9" "names the index"
         Expect.stringContains ex.Message "embed.tokens" "names the table"
       }
+      test "attention as one op agrees with the reference: output, log-sum-exp and gradients, grouped heads, masks at an offset" {
+        let rng = Random 9
+        for (h, kv, t, past, d, dv, mask) in
+            [ 4, 2, 5, 3, 3, 2, { Causal = true; Offset = 3; Window = None }
+              2, 1, 7, 0, 4, 5, { Causal = true; Offset = 0; Window = Some 3 }
+              3, 3, 4, 2, 2, 3, AttentionMask.None
+              2, 2, 40, 0, 8, 8, { Causal = true; Offset = 0; Window = None } ] do
+            let q, k, v = input "q" [| h; t; d |] Float, input "k" [| kv; past + t; d |] Float, input "v" [| kv; past + t; dv |] Float
+            let o = attention mask 0.7 q k v
+            let values = Map [ "q", random rng (h * t * d); "k", random rng (kv * (past + t) * d); "v", random rng (kv * (past + t) * dv) ]
+            Expect.isTrue (agrees (sprintf "attention %A" mask) values (RandomGraphs.forwardAndGradients 3 o)) (sprintf "%d heads over %d, %d tokens after %d, %A" h kv t past mask)
+      }
       test "buffers of another backend are rejected" {
         let foreign = (new ReferenceBackend() :> IBackend).Allocate 4
         Expect.throwsT<ArgumentException> (fun () -> (backend ()).Upload(ReadOnlySpan(Array.zeroCreate<float32> 4), foreign)) "foreign buffer"

@@ -37,6 +37,7 @@ public sealed class ExplainCommand : ICommand
         new("checkpointing", "none|layers|sqrt|products|products:GiB", "recompute activations in the relevance pass: none (default), layer interiors from every layer or every √L-th layer, or the pointwise ops between matrix products (less memory, same relevance); products:GiB also keeps the attention probabilities of as many layers as fit in that many GiB of intermediates (faster)"),
         AttentionBlocksSpec,
         AllPositionsSpec,
+        FusedAttentionSpec,
         new("trace", "FILE.png", "write a token × layer image of relevance at every layer output (text models)"),
         new("batch", "FILE", "explain every line of a JSON-lines file ({\"text\"|\"input_ids\"|\"pixels\", \"id\"?, \"target\"?})"),
         new("out", "FILE", "with --batch: append one JSON result per line here; a rerun resumes where it stopped"),
@@ -204,6 +205,7 @@ public sealed class ExplainCommand : ICommand
             Checkpointing = checkpointing,
             AttentionBlockRows = AttentionBlocksOf(args),
             AllPositions = args.Has("all-positions"),
+            FusedAttention = args.Has("fused-attention"),
         };
     }
 
@@ -214,6 +216,10 @@ public sealed class ExplainCommand : ICommand
     /// <summary>The <c>--all-positions</c> flag of the commands that explain or plan explanations.</summary>
     public static OptionSpec AllPositionsSpec { get; } = new("all-positions", null,
         "compute every value at every position (by default each is computed only at the positions the explained output reads, so the last layer runs at one position; same relevance)");
+
+    /// <summary>The <c>--fused-attention</c> flag of the commands that explain or plan explanations.</summary>
+    public static OptionSpec FusedAttentionSpec { get; } = new("fused-attention", null,
+        "compute each attention as one op whose backward pass recomputes the probabilities from the queries, keys and one log-sum-exp per row, storing no [heads, tokens, keys] scores (causal, windowed or unmasked attention whose weights are not asked for; same relevance; --attention-blocks does not apply)");
 
     /// <summary>The query rows of an attention block <c>--attention-blocks</c> asks for (the default without it).</summary>
     public static int AttentionBlocksOf(Arguments args) => args.Int("attention-blocks", min: 0) ?? ExplainOptions.DefaultAttentionBlockRows;

@@ -21,6 +21,7 @@ public sealed class PlanCommand : ICommand
         new("rules", "RULES", $"rule set: {string.Join(", ", Method.Ids)} (default attnlrp)"),
         ExplainCommand.AttentionBlocksSpec,
         ExplainCommand.AllPositionsSpec,
+        ExplainCommand.FusedAttentionSpec,
     ];
 
     public int Execute(Arguments args, CommandContext context)
@@ -37,7 +38,7 @@ public sealed class PlanCommand : ICommand
         var method = Method.Parse(args.Choice("rules", Method.Ids, "attnlrp"));
         var graph = PretrainedModel.GraphOf(dir, tokens);
         var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, device, precision, choices, method,
-            ExplainCommand.AttentionBlocksOf(args), args.Has("all-positions"));
+            ExplainCommand.AttentionBlocksOf(args), args.Has("all-positions"), args.Has("fused-attention"));
         var w = context.Out;
         w.WriteLine($"{method.Id} explanation of {dir}, input [{string.Join(", ", graph.InputShape)}], planned for {DeviceOption.NameOf(device)}"
                     + (device == Device.Cpu ? "" : $" with {GpuBackend.IdOf(precision)} products")

@@ -1,0 +1,151 @@
+// Fused attention (Op.Attention) on ILGPU: one warp per query row (output, log-sum-exp, the queries' gradient) or per
+// key (the keys' and values' gradients). Probabilities are recomputed from Q, K and each row's log-sum-exp where they
+// are needed and never written; a warp keeps one chunk of them, one per lane, in shared memory.
+using ILGPU;
+using ILGPU.Runtime;
+using Lxt.Graph;
+using static Lxt.Backend.Gpu.Kernels;
+
+namespace Lxt.Backend.Gpu;
+
+/// <summary>An attention op's sizes and mask for its kernels: Q [Heads, T, D], K [KvHeads, Keys, D], V [KvHeads, Keys,
+/// Dv]. Query row i keeps key j when j ≤ Offset + i (if Causal ≠ 0) and Offset + i − j &lt; Window (if Window &gt; 0).
+/// Part: 0 the output, 1 the log-sum-exp, 2 the queries' gradient, 3 the keys' and values' gradients.</summary>
+public struct AttentionShape
+{
+    public int Heads, T, D, KvHeads, Keys, Dv, Causal, Offset, Window, Part;
+    public float Scale;
+
+    public static AttentionShape Of(Op.Attention a)
+    {
+        var q = a.operands[0].Shape;
+        var k = a.operands[1].Shape;
+        return new AttentionShape
+        {
+            Heads = q[0], T = q[1], D = q[2], KvHeads = k[0], Keys = k[1], Dv = a.operands.Length > 2 ? a.operands[2].Shape[2] : 0,
+            Causal = a.mask.Causal ? 1 : 0, Offset = a.mask.Offset, Window = a.mask.Window is { } w ? w.Value : 0,
+            Part = a.part.IsOutput ? 0 : a.part.IsLogSumExp ? 1 : a.part.IsQueryGradient ? 2 : 3,
+            Scale = (float)a.scale,
+        };
+    }
+}
+
+public static class AttentionKernels
+{
+    /// <summary>Most lanes a warp may have: the shared chunk holds one value per lane.</summary>
+    public const int MaxLanes = 64;
+
+    static void Kept(in AttentionShape s, int row, out int first, out int stop)
+    {
+        int at = s.Offset + row;
+        first = s.Window > 0 ? Math.Max(0, at - s.Window + 1) : 0;
+        stop = s.Causal != 0 ? Math.Min(s.Keys, at + 1) : s.Keys;
+    }
+
+    static float Dot(ArrayView<float> a, int ai, ArrayView<float> b, int bi, int n)
+    {
+        float acc = 0f;
+        for (int c = 0; c < n; c++) acc += a[ai + c] * b[bi + c];
+        return acc;
+    }
+
+    /// <summary>Part 0 (O = P·V), 1 (the log-sum-exp L) or 2 (dQ = scale · (P ⊙ (dO·Vᵀ − Δ))·K) of one query row per
+    /// group of one warp; grid = Heads·T. The row's L is computed online (each lane a running maximum and sum over its
+    /// keys, then combined), or read for part 2.</summary>
+    public static void QueryRows(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
+                                 ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> y, AttentionShape s)
+    {
+        var chunk = SharedMemory.Allocate<float>(MaxLanes);
+        int row = Grid.IdxX, lane = Group.IdxX, lanes = Group.DimX;
+        int h = row / s.T, kh = h / (s.Heads / s.KvHeads);
+        Kept(s, row % s.T, out int first, out int stop);
+        int qi = row * s.D;
+        float l;
+        if (s.Part == 2) l = lse[row];
+        else
+        {
+            float m = float.NegativeInfinity, z = 0f;
+            for (int j = first + lane; j < stop; j += lanes)
+            {
+                float sc = s.Scale * Dot(q, qi, k, (kh * s.Keys + j) * s.D, s.D);
+                if (sc > m) { z = z * MathF.Exp(m - sc) + 1f; m = sc; }
+                else z += MathF.Exp(sc - m);
+            }
+            float max = WarpMax(m);
+            l = max + MathF.Log(WarpSum(z == 0f ? 0f : z * MathF.Exp(m - max)));
+            if (s.Part == 1)
+            {
+                if (lane == 0) y[row] = l;
+                return;
+            }
+        }
+        bool gradient = s.Part == 2;
+        int width = gradient ? s.D : s.Dv;
+        var rows = gradient ? k : v;
+        float dl = gradient ? delta[row] : 0f;
+        for (int c = lane; c < width; c += lanes) y[row * width + c] = 0f;
+        for (int start = first; start < stop; start += lanes)
+        {
+            int j = start + lane;
+            float w = 0f;
+            if (j < stop)
+            {
+                float p = MathF.Exp(s.Scale * Dot(q, qi, k, (kh * s.Keys + j) * s.D, s.D) - l);
+                w = gradient ? s.Scale * p * (Dot(dO, row * s.Dv, v, (kh * s.Keys + j) * s.Dv, s.Dv) - dl) : p;
+            }
+            chunk[lane] = w;
+            Group.Barrier();
+            int count = Math.Min(lanes, stop - start);
+            for (int c = lane; c < width; c += lanes)
+            {
+                float acc = y[row * width + c];
+                for (int jj = 0; jj < count; jj++) acc += chunk[jj] * rows[(kh * s.Keys + start + jj) * width + c];
+                y[row * width + c] = acc;
+            }
+            Group.Barrier();
+        }
+    }
+
+    /// <summary>Part 3: dK = scale · dSᵀ·Q and dV = Pᵀ·dO side by side [KvHeads, Keys, D + Dv], one key per group of one
+    /// warp (grid = KvHeads·Keys), summed over the query rows of every head of its group (consecutive rows of Q) that
+    /// keep it.</summary>
+    public static void KeyRows(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
+                               ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> y, AttentionShape s)
+    {
+        var ps = SharedMemory.Allocate<float>(MaxLanes);
+        var dss = SharedMemory.Allocate<float>(MaxLanes);
+        int key = Grid.IdxX, lane = Group.IdxX, lanes = Group.DimX;
+        int kh = key / s.Keys, j = key % s.Keys, width = s.D + s.Dv;
+        int group = s.Heads / s.KvHeads, queries = group * s.T, firstRow = kh * group * s.T;
+        for (int c = lane; c < width; c += lanes) y[key * width + c] = 0f;
+        for (int start = 0; start < queries; start += lanes)
+        {
+            int r = start + lane;
+            float p = 0f, ds = 0f;
+            if (r < queries)
+            {
+                Kept(s, r % s.T, out int first, out int stop);
+                if (j >= first && j < stop)
+                {
+                    int qr = firstRow + r;
+                    p = MathF.Exp(s.Scale * Dot(q, qr * s.D, k, key * s.D, s.D) - lse[qr]);
+                    ds = s.Scale * p * (Dot(dO, qr * s.Dv, v, key * s.Dv, s.Dv) - delta[qr]);
+                }
+            }
+            ps[lane] = p;
+            dss[lane] = ds;
+            Group.Barrier();
+            int count = Math.Min(lanes, queries - start);
+            for (int c = lane; c < width; c += lanes)
+            {
+                float acc = y[key * width + c];
+                if (c < s.D)
+                    for (int rr = 0; rr < count; rr++) acc += dss[rr] * q[(firstRow + start + rr) * s.D + c];
+                else
+                    for (int rr = 0; rr < count; rr++) acc += ps[rr] * dO[(firstRow + start + rr) * s.Dv + c - s.D];
+                y[key * width + c] = acc;
+            }
+            Group.Barrier();
+        }
+    }
+}
