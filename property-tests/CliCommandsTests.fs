@@ -391,6 +391,14 @@ let checkpointingTests =
                 Expect.equal read.Length every.Length "one value per token"
                 for a, b in Array.zip read every do Expect.floatClose Accuracy.veryHigh a b "same relevance"
         }
+        test "--fused-attention gives the relevance of attention as products, on the reference and on the cpu" {
+            withRelevance <| fun explainRelevance ->
+                let products = explainRelevance [ "--device"; "reference" ]
+                let fused = explainRelevance [ "--device"; "reference"; "--fused-attention" ]
+                for a, b in Array.zip fused products do Expect.floatClose Accuracy.veryHigh a b "same relevance in float64"
+                let cpu = explainRelevance [ "--device"; "cpu"; "--fused-attention" ]
+                for a, b in Array.zip cpu products do Expect.floatClose { absolute = 1e-5; relative = 1e-4 } a b "and in float32"
+        }
     ]
 
 let planTests =
@@ -441,6 +449,15 @@ let planTests =
                 let cells = out.Split('\n') |> Array.map (fun l -> l.Split(' ', StringSplitOptions.RemoveEmptyEntries)) |> Array.find (fun c -> c.Length = 3 && c.[0] = "none")
                 number cells.[1]
             Expect.isLessThan (plan []) (plan [ "--all-positions" ]) "the last layer's activations at one position"
+        }
+        test "--fused-attention at 256 tokens plans less memory and fewer kernels than attention as products and a softmax" {
+            let plan (extra: string list) =
+                let out = ok ([ "plan"; "--model"; llama; "--tokens"; "256"; "--device"; "ilgpu-cpu"; "--checkpointing"; "none" ] @ extra)
+                let cells = out.Split('\n') |> Array.map (fun l -> l.Split(' ', StringSplitOptions.RemoveEmptyEntries)) |> Array.find (fun c -> c.Length = 3 && c.[0] = "none")
+                number cells.[1], int64 cells.[2]
+            let (productsMiB, productsKernels), (fusedMiB, fusedKernels) = plan [], plan [ "--fused-attention" ]
+            Expect.isLessThan fusedMiB productsMiB "no [heads, tokens, tokens] scores or probabilities"
+            Expect.isLessThan fusedKernels productsKernels "four kernels an attention, forward and backward"
         }
         test "in bfloat16 the header says which computed values are stored in bfloat16" {
             let out = ok [ "plan"; "--model"; llama; "--tokens"; "16"; "--device"; "ilgpu-cpu"; "--precision"; "bf16"; "--checkpointing"; "none" ]

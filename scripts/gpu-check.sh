@@ -10,8 +10,8 @@
 #                                 # (device tool: carry [".gpu-check"], command "bash scripts/gpu-check.sh run")
 #   scripts/gpu-check.sh variants # there: the device time of 4 Llama 3.2 1B layers at 2048 tokens for each choice of
 #                                 # kernels (paired values, softmax rows a warp each or in registers, program tables as
-#                                 # kernel parameters), attention whole or in blocks of query rows, and every value
-#                                 # at every position,
+#                                 # kernel parameters), attention whole, in blocks of query rows or as one op (with no
+#                                 # checkpointing, which then fits), and every value at every position,
 #                                 # one line each and the fastest last; then `run` with LXT_GPU_CHECK_ARGS set to it
 #
 # `run` unpacks under /tmp, samples nvidia-smi's memory use in the background, and runs the check: parity with
@@ -69,7 +69,8 @@ case "${1:-}" in
 --pairs All --softmax-warp-rows
 --pairs All --table-parameters
 --pairs All --softmax-register-rows
---pairs All --softmax-register-rows --table-parameters}"
+--pairs All --softmax-register-rows --table-parameters
+--pairs All --fused-attention --checkpointing none}"
     : > "$out/variants.log"
     while IFS= read -r v; do
       [ -n "$v" ] || continue
