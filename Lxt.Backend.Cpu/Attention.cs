@@ -8,7 +8,7 @@ namespace Lxt.Backend.Cpu;
 internal static class Attention
 {
     /// <summary>Query rows per block: a block's scores (rows × kept keys) stay in a thread's cache-sized scratch.</summary>
-    const int Rows = 32;
+    const int Rows = 64;
 
     /// <summary>Shapes of an attention op's operands: Q [heads, T, d], K [kvHeads, keys, d], V [kvHeads, keys, dv].</summary>
     readonly record struct Dims(int Heads, int T, int D, int KvHeads, int Keys, int Dv)

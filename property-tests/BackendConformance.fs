@@ -107,7 +107,7 @@ let tests (backend: unit -> IBackend) (effort: Effort) =
             [ 4, 2, 5, 3, 3, 2, { Causal = true; Offset = 3; Window = None }
               2, 1, 7, 0, 4, 5, { Causal = true; Offset = 0; Window = Some 3 }
               3, 3, 4, 2, 2, 3, AttentionMask.None
-              2, 2, 40, 0, 8, 8, { Causal = true; Offset = 0; Window = None } ] do
+              2, 2, 150, 7, 8, 8, { Causal = true; Offset = 7; Window = Some 90 } ] do
             let q, k, v = input "q" [| h; t; d |] Float, input "k" [| kv; past + t; d |] Float, input "v" [| kv; past + t; dv |] Float
             let o = attention mask 0.7 q k v
             let values = Map [ "q", random rng (h * t * d); "k", random rng (kv * (past + t) * d); "v", random rng (kv * (past + t) * dv) ]
