@@ -61,6 +61,27 @@ internal static class Attention
         }
     }
 
+    /// <summary>For one block: <paramref name="s"/> ← P = exp(S − L) and <paramref name="dp"/> ← scale · P ⊙ (dO·Vᵀ − Δ),
+    /// the gradient of the scores before their scale.</summary>
+    static void Backward(in Dims m, AttentionMask mask, float scale, float[][] x, int h, int r0, int r1, int c0, int c1, float[] s, float[] dp)
+    {
+        int rows = r1 - r0, cols = c1 - c0, kh = h / m.Group;
+        float[] v = x[2], dO = x[3], lse = x[4], delta = x[5];
+        Scores(m, mask, scale, x[0], x[1], h, r0, r1, c0, c1, s);
+        Kernels.Gemm(false, true, rows, cols, m.Dv, dO.AsSpan((h * m.T + r0) * m.Dv, rows * m.Dv), m.Dv,
+            v.AsSpan((kh * m.Keys + c0) * m.Dv, cols * m.Dv), m.Dv, dp.AsSpan(0, rows * cols), cols, maxThreads: 1);
+        for (int i = 0; i < rows; i++)
+        {
+            var sr = s.AsSpan(i * cols, cols);
+            var dr = dp.AsSpan(i * cols, cols);
+            TensorPrimitives.Subtract(sr, lse[h * m.T + r0 + i], sr);
+            TensorPrimitives.Exp(sr, sr);
+            TensorPrimitives.Subtract(dr, delta[h * m.T + r0 + i], dr);
+            TensorPrimitives.Multiply(dr, sr, dr);
+            TensorPrimitives.Multiply(dr, scale, dr);
+        }
+    }
+
     /// <summary>The output, the log-sum-exp or the queries' gradient: one block of query rows of one head at a time.</summary>
     static void RowBlocks(AttentionPart part, Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads)
     {
@@ -74,27 +95,15 @@ internal static class Attention
                 int h = w / blocks, r0 = w % blocks * Rows, r1 = Math.Min(m.T, r0 + Rows), rows = r1 - r0, kh = h / m.Group;
                 var (c0, c1) = KeptBy(mask, r0, r1, m.Keys);
                 int cols = c1 - c0;
-                Scores(m, mask, scale, x[0], x[1], h, r0, r1, c0, c1, s);
                 if (part.IsQueryGradient)
                 {
-                    // P = exp(S − L); dP = dO·Vᵀ; dS = P ⊙ (dP − Δ); dQ = scale · dS·K
-                    float[] v = x[2], dO = x[3], lse = x[4], delta = x[5];
-                    Kernels.Gemm(false, true, rows, cols, m.Dv, dO.AsSpan((h * m.T + r0) * m.Dv, rows * m.Dv), m.Dv,
-                        v.AsSpan((kh * m.Keys + c0) * m.Dv, cols * m.Dv), m.Dv, dp.AsSpan(0, rows * cols), cols, maxThreads: 1);
-                    for (int i = 0; i < rows; i++)
-                    {
-                        var sr = s.AsSpan(i * cols, cols);
-                        var dr = dp.AsSpan(i * cols, cols);
-                        TensorPrimitives.Subtract(sr, lse[h * m.T + r0 + i], sr);
-                        TensorPrimitives.Exp(sr, sr);
-                        TensorPrimitives.Subtract(dr, delta[h * m.T + r0 + i], dr);
-                        TensorPrimitives.Multiply(sr, dr, sr);
-                        TensorPrimitives.Multiply(sr, scale, sr);
-                    }
-                    Kernels.Gemm(false, false, rows, m.D, cols, s.AsSpan(0, rows * cols), cols,
+                    // dQ = scale · (P ⊙ (dO·Vᵀ − Δ))·K
+                    Backward(m, mask, scale, x, h, r0, r1, c0, c1, s, dp!);
+                    Kernels.Gemm(false, false, rows, m.D, cols, dp.AsSpan(0, rows * cols), cols,
                         x[1].AsSpan((kh * m.Keys + c0) * m.D, cols * m.D), m.D, y.AsSpan((h * m.T + r0) * m.D, rows * m.D), m.D, maxThreads: 1);
                     continue;
                 }
+                Scores(m, mask, scale, x[0], x[1], h, r0, r1, c0, c1, s);
                 for (int i = 0; i < rows; i++)
                 {
                     var sr = s.AsSpan(i * cols, cols);
@@ -116,7 +125,7 @@ internal static class Attention
     /// time, summed over the query rows of every head of its group that keep a key of the block.</summary>
     static void KeyValueGradient(Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads)
     {
-        float[] q = x[0], k = x[1], v = x[2], dO = x[3], lse = x[4], delta = x[5];
+        float[] q = x[0], dO = x[3];
         int keyBlocks = (m.Keys + Rows - 1) / Rows, rowBlocks = (m.T + Rows - 1) / Rows, width = m.D + m.Dv;
         Array.Clear(y);
         Kernels.For(m.KvHeads * keyBlocks, (long)Rows * m.T * m.Group * (m.D + m.Dv) * 2, threads, (from, to) =>
@@ -136,19 +145,7 @@ internal static class Attention
                         int r0 = b * Rows, r1 = Math.Min(m.T, r0 + Rows), rows = r1 - r0;
                         var (f, e) = KeptBy(mask, r0, r1, m.Keys);
                         if (e <= c0 || f >= c1) continue;
-                        Scores(m, mask, scale, q, k, h, r0, r1, c0, c1, s);
-                        Kernels.Gemm(false, true, rows, cols, m.Dv, dO.AsSpan((h * m.T + r0) * m.Dv, rows * m.Dv), m.Dv,
-                            v.AsSpan((kh * m.Keys + c0) * m.Dv, cols * m.Dv), m.Dv, dp.AsSpan(0, rows * cols), cols, maxThreads: 1);
-                        for (int i = 0; i < rows; i++)
-                        {
-                            var sr = s.AsSpan(i * cols, cols);
-                            var dr = dp.AsSpan(i * cols, cols);
-                            TensorPrimitives.Subtract(sr, lse[h * m.T + r0 + i], sr);
-                            TensorPrimitives.Exp(sr, sr);                  // P
-                            TensorPrimitives.Subtract(dr, delta[h * m.T + r0 + i], dr);
-                            TensorPrimitives.Multiply(dr, sr, dr);         // dS = P ⊙ (dP − Δ)
-                            TensorPrimitives.Multiply(dr, scale, dr);
-                        }
+                        Backward(m, mask, scale, x, h, r0, r1, c0, c1, s, dp);
                         // dV += Pᵀ·dO, dK += scale · dSᵀ·Q
                         Kernels.Gemm(true, false, cols, m.Dv, rows, s.AsSpan(0, rows * cols), cols,
                             dO.AsSpan((h * m.T + r0) * m.Dv, rows * m.Dv), m.Dv, dv, m.Dv, accumulate: true, maxThreads: 1);

@@ -125,6 +125,14 @@ let conservationTests =
         }
     ]
 
+/// The fixture's target explained with its method on the float64 reference, with each options `make` builds from that
+/// method, the target and the graph's layer outputs; and the graph.
+let explainEach (f: Fixture) (make: Method -> Nullable<int> -> IReadOnlyList<string> -> ExplainOptions list) =
+    let model, graph, input = prepare f
+    use model = model
+    use explainer = new Explainer(graph.Model, graph.InputName, model.WeightsFor graph, Device.Reference)
+    make (methodOf f) (Nullable(f.Json.GetProperty("target").GetInt32())) graph.LayerOutputs |> List.map (fun o -> explainer.Explain(input, o)), graph
+
 /// Causal attention in blocks of query rows (ExplainOptions.AttentionBlockRows) explains the fixtures as whole attention
 /// does: the reference's relevance, and the latent relevance of every layer.
 let blockTests =
@@ -132,18 +140,15 @@ let blockTests =
         for name in [ "llama"; "qwen2"; "gpt2"; "qwen3_moe" ] do
             test (sprintf "%s in blocks of 3 query rows matches the reference and the whole attention in float64" name) {
                 let f = load name
-                let model, graph, input = prepare f
-                use model = model
-                let explainWith rows =
-                    use explainer = new Explainer(graph.Model, graph.InputName, model.WeightsFor graph, Device.Reference)
-                    explainer.Explain(input, ExplainOptions(Method = methodOf f, Target = Nullable(f.Json.GetProperty("target").GetInt32()), Nodes = graph.LayerOutputs, AttentionBlockRows = rows))
+                let explanations, graph =
+                    explainEach f (fun m target layers -> [ for rows in [ 0; 3 ] -> ExplainOptions(Method = m, Target = target, Nodes = layers, AttentionBlockRows = rows) ])
                 // attention weights [heads, queries, keys] (a mixture of experts' router takes softmaxes of its own)
                 let softmaxes (root: Lxt.Graph.Node) =
                     Lxt.Graph.Traverse.topo [ root ] |> Array.filter (fun n -> match n.Op with Lxt.Graph.Op.Softmax _ -> n.Shape.Length = 3 | _ -> false) |> Array.length
                 let output = graph.Model.["logits"].Node
                 let blocked = (Lxt.Graph.QueryBlocks.rewrite 3 (HashSet()) [ output ]).[output]
                 Expect.equal (softmaxes blocked) (4 * softmaxes output) (sprintf "%s: 11 tokens make 4 blocks in every layer" name)
-                let whole, inBlocks = explainWith 0, explainWith 3
+                let whole, inBlocks = explanations.[0], explanations.[1]
                 let tol = if name = "qwen3_moe" then 1e-5 else 3e-7
                 Expect.isLessThan (relativeError inBlocks.PerPosition (f.Doubles "relevance")) tol (sprintf "%s: the reference's relevance" name)
                 Expect.isLessThan (relativeError inBlocks.PerPosition whole.PerPosition) 1e-12 (sprintf "%s: the whole attention's relevance" name)

@@ -130,12 +130,9 @@ let tests =
             for name in [ "llama"; "qwen2"; "gpt2"; "qwen3_moe" ] do
                 test (sprintf "%s: the reference's relevance, and that of attention as products in float64, latent relevance too" name) {
                     let f = load name
-                    let model, graph, input = prepare f
-                    use model = model
-                    use explainer = new Explainer(graph.Model, graph.InputName, model.WeightsFor graph, Device.Reference)
-                    let explainWith fused =
-                        explainer.Explain(input, ExplainOptions(Method = methodOf f, Target = Nullable(f.Json.GetProperty("target").GetInt32()), Nodes = graph.LayerOutputs, FusedAttention = fused))
-                    let plain, fused = explainWith false, explainWith true
+                    let explanations, graph =
+                        explainEach f (fun m target layers -> [ for fused in [ false; true ] -> ExplainOptions(Method = m, Target = target, Nodes = layers, FusedAttention = fused) ])
+                    let plain, fused = explanations.[0], explanations.[1]
                     let tol = if name = "qwen3_moe" then 1e-5 else 3e-7
                     Expect.isLessThan (relativeError fused.PerPosition (f.Doubles "relevance")) tol (sprintf "%s: the reference's relevance" name)
                     Expect.isLessThan (relativeError fused.PerPosition plain.PerPosition) 1e-12 (sprintf "%s: attention as products" name)
@@ -143,7 +140,7 @@ let tests =
                     for layer in graph.LayerOutputs do
                         Expect.isLessThan (relativeError (fused.PerToken layer) (plain.PerToken layer)) 1e-12 (sprintf "%s: latent relevance at %s" name layer)
                     // every attention of the explained graph is one op
-                    let outputs = Explainer.RelevanceGraph(graph.Model.["logits"].Node, explainer.InputNode, (methodOf f).RuleSet, 0, [||], false, false, true)
+                    let outputs = Explainer.RelevanceGraph(graph.Model.["logits"].Node, (graph.Model.Inputs |> Seq.find (fun i -> i.Name = graph.InputName)).Node, (methodOf f).RuleSet, 0, [||], false, false, true)
                     let layers = graph.LayerOutputs.Count
                     Expect.equal (count isAttention (List.ofArray outputs)) (4 * layers) (sprintf "%s: per layer the output, the log-sum-exp and two gradients" name)
                 }
