@@ -383,10 +383,9 @@ public sealed class Explainer : IDisposable
     {
         (output, asked) = ComputedGraph(output, asked, fusedAttention ? 0 : attentionBlockRows, allPositions);
         var seedInput = Ops.input(SeedName, output.Shape, DType.Float);
-        Func<IReadOnlySet<Lxt.Graph.Node>, FSharpList<Lxt.Graph.Node>, IReadOnlyDictionary<Lxt.Graph.Node, Lxt.Graph.Node>> exact = fusedAttention
-            ? FusedAttention.rewrite
-            : (_, roots) => Traverse.mapBottomUp(FuncConvert.FromFunc<Lxt.Graph.Node, Lxt.Graph.Node>(n => n), roots);
-        var (rewrittenOutput, seedNode, relevance) = Lrp.relevanceThrough(FuncConvert.FromFunc(exact), ruleSet, output,
+        var exact = FuncConvert.FromFunc<IReadOnlySet<Lxt.Graph.Node>, FSharpList<Lxt.Graph.Node>, IReadOnlyDictionary<Lxt.Graph.Node, Lxt.Graph.Node>>(
+            fusedAttention ? FusedAttention.rewrite : Lrp.unchanged);
+        var (rewrittenOutput, seedNode, relevance) = Lrp.relevanceThrough(exact, ruleSet, output,
             FuncConvert.FromFunc<Lxt.Graph.Node, Lxt.Graph.Node>(o => pick ? Ops.add(Ops.topKMask(1, o), seedInput) : seedInput),
             ListModule.OfSeq(new[] { input }.Concat(asked)));
         return new[] { rewrittenOutput }.Concat(relevance).Concat(pick ? [seedNode] : []).ToArray();

@@ -34,8 +34,7 @@ internal static class Attention
     /// <summary>The keys rows r0 … r1 − 1 keep, together: c0 … c1 − 1.</summary>
     static (int C0, int C1) KeptBy(AttentionMask mask, int r0, int r1, int keys)
     {
-        var (first, _) = mask.Kept(r0, keys);
-        var (_, stop) = mask.Kept(r1 - 1, keys);
+        int first = keys, stop = 0;
         for (int i = r0; i < r1; i++)
         {
             var (f, s) = mask.Kept(i, keys);
@@ -127,7 +126,7 @@ internal static class Attention
     {
         float[] q = x[0], dO = x[3];
         int keyBlocks = (m.Keys + Rows - 1) / Rows, rowBlocks = (m.T + Rows - 1) / Rows, width = m.D + m.Dv;
-        Array.Clear(y);
+        // every key's row of y is written whole by its block
         Kernels.For(m.KvHeads * keyBlocks, (long)Rows * m.T * m.Group * (m.D + m.Dv) * 2, threads, (from, to) =>
         {
             var s = new float[Rows * Rows];

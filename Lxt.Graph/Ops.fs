@@ -265,8 +265,8 @@ let gradientScale (factor: float) x = make (GradientScale(factor, x)) [||] Float
 let topKMask (k: int) x = make (TopKMask(k, x)) [||] Float None
 /// Identity: `x` read again by a checkpointed backward pass (see Checkpoint.recompute).
 let recompute (x: Node) = make (Recompute x) [||] x.DType None
-/// One part of the attention of `q` [heads, T, d], `k` [kvHeads, keys, d] and `v` [kvHeads, keys, dv] under `mask`,
-/// with `rest` the further operands the part takes (see AttentionPart).
+/// One part of an attention under `mask`: `operands` are Q [heads, T, d], K [kvHeads, keys, d] and the further operands
+/// the part takes (see AttentionPart).
 let attentionPart (part: AttentionPart) (mask: AttentionMask) (scale: float) (operands: Node list) =
     make (Attention(part, mask, scale, operands)) [||] Float None
 /// softmax(where(mask, scale · Q·Kᵀ, −∞))·V as one op [heads, T, dv] (grouped-query heads share keys and values).

@@ -52,7 +52,7 @@ let private perUnit (eps: float) (r: Node) (z: Node) =
     else where (equal z (scalar 0.0)) (scalar 0.0) (div r z)
 
 let private missing (y: Node) =
-    let op = match y.Op with Reduce(o, _, _, _) -> "Reduce" + string o | Attention _ -> "Attention" | _ -> Selector.opKind y
+    let op = match y.Op with Reduce(o, _, _, _) -> "Reduce" + string o | _ -> Selector.opKind y
     raise (MissingRelevanceRuleException(op, sprintf "no explicit relevance rule for op %s (at %s): relevance reached it and one of its input-dependent operands needs a share" op (Node.Describe y)))
 
 /// The relevance rule of one op: for each operand, a thunk giving its share of the relevance `r` at `y`.

@@ -94,22 +94,24 @@ module Lrp =
     /// x ⊙ g, with 0 wherever g is 0: masked attention scores (x = −∞, g = 0) get relevance 0, not NaN.
     let internal timesInput (x: Node) (g: Node) = where (equal g (scalar 0.0)) (scalar 0.0) (mul x g)
 
+    /// The exact rewrite that changes nothing (see relevanceThrough): an empty map, every node its own image.
+    let unchanged : IReadOnlySet<Node> -> Node list -> IReadOnlyDictionary<Node, Node> =
+        fun _ _ -> Dictionary<Node, Node>(HashIdentity.Reference) :> _
+
     /// The rewritten `target`, the seed `seedOf` makes of it and the relevance at each node of `at` (inputs, or any
     /// inner node: latent relevance) for explaining `target` contracted with that seed, all from one backward pass
     /// through the rewritten graph, after `exact` rewrote that graph (given the images of `at`, which it must keep, and
-    /// the image of `target`) without changing any value or gradient (FusedAttention.rewrite, or the identity). A node
-    /// that `target` does not depend on gets zeros.
+    /// the image of `target`; a node it leaves out of its map is unchanged) without changing any value or gradient
+    /// (FusedAttention.rewrite, or `unchanged`). A node that `target` does not depend on gets zeros.
     let relevanceThrough (exact: IReadOnlySet<Node> -> Node list -> IReadOnlyDictionary<Node, Node>) (ruleSet: RuleSet)
                          (target: Node) (seedOf: Node -> Node) (at: Node list) : Node * Node * Node list =
         let map = rewriteMap ruleSet [ target ]
-        let reached = at |> List.choose (fun n -> match map.TryGetValue n with | true, m -> Some m | _ -> None)
-        let moved = exact (HashSet<Node>(reached, HashIdentity.Reference)) [ map.[target] ]
-        let image (n: Node) =
-            match map.TryGetValue n with
-            | true, m -> Some(match moved.TryGetValue m with | true, m2 -> m2 | _ -> m)
-            | _ -> None
+        let rewritten = at |> List.choose (fun n -> match map.TryGetValue n with | true, m -> Some m | _ -> None)
+        let moved = exact (HashSet<Node>(rewritten, HashIdentity.Reference)) [ map.[target] ]
+        let after (m: Node) = match moved.TryGetValue m with | true, m2 -> m2 | _ -> m
+        let image (n: Node) = match map.TryGetValue n with | true, m -> Some(after m) | _ -> None
         let reached = at |> List.choose image
-        let output = moved.[map.[target]]
+        let output = after map.[target]
         let seed = seedOf output
         let grads = Dictionary<Node, Node>(HashIdentity.Reference)
         List.zip reached (Autodiff.vjp [ output, seed ] reached) |> List.iter (fun (x, g) -> grads.[x] <- g)
@@ -126,5 +128,5 @@ module Lrp =
     /// contracted with `seed`, all from one backward pass through the rewritten graph. A node that `target` does
     /// not depend on gets zeros.
     let relevance (ruleSet: RuleSet) (target: Node) (seed: Node) (at: Node list) : Node list =
-        let _, _, r = relevanceThrough (fun _ roots -> Traverse.mapBottomUp id roots) ruleSet target (fun _ -> seed) at
+        let _, _, r = relevanceThrough unchanged ruleSet target (fun _ -> seed) at
         r

@@ -15,7 +15,7 @@ let private config n = { FsCheckConfig.defaultConfig with maxTest = n }
 
 /// An attention as the graph builder writes it: Q [h, T, d] grouped as [kv, g·T, d], keys [kv, keys, d] transposed,
 /// the product reshaped to [h, T, keys], scaled, masked by a constant (or not), softmax, ·V grouped, reshaped back.
-/// `mark` wraps each product and the softmax as a rule set would (identity: the model graph).
+/// `markProduct` wraps each product and `markSoftmax` the softmax as a rule set would (id: the model graph).
 type AttentionCase =
     { Heads: int; KvHeads: int; T: int; Past: int; D: int; Dv: int; Scale: float
       Keep: (int -> int -> bool) option
