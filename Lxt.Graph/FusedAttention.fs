@@ -10,30 +10,6 @@ open System
 open System.Collections.Generic
 open Lxt.Graph.Ops
 
-/// One attention found in a graph, and how the gradient reaches each operand.
-type private Found =
-    { Queries: Node
-      /// K [kvHeads, keys, d] is this node permuted by KeysPermutation where that is not the identity
-      Keys: Node
-      KeysPermutation: int list
-      Values: Node
-      Mask: AttentionMask
-      Scale: float
-      /// the factor of the gradient reaching V (the product P·V's mark), and Q and K (all marks on the way), None
-      /// where a stop-gradient cuts it
-      ValueFactor: float
-      QueryKeyFactor: float option }
-
-let private isScalar (n: Node) = match n.Op with Fill _ -> Shape.numel n.Shape = 1 | _ -> false
-
-/// The node under gradient scales and stop-gradients, the product of the scales, and whether a stop-gradient is among
-/// them; each wrapper must be the only reader of what it wraps (`inner`).
-let rec private peel (inner: Node -> Node -> bool) (n: Node) : Node * float * bool =
-    match n.Op with
-    | GradientScale(c, x) when inner x n -> let y, f, cut = peel inner x in y, c * f, cut
-    | StopGradient x when inner x n -> let y, f, _ = peel inner x in y, f, true
-    | _ -> n, 1.0, false
-
 /// The attention mask whose kept keys are exactly the non-zero values of rows r0 … r0 + t − 1 of `keep` [_, keys]: a
 /// causal mask at some offset, with or without a window, or no mask where every value is non-zero. None for any other
 /// pattern.
@@ -61,64 +37,36 @@ let maskOfRows (keep: ConstData) (r0: int) (t: int) (keys: int) : AttentionMask 
 /// maskOfRows over all of `keep` [t, keys].
 let maskOf (keep: ConstData) (t: int) (keys: int) = maskOfRows keep 0 t keys
 
-/// The attention whose P·V product (or the rules' mark around it) is `o`, if every node inside it is read only by the
-/// next and none is in `whole`.
-let private attentionAt (readOnlyBy: Node -> Node -> bool) (whole: Node -> bool) (masks: ConstData -> int -> int -> int -> AttentionMask option)
-                        (o: Node) : Found option =
-    let inner (n: Node) (reader: Node) = readOnlyBy reader n && not (whole n)
-    let peel = peel inner
-    // a reshape the next node alone reads, peeled
-    let peelReshape (n: Node) = match n.Op with Reshape x when inner x n -> x | _ -> n
-    let product, valueFactor, valueCut = peel o
-    match product.Op with
-    | MatMul(pg, v) when not valueCut && product.Shape.Length = 3 && v.Shape.Length = 3 && inner pg product ->
-        let p, f1, cut1 = peel pg
-        let p = peelReshape p
-        let p, f2, cut2 = peel p
-        match p.Op with
-        | Softmax(2, w) when p.Shape.Length = 3 && inner w p && not (whole p) ->
-            let heads, t, keys = p.Shape.[0], p.Shape.[1], p.Shape.[2]
-            // the mask: a constant [t, keys], or rows of one (the rows read, SlicePushdown)
-            let rowsOf (c: Node) =
+/// The scale of a chain of products with (and divisions by) scalars, None for any other chain.
+let private scaleOf (chain: Node list) =
+    chain |> List.fold (fun scale n ->
+        match scale, n.Op with
+        | Some s, Binary(Mul, _, ({ Op = Fill c } as f)) | Some s, Binary(Mul, ({ Op = Fill c } as f), _) when AttentionPattern.isScalar f -> Some(s * c)
+        | Some s, Binary(Div, _, ({ Op = Fill c } as f)) when AttentionPattern.isScalar f -> Some(s / c)
+        | _ -> None) (Some 1.0)
+
+/// The attention found at `o` (AttentionPattern) that one op computes: its mask, causal, windowed or none, read off a
+/// constant [t, keys] or the rows of one that SlicePushdown read; its scale, a chain of scalar products; and grouped
+/// queries, if any, read as the op reads them (a group's heads consecutive).
+let private attentionAt readOnlyBy keep (masks: ConstData -> int -> int -> int -> AttentionMask option) (o: Node) =
+    AttentionPattern.at readOnlyBy keep o
+    |> Option.bind (fun a ->
+        let heads, t, keys, dv = a.Queries.Shape.[0], a.Queries.Shape.[1], a.Values.Shape.[1], a.Values.Shape.[2]
+        let mask =
+            match a.Mask with
+            | None -> Some AttentionMask.None
+            | Some(c, _) when c.Shape = [| t; keys |] ->
                 match c.Op with
-                | Constant keep when c.Shape = [| t; keys |] -> Some(keep, 0)
-                | Slice(0, r0, _, ({ Op = Constant keep } as whole)) when c.Shape = [| t; keys |] && whole.Shape.Length = 2 -> Some(keep, r0)
+                | Constant values -> masks values 0 t keys
+                | Slice(0, r0, _, ({ Op = Constant values } as whole)) when whole.Shape.Length = 2 -> masks values r0 t keys
                 | _ -> None
-            let masked, mask =
-                match w.Op with
-                | Where(c, masked, ({ Op = Fill f } as negInf)) when Double.IsNegativeInfinity f && isScalar negInf && inner masked w ->
-                    masked, (rowsOf c |> Option.bind (fun (keep, r0) -> masks keep r0 t keys))
-                | _ -> w, Some AttentionMask.None
-            // the scale: products with (and divisions by) scalars down to the scores
-            let rec down (n: Node) (scale: float) =
-                match n.Op with
-                | Binary(Mul, x, ({ Op = Fill s } as c)) | Binary(Mul, ({ Op = Fill s } as c), x) when isScalar c && x.Shape = n.Shape && inner x n -> down x (scale * s)
-                | Binary(Div, x, ({ Op = Fill s } as c)) when isScalar c && x.Shape = n.Shape && inner x n -> down x (scale / s)
-                | _ -> n, scale
-            let scores, scale = down masked 1.0
-            let scores, f3, cut3 = peel scores
-            let scores = peelReshape scores
-            let scores, f4, cut4 = peel scores
-            match mask, scores.Op with
-            | Some mask, MatMul(qg, ({ Op = Permute(perm, x) } as kt)) when perm.Length = 3 && inner kt scores && Double.IsFinite scale ->
-                let back = [ for i in [ 0; 2; 1 ] -> perm.[i] ]
-                let kShape = [| for i in back -> x.Shape.[i] |]
-                let q = peelReshape qg
-                let fits =
-                    q.Shape.Length = 3 && q.Shape.[0] = heads && q.Shape.[1] = t && (obj.ReferenceEquals(q, qg) || inner qg scores)
-                    && kShape.[1] = keys && v.Shape.[1] = keys && kShape.[0] = v.Shape.[0] && heads % kShape.[0] = 0
-                    && kShape.[2] = q.Shape.[2] && product.Shape.[2] = v.Shape.[2]
-                    && Shape.numel product.Shape = heads * t * v.Shape.[2]
-                    // the grouped product reads the heads of a group as consecutive rows, as Attention does
-                    && (qg.Shape.[0] = kShape.[0] || qg.Shape.[0] = heads)
-                if not fits then None
-                else
-                    Some { Queries = q; Keys = x; KeysPermutation = back; Values = v; Mask = mask; Scale = scale
-                           ValueFactor = valueFactor
-                           QueryKeyFactor = if cut1 || cut2 || cut3 || cut4 then None else Some(valueFactor * f1 * f2 * f3 * f4) }
-            | _ -> None
-        | _ -> None
-    | _ -> None
+            | Some _ -> None
+        let grouping = a.Scores.Children.Head.Shape.[0]
+        match mask, scaleOf a.Chain with
+        | Some mask, Some scale when Double.IsFinite scale && Shape.numel a.Product.Shape = heads * t * dv
+                                      && (grouping = a.Values.Shape.[0] || grouping = heads) ->
+            Some(a, mask, scale)
+        | _ -> None)
 
 /// The graphs under `roots` with every attention softmax(where(keep, scale · Q·Kᵀ, −∞))·V whose mask is causal (with
 /// or without a window) or absent, and whose inner nodes nothing else reads and none of which is in `whole`, computed
@@ -139,7 +87,7 @@ let rewrite (whole: IReadOnlySet<Node>) (roots: Node list) : IReadOnlyDictionary
         match n.Op with
         | GradientScale(_, x) | StopGradient x -> wrapped.Add x |> ignore
         | _ -> ()
-    let found = Dictionary<Node, Found>(HashIdentity.Reference)
+    let found = Dictionary<Node, AttentionPattern.Attention * AttentionMask * float>(HashIdentity.Reference)
     for n in order do
         if not (wrapped.Contains n) then
             match attentionAt readOnlyBy whole.Contains maskFor n with
@@ -154,10 +102,10 @@ let rewrite (whole: IReadOnlySet<Node>) (roots: Node list) : IReadOnlyDictionary
     for n in order do
         mapped.[n] <-
             match found.TryGetValue n with
-            | true, a ->
+            | true, (a, mask, scale) ->
                 let keys = mapped.[a.Keys]
                 let keys = if a.KeysPermutation = [ 0; 1; 2 ] then keys else permute a.KeysPermutation keys
-                let o = attention a.Mask a.Scale (marked a.QueryKeyFactor mapped.[a.Queries]) (marked a.QueryKeyFactor keys)
+                let o = attention mask scale (marked a.QueryKeyFactor mapped.[a.Queries]) (marked a.QueryKeyFactor keys)
                                   (marked (Some a.ValueFactor) mapped.[a.Values])
                 reshape n.Shape o |> namedAs n
             | _ -> withChildren n (n.Children |> List.map (fun c -> mapped.[c]))
