@@ -8,7 +8,8 @@ namespace Lxt.Backend.Cpu;
 internal static class Attention
 {
     /// <summary>Query rows per block: a block's scores (rows × kept keys) stay in a thread's cache-sized scratch.</summary>
-    const int Rows = 64;
+    static readonly int Rows = int.Parse(Environment.GetEnvironmentVariable("LXT_AR") ?? "64");
+    static readonly int KeyBlock = int.Parse(Environment.GetEnvironmentVariable("LXT_AK") ?? "64");
 
     /// <summary>Shapes of an attention op's operands: Q [heads, T, d], K [kvHeads, keys, d], V [kvHeads, keys, dv].</summary>
     readonly record struct Dims(int Heads, int T, int D, int KvHeads, int Keys, int Dv)
@@ -27,7 +28,7 @@ internal static class Attention
     public static void Run(Op.Attention a, float[][] x, float[] y, int threads)
     {
         var dims = Dims.Of(a);
-        if (a.part.IsKeyValueGradient) KeyValueGradient(dims, a.mask, (float)a.scale, x, y, threads);
+        if (a.part.IsGradient) Gradient(dims, a.mask, (float)a.scale, x, y, threads);
         else RowBlocks(a.part, dims, a.mask, (float)a.scale, x, y, threads);
     }
 
@@ -81,27 +82,18 @@ internal static class Attention
         }
     }
 
-    /// <summary>The output, the log-sum-exp or the queries' gradient: one block of query rows of one head at a time.</summary>
+    /// <summary>The output or the log-sum-exp: one block of query rows of one head at a time.</summary>
     static void RowBlocks(AttentionPart part, Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads)
     {
         int blocks = (m.T + Rows - 1) / Rows;
         Kernels.For(m.Heads * blocks, (long)Rows * m.Keys * (m.D + m.Dv + 1), threads, (from, to) =>
         {
             var s = new float[Rows * m.Keys];
-            var dp = part.IsQueryGradient ? new float[Rows * m.Keys] : null;
             for (int w = from; w < to; w++)
             {
                 int h = w / blocks, r0 = w % blocks * Rows, r1 = Math.Min(m.T, r0 + Rows), rows = r1 - r0, kh = h / m.Group;
                 var (c0, c1) = KeptBy(mask, r0, r1, m.Keys);
                 int cols = c1 - c0;
-                if (part.IsQueryGradient)
-                {
-                    // dQ = scale · (P ⊙ (dO·Vᵀ − Δ))·K
-                    Backward(m, mask, scale, x, h, r0, r1, c0, c1, s, dp!);
-                    Kernels.Gemm(false, false, rows, m.D, cols, dp.AsSpan(0, rows * cols), cols,
-                        x[1].AsSpan((kh * m.Keys + c0) * m.D, cols * m.D), m.D, y.AsSpan((h * m.T + r0) * m.D, rows * m.D), m.D, maxThreads: 1);
-                    continue;
-                }
                 Scores(m, mask, scale, x[0], x[1], h, r0, r1, c0, c1, s);
                 for (int i = 0; i < rows; i++)
                 {
@@ -120,43 +112,65 @@ internal static class Attention
         });
     }
 
-    /// <summary>The keys' and values' gradients [kvHeads, keys, d + dv]: one block of keys of one key/value head at a
-    /// time, summed over the query rows of every head of its group that keep a key of the block.</summary>
-    static void KeyValueGradient(Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads)
+    /// <summary>The gradients of Q, K and V, one after the other in <paramref name="y"/>: one query head at a time, its
+    /// keys in blocks, each against the blocks of query rows that keep one of them. A head's dQ is its own; its share
+    /// of dK and dV goes straight into y for the first head of a group and into a scratch for the others, added to y
+    /// after in head order (so every run sums alike).</summary>
+    static void Gradient(Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads)
     {
-        float[] q = x[0], dO = x[3];
-        int keyBlocks = (m.Keys + Rows - 1) / Rows, rowBlocks = (m.T + Rows - 1) / Rows, width = m.D + m.Dv;
-        // every key's row of y is written whole by its block
-        Kernels.For(m.KvHeads * keyBlocks, (long)Rows * m.T * m.Group * (m.D + m.Dv) * 2, threads, (from, to) =>
+        float[] q = x[0], k = x[1], dO = x[3];
+        int nq = m.Heads * m.T * m.D, keyBlocks = (m.Keys + KeyBlock - 1) / KeyBlock, rowBlocks = (m.T + Rows - 1) / Rows;
+        int kSize = m.Keys * m.D, vSize = m.Keys * m.Dv, vStart = nq + m.KvHeads * kSize;
+        var partial = m.Group > 1 ? new float[(m.Heads - m.KvHeads) * (kSize + vSize)] : [];
+        y.AsSpan(0, nq).Clear();
+        Kernels.For(m.Heads, (long)m.T * m.Keys * (2 * m.D + 3 * m.Dv), threads, (from, to) =>
         {
-            var s = new float[Rows * Rows];
-            var dp = new float[Rows * Rows];
-            var dk = new float[Rows * m.D];
-            var dv = new float[Rows * m.Dv];
-            for (int w = from; w < to; w++)
+            var s = new float[Rows * KeyBlock];
+            var dp = new float[Rows * KeyBlock];
+            var dk = new float[KeyBlock * m.D];
+            var dv = new float[KeyBlock * m.Dv];
+            for (int h = from; h < to; h++)
             {
-                int kh = w / keyBlocks, c0 = w % keyBlocks * Rows, c1 = Math.Min(m.Keys, c0 + Rows), cols = c1 - c0;
-                Array.Clear(dk);
-                Array.Clear(dv);
-                for (int h = kh * m.Group; h < (kh + 1) * m.Group; h++)
+                int kh = h / m.Group, g = h % m.Group, other = (kh * (m.Group - 1) + g - 1) * (kSize + vSize);
+                // where this head's dK and dV go: [keys, d] and [keys, dv]
+                var (kOut, kAt, vOut, vAt) = g == 0 ? (y, nq + kh * kSize, y, vStart + kh * vSize) : (partial, other, partial, other + kSize);
+                for (int kb = 0; kb < keyBlocks; kb++)
+                {
+                    int c0 = kb * KeyBlock, c1 = Math.Min(m.Keys, c0 + KeyBlock), cols = c1 - c0;
+                    Array.Clear(dk);
+                    Array.Clear(dv);
                     for (int b = 0; b < rowBlocks; b++)
                     {
                         int r0 = b * Rows, r1 = Math.Min(m.T, r0 + Rows), rows = r1 - r0;
                         var (f, e) = KeptBy(mask, r0, r1, m.Keys);
                         if (e <= c0 || f >= c1) continue;
                         Backward(m, mask, scale, x, h, r0, r1, c0, c1, s, dp);
-                        // dV += Pᵀ·dO, dK += scale · dSᵀ·Q
+                        // dV += Pᵀ·dO, dK += dSᵀ·Q, dQ += dS·K (dS carries the scale)
                         Kernels.Gemm(true, false, cols, m.Dv, rows, s.AsSpan(0, rows * cols), cols,
                             dO.AsSpan((h * m.T + r0) * m.Dv, rows * m.Dv), m.Dv, dv, m.Dv, accumulate: true, maxThreads: 1);
                         Kernels.Gemm(true, false, cols, m.D, rows, dp.AsSpan(0, rows * cols), cols,
                             q.AsSpan((h * m.T + r0) * m.D, rows * m.D), m.D, dk, m.D, accumulate: true, maxThreads: 1);
+                        Kernels.Gemm(false, false, rows, m.D, cols, dp.AsSpan(0, rows * cols), cols,
+                            k.AsSpan((kh * m.Keys + c0) * m.D, cols * m.D), m.D, y.AsSpan((h * m.T + r0) * m.D, rows * m.D), m.D,
+                            accumulate: true, maxThreads: 1);
                     }
-                for (int j = 0; j < cols; j++)
-                {
-                    dk.AsSpan(j * m.D, m.D).CopyTo(y.AsSpan((kh * m.Keys + c0 + j) * width, m.D));
-                    dv.AsSpan(j * m.Dv, m.Dv).CopyTo(y.AsSpan((kh * m.Keys + c0 + j) * width + m.D, m.Dv));
+                    dk.AsSpan(0, cols * m.D).CopyTo(kOut.AsSpan(kAt + c0 * m.D));
+                    dv.AsSpan(0, cols * m.Dv).CopyTo(vOut.AsSpan(vAt + c0 * m.Dv));
                 }
             }
+        });
+        if (m.Group == 1) return;
+        Kernels.For(m.KvHeads, (long)m.Group * (kSize + vSize), threads, (from, to) =>
+        {
+            for (int kh = from; kh < to; kh++)
+                for (int g = 1; g < m.Group; g++)
+                {
+                    int other = (kh * (m.Group - 1) + g - 1) * (kSize + vSize);
+                    var dkSum = y.AsSpan(nq + kh * kSize, kSize);
+                    var dvSum = y.AsSpan(vStart + kh * vSize, vSize);
+                    TensorPrimitives.Add(dkSum, partial.AsSpan(other, kSize), dkSum);
+                    TensorPrimitives.Add(dvSum, partial.AsSpan(other + kSize, vSize), dvSum);
+                }
         });
     }
 }

@@ -1,5 +1,5 @@
 // Fused attention (Op.Attention) on ILGPU: one warp per query row (output, log-sum-exp, the queries' gradient) or per
-// key (the keys' and values' gradients). Probabilities are recomputed from Q, K and each row's log-sum-exp where they
+// key (the keys' and values' gradients); the gradient part launches both. Probabilities are recomputed from Q, K and each row's log-sum-exp where they
 // are needed and never written; a warp keeps one chunk of them, one per lane, in shared memory.
 using ILGPU;
 using ILGPU.Runtime;
@@ -10,7 +10,7 @@ namespace Lxt.Backend.Gpu;
 
 /// <summary>An attention op's sizes and mask for its kernels: Q [Heads, T, D], K [KvHeads, Keys, D], V [KvHeads, Keys,
 /// Dv]. Query row i keeps key j when j ≤ Offset + i (if Causal ≠ 0) and Offset + i − j &lt; Window (if Window &gt; 0).
-/// Part: 0 the output, 1 the log-sum-exp, 2 the queries' gradient, 3 the keys' and values' gradients.</summary>
+/// Part: 0 the output, 1 the log-sum-exp, 2 the gradients of Q, K and V.</summary>
 public struct AttentionShape
 {
     public int Heads, T, D, KvHeads, Keys, Dv, Causal, Offset, Window, Part;
@@ -24,7 +24,7 @@ public struct AttentionShape
         {
             Heads = q[0], T = q[1], D = q[2], KvHeads = k[0], Keys = k[1], Dv = a.operands.Length > 2 ? a.operands[2].Shape[2] : 0,
             Causal = a.mask.Causal ? 1 : 0, Offset = a.mask.Offset, Window = a.mask.Window is { } w ? w.Value : 0,
-            Part = a.part.IsOutput ? 0 : a.part.IsLogSumExp ? 1 : a.part.IsQueryGradient ? 2 : 3,
+            Part = a.part.IsOutput ? 0 : a.part.IsLogSumExp ? 1 : 2,
             Scale = (float)a.scale,
         };
     }
@@ -106,9 +106,9 @@ public static class AttentionKernels
         }
     }
 
-    /// <summary>Part 3: dK = scale · dSᵀ·Q and dV = Pᵀ·dO side by side [KvHeads, Keys, D + Dv], one key per group of one
-    /// warp (grid = KvHeads·Keys), summed over the query rows of every head of its group (consecutive rows of Q) that
-    /// keep it.</summary>
+    /// <summary>The rest of part 2: dK = scale · dSᵀ·Q [KvHeads, Keys, D] and after it dV = Pᵀ·dO [KvHeads, Keys, Dv],
+    /// one key per group of one warp (grid = KvHeads·Keys), summed over the query rows of every head of its group
+    /// (consecutive rows of Q) that keep it. <paramref name="y"/> starts at dK.</summary>
     public static void KeyRows(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
                                ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> y, AttentionShape s)
     {
@@ -116,8 +116,8 @@ public static class AttentionKernels
         var dss = SharedMemory.Allocate<float>(MaxLanes);
         int key = Grid.IdxX, lane = Group.IdxX, lanes = Group.DimX;
         int kh = key / s.Keys, j = key % s.Keys, width = s.D + s.Dv;
-        int group = s.Heads / s.KvHeads, queries = group * s.T, firstRow = kh * group * s.T;
-        for (int c = lane; c < width; c += lanes) y[key * width + c] = 0f;
+        int group = s.Heads / s.KvHeads, queries = group * s.T, firstRow = kh * group * s.T, values = s.KvHeads * s.Keys * s.D;
+        for (int c = lane; c < width; c += lanes) y[c < s.D ? key * s.D + c : values + key * s.Dv + c - s.D] = 0f;
         for (int start = 0; start < queries; start += lanes)
         {
             int r = start + lane;
@@ -138,12 +138,13 @@ public static class AttentionKernels
             int count = Math.Min(lanes, queries - start);
             for (int c = lane; c < width; c += lanes)
             {
-                float acc = y[key * width + c];
+                int at = c < s.D ? key * s.D + c : values + key * s.Dv + c - s.D;
+                float acc = y[at];
                 if (c < s.D)
                     for (int rr = 0; rr < count; rr++) acc += dss[rr] * q[(firstRow + start + rr) * s.D + c];
                 else
                     for (int rr = 0; rr < count; rr++) acc += ps[rr] * dO[(firstRow + start + rr) * s.Dv + c - s.D];
-                y[key * width + c] = acc;
+                y[at] = acc;
             }
             Group.Barrier();
         }

@@ -237,13 +237,16 @@ public sealed partial class GpuBackend
         var s = AttentionShape.Of(a);
         // operands a part does not take are never read: any view stands in for them
         ArrayView<float> At(int i) => x[Math.Min(i, x.Length - 1)].View;
-        bool keys = s.Part == 3;
-        int rows = keys ? s.KvHeads * s.Keys : s.Heads * s.T;
-        if (rows == 0) return;
-        var kernel = keys
-            ? attentionKeyRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.KeyRows)
-            : attentionQueryRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.QueryRows);
-        kernel(WarpPerRow(rows), At(0), At(1), At(2), At(3), At(4), At(5), y.View, s);
+        int rows = s.Heads * s.T;
+        if (rows > 0)
+        {
+            attentionQueryRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.QueryRows);
+            attentionQueryRows(WarpPerRow(rows), At(0), At(1), At(2), At(3), At(4), At(5), y.View, s);
+        }
+        if (s.Part != 2 || s.KvHeads * s.Keys == 0) return;
+        // the gradient: dQ above, then dK and dV one key per warp
+        attentionKeyRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.KeyRows);
+        attentionKeyRows(WarpPerRow(s.KvHeads * s.Keys), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(rows * s.D), s);
     }
 
     /// <summary>Copies each operand of a concat into its range of <paramref name="y"/>; an operand k with

@@ -124,14 +124,12 @@ let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
         [ x, (fun () -> make (Conv2dGradInput(s, p, g, w)) x.Shape Float None)
           w, (fun () -> make (Conv2dGradWeight(s, p, x, g)) w.Shape Float None) ]
     | Attention(Output, mask, scale, ([ q; k; v ] as xs)) ->
-        // the backward pass of attention without its probabilities: each part recomputes them from Q, K and the rows'
-        // log-sum-exp, and the softmax's Σ dP ⊙ P is Δ = Σ dO ⊙ O (dP = dO·Vᵀ, so Σⱼ Pᵢⱼ dPᵢⱼ = dOᵢ · Oᵢ)
-        let d = q.Shape.[2]
-        let operands = lazy (xs @ [ g; attentionPart LogSumExp mask scale [ q; k ]; reduceSum [ 2 ] false (mul g y) ])
-        let keysValues = lazy (attentionPart KeyValueGradient mask scale operands.Value)
-        [ q, (fun () -> attentionPart QueryGradient mask scale operands.Value)
-          k, (fun () -> slice 2 0 d keysValues.Value)
-          v, (fun () -> slice 2 d keysValues.Value.Shape.[2] keysValues.Value) ]
+        // the backward pass of attention without its probabilities: one op recomputes them from Q, K and the rows'
+        // log-sum-exp for the gradients of Q, K and V together, and the softmax's Σ dP ⊙ P is Δ = Σ dO ⊙ O (dP = dO·Vᵀ, so Σⱼ Pᵢⱼ dPᵢⱼ = dOᵢ · Oᵢ)
+        let grads = lazy (attentionPart Gradient mask scale (xs @ [ g; attentionPart LogSumExp mask scale [ q; k ]; reduceSum [ 2 ] false (mul g y) ]))
+        let part (at: int) (x: Node) = reshape x.Shape (slice 0 at (at + Shape.numel x.Shape) grads.Value)
+        let nq, nk = Shape.numel q.Shape, Shape.numel k.Shape
+        [ q, (fun () -> part 0 q); k, (fun () -> part nq k); v, (fun () -> part (nq + nk) v) ]
     | Conv2dGradInput _ | Conv2dGradWeight _ | Attention _ ->
         let name = match y.Op with Attention(part, _, _, _) -> "Attention " + Node.CaseName part | op -> op.GetType().Name
         raise (MissingDerivativeException(name, sprintf "no derivative rule for op %s (at %s)" name (Node.Describe y)))

@@ -80,10 +80,10 @@ type AttentionPart =
     | Output
     /// the log of each row's softmax denominator, with its maximum, [heads, T], from Q, K
     | LogSumExp
-    /// ∂⟨O, dO⟩/∂Q [heads, T, d], from Q, K, V, dO, the LogSumExp L and Δ = Σ dO ⊙ O along the last axis [heads, T]
-    | QueryGradient
-    /// ∂⟨O, dO⟩/∂K and ∂/∂V side by side [kvHeads, keys, d + dv], from Q, K, V, dO, L and Δ
-    | KeyValueGradient
+    /// ∂⟨O, dO⟩/∂Q, ∂/∂K and ∂/∂V one after the other, flat [heads·T·d + kvHeads·keys·d + kvHeads·keys·dv], from
+    /// Q, K, V, dO, the LogSumExp L and Δ = Σ dO ⊙ O along the last axis [heads, T]: the probabilities are recomputed
+    /// once for all three
+    | Gradient
 
 /// One operation of a graph. Children are nodes; the output shape lives on the node.
 [<CustomEquality; NoComparison>]

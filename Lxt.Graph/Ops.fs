@@ -14,7 +14,7 @@ let private axisOf what (x: Node) axis =
 
 /// The shape of an attention op's value, after checking its operands (see AttentionPart) and mask.
 let private attentionShape (part: AttentionPart) (mask: AttentionMask) (scale: float) (xs: Node list) : Shape =
-    let expected = match part with Output -> 3 | LogSumExp -> 2 | QueryGradient | KeyValueGradient -> 6
+    let expected = match part with Output -> 3 | LogSumExp -> 2 | Gradient -> 6
     if xs.Length <> expected then fail "attention (%A): takes %d operands, got %d" part expected xs.Length
     let q, k = xs.[0], xs.[1]
     let v = if xs.Length > 2 then xs.[2] else k
@@ -40,8 +40,7 @@ let private attentionShape (part: AttentionPart) (mask: AttentionMask) (scale: f
     match part with
     | Output -> [| heads; t; dv |]
     | LogSumExp -> [| heads; t |]
-    | QueryGradient -> [| heads; t; dk |]
-    | KeyValueGradient -> [| kvHeads; keys; dk + dv |]
+    | Gradient -> [| heads * t * dk + kvHeads * keys * (dk + dv) |]
 
 /// Builds (or finds) the node for `op`; `given` is the shape of ops whose shape is not implied by their operands.
 let rec make (op: Op) (given: Shape) (dtype: DType) (name: string option) : Node =

@@ -107,19 +107,20 @@ let attention (part: AttentionPart) (mask: AttentionMask) (scale: float) (shapes
                         let mutable acc = 0.0
                         kept |> Array.iteri (fun at j -> acc <- acc + Math.Exp(s.[at] - m) / z * v.[(kh * keys + j) * dv + c])
                         out.[row * dv + c] <- acc
-            | QueryGradient | KeyValueGradient ->
+            | Gradient ->
                 let v, dO, lse, delta = args.[2], args.[3], args.[4], args.[5]
+                let dk, dvAt = heads * t * d, heads * t * d + kvHeads * keys * d
                 kept |> Array.iteri (fun at j ->
                     let p = Math.Exp(s.[at] - lse.[row])
                     let mutable dp = 0.0
                     for c in 0 .. dv - 1 do dp <- dp + dO.[row * dv + c] * v.[(kh * keys + j) * dv + c]
-                    let ds = p * (dp - delta.[row])
-                    if part = QueryGradient then
-                        for c in 0 .. d - 1 do out.[qi + c] <- out.[qi + c] + scale * ds * k.[(kh * keys + j) * d + c]
-                    else
-                        let at = (kh * keys + j) * (d + dv)
-                        for c in 0 .. d - 1 do out.[at + c] <- out.[at + c] + scale * ds * q.[qi + c]
-                        for c in 0 .. dv - 1 do out.[at + d + c] <- out.[at + d + c] + p * dO.[row * dv + c])
+                    let ds = scale * p * (dp - delta.[row])
+                    let kj = (kh * keys + j) * d
+                    for c in 0 .. d - 1 do
+                        out.[qi + c] <- out.[qi + c] + ds * k.[kj + c]
+                        out.[dk + kj + c] <- out.[dk + kj + c] + ds * q.[qi + c]
+                    let vj = dvAt + (kh * keys + j) * dv
+                    for c in 0 .. dv - 1 do out.[vj + c] <- out.[vj + c] + p * dO.[row * dv + c])
 
 /// Evaluates one node given the values of its operands (in Op.Children order).
 let evaluate (n: Node) (args: float[][]) : float[] =
