@@ -35,7 +35,7 @@ public static class AttentionKernels
     /// <summary>Most lanes a warp may have: the shared chunk holds one value per lane.</summary>
     public const int MaxLanes = 64;
 
-    static void Kept(in AttentionShape s, int row, out int first, out int stop)
+    internal static void Kept(in AttentionShape s, int row, out int first, out int stop)
     {
         int at = s.Offset + row;
         first = s.Window > 0 ? Math.Max(0, at - s.Window + 1) : 0;

@@ -62,6 +62,12 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// reads them once. There to compare the two (the GPU check's <c>--softmax-warp-rows</c>).</summary>
     public bool SoftmaxWarpPerRow { get; set; }
 
+    /// <summary>Attention ops (Op.Attention) on tensor cores (<see cref="TensorCoreAttention"/>: bfloat16 products
+    /// with float32 sums, heads of up to 128 dimensions in multiples of 16) instead of one warp per row on CUDA cores,
+    /// on accelerators with warps of 32 lanes. Off by default until timed; there to compare
+    /// (<c>--tensor-core-attention</c>).</summary>
+    public bool AttentionOnTensorCores { get; set; }
+
     /// <summary>When true, a softmax read through a prologue whose rows fit a warp's registers (up to
     /// 2·<see cref="RowCellTypes.MaxCells"/>·WarpSize values, 2048 on a CUDA device) runs one warp per row, each lane
     /// holding its values of the row in registers (<see cref="FusedKernels.SoftmaxRegisterRowsOf{TValue, TOut, TCells}"/>:

@@ -22,6 +22,8 @@ public sealed partial class GpuBackend
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? reduceRows;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>?
         attentionQueryRows, attentionKeyRows;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>? tensorCoreForward;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>? tensorCoreBackward;
 
     /// <summary>A launch of one warp per row, for the top-k rows.</summary>
     KernelConfig WarpPerRow(int rows) => new(new Index1D(rows), new Index1D(accelerator.WarpSize));
@@ -238,6 +240,11 @@ public sealed partial class GpuBackend
         // operands a part does not take are never read: any view stands in for them
         ArrayView<float> At(int i) => x[Math.Min(i, x.Length - 1)].View;
         int rows = s.Heads * s.T;
+        if (AttentionOnTensorCores && accelerator.WarpSize == TensorCores.Lanes && TensorCoreAttention.Takes(s))
+        {
+            OnTensorCores(s, x, y);
+            return;
+        }
         if (rows > 0)
         {
             attentionQueryRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.QueryRows);
@@ -247,6 +254,27 @@ public sealed partial class GpuBackend
         // the gradient: dQ above, then dK and dV one key per warp
         attentionKeyRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.KeyRows);
         attentionKeyRows(WarpPerRow(s.KvHeads * s.Keys), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(rows * s.D), s);
+    }
+
+    /// <summary>Attention on tensor cores (<see cref="TensorCoreAttention"/>): the output or log-sum-exp a group per
+    /// query tile; the gradient a group per key tile, with dQ cleared first and summed into.</summary>
+    void OnTensorCores(AttentionShape s, GpuBuffer[] x, GpuBuffer y)
+    {
+        var launch = (int groups) => new KernelConfig(new Index1D(groups), new Index1D(TensorCoreAttention.Threads));
+        if (s.Part != 2)
+        {
+            int tiles = (s.T + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
+            if (s.Heads * tiles == 0) return;
+            tensorCoreForward ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(TensorCoreAttention.Forward);
+            tensorCoreForward(launch(s.Heads * tiles), x[0].View, x[1].View, x[Math.Min(2, x.Length - 1)].View, y.View, s);
+            return;
+        }
+        int nq = s.Heads * s.T * s.D, keyTiles = (s.Keys + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
+        if (nq > 0) y.View.SubView(0, nq).MemSetToZero(stream);
+        if (s.KvHeads * keyTiles == 0) return;
+        tensorCoreBackward ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(TensorCoreAttention.Backward);
+        tensorCoreBackward(launch(s.KvHeads * keyTiles), x[0].View, x[1].View, x[2].View, x[3].View, x[4].View, x[5].View,
+            y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
     }
 
     /// <summary>Copies each operand of a concat into its range of <paramref name="y"/>; an operand k with
@@ -417,6 +445,18 @@ public sealed partial class GpuBackend
     {
         var k = accelerator.LoadKernel(kernel);
         return (c, a, b, d, e) => k(stream, c, a, b, d, e);
+    }
+    Action<KernelConfig, T1, T2, T3, T4, T5> LoadGrouped<T1, T2, T3, T4, T5>(Action<T1, T2, T3, T4, T5> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct
+    {
+        var k = accelerator.LoadKernel(kernel);
+        return (c, a, b, d, e, f) => k(stream, c, a, b, d, e, f);
+    }
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> LoadGrouped<T1, T2, T3, T4, T5, T6, T7, T8, T9>(Action<T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct
+    {
+        var k = accelerator.LoadKernel(kernel);
+        return (c, a, b, d, e, f, g, h, i, j) => k(stream, c, a, b, d, e, f, g, h, i, j);
     }
     Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> LoadGrouped<T1, T2, T3, T4, T5, T6, T7, T8>(Action<T1, T2, T3, T4, T5, T6, T7, T8> kernel)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct

@@ -112,9 +112,13 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ISlicedCon
         return false;
     }
 
-    static GpuBackend CreateCpu(GemmPrecision precision)
+    /// <summary>A backend on ILGPU's CPU accelerator simulating a CUDA device's warps of 32 lanes, where kernels written
+    /// for them (<see cref="AttentionOnTensorCores"/>) run as laid out on the device.</summary>
+    public static GpuBackend CreateCpuWithCudaWarps(GemmPrecision precision = GemmPrecision.Float32) => CreateCpu(precision, CPUDeviceKind.Nvidia);
+
+    static GpuBackend CreateCpu(GemmPrecision precision, CPUDeviceKind device = CPUDeviceKind.Default)
     {
-        var context = Context.Create(b => b.CPU().EnableAlgorithms());
+        var context = Context.Create(b => b.CPU(device).EnableAlgorithms());
         try { return new GpuBackend(GpuKind.CpuAccelerator, precision, context, context.CreateCPUAccelerator(0), IntPtr.Zero); }
         catch { context.Dispose(); throw; }
     }

@@ -312,6 +312,36 @@ let tests =
             let values = Map [ "x", Array.init 9000 (fun _ -> float (rng.Next 7)) ]
             Expect.isTrue (agrees "wide top-k" values [ topKMask 1 x; topKMask 2 x; topKMask 5 x ]) "k = 1, 2, 5 over 3000 entries"
         }
+        test "attention on tensor cores (bfloat16 mma fragments over warps of 32) agrees with the reference: output, log-sum-exp, gradients" {
+            use tc = GpuBackend.CreateCpuWithCudaWarps GemmPrecision.BFloat16
+            use plain = GpuBackend.CreateCpuWithCudaWarps GemmPrecision.BFloat16
+            tc.AttentionOnTensorCores <- true
+            let rng = Random 5
+            // several query and key tiles, rows and keys past a tile's end, grouped heads, windows and offsets, D ≠ Dv
+            for (h, kv, t, past, d, dv, mask) in
+                [ 2, 1, 70, 5, 32, 16, { Causal = true; Offset = 5; Window = None }
+                  2, 2, 40, 0, 16, 48, { Causal = true; Offset = 0; Window = Some 23 }
+                  3, 1, 20, 50, 16, 16, AttentionMask.None ] do
+                let q, k, v = input "q" [| h; t; d |] Float, input "k" [| kv; past + t; d |] Float, input "v" [| kv; past + t; dv |] Float
+                let o = attention mask (1.0 / Math.Sqrt(float d)) q k v
+                let outputs = RandomGraphs.forwardAndGradients 3 o @ [ attentionPart LogSumExp mask (1.0 / Math.Sqrt(float d)) [ q; k ] ]
+                let values = Map [ "q", random rng (h * t * d); "k", random rng (kv * (past + t) * d); "v", random rng (kv * (past + t) * dv) ]
+                let expected = Evaluate.reference values outputs
+                let onCores, onWarps = Evaluate.onBackend tc values outputs, Evaluate.onBackend plain values outputs
+                let what = sprintf "%d heads over %d, %d tokens after %d, d %d, dv %d, %A" h kv t past d dv mask
+                outputs |> List.iteri (fun i node ->
+                    // bfloat16 operands (Q, K, V, P, dO, dS) with float32 sums: within 2e-2, as bfloat16 products are
+                    Expect.isLessThan (relativeError onCores.[i] expected.[i]) 2e-2 (sprintf "%s: %s" what (Node.Describe node))
+                    Expect.isLessThan (relativeError onWarps.[i] expected.[i]) 1e-5 (sprintf "%s: %s on CUDA cores" what (Node.Describe node))
+                    // the tensor cores computed it: their bfloat16 operands leave a trace the float32 kernels do not
+                    Expect.isGreaterThan (relativeError onCores.[i] onWarps.[i]) 1e-6 (sprintf "%s: %s on tensor cores" what (Node.Describe node)))
+        }
+        test "the tensor-core attention kernels compile to PTX's mma.sync for an SM 9.0 device" {
+            for name, count in [ "Forward", 2; "Backward", 5 ] do
+                let ptx = GpuBackend.KernelPtx(typeof<TensorCoreAttention>.GetMethod name)
+                let mma = ptx.Split("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32").Length - 1
+                Expect.equal mma count (sprintf "%s: its products (S, P·V; K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q, dS·K), each one mma" name)
+        }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
             llamaParity Device.IlgpuCpu
         }

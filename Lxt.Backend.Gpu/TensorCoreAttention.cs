@@ -1,0 +1,326 @@
+// Fused attention (Op.Attention) on tensor cores, as FlashAttention-2 computes it: every product of a tile (Q·Kᵀ, P·V,
+// and in the backward pass K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q, dS·K) is a bfloat16 mma.sync over one warp (TensorCores), with
+// float32 accumulators; probabilities live only in registers, a tile at a time. Heads of up to MaxDim dimensions, a
+// multiple of 16.
+using ILGPU;
+using ILGPU.Runtime;
+using static Lxt.Backend.Gpu.BFloat16Conversion;
+
+namespace Lxt.Backend.Gpu;
+
+public static class TensorCoreAttention
+{
+    /// <summary>Warps of a group; each takes 16 query rows (forward) or 16 keys (backward).</summary>
+    public const int Warps = 4;
+
+    /// <summary>Threads of a group.</summary>
+    public const int Threads = Warps * TensorCores.Lanes;
+
+    /// <summary>Query rows of a group in the forward pass, keys of a tile.</summary>
+    public const int Tile = 16 * Warps;
+
+    /// <summary>Query rows of a tile in the backward pass (its shared tiles fit 48 KiB at MaxDim).</summary>
+    public const int BackwardRows = 32;
+
+    /// <summary>Largest head dimension (of queries and keys, and of values).</summary>
+    public const int MaxDim = 128;
+
+    /// <summary>Whether the kernels take an attention of these sizes.</summary>
+    public static bool Takes(in AttentionShape s) => Fits(s.D) && (s.Part == 1 || Fits(s.Dv)); // the log-sum-exp reads no values
+
+    static bool Fits(int dim) => dim > 0 && dim <= MaxDim && dim % 16 == 0;
+
+    static float Sel(float x, bool keep) => keep ? x : float.NegativeInfinity;
+
+    /// <summary>Two values of row <paramref name="row"/> of a [rows, width] slab at column c and c + 1 as one word of
+    /// bfloat16 (zero past the slab's rows).</summary>
+    static uint PairAt(ArrayView<float> x, int rowBase, int row, int rows, int width, int c) =>
+        row < rows ? Pair(x[(rowBase + row) * width + c], x[(rowBase + row) * width + c + 1]) : 0u;
+
+    /// <summary>Two bfloat16 of a shared [*, width] tile as one word: (row, c) and (row + 1, c), a column pair.</summary>
+    static uint Column(ArrayView<ushort> tile, int width, int row, int c) => tile[row * width + c] | (uint)tile[(row + 1) * width + c] << 16;
+
+    /// <summary>Two bfloat16 of a shared [*, width] tile as one word: (row, c) and (row, c + 1), a row pair.</summary>
+    static uint Row(ArrayView<ushort> tile, int width, int row, int c) => tile[row * width + c] | (uint)tile[row * width + c + 1] << 16;
+
+    /// <summary>Rows <paramref name="from"/> … + <paramref name="rows"/> − 1 of a [count, width] slab at
+    /// <paramref name="rowBase"/> into a shared tile in bfloat16, zero past the slab, by all the group's threads.</summary>
+    static void LoadTile(ArrayView<float> x, int rowBase, int from, int count, int width, int rows, ArrayView<ushort> tile)
+    {
+        for (int i = Group.IdxX; i < rows * width; i += Group.DimX)
+        {
+            int r = from + i / width;
+            tile[i] = r < count ? FromFloat(x[(rowBase + r) * width + i % width]) : (ushort)0;
+        }
+    }
+
+    static float QuadMax(float v)
+    {
+        v = MathF.Max(v, Warp.ShuffleXor(v, 1));
+        return MathF.Max(v, Warp.ShuffleXor(v, 2));
+    }
+
+    static float QuadSum(float v)
+    {
+        v += Warp.ShuffleXor(v, 1);
+        return v + Warp.ShuffleXor(v, 2);
+    }
+
+    /// <summary>Part 0 (O) or 1 (the log-sum-exp L) for <see cref="Tile"/> query rows of one head per group
+    /// (grid = Heads · ⌈T / Tile⌉, <see cref="Threads"/> a group): each warp keeps its 16 rows' Q, running maxima and
+    /// sums and O in registers and walks the kept keys a shared tile of K and V at a time.</summary>
+    public static void Forward(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> y, AttentionShape s)
+    {
+        var kTile = SharedMemory.Allocate<ushort>(Tile * MaxDim);
+        var vTile = SharedMemory.Allocate<ushort>(Tile * MaxDim);
+        var qa = LocalMemory.Allocate<uint>(MaxDim / 16 * 4);
+        var sc = LocalMemory.Allocate<float>(Tile / 8 * 4);
+        var acc = LocalMemory.Allocate<float>(MaxDim / 8 * 4);
+        int tiles = (s.T + Tile - 1) / Tile;
+        int h = Grid.IdxX / tiles, r0 = Grid.IdxX % tiles * Tile, kh = h / (s.Heads / s.KvHeads);
+        int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
+        int rowA = r0 + warp * 16 + g, rowB = rowA + 8, qBase = h * s.T, kvBase = kh * s.Keys;
+        int dSteps = s.D / 16, vTiles = s.Dv / 8;
+        for (int kk = 0; kk < dSteps; kk++)
+        {
+            int c = kk * 16 + 2 * t;
+            qa[4 * kk] = PairAt(q, qBase, rowA, s.T, s.D, c);
+            qa[4 * kk + 1] = PairAt(q, qBase, rowB, s.T, s.D, c);
+            qa[4 * kk + 2] = PairAt(q, qBase, rowA, s.T, s.D, c + 8);
+            qa[4 * kk + 3] = PairAt(q, qBase, rowB, s.T, s.D, c + 8);
+        }
+        for (int i = 0; i < vTiles * 4; i++) acc[i] = 0f;
+        AttentionKernels.Kept(s, rowA, out int firstA, out int stopA);
+        AttentionKernels.Kept(s, rowB, out int firstB, out int stopB);
+        AttentionKernels.Kept(s, r0, out int first, out _);
+        AttentionKernels.Kept(s, Math.Min(s.T, r0 + Tile) - 1, out _, out int stop);
+        float mA = float.NegativeInfinity, mB = float.NegativeInfinity, lA = 0f, lB = 0f;
+        for (int c0 = first; c0 < stop; c0 += Tile)
+        {
+            Group.Barrier();
+            LoadTile(k, kvBase, c0, stop, s.D, Tile, kTile);
+            LoadTile(v, kvBase, c0, stop, s.Dv, Tile, vTile);
+            Group.Barrier();
+            // S = scale · Q·Kᵀ, −∞ where the mask drops a key, and the tile's maximum of each row
+            float tA = float.NegativeInfinity, tB = float.NegativeInfinity;
+            for (int nt = 0; nt < Tile / 8; nt++)
+            {
+                float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+                for (int kk = 0; kk < dSteps; kk++)
+                    TensorCores.Mma(qa[4 * kk], qa[4 * kk + 1], qa[4 * kk + 2], qa[4 * kk + 3],
+                        Row(kTile, s.D, nt * 8 + g, kk * 16 + 2 * t), Row(kTile, s.D, nt * 8 + g, kk * 16 + 8 + 2 * t), ref s0, ref s1, ref s2, ref s3);
+                int key = c0 + nt * 8 + 2 * t;
+                s0 = Sel(s0 * s.Scale, rowA < s.T && key >= firstA && key < stopA);
+                s1 = Sel(s1 * s.Scale, rowA < s.T && key + 1 >= firstA && key + 1 < stopA);
+                s2 = Sel(s2 * s.Scale, rowB < s.T && key >= firstB && key < stopB);
+                s3 = Sel(s3 * s.Scale, rowB < s.T && key + 1 >= firstB && key + 1 < stopB);
+                sc[4 * nt] = s0; sc[4 * nt + 1] = s1; sc[4 * nt + 2] = s2; sc[4 * nt + 3] = s3;
+                tA = MathF.Max(tA, MathF.Max(s0, s1));
+                tB = MathF.Max(tB, MathF.Max(s2, s3));
+            }
+            float nA = MathF.Max(mA, QuadMax(tA)), nB = MathF.Max(mB, QuadMax(tB));
+            // rescale what the earlier tiles summed (a row with no key kept yet has nothing to rescale)
+            float fA = nA == float.NegativeInfinity ? 1f : MathF.Exp(mA - nA), fB = nB == float.NegativeInfinity ? 1f : MathF.Exp(mB - nB);
+            mA = nA; mB = nB;
+            lA *= fA; lB *= fB;
+            for (int nt = 0; nt < vTiles; nt++)
+            {
+                acc[4 * nt] *= fA; acc[4 * nt + 1] *= fA;
+                acc[4 * nt + 2] *= fB; acc[4 * nt + 3] *= fB;
+            }
+            for (int i = 0; i < Tile / 8 * 4; i++)
+            {
+                float m = (i & 2) == 0 ? mA : mB;
+                float p = sc[i] == float.NegativeInfinity ? 0f : MathF.Exp(sc[i] - m);
+                sc[i] = p;
+                if ((i & 2) == 0) lA += p; else lB += p;
+            }
+            // O += P·V, P from the score tiles' registers: two 8-key tiles side by side are one 16-key step
+            for (int kk = 0; kk < Tile / 16; kk++)
+            {
+                int i = 8 * kk;
+                uint a0 = Pair(sc[i], sc[i + 1]), a1 = Pair(sc[i + 2], sc[i + 3]), a2 = Pair(sc[i + 4], sc[i + 5]), a3 = Pair(sc[i + 6], sc[i + 7]);
+                for (int nt = 0; nt < vTiles; nt++)
+                    TensorCores.Mma(a0, a1, a2, a3, Column(vTile, s.Dv, kk * 16 + 2 * t, nt * 8 + g), Column(vTile, s.Dv, kk * 16 + 8 + 2 * t, nt * 8 + g),
+                        ref acc[4 * nt], ref acc[4 * nt + 1], ref acc[4 * nt + 2], ref acc[4 * nt + 3]);
+            }
+        }
+        lA = QuadSum(lA);
+        lB = QuadSum(lB);
+        if (s.Part == 1)
+        {
+            if (t == 0 && rowA < s.T) y[qBase + rowA] = mA + MathF.Log(lA);
+            if (t == 0 && rowB < s.T) y[qBase + rowB] = mB + MathF.Log(lB);
+            return;
+        }
+        for (int nt = 0; nt < vTiles; nt++)
+        {
+            int c = nt * 8 + 2 * t;
+            if (rowA < s.T)
+            {
+                y[(qBase + rowA) * s.Dv + c] = acc[4 * nt] / lA;
+                y[(qBase + rowA) * s.Dv + c + 1] = acc[4 * nt + 1] / lA;
+            }
+            if (rowB < s.T)
+            {
+                y[(qBase + rowB) * s.Dv + c] = acc[4 * nt + 2] / lB;
+                y[(qBase + rowB) * s.Dv + c + 1] = acc[4 * nt + 3] / lB;
+            }
+        }
+    }
+
+    /// <summary>Part 2: dK and dV for <see cref="Tile"/> keys of one key/value head per group (grid = KvHeads ·
+    /// ⌈Keys / Tile⌉, <see cref="Threads"/> a group), each warp 16 keys, over every query row of its heads that keeps
+    /// one of them, <see cref="BackwardRows"/> at a time; and each tile's share of dQ = dS·K added into dQ atomically
+    /// (<paramref name="dq"/> must be zero before). dS carries the scale. <paramref name="dkv"/> holds dK [KvHeads,
+    /// Keys, D] then dV [KvHeads, Keys, Dv].</summary>
+    public static void Backward(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
+                                ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
+    {
+        const int rowTiles = BackwardRows / 8;
+        var qTile = SharedMemory.Allocate<ushort>(BackwardRows * MaxDim);
+        var oTile = SharedMemory.Allocate<ushort>(BackwardRows * MaxDim);
+        var kTile = SharedMemory.Allocate<ushort>(Tile * MaxDim);
+        var dsTile = SharedMemory.Allocate<ushort>(BackwardRows * Tile);
+        var rowL = SharedMemory.Allocate<float>(BackwardRows);
+        var rowD = SharedMemory.Allocate<float>(BackwardRows);
+        var ka = LocalMemory.Allocate<uint>(MaxDim / 16 * 4);
+        var va = LocalMemory.Allocate<uint>(MaxDim / 16 * 4);
+        var p = LocalMemory.Allocate<float>(rowTiles * 4);
+        var ds = LocalMemory.Allocate<float>(rowTiles * 4);
+        var dk = LocalMemory.Allocate<float>(MaxDim / 8 * 4);
+        var dv = LocalMemory.Allocate<float>(MaxDim / 8 * 4);
+        int keyTiles = (s.Keys + Tile - 1) / Tile;
+        int kh = Grid.IdxX / keyTiles, c0 = Grid.IdxX % keyTiles * Tile, group = s.Heads / s.KvHeads, kvBase = kh * s.Keys;
+        int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
+        int keyA = c0 + warp * 16 + g, keyB = keyA + 8;
+        int dSteps = s.D / 16, vSteps = s.Dv / 16, dTiles = s.D / 8, vTiles = s.Dv / 8;
+        // this warp's 16 keys and values as the left operand of K·Qᵀ and V·dOᵀ
+        for (int kk = 0; kk < dSteps; kk++)
+        {
+            int c = kk * 16 + 2 * t;
+            ka[4 * kk] = PairAt(k, kvBase, keyA, s.Keys, s.D, c);
+            ka[4 * kk + 1] = PairAt(k, kvBase, keyB, s.Keys, s.D, c);
+            ka[4 * kk + 2] = PairAt(k, kvBase, keyA, s.Keys, s.D, c + 8);
+            ka[4 * kk + 3] = PairAt(k, kvBase, keyB, s.Keys, s.D, c + 8);
+        }
+        for (int kk = 0; kk < vSteps; kk++)
+        {
+            int c = kk * 16 + 2 * t;
+            va[4 * kk] = PairAt(v, kvBase, keyA, s.Keys, s.Dv, c);
+            va[4 * kk + 1] = PairAt(v, kvBase, keyB, s.Keys, s.Dv, c);
+            va[4 * kk + 2] = PairAt(v, kvBase, keyA, s.Keys, s.Dv, c + 8);
+            va[4 * kk + 3] = PairAt(v, kvBase, keyB, s.Keys, s.Dv, c + 8);
+        }
+        for (int i = 0; i < dTiles * 4; i++) dk[i] = 0f;
+        for (int i = 0; i < vTiles * 4; i++) dv[i] = 0f;
+        Group.Barrier();
+        LoadTile(k, kvBase, c0, s.Keys, s.D, Tile, kTile);
+        int c1 = Math.Min(s.Keys, c0 + Tile);
+        for (int h = kh * group; h < (kh + 1) * group; h++)
+        {
+            int qBase = h * s.T;
+            for (int r0 = 0; r0 < s.T; r0 += BackwardRows)
+            {
+                int last = Math.Min(s.T, r0 + BackwardRows) - 1;
+                AttentionKernels.Kept(s, r0, out int first, out _);
+                AttentionKernels.Kept(s, last, out _, out int stop);
+                if (stop <= c0 || first >= c1) continue;
+                Group.Barrier();
+                LoadTile(q, qBase, r0, s.T, s.D, BackwardRows, qTile);
+                LoadTile(dO, qBase, r0, s.T, s.Dv, BackwardRows, oTile);
+                for (int i = Group.IdxX; i < BackwardRows; i += Group.DimX)
+                {
+                    bool inside = r0 + i < s.T;
+                    rowL[i] = inside ? lse[qBase + r0 + i] : 0f;
+                    rowD[i] = inside ? delta[qBase + r0 + i] : 0f;
+                }
+                Group.Barrier();
+                // Pᵀ = exp(scale · K·Qᵀ − L) and dSᵀ = scale · Pᵀ ⊙ (V·dOᵀ − Δ), 16 keys × BackwardRows rows a warp
+                for (int nt = 0; nt < rowTiles; nt++)
+                {
+                    float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f;
+                    for (int kk = 0; kk < dSteps; kk++)
+                        TensorCores.Mma(ka[4 * kk], ka[4 * kk + 1], ka[4 * kk + 2], ka[4 * kk + 3],
+                            Row(qTile, s.D, nt * 8 + g, kk * 16 + 2 * t), Row(qTile, s.D, nt * 8 + g, kk * 16 + 8 + 2 * t), ref s0, ref s1, ref s2, ref s3);
+                    for (int kk = 0; kk < vSteps; kk++)
+                        TensorCores.Mma(va[4 * kk], va[4 * kk + 1], va[4 * kk + 2], va[4 * kk + 3],
+                            Row(oTile, s.Dv, nt * 8 + g, kk * 16 + 2 * t), Row(oTile, s.Dv, nt * 8 + g, kk * 16 + 8 + 2 * t), ref o0, ref o1, ref o2, ref o3);
+                    int col = nt * 8 + 2 * t;
+                    p[4 * nt] = Probability(s, s0, r0 + col, keyA, rowL[col]);
+                    p[4 * nt + 1] = Probability(s, s1, r0 + col + 1, keyA, rowL[col + 1]);
+                    p[4 * nt + 2] = Probability(s, s2, r0 + col, keyB, rowL[col]);
+                    p[4 * nt + 3] = Probability(s, s3, r0 + col + 1, keyB, rowL[col + 1]);
+                    ds[4 * nt] = s.Scale * p[4 * nt] * (o0 - rowD[col]);
+                    ds[4 * nt + 1] = s.Scale * p[4 * nt + 1] * (o1 - rowD[col + 1]);
+                    ds[4 * nt + 2] = s.Scale * p[4 * nt + 2] * (o2 - rowD[col]);
+                    ds[4 * nt + 3] = s.Scale * p[4 * nt + 3] * (o3 - rowD[col + 1]);
+                    // dS (rows × keys) for dQ, from this warp's keys
+                    int key = warp * 16 + g;
+                    dsTile[col * Tile + key] = FromFloat(ds[4 * nt]);
+                    dsTile[(col + 1) * Tile + key] = FromFloat(ds[4 * nt + 1]);
+                    dsTile[col * Tile + key + 8] = FromFloat(ds[4 * nt + 2]);
+                    dsTile[(col + 1) * Tile + key + 8] = FromFloat(ds[4 * nt + 3]);
+                }
+                // dV += Pᵀ·dO and dK += dSᵀ·Q, Pᵀ and dSᵀ from their registers, 16 rows a step
+                for (int kk = 0; kk < BackwardRows / 16; kk++)
+                {
+                    int i = 8 * kk;
+                    uint a0 = Pair(p[i], p[i + 1]), a1 = Pair(p[i + 2], p[i + 3]), a2 = Pair(p[i + 4], p[i + 5]), a3 = Pair(p[i + 6], p[i + 7]);
+                    for (int nt = 0; nt < vTiles; nt++)
+                        TensorCores.Mma(a0, a1, a2, a3, Column(oTile, s.Dv, kk * 16 + 2 * t, nt * 8 + g), Column(oTile, s.Dv, kk * 16 + 8 + 2 * t, nt * 8 + g),
+                            ref dv[4 * nt], ref dv[4 * nt + 1], ref dv[4 * nt + 2], ref dv[4 * nt + 3]);
+                    a0 = Pair(ds[i], ds[i + 1]); a1 = Pair(ds[i + 2], ds[i + 3]); a2 = Pair(ds[i + 4], ds[i + 5]); a3 = Pair(ds[i + 6], ds[i + 7]);
+                    for (int nt = 0; nt < dTiles; nt++)
+                        TensorCores.Mma(a0, a1, a2, a3, Column(qTile, s.D, kk * 16 + 2 * t, nt * 8 + g), Column(qTile, s.D, kk * 16 + 8 + 2 * t, nt * 8 + g),
+                            ref dk[4 * nt], ref dk[4 * nt + 1], ref dk[4 * nt + 2], ref dk[4 * nt + 3]);
+                }
+                Group.Barrier();
+                // dQ += dS·K: warp w takes rows 16·(w % 2) … and every other 8 columns of D from w / 2
+                int m0 = (warp & 1) * 16;
+                int rowA = r0 + m0 + g, rowB = rowA + 8;
+                for (int nt = warp >> 1; nt < dTiles; nt += 2)
+                {
+                    float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
+                    for (int kk = 0; kk < Tile / 16; kk++)
+                        TensorCores.Mma(Row(dsTile, Tile, m0 + g, kk * 16 + 2 * t), Row(dsTile, Tile, m0 + g + 8, kk * 16 + 2 * t),
+                            Row(dsTile, Tile, m0 + g, kk * 16 + 8 + 2 * t), Row(dsTile, Tile, m0 + g + 8, kk * 16 + 8 + 2 * t),
+                            Column(kTile, s.D, kk * 16 + 2 * t, nt * 8 + g), Column(kTile, s.D, kk * 16 + 8 + 2 * t, nt * 8 + g), ref d0, ref d1, ref d2, ref d3);
+                    int c = nt * 8 + 2 * t;
+                    if (rowA < s.T)
+                    {
+                        Atomic.Add(ref dq[(qBase + rowA) * s.D + c], d0);
+                        Atomic.Add(ref dq[(qBase + rowA) * s.D + c + 1], d1);
+                    }
+                    if (rowB < s.T)
+                    {
+                        Atomic.Add(ref dq[(qBase + rowB) * s.D + c], d2);
+                        Atomic.Add(ref dq[(qBase + rowB) * s.D + c + 1], d3);
+                    }
+                }
+            }
+        }
+        int values = s.KvHeads * s.Keys * s.D;
+        for (int nt = 0; nt < dTiles; nt++)
+        {
+            int c = nt * 8 + 2 * t;
+            if (keyA < s.Keys) { dkv[(kvBase + keyA) * s.D + c] = dk[4 * nt]; dkv[(kvBase + keyA) * s.D + c + 1] = dk[4 * nt + 1]; }
+            if (keyB < s.Keys) { dkv[(kvBase + keyB) * s.D + c] = dk[4 * nt + 2]; dkv[(kvBase + keyB) * s.D + c + 1] = dk[4 * nt + 3]; }
+        }
+        for (int nt = 0; nt < vTiles; nt++)
+        {
+            int c = nt * 8 + 2 * t;
+            if (keyA < s.Keys) { dkv[values + (kvBase + keyA) * s.Dv + c] = dv[4 * nt]; dkv[values + (kvBase + keyA) * s.Dv + c + 1] = dv[4 * nt + 1]; }
+            if (keyB < s.Keys) { dkv[values + (kvBase + keyB) * s.Dv + c] = dv[4 * nt + 2]; dkv[values + (kvBase + keyB) * s.Dv + c + 1] = dv[4 * nt + 3]; }
+        }
+    }
+
+    /// <summary>P of query row <paramref name="row"/> and <paramref name="key"/> from the product of their vectors:
+    /// 0 where the mask drops the key or either is past its tokens.</summary>
+    static float Probability(in AttentionShape s, float product, int row, int key, float l)
+    {
+        if (row >= s.T || key >= s.Keys) return 0f;
+        AttentionKernels.Kept(s, row, out int first, out int stop);
+        return key >= first && key < stop ? MathF.Exp(s.Scale * product - l) : 0f;
+    }
+}
