@@ -22,8 +22,9 @@ public sealed partial class GpuBackend
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? reduceRows;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>?
         attentionQueryRows, attentionKeyRows;
-    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>? tensorCoreForward;
-    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>? tensorCoreBackward;
+    // the tensor-core attention kernels per head dimensions (D, Dv)
+    readonly Dictionary<(int, int), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreForward = [];
+    readonly Dictionary<(int, int), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreBackward = [];
 
     /// <summary>A launch of one warp per row, for the top-k rows.</summary>
     KernelConfig WarpPerRow(int rows) => new(new Index1D(rows), new Index1D(accelerator.WarpSize));
@@ -265,15 +266,18 @@ public sealed partial class GpuBackend
         {
             int tiles = (s.T + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
             if (s.Heads * tiles == 0) return;
-            tensorCoreForward ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(TensorCoreAttention.Forward);
-            tensorCoreForward(launch(s.Heads * tiles), x[0].View, x[1].View, x[Math.Min(2, x.Length - 1)].View, y.View, s);
+            int dv = s.Part == 1 ? s.D : s.Dv; // the log-sum-exp reads no values
+            if (!tensorCoreForward.TryGetValue((s.D, dv), out var forward))
+                tensorCoreForward[(s.D, dv)] = forward = LoadGrouped(TensorCoreAttention.Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(nameof(TensorCoreAttention.Forward), s.D, dv));
+            forward(launch(s.Heads * tiles), x[0].View, x[1].View, x[Math.Min(2, x.Length - 1)].View, y.View, s);
             return;
         }
         int nq = s.Heads * s.T * s.D, keyTiles = (s.Keys + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
         if (nq > 0) y.View.SubView(0, nq).MemSetToZero(stream);
         if (s.KvHeads * keyTiles == 0) return;
-        tensorCoreBackward ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(TensorCoreAttention.Backward);
-        tensorCoreBackward(launch(s.KvHeads * keyTiles), x[0].View, x[1].View, x[2].View, x[3].View, x[4].View, x[5].View,
+        if (!tensorCoreBackward.TryGetValue((s.D, s.Dv), out var backward))
+            tensorCoreBackward[(s.D, s.Dv)] = backward = LoadGrouped(TensorCoreAttention.Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(nameof(TensorCoreAttention.Backward), s.D, s.Dv));
+        backward(launch(s.KvHeads * keyTiles), x[0].View, x[1].View, x[2].View, x[3].View, x[4].View, x[5].View,
             y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
     }
 

@@ -8,8 +8,37 @@ using static Lxt.Backend.Gpu.BFloat16Conversion;
 
 namespace Lxt.Backend.Gpu;
 
+/// <summary>A head dimension as a type, so that the tensor-core kernels are compiled per size: their loops over a
+/// head's dimensions then have constant bounds, which ILGPU unrolls, and their fragment arrays constant indices.</summary>
+public interface IHeadDim
+{
+    int Value { get; }
+}
+
+public struct HeadDim16 : IHeadDim { public readonly int Value => 16; }
+public struct HeadDim32 : IHeadDim { public readonly int Value => 32; }
+public struct HeadDim48 : IHeadDim { public readonly int Value => 48; }
+public struct HeadDim64 : IHeadDim { public readonly int Value => 64; }
+public struct HeadDim80 : IHeadDim { public readonly int Value => 80; }
+public struct HeadDim96 : IHeadDim { public readonly int Value => 96; }
+public struct HeadDim112 : IHeadDim { public readonly int Value => 112; }
+public struct HeadDim128 : IHeadDim { public readonly int Value => 128; }
+
 public static class TensorCoreAttention
 {
+    /// <summary>The type of head dimension <paramref name="dim"/> (a multiple of 16 up to <see cref="MaxDim"/>).</summary>
+    public static Type HeadDimType(int dim) => dim switch
+    {
+        16 => typeof(HeadDim16), 32 => typeof(HeadDim32), 48 => typeof(HeadDim48), 64 => typeof(HeadDim64),
+        80 => typeof(HeadDim80), 96 => typeof(HeadDim96), 112 => typeof(HeadDim112), 128 => typeof(HeadDim128),
+        _ => throw new ArgumentOutOfRangeException(nameof(dim), dim, "tensor-core attention takes heads of 16, 32, … 128 dimensions"),
+    };
+
+    /// <summary>Kernel <paramref name="name"/> (Forward or Backward) for heads of <paramref name="d"/> and
+    /// <paramref name="dv"/> dimensions.</summary>
+    public static TDelegate Specialize<TDelegate>(string name, int d, int dv) where TDelegate : Delegate =>
+        typeof(TensorCoreAttention).GetMethod(name)!.MakeGenericMethod(HeadDimType(d), HeadDimType(dv)).CreateDelegate<TDelegate>();
+
     /// <summary>Warps of a group; each takes 16 query rows (forward) or 16 keys (backward).</summary>
     public const int Warps = 4;
 
@@ -69,7 +98,8 @@ public static class TensorCoreAttention
     /// <summary>Part 0 (O) or 1 (the log-sum-exp L) for <see cref="Tile"/> query rows of one head per group
     /// (grid = Heads · ⌈T / Tile⌉, <see cref="Threads"/> a group): each warp keeps its 16 rows' Q, running maxima and
     /// sums and O in registers and walks the kept keys a shared tile of K and V at a time.</summary>
-    public static void Forward(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> y, AttentionShape s)
+    public static void Forward<TD, TDv>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> y, AttentionShape s)
+        where TD : struct, IHeadDim where TDv : struct, IHeadDim
     {
         var kTile = SharedMemory.Allocate<ushort>(Tile * MaxDim);
         var vTile = SharedMemory.Allocate<ushort>(Tile * MaxDim);
@@ -80,14 +110,14 @@ public static class TensorCoreAttention
         int h = Grid.IdxX / tiles, r0 = Grid.IdxX % tiles * Tile, kh = h / (s.Heads / s.KvHeads);
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int rowA = r0 + warp * 16 + g, rowB = rowA + 8, qBase = h * s.T, kvBase = kh * s.Keys;
-        int dSteps = s.D / 16, vTiles = s.Dv / 8;
+        int D = default(TD).Value, Dv = default(TDv).Value, dSteps = D / 16, vTiles = s.Part == 1 ? 0 : Dv / 8;
         for (int kk = 0; kk < dSteps; kk++)
         {
             int c = kk * 16 + 2 * t;
-            qa[4 * kk] = PairAt(q, qBase, rowA, s.T, s.D, c);
-            qa[4 * kk + 1] = PairAt(q, qBase, rowB, s.T, s.D, c);
-            qa[4 * kk + 2] = PairAt(q, qBase, rowA, s.T, s.D, c + 8);
-            qa[4 * kk + 3] = PairAt(q, qBase, rowB, s.T, s.D, c + 8);
+            qa[4 * kk] = PairAt(q, qBase, rowA, s.T, D, c);
+            qa[4 * kk + 1] = PairAt(q, qBase, rowB, s.T, D, c);
+            qa[4 * kk + 2] = PairAt(q, qBase, rowA, s.T, D, c + 8);
+            qa[4 * kk + 3] = PairAt(q, qBase, rowB, s.T, D, c + 8);
         }
         for (int i = 0; i < vTiles * 4; i++) acc[i] = 0f;
         AttentionKernels.Kept(s, rowA, out int firstA, out int stopA);
@@ -98,8 +128,8 @@ public static class TensorCoreAttention
         for (int c0 = first; c0 < stop; c0 += Tile)
         {
             Group.Barrier();
-            LoadTile(k, kvBase, c0, stop, s.D, Tile, kTile);
-            LoadTile(v, kvBase, c0, stop, s.Dv, Tile, vTile);
+            LoadTile(k, kvBase, c0, stop, D, Tile, kTile);
+            if (vTiles > 0) LoadTile(v, kvBase, c0, stop, Dv, Tile, vTile);
             Group.Barrier();
             // S = scale · Q·Kᵀ, −∞ where the mask drops a key, and the tile's maximum of each row
             float tA = float.NegativeInfinity, tB = float.NegativeInfinity;
@@ -108,7 +138,7 @@ public static class TensorCoreAttention
                 float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
                 for (int kk = 0; kk < dSteps; kk++)
                     TensorCores.Mma(qa[4 * kk], qa[4 * kk + 1], qa[4 * kk + 2], qa[4 * kk + 3],
-                        Row(kTile, s.D, nt * 8 + g, kk * 16 + 2 * t), Row(kTile, s.D, nt * 8 + g, kk * 16 + 8 + 2 * t), ref s0, ref s1, ref s2, ref s3);
+                        Row(kTile, D, nt * 8 + g, kk * 16 + 2 * t), Row(kTile, D, nt * 8 + g, kk * 16 + 8 + 2 * t), ref s0, ref s1, ref s2, ref s3);
                 int key = c0 + nt * 8 + 2 * t;
                 s0 = Sel(s0 * s.Scale, rowA < s.T && key >= firstA && key < stopA);
                 s1 = Sel(s1 * s.Scale, rowA < s.T && key + 1 >= firstA && key + 1 < stopA);
@@ -141,7 +171,7 @@ public static class TensorCoreAttention
                 int i = 8 * kk;
                 uint a0 = Pair(sc[i], sc[i + 1]), a1 = Pair(sc[i + 2], sc[i + 3]), a2 = Pair(sc[i + 4], sc[i + 5]), a3 = Pair(sc[i + 6], sc[i + 7]);
                 for (int nt = 0; nt < vTiles; nt++)
-                    TensorCores.Mma(a0, a1, a2, a3, Column(vTile, s.Dv, kk * 16 + 2 * t, nt * 8 + g), Column(vTile, s.Dv, kk * 16 + 8 + 2 * t, nt * 8 + g),
+                    TensorCores.Mma(a0, a1, a2, a3, Column(vTile, Dv, kk * 16 + 2 * t, nt * 8 + g), Column(vTile, Dv, kk * 16 + 8 + 2 * t, nt * 8 + g),
                         ref acc[4 * nt], ref acc[4 * nt + 1], ref acc[4 * nt + 2], ref acc[4 * nt + 3]);
             }
         }
@@ -158,13 +188,13 @@ public static class TensorCoreAttention
             int c = nt * 8 + 2 * t;
             if (rowA < s.T)
             {
-                y[(qBase + rowA) * s.Dv + c] = acc[4 * nt] / lA;
-                y[(qBase + rowA) * s.Dv + c + 1] = acc[4 * nt + 1] / lA;
+                y[(qBase + rowA) * Dv + c] = acc[4 * nt] / lA;
+                y[(qBase + rowA) * Dv + c + 1] = acc[4 * nt + 1] / lA;
             }
             if (rowB < s.T)
             {
-                y[(qBase + rowB) * s.Dv + c] = acc[4 * nt + 2] / lB;
-                y[(qBase + rowB) * s.Dv + c + 1] = acc[4 * nt + 3] / lB;
+                y[(qBase + rowB) * Dv + c] = acc[4 * nt + 2] / lB;
+                y[(qBase + rowB) * Dv + c + 1] = acc[4 * nt + 3] / lB;
             }
         }
     }
@@ -174,8 +204,9 @@ public static class TensorCoreAttention
     /// one of them, <see cref="BackwardRows"/> at a time; and each tile's share of dQ = dS·K added into dQ atomically
     /// (<paramref name="dq"/> must be zero before). dS carries the scale. <paramref name="dkv"/> holds dK [KvHeads,
     /// Keys, D] then dV [KvHeads, Keys, Dv].</summary>
-    public static void Backward(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
+    public static void Backward<TD, TDv>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
                                 ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
+        where TD : struct, IHeadDim where TDv : struct, IHeadDim
     {
         const int rowTiles = BackwardRows / 8;
         var qTile = SharedMemory.Allocate<ushort>(BackwardRows * MaxDim);
@@ -194,28 +225,28 @@ public static class TensorCoreAttention
         int kh = Grid.IdxX / keyTiles, c0 = Grid.IdxX % keyTiles * Tile, group = s.Heads / s.KvHeads, kvBase = kh * s.Keys;
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int keyA = c0 + warp * 16 + g, keyB = keyA + 8;
-        int dSteps = s.D / 16, vSteps = s.Dv / 16, dTiles = s.D / 8, vTiles = s.Dv / 8;
+        int D = default(TD).Value, Dv = default(TDv).Value, dSteps = D / 16, vSteps = Dv / 16, dTiles = D / 8, vTiles = Dv / 8;
         // this warp's 16 keys and values as the left operand of K·Qᵀ and V·dOᵀ
         for (int kk = 0; kk < dSteps; kk++)
         {
             int c = kk * 16 + 2 * t;
-            ka[4 * kk] = PairAt(k, kvBase, keyA, s.Keys, s.D, c);
-            ka[4 * kk + 1] = PairAt(k, kvBase, keyB, s.Keys, s.D, c);
-            ka[4 * kk + 2] = PairAt(k, kvBase, keyA, s.Keys, s.D, c + 8);
-            ka[4 * kk + 3] = PairAt(k, kvBase, keyB, s.Keys, s.D, c + 8);
+            ka[4 * kk] = PairAt(k, kvBase, keyA, s.Keys, D, c);
+            ka[4 * kk + 1] = PairAt(k, kvBase, keyB, s.Keys, D, c);
+            ka[4 * kk + 2] = PairAt(k, kvBase, keyA, s.Keys, D, c + 8);
+            ka[4 * kk + 3] = PairAt(k, kvBase, keyB, s.Keys, D, c + 8);
         }
         for (int kk = 0; kk < vSteps; kk++)
         {
             int c = kk * 16 + 2 * t;
-            va[4 * kk] = PairAt(v, kvBase, keyA, s.Keys, s.Dv, c);
-            va[4 * kk + 1] = PairAt(v, kvBase, keyB, s.Keys, s.Dv, c);
-            va[4 * kk + 2] = PairAt(v, kvBase, keyA, s.Keys, s.Dv, c + 8);
-            va[4 * kk + 3] = PairAt(v, kvBase, keyB, s.Keys, s.Dv, c + 8);
+            va[4 * kk] = PairAt(v, kvBase, keyA, s.Keys, Dv, c);
+            va[4 * kk + 1] = PairAt(v, kvBase, keyB, s.Keys, Dv, c);
+            va[4 * kk + 2] = PairAt(v, kvBase, keyA, s.Keys, Dv, c + 8);
+            va[4 * kk + 3] = PairAt(v, kvBase, keyB, s.Keys, Dv, c + 8);
         }
         for (int i = 0; i < dTiles * 4; i++) dk[i] = 0f;
         for (int i = 0; i < vTiles * 4; i++) dv[i] = 0f;
         Group.Barrier();
-        LoadTile(k, kvBase, c0, s.Keys, s.D, Tile, kTile);
+        LoadTile(k, kvBase, c0, s.Keys, D, Tile, kTile);
         int c1 = Math.Min(s.Keys, c0 + Tile);
         for (int h = kh * group; h < (kh + 1) * group; h++)
         {
@@ -227,8 +258,8 @@ public static class TensorCoreAttention
                 AttentionKernels.Kept(s, last, out _, out int stop);
                 if (stop <= c0 || first >= c1) continue;
                 Group.Barrier();
-                LoadTile(q, qBase, r0, s.T, s.D, BackwardRows, qTile);
-                LoadTile(dO, qBase, r0, s.T, s.Dv, BackwardRows, oTile);
+                LoadTile(q, qBase, r0, s.T, D, BackwardRows, qTile);
+                LoadTile(dO, qBase, r0, s.T, Dv, BackwardRows, oTile);
                 for (int i = Group.IdxX; i < BackwardRows; i += Group.DimX)
                 {
                     bool inside = r0 + i < s.T;
@@ -242,10 +273,10 @@ public static class TensorCoreAttention
                     float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f;
                     for (int kk = 0; kk < dSteps; kk++)
                         TensorCores.Mma(ka[4 * kk], ka[4 * kk + 1], ka[4 * kk + 2], ka[4 * kk + 3],
-                            Row(qTile, s.D, nt * 8 + g, kk * 16 + 2 * t), Row(qTile, s.D, nt * 8 + g, kk * 16 + 8 + 2 * t), ref s0, ref s1, ref s2, ref s3);
+                            Row(qTile, D, nt * 8 + g, kk * 16 + 2 * t), Row(qTile, D, nt * 8 + g, kk * 16 + 8 + 2 * t), ref s0, ref s1, ref s2, ref s3);
                     for (int kk = 0; kk < vSteps; kk++)
                         TensorCores.Mma(va[4 * kk], va[4 * kk + 1], va[4 * kk + 2], va[4 * kk + 3],
-                            Row(oTile, s.Dv, nt * 8 + g, kk * 16 + 2 * t), Row(oTile, s.Dv, nt * 8 + g, kk * 16 + 8 + 2 * t), ref o0, ref o1, ref o2, ref o3);
+                            Row(oTile, Dv, nt * 8 + g, kk * 16 + 2 * t), Row(oTile, Dv, nt * 8 + g, kk * 16 + 8 + 2 * t), ref o0, ref o1, ref o2, ref o3);
                     int col = nt * 8 + 2 * t;
                     p[4 * nt] = Probability(s, s0, r0 + col, keyA, rowL[col]);
                     p[4 * nt + 1] = Probability(s, s1, r0 + col + 1, keyA, rowL[col + 1]);
@@ -268,11 +299,11 @@ public static class TensorCoreAttention
                     int i = 8 * kk;
                     uint a0 = Pair(p[i], p[i + 1]), a1 = Pair(p[i + 2], p[i + 3]), a2 = Pair(p[i + 4], p[i + 5]), a3 = Pair(p[i + 6], p[i + 7]);
                     for (int nt = 0; nt < vTiles; nt++)
-                        TensorCores.Mma(a0, a1, a2, a3, Column(oTile, s.Dv, kk * 16 + 2 * t, nt * 8 + g), Column(oTile, s.Dv, kk * 16 + 8 + 2 * t, nt * 8 + g),
+                        TensorCores.Mma(a0, a1, a2, a3, Column(oTile, Dv, kk * 16 + 2 * t, nt * 8 + g), Column(oTile, Dv, kk * 16 + 8 + 2 * t, nt * 8 + g),
                             ref dv[4 * nt], ref dv[4 * nt + 1], ref dv[4 * nt + 2], ref dv[4 * nt + 3]);
                     a0 = Pair(ds[i], ds[i + 1]); a1 = Pair(ds[i + 2], ds[i + 3]); a2 = Pair(ds[i + 4], ds[i + 5]); a3 = Pair(ds[i + 6], ds[i + 7]);
                     for (int nt = 0; nt < dTiles; nt++)
-                        TensorCores.Mma(a0, a1, a2, a3, Column(qTile, s.D, kk * 16 + 2 * t, nt * 8 + g), Column(qTile, s.D, kk * 16 + 8 + 2 * t, nt * 8 + g),
+                        TensorCores.Mma(a0, a1, a2, a3, Column(qTile, D, kk * 16 + 2 * t, nt * 8 + g), Column(qTile, D, kk * 16 + 8 + 2 * t, nt * 8 + g),
                             ref dk[4 * nt], ref dk[4 * nt + 1], ref dk[4 * nt + 2], ref dk[4 * nt + 3]);
                 }
                 Group.Barrier();
@@ -285,33 +316,33 @@ public static class TensorCoreAttention
                     for (int kk = 0; kk < Tile / 16; kk++)
                         TensorCores.Mma(Row(dsTile, Tile, m0 + g, kk * 16 + 2 * t), Row(dsTile, Tile, m0 + g + 8, kk * 16 + 2 * t),
                             Row(dsTile, Tile, m0 + g, kk * 16 + 8 + 2 * t), Row(dsTile, Tile, m0 + g + 8, kk * 16 + 8 + 2 * t),
-                            Column(kTile, s.D, kk * 16 + 2 * t, nt * 8 + g), Column(kTile, s.D, kk * 16 + 8 + 2 * t, nt * 8 + g), ref d0, ref d1, ref d2, ref d3);
+                            Column(kTile, D, kk * 16 + 2 * t, nt * 8 + g), Column(kTile, D, kk * 16 + 8 + 2 * t, nt * 8 + g), ref d0, ref d1, ref d2, ref d3);
                     int c = nt * 8 + 2 * t;
                     if (rowA < s.T)
                     {
-                        Atomic.Add(ref dq[(qBase + rowA) * s.D + c], d0);
-                        Atomic.Add(ref dq[(qBase + rowA) * s.D + c + 1], d1);
+                        Atomic.Add(ref dq[(qBase + rowA) * D + c], d0);
+                        Atomic.Add(ref dq[(qBase + rowA) * D + c + 1], d1);
                     }
                     if (rowB < s.T)
                     {
-                        Atomic.Add(ref dq[(qBase + rowB) * s.D + c], d2);
-                        Atomic.Add(ref dq[(qBase + rowB) * s.D + c + 1], d3);
+                        Atomic.Add(ref dq[(qBase + rowB) * D + c], d2);
+                        Atomic.Add(ref dq[(qBase + rowB) * D + c + 1], d3);
                     }
                 }
             }
         }
-        int values = s.KvHeads * s.Keys * s.D;
+        int values = s.KvHeads * s.Keys * D;
         for (int nt = 0; nt < dTiles; nt++)
         {
             int c = nt * 8 + 2 * t;
-            if (keyA < s.Keys) { dkv[(kvBase + keyA) * s.D + c] = dk[4 * nt]; dkv[(kvBase + keyA) * s.D + c + 1] = dk[4 * nt + 1]; }
-            if (keyB < s.Keys) { dkv[(kvBase + keyB) * s.D + c] = dk[4 * nt + 2]; dkv[(kvBase + keyB) * s.D + c + 1] = dk[4 * nt + 3]; }
+            if (keyA < s.Keys) { dkv[(kvBase + keyA) * D + c] = dk[4 * nt]; dkv[(kvBase + keyA) * D + c + 1] = dk[4 * nt + 1]; }
+            if (keyB < s.Keys) { dkv[(kvBase + keyB) * D + c] = dk[4 * nt + 2]; dkv[(kvBase + keyB) * D + c + 1] = dk[4 * nt + 3]; }
         }
         for (int nt = 0; nt < vTiles; nt++)
         {
             int c = nt * 8 + 2 * t;
-            if (keyA < s.Keys) { dkv[values + (kvBase + keyA) * s.Dv + c] = dv[4 * nt]; dkv[values + (kvBase + keyA) * s.Dv + c + 1] = dv[4 * nt + 1]; }
-            if (keyB < s.Keys) { dkv[values + (kvBase + keyB) * s.Dv + c] = dv[4 * nt + 2]; dkv[values + (kvBase + keyB) * s.Dv + c + 1] = dv[4 * nt + 3]; }
+            if (keyA < s.Keys) { dkv[values + (kvBase + keyA) * Dv + c] = dv[4 * nt]; dkv[values + (kvBase + keyA) * Dv + c + 1] = dv[4 * nt + 1]; }
+            if (keyB < s.Keys) { dkv[values + (kvBase + keyB) * Dv + c] = dv[4 * nt + 2]; dkv[values + (kvBase + keyB) * Dv + c + 1] = dv[4 * nt + 3]; }
         }
     }
 

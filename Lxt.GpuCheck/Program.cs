@@ -4,7 +4,7 @@
 //                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,products,layers]
 //                     [--profile-tokens 128,2048] [--layers N] [--plan-memory] [--pairs none|all|LIST]
 //                     [--softmax-warp-rows] [--softmax-register-rows] [--table-parameters] [--attention-blocks N]
-//                     [--all-positions] [--fused-attention]
+//                     [--all-positions] [--fused-attention] [--tensor-core-attention]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
 //                     tolerances to 1e-2 and 5e-2, and bf16 runs each fixture again with every value narrow that can
 //                     be; --plan-memory only prints each run's planned device memory and kernel count, from a dry
@@ -15,7 +15,8 @@
 //                     --table-parameters has fused programs read their tables from kernel parameters;
 //                     --attention-blocks N computes masked attention in blocks of N query rows, 0 whole; default 512;
 //                     --all-positions computes every value at every position, not only at the rows the logits read;
-//                     --fused-attention computes each attention as one op, its probabilities never stored)
+//                     --fused-attention computes each attention as one op, its probabilities never stored;
+//                     --tensor-core-attention computes those ops on tensor cores)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -43,7 +44,7 @@ if (options.PlanMemory)
 try
 {
     using var probe = Create();
-    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}, kernels taking values in pairs: {probe.PairedKernels}, softmax rows {(probe.SoftmaxRowsInRegisters ? "in a warp's registers where they fit, else " : "")}{(probe.SoftmaxWarpPerRow ? "a warp each" : "a group each")}, program tables read {(probe.ProgramTablesAsParameters ? "from kernel parameters" : "from device memory")}");
+    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}, kernels taking values in pairs: {probe.PairedKernels}, softmax rows {(probe.SoftmaxRowsInRegisters ? "in a warp's registers where they fit, else " : "")}{(probe.SoftmaxWarpPerRow ? "a warp each" : "a group each")}, program tables read {(probe.ProgramTablesAsParameters ? "from kernel parameters" : "from device memory")}, attention ops on {(probe.AttentionOnTensorCores ? "tensor cores" : "CUDA cores")}");
 }
 catch (GpuUnavailableException e)
 {
@@ -122,6 +123,7 @@ GpuBackend Create()
     backend.SoftmaxWarpPerRow = options.SoftmaxWarpRows;
     backend.SoftmaxRowsInRegisters = options.SoftmaxRegisterRows;
     backend.ProgramTablesAsParameters = options.TableParameters;
+    backend.AttentionOnTensorCores = options.TensorCoreAttention;
     return backend;
 }
 
@@ -553,6 +555,8 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
     public bool AllPositions { get; init; }
     /// <summary>Attention as one op (<see cref="ExplainOptions.FusedAttention"/>).</summary>
     public bool FusedAttention { get; init; }
+    /// <summary>Attention ops on tensor cores (<see cref="GpuBackend.AttentionOnTensorCores"/>).</summary>
+    public bool TensorCoreAttention { get; init; }
     /// <summary>Softmax rows held in a warp's registers (<see cref="GpuBackend.SoftmaxRowsInRegisters"/>).</summary>
     public bool SoftmaxRegisterRows { get; init; }
 
@@ -592,6 +596,7 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--attention-blocks" => o with { AttentionBlocks = int.Parse(Next()) },
                 "--all-positions" => o with { AllPositions = true },
                 "--fused-attention" => o with { FusedAttention = true },
+                "--tensor-core-attention" => o with { TensorCoreAttention = true },
                 "--pairs" => o with
                 {
                     Pairs = Enum.TryParse<PairedKernels>(Next(), ignoreCase: true, out var pairs) && (pairs & ~PairedKernels.All) == 0 ? pairs

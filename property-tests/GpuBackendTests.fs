@@ -336,11 +336,15 @@ let tests =
                     // the tensor cores computed it: their bfloat16 operands leave a trace the float32 kernels do not
                     Expect.isGreaterThan (relativeError onCores.[i] onWarps.[i]) 1e-6 (sprintf "%s: %s on tensor cores" what (Node.Describe node)))
         }
-        test "the tensor-core attention kernels compile to PTX's mma.sync for an SM 9.0 device" {
+        test "the tensor-core attention kernels compile to PTX's mma.sync for an SM 9.0 device, their loops over a head's dimensions bounded by constants" {
             for name, count in [ "Forward", 2; "Backward", 5 ] do
-                let ptx = GpuBackend.KernelPtx(typeof<TensorCoreAttention>.GetMethod name)
-                let mma = ptx.Split("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32").Length - 1
-                Expect.equal mma count (sprintf "%s: its products (S, P·V; K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q, dS·K), each one mma" name)
+                for d in [ 64; 128 ] do
+                    let kernel = typeof<TensorCoreAttention>.GetMethod(name).MakeGenericMethod(TensorCoreAttention.HeadDimType d, TensorCoreAttention.HeadDimType d)
+                    let ptx = GpuBackend.KernelPtx kernel
+                    let mma = ptx.Split("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32").Length - 1
+                    Expect.equal mma count (sprintf "%s: its products (S, P·V; K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q, dS·K), each one mma" name)
+                    // the loop over the 16-dimension steps of Q·Kᵀ ends at a constant, d / 16: ptxas can unroll it
+                    Expect.isTrue (Text.RegularExpressions.Regex.IsMatch(ptx, sprintf @"setp\.(ge|lt)\.s32\s+%%p\d+, %%r\d+, %d;" (d / 16))) (sprintf "%s, d %d: a loop bounded by d / 16" name d)
         }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
             llamaParity Device.IlgpuCpu

@@ -70,7 +70,8 @@ case "${1:-}" in
 --pairs All --table-parameters
 --pairs All --softmax-register-rows
 --pairs All --softmax-register-rows --table-parameters
---pairs All --fused-attention --checkpointing none}"
+--pairs All --fused-attention --checkpointing none
+--pairs All --fused-attention --tensor-core-attention --checkpointing none}"
     : > "$out/variants.log"
     while IFS= read -r v; do
       [ -n "$v" ] || continue
