@@ -87,7 +87,14 @@ else Say($"no fixtures folder ({options.Fixtures ?? "none given"}): parity skipp
 try { GemmCheck(); }
 catch (Exception e) { failures++; Say($"gemm check: ERROR {e.GetType().Name}: {e.Message}"); }
 
-// 3. AttnLRP timings on random Llama shapes, each with and without gradient checkpointing, against the reference
+// 3. attention on tensor cores against attention on CUDA cores, where asked for
+if (options.TensorCoreAttention)
+{
+    try { TensorCoreAttentionCheck(); }
+    catch (Exception e) { failures++; Say($"tensor-core attention check: ERROR {e.GetType().Name}: {e.Message}"); }
+}
+
+// 4. AttnLRP timings on random Llama shapes, each with and without gradient checkpointing, against the reference
 var rows = new List<string>();
 var best = new List<string>();
 foreach (var size in options.Models)
@@ -253,6 +260,50 @@ void GemmCheck()
         buffer.Dispose();
     }
     backend.UsesCublas = hadCublas;
+}
+
+// The output, log-sum-exp and gradients of a causal grouped-query attention at the Llama shapes' head sizes, on tensor
+// cores and on CUDA cores: the same within bfloat16's precision.
+// On the CPU accelerator it runs with warps of 32 lanes, the tensor cores' products emulated.
+void TensorCoreAttentionCheck()
+{
+    bool cpu = options.Device == "ilgpu-cpu";
+    using var backend = cpu ? GpuBackend.CreateCpuWithCudaWarps(options.Precision) : Create();
+    var rng = new Random(2);
+    foreach (int d in new[] { 64, 128 })
+    {
+        const int heads = 4, kvHeads = 2;
+        int tokens = cpu ? 70 : 200;
+        var mask = new AttentionMask(true, 0, null);
+        var q = Ops.input("q", [heads, tokens, d], DType.Float);
+        var k = Ops.input("k", [kvHeads, tokens, d], DType.Float);
+        var v = Ops.input("v", [kvHeads, tokens, d], DType.Float);
+        var w = Ops.input("w", [heads, tokens, d], DType.Float);
+        double scale = 1 / Math.Sqrt(d);
+        var o = Ops.attention(mask, scale, q, k, v);
+        var loss = Ops.reduceSum(Microsoft.FSharp.Collections.ListModule.OfArray(new[] { 0, 1, 2 }), false, Ops.mul(o, w));
+        var grads = Autodiff.vjp(Microsoft.FSharp.Collections.ListModule.OfArray(new[] { Tuple.Create(loss, Ops.scalar(1.0)) }),
+            Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k, v })).ToArray();
+        float[] Random(int n) => Enumerable.Range(0, n).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
+        var values = new Dictionary<string, float[]>
+        {
+            ["q"] = Random(heads * tokens * d), ["k"] = Random(kvHeads * tokens * d), ["v"] = Random(kvHeads * tokens * d), ["w"] = Random(heads * tokens * d),
+        };
+        var parts = new (Node, string)[] { (o, "O"), (Ops.attentionPart(AttentionPart.LogSumExp, mask, scale, Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k })), "L"), (grads[0], "dQ"), (grads[1], "dK"), (grads[2], "dV") };
+        foreach (var (node, label) in parts)
+        {
+            backend.AttentionOnTensorCores = true;
+            var onCores = Run(backend, node, values);
+            backend.AttentionOnTensorCores = false;
+            var onWarps = Run(backend, node, values);
+            double scaleOf = 1 + onWarps.Max(Math.Abs), diff = onCores.Zip(onWarps, (a, b) => Math.Abs(a - b)).Max() / scaleOf;
+            // bfloat16 operands leave a trace: a difference of 0 means the tensor cores were not used
+            bool ok = diff < 3e-2 && diff > 0 && onCores.All(double.IsFinite);
+            if (!ok) failures++;
+            Say($"attention d {d}: {label} on tensor cores vs CUDA cores: relative difference {diff:E2} {(ok ? "ok" : "FAIL")}");
+            summary.Add($"tensor-core attention d {d} {label}: {(ok ? "ok" : "FAIL")} ({diff:E1})");
+        }
+    }
 }
 
 // `count` row-major rows×cols matrices, each transposed
