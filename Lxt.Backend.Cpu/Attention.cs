@@ -8,8 +8,10 @@ namespace Lxt.Backend.Cpu;
 internal static class Attention
 {
     /// <summary>Query rows per block: a block's scores (rows × kept keys) stay in a thread's cache-sized scratch.</summary>
-    static readonly int Rows = int.Parse(Environment.GetEnvironmentVariable("LXT_AR") ?? "64");
-    static readonly int KeyBlock = int.Parse(Environment.GetEnvironmentVariable("LXT_AK") ?? "64");
+    const int Rows = 64;
+
+    /// <summary>Keys per block of the gradient, against blocks of <see cref="Rows"/> query rows.</summary>
+    const int KeyBlock = 128;
 
     /// <summary>Shapes of an attention op's operands: Q [heads, T, d], K [kvHeads, keys, d], V [kvHeads, keys, dv].</summary>
     readonly record struct Dims(int Heads, int T, int D, int KvHeads, int Keys, int Dv)
