@@ -17,12 +17,13 @@ internal static class Attention
     readonly record struct Dims(int Heads, int T, int D, int KvHeads, int Keys, int Dv)
     {
         public int Group => Heads / KvHeads;
+        /// <summary>A row of the output Y and of its gradient G: O (or dO) and L.</summary>
+        public int Row => Dv + 1;
         public static Dims Of(Op.Attention a)
         {
             var q = a.operands[0].Shape;
             var k = a.operands[1].Shape;
-            int dv = a.operands.Length > 2 ? a.operands[2].Shape[2] : 0;
-            return new Dims(q[0], q[1], q[2], k[0], k[1], dv);
+            return new Dims(q[0], q[1], q[2], k[0], k[1], a.operands[2].Shape[2]);
         }
     }
 
@@ -31,7 +32,7 @@ internal static class Attention
     {
         var dims = Dims.Of(a);
         if (a.part.IsGradient) Gradient(dims, a.mask, (float)a.scale, x, y, threads);
-        else RowBlocks(a.part, dims, a.mask, (float)a.scale, x, y, threads);
+        else Output(dims, a.mask, (float)a.scale, x, y, threads);
     }
 
     /// <summary>The keys rows r0 … r1 − 1 keep, together: c0 … c1 − 1.</summary>
@@ -64,28 +65,29 @@ internal static class Attention
     }
 
     /// <summary>For one block: <paramref name="s"/> ← P = exp(S − L) and <paramref name="dp"/> ← scale · P ⊙ (dO·Vᵀ − Δ),
-    /// the gradient of the scores before their scale.</summary>
+    /// the gradient of the scores before their scale (dO and L are the rows of G and Y, x[3] and x[4]).</summary>
     static void Backward(in Dims m, AttentionMask mask, float scale, float[][] x, int h, int r0, int r1, int c0, int c1, float[] s, float[] dp)
     {
         int rows = r1 - r0, cols = c1 - c0, kh = h / m.Group;
-        float[] v = x[2], dO = x[3], lse = x[4], delta = x[5];
+        float[] v = x[2], g = x[3], y = x[4], delta = x[5];
         Scores(m, mask, scale, x[0], x[1], h, r0, r1, c0, c1, s);
-        Kernels.Gemm(false, true, rows, cols, m.Dv, dO.AsSpan((h * m.T + r0) * m.Dv, rows * m.Dv), m.Dv,
+        Kernels.Gemm(false, true, rows, cols, m.Dv, g.AsSpan((h * m.T + r0) * m.Row, rows * m.Row), m.Row,
             v.AsSpan((kh * m.Keys + c0) * m.Dv, cols * m.Dv), m.Dv, dp.AsSpan(0, rows * cols), cols, maxThreads: 1);
         for (int i = 0; i < rows; i++)
         {
+            int row = h * m.T + r0 + i;
             var sr = s.AsSpan(i * cols, cols);
             var dr = dp.AsSpan(i * cols, cols);
-            TensorPrimitives.Subtract(sr, lse[h * m.T + r0 + i], sr);
+            TensorPrimitives.Subtract(sr, y[row * m.Row + m.Dv], sr);
             TensorPrimitives.Exp(sr, sr);
-            TensorPrimitives.Subtract(dr, delta[h * m.T + r0 + i], dr);
+            TensorPrimitives.Subtract(dr, delta[row], dr);
             TensorPrimitives.Multiply(dr, sr, dr);
             TensorPrimitives.Multiply(dr, scale, dr);
         }
     }
 
-    /// <summary>The output or the log-sum-exp: one block of query rows of one head at a time.</summary>
-    static void RowBlocks(AttentionPart part, Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads)
+    /// <summary>The output Y: O and L of one block of query rows of one head at a time.</summary>
+    static void Output(Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads)
     {
         int blocks = (m.T + Rows - 1) / Rows;
         Kernels.For(m.Heads * blocks, (long)Rows * m.Keys * (m.D + m.Dv + 1), threads, (from, to) =>
@@ -104,12 +106,11 @@ internal static class Attention
                     TensorPrimitives.Subtract(sr, max, sr);
                     TensorPrimitives.Exp(sr, sr);
                     float sum = TensorPrimitives.Sum(sr);
-                    if (part.IsLogSumExp) y[h * m.T + r0 + i] = max + MathF.Log(sum);
-                    else TensorPrimitives.Multiply(sr, 1f / sum, sr);
+                    y[(h * m.T + r0 + i) * m.Row + m.Dv] = max + MathF.Log(sum);
+                    TensorPrimitives.Multiply(sr, 1f / sum, sr);
                 }
-                if (part.IsOutput)
-                    Kernels.Gemm(false, false, rows, m.Dv, cols, s.AsSpan(0, rows * cols), cols,
-                        x[2].AsSpan((kh * m.Keys + c0) * m.Dv, cols * m.Dv), m.Dv, y.AsSpan((h * m.T + r0) * m.Dv, rows * m.Dv), m.Dv, maxThreads: 1);
+                Kernels.Gemm(false, false, rows, m.Dv, cols, s.AsSpan(0, rows * cols), cols,
+                    x[2].AsSpan((kh * m.Keys + c0) * m.Dv, cols * m.Dv), m.Dv, y.AsSpan((h * m.T + r0) * m.Row, rows * m.Row - 1), m.Row, maxThreads: 1);
             }
         });
     }
@@ -120,7 +121,7 @@ internal static class Attention
     /// after in head order (so every run sums alike).</summary>
     static void Gradient(Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads)
     {
-        float[] q = x[0], k = x[1], dO = x[3];
+        float[] q = x[0], k = x[1], grad = x[3];
         int nq = m.Heads * m.T * m.D, keyBlocks = (m.Keys + KeyBlock - 1) / KeyBlock, rowBlocks = (m.T + Rows - 1) / Rows;
         int kSize = m.Keys * m.D, vSize = m.Keys * m.Dv, vStart = nq + m.KvHeads * kSize;
         var partial = m.Group > 1 ? new float[(m.Heads - m.KvHeads) * (kSize + vSize)] : [];
@@ -149,7 +150,7 @@ internal static class Attention
                         Backward(m, mask, scale, x, h, r0, r1, c0, c1, s, dp);
                         // dV += Pᵀ·dO, dK += dSᵀ·Q, dQ += dS·K (dS carries the scale)
                         Kernels.Gemm(true, false, cols, m.Dv, rows, s.AsSpan(0, rows * cols), cols,
-                            dO.AsSpan((h * m.T + r0) * m.Dv, rows * m.Dv), m.Dv, dv, m.Dv, accumulate: true, maxThreads: 1);
+                            grad.AsSpan((h * m.T + r0) * m.Row, rows * m.Row), m.Row, dv, m.Dv, accumulate: true, maxThreads: 1);
                         Kernels.Gemm(true, false, cols, m.D, rows, dp.AsSpan(0, rows * cols), cols,
                             q.AsSpan((h * m.T + r0) * m.D, rows * m.D), m.D, dk, m.D, accumulate: true, maxThreads: 1);
                         Kernels.Gemm(false, false, rows, m.D, cols, dp.AsSpan(0, rows * cols), cols,

@@ -1,5 +1,5 @@
-// Fused attention (Op.Attention) on ILGPU: one warp per query row (output, log-sum-exp, the queries' gradient) or per
-// key (the keys' and values' gradients); the gradient part launches both. Probabilities are recomputed from Q, K and each row's log-sum-exp where they
+// Fused attention (Op.Attention) on ILGPU: one warp per query row (the output and its log-sum-exp, the queries'
+// gradient) or per key (the keys' and values' gradients); the gradient part launches both. Probabilities are recomputed from Q, K and each row's log-sum-exp where they
 // are needed and never written; a warp keeps one chunk of them, one per lane, in shared memory.
 using ILGPU;
 using ILGPU.Runtime;
@@ -10,7 +10,7 @@ namespace Lxt.Backend.Gpu;
 
 /// <summary>An attention op's sizes and mask for its kernels: Q [Heads, T, D], K [KvHeads, Keys, D], V [KvHeads, Keys,
 /// Dv]. Query row i keeps key j when j ≤ Offset + i (if Causal ≠ 0) and Offset + i − j &lt; Window (if Window &gt; 0).
-/// Part: 0 the output, 1 the log-sum-exp, 2 the gradients of Q, K and V.</summary>
+/// Part: 0 the output Y (O and L, rows of Dv + 1), 1 the gradients of Q, K and V.</summary>
 public struct AttentionShape
 {
     public int Heads, T, D, KvHeads, Keys, Dv, Causal, Offset, Window, Part;
@@ -22,9 +22,9 @@ public struct AttentionShape
         var k = a.operands[1].Shape;
         return new AttentionShape
         {
-            Heads = q[0], T = q[1], D = q[2], KvHeads = k[0], Keys = k[1], Dv = a.operands.Length > 2 ? a.operands[2].Shape[2] : 0,
+            Heads = q[0], T = q[1], D = q[2], KvHeads = k[0], Keys = k[1], Dv = a.operands[2].Shape[2],
             Causal = a.mask.Causal ? 1 : 0, Offset = a.mask.Offset, Window = a.mask.Window is { } w ? w.Value : 0,
-            Part = a.part.IsOutput ? 0 : a.part.IsLogSumExp ? 1 : 2,
+            Part = a.part.IsOutput ? 0 : 1,
             Scale = (float)a.scale,
         };
     }
@@ -49,19 +49,20 @@ public static class AttentionKernels
         return acc;
     }
 
-    /// <summary>Part 0 (O = P·V), 1 (the log-sum-exp L) or 2 (dQ = scale · (P ⊙ (dO·Vᵀ − Δ))·K) of one query row per
-    /// group of one warp; grid = Heads·T. The row's L is computed online (each lane a running maximum and sum over its
-    /// keys, then combined), or read for part 2.</summary>
-    public static void QueryRows(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
-                                 ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> y, AttentionShape s)
+    /// <summary>Part 0 (Y: O = P·V and L) or 1 (dQ = scale · (P ⊙ (dO·Vᵀ − Δ))·K) of one query row per group of one
+    /// warp; grid = Heads·T. The row's L is computed online (each lane a running maximum and sum over its keys, then
+    /// combined), or read off Y (<paramref name="yIn"/>) for part 1, whose dO is G's (<paramref name="g"/>) row.</summary>
+    public static void QueryRows(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> g,
+                                 ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> y, AttentionShape s)
     {
         var chunk = SharedMemory.Allocate<float>(MaxLanes);
         int row = Grid.IdxX, lane = Group.IdxX, lanes = Group.DimX;
-        int h = row / s.T, kh = h / (s.Heads / s.KvHeads);
+        int h = row / s.T, kh = h / (s.Heads / s.KvHeads), yRow = row * (s.Dv + 1);
         Kept(s, row % s.T, out int first, out int stop);
         int qi = row * s.D;
+        bool gradient = s.Part == 1;
         float l;
-        if (s.Part == 2) l = lse[row];
+        if (gradient) l = yIn[yRow + s.Dv];
         else
         {
             float m = float.NegativeInfinity, z = 0f;
@@ -73,17 +74,12 @@ public static class AttentionKernels
             }
             float max = WarpMax(m);
             l = max + MathF.Log(WarpSum(z == 0f ? 0f : z * MathF.Exp(m - max)));
-            if (s.Part == 1)
-            {
-                if (lane == 0) y[row] = l;
-                return;
-            }
+            if (lane == 0) y[yRow + s.Dv] = l;
         }
-        bool gradient = s.Part == 2;
-        int width = gradient ? s.D : s.Dv;
+        int width = gradient ? s.D : s.Dv, at = gradient ? qi : yRow;
         var rows = gradient ? k : v;
         float dl = gradient ? delta[row] : 0f;
-        for (int c = lane; c < width; c += lanes) y[row * width + c] = 0f;
+        for (int c = lane; c < width; c += lanes) y[at + c] = 0f;
         for (int start = first; start < stop; start += lanes)
         {
             int j = start + lane;
@@ -91,26 +87,26 @@ public static class AttentionKernels
             if (j < stop)
             {
                 float p = MathF.Exp(s.Scale * Dot(q, qi, k, (kh * s.Keys + j) * s.D, s.D) - l);
-                w = gradient ? s.Scale * p * (Dot(dO, row * s.Dv, v, (kh * s.Keys + j) * s.Dv, s.Dv) - dl) : p;
+                w = gradient ? s.Scale * p * (Dot(g, yRow, v, (kh * s.Keys + j) * s.Dv, s.Dv) - dl) : p;
             }
             chunk[lane] = w;
             Group.Barrier();
             int count = Math.Min(lanes, stop - start);
             for (int c = lane; c < width; c += lanes)
             {
-                float acc = y[row * width + c];
+                float acc = y[at + c];
                 for (int jj = 0; jj < count; jj++) acc += chunk[jj] * rows[(kh * s.Keys + start + jj) * width + c];
-                y[row * width + c] = acc;
+                y[at + c] = acc;
             }
             Group.Barrier();
         }
     }
 
-    /// <summary>The rest of part 2: dK = scale · dSᵀ·Q [KvHeads, Keys, D] and after it dV = Pᵀ·dO [KvHeads, Keys, Dv],
+    /// <summary>The rest of part 1: dK = scale · dSᵀ·Q [KvHeads, Keys, D] and after it dV = Pᵀ·dO [KvHeads, Keys, Dv],
     /// one key per group of one warp (grid = KvHeads·Keys), summed over the query rows of every head of its group
     /// (consecutive rows of Q) that keep it. <paramref name="y"/> starts at dK.</summary>
-    public static void KeyRows(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
-                               ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> y, AttentionShape s)
+    public static void KeyRows(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> g,
+                               ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> y, AttentionShape s)
     {
         var ps = SharedMemory.Allocate<float>(MaxLanes);
         var dss = SharedMemory.Allocate<float>(MaxLanes);
@@ -128,8 +124,8 @@ public static class AttentionKernels
                 if (j >= first && j < stop)
                 {
                     int qr = firstRow + r;
-                    p = MathF.Exp(s.Scale * Dot(q, qr * s.D, k, key * s.D, s.D) - lse[qr]);
-                    ds = s.Scale * p * (Dot(dO, qr * s.Dv, v, key * s.Dv, s.Dv) - delta[qr]);
+                    p = MathF.Exp(s.Scale * Dot(q, qr * s.D, k, key * s.D, s.D) - yIn[qr * (s.Dv + 1) + s.Dv]);
+                    ds = s.Scale * p * (Dot(g, qr * (s.Dv + 1), v, key * s.Dv, s.Dv) - delta[qr]);
                 }
             }
             ps[lane] = p;
@@ -143,7 +139,7 @@ public static class AttentionKernels
                 if (c < s.D)
                     for (int rr = 0; rr < count; rr++) acc += dss[rr] * q[(firstRow + start + rr) * s.D + c];
                 else
-                    for (int rr = 0; rr < count; rr++) acc += ps[rr] * dO[(firstRow + start + rr) * s.Dv + c - s.D];
+                    for (int rr = 0; rr < count; rr++) acc += ps[rr] * g[(firstRow + start + rr) * (s.Dv + 1) + c - s.D];
                 y[at] = acc;
             }
             Group.Barrier();

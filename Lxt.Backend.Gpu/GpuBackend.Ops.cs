@@ -251,7 +251,7 @@ public sealed partial class GpuBackend
             attentionQueryRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.QueryRows);
             attentionQueryRows(WarpPerRow(rows), At(0), At(1), At(2), At(3), At(4), At(5), y.View, s);
         }
-        if (s.Part != 2 || s.KvHeads * s.Keys == 0) return;
+        if (s.Part != 1 || s.KvHeads * s.Keys == 0) return;
         // the gradient: dQ above, then dK and dV one key per warp
         attentionKeyRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.KeyRows);
         attentionKeyRows(WarpPerRow(s.KvHeads * s.Keys), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(rows * s.D), s);
@@ -262,14 +262,13 @@ public sealed partial class GpuBackend
     void OnTensorCores(AttentionShape s, GpuBuffer[] x, GpuBuffer y)
     {
         var launch = (int groups) => new KernelConfig(new Index1D(groups), new Index1D(TensorCoreAttention.Threads));
-        if (s.Part != 2)
+        if (s.Part == 0)
         {
             int tiles = (s.T + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
             if (s.Heads * tiles == 0) return;
-            int dv = s.Part == 1 ? s.D : s.Dv; // the log-sum-exp reads no values
-            if (!tensorCoreForward.TryGetValue((s.D, dv), out var forward))
-                tensorCoreForward[(s.D, dv)] = forward = LoadGrouped(TensorCoreAttention.Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(nameof(TensorCoreAttention.Forward), s.D, dv));
-            forward(launch(s.Heads * tiles), x[0].View, x[1].View, x[Math.Min(2, x.Length - 1)].View, y.View, s);
+            if (!tensorCoreForward.TryGetValue((s.D, s.Dv), out var forward))
+                tensorCoreForward[(s.D, s.Dv)] = forward = LoadGrouped(TensorCoreAttention.Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(nameof(TensorCoreAttention.Forward), s.D, s.Dv));
+            forward(launch(s.Heads * tiles), x[0].View, x[1].View, x[2].View, y.View, s);
             return;
         }
         int nq = s.Heads * s.T * s.D, keyTiles = (s.Keys + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;

@@ -55,7 +55,7 @@ public static class TensorCoreAttention
     public const int MaxDim = 128;
 
     /// <summary>Whether the kernels take an attention of these sizes.</summary>
-    public static bool Takes(in AttentionShape s) => Fits(s.D) && (s.Part == 1 || Fits(s.Dv)); // the log-sum-exp reads no values
+    public static bool Takes(in AttentionShape s) => Fits(s.D) && Fits(s.Dv);
 
     static bool Fits(int dim) => dim > 0 && dim <= MaxDim && dim % 16 == 0;
 
@@ -72,14 +72,15 @@ public static class TensorCoreAttention
     /// <summary>Two bfloat16 of a shared [*, width] tile as one word: (row, c) and (row, c + 1), a row pair.</summary>
     static uint Row(ArrayView<ushort> tile, int width, int row, int c) => tile[row * width + c] | (uint)tile[row * width + c + 1] << 16;
 
-    /// <summary>Rows <paramref name="from"/> … + <paramref name="rows"/> − 1 of a [count, width] slab at
-    /// <paramref name="rowBase"/> into a shared tile in bfloat16, zero past the slab, by all the group's threads.</summary>
-    static void LoadTile(ArrayView<float> x, int rowBase, int from, int count, int width, int rows, ArrayView<ushort> tile)
+    /// <summary>The first <paramref name="width"/> values of rows <paramref name="from"/> … + <paramref name="rows"/> − 1
+    /// of a [count, stride] slab at <paramref name="rowBase"/> into a shared [rows, width] tile in bfloat16, zero past
+    /// the slab, by all the group's threads.</summary>
+    static void LoadTile(ArrayView<float> x, int rowBase, int from, int count, int stride, int width, int rows, ArrayView<ushort> tile)
     {
         for (int i = Group.IdxX; i < rows * width; i += Group.DimX)
         {
             int r = from + i / width;
-            tile[i] = r < count ? FromFloat(x[(rowBase + r) * width + i % width]) : (ushort)0;
+            tile[i] = r < count ? FromFloat(x[(rowBase + r) * stride + i % width]) : (ushort)0;
         }
     }
 
@@ -95,7 +96,7 @@ public static class TensorCoreAttention
         return v + Warp.ShuffleXor(v, 2);
     }
 
-    /// <summary>Part 0 (O) or 1 (the log-sum-exp L) for <see cref="Tile"/> query rows of one head per group
+    /// <summary>Part 0, Y (O and the log-sum-exp L), for <see cref="Tile"/> query rows of one head per group
     /// (grid = Heads · ⌈T / Tile⌉, <see cref="Threads"/> a group): each warp keeps its 16 rows' Q, running maxima and
     /// sums and O in registers and walks the kept keys a shared tile of K and V at a time.</summary>
     public static void Forward<TD, TDv>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> y, AttentionShape s)
@@ -110,7 +111,7 @@ public static class TensorCoreAttention
         int h = Grid.IdxX / tiles, r0 = Grid.IdxX % tiles * Tile, kh = h / (s.Heads / s.KvHeads);
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int rowA = r0 + warp * 16 + g, rowB = rowA + 8, qBase = h * s.T, kvBase = kh * s.Keys;
-        int D = default(TD).Value, Dv = default(TDv).Value, dSteps = D / 16, vTiles = s.Part == 1 ? 0 : Dv / 8;
+        int D = default(TD).Value, Dv = default(TDv).Value, dSteps = D / 16, vTiles = Dv / 8;
         for (int kk = 0; kk < dSteps; kk++)
         {
             int c = kk * 16 + 2 * t;
@@ -128,8 +129,8 @@ public static class TensorCoreAttention
         for (int c0 = first; c0 < stop; c0 += Tile)
         {
             Group.Barrier();
-            LoadTile(k, kvBase, c0, stop, D, Tile, kTile);
-            if (vTiles > 0) LoadTile(v, kvBase, c0, stop, Dv, Tile, vTile);
+            LoadTile(k, kvBase, c0, stop, D, D, Tile, kTile);
+            LoadTile(v, kvBase, c0, stop, Dv, Dv, Tile, vTile);
             Group.Barrier();
             // S = scale · Q·Kᵀ, −∞ where the mask drops a key, and the tile's maximum of each row
             float tA = float.NegativeInfinity, tB = float.NegativeInfinity;
@@ -177,35 +178,33 @@ public static class TensorCoreAttention
         }
         lA = QuadSum(lA);
         lB = QuadSum(lB);
-        if (s.Part == 1)
-        {
-            if (t == 0 && rowA < s.T) y[qBase + rowA] = mA + MathF.Log(lA);
-            if (t == 0 && rowB < s.T) y[qBase + rowB] = mB + MathF.Log(lB);
-            return;
-        }
+        // Y's rows: O, then L
+        int row = Dv + 1;
+        if (t == 0 && rowA < s.T) y[(qBase + rowA) * row + Dv] = mA + MathF.Log(lA);
+        if (t == 0 && rowB < s.T) y[(qBase + rowB) * row + Dv] = mB + MathF.Log(lB);
         for (int nt = 0; nt < vTiles; nt++)
         {
             int c = nt * 8 + 2 * t;
             if (rowA < s.T)
             {
-                y[(qBase + rowA) * Dv + c] = acc[4 * nt] / lA;
-                y[(qBase + rowA) * Dv + c + 1] = acc[4 * nt + 1] / lA;
+                y[(qBase + rowA) * row + c] = acc[4 * nt] / lA;
+                y[(qBase + rowA) * row + c + 1] = acc[4 * nt + 1] / lA;
             }
             if (rowB < s.T)
             {
-                y[(qBase + rowB) * Dv + c] = acc[4 * nt + 2] / lB;
-                y[(qBase + rowB) * Dv + c + 1] = acc[4 * nt + 3] / lB;
+                y[(qBase + rowB) * row + c] = acc[4 * nt + 2] / lB;
+                y[(qBase + rowB) * row + c + 1] = acc[4 * nt + 3] / lB;
             }
         }
     }
 
-    /// <summary>Part 2: dK and dV for <see cref="Tile"/> keys of one key/value head per group (grid = KvHeads ·
+    /// <summary>Part 1: dK and dV for <see cref="Tile"/> keys of one key/value head per group (grid = KvHeads ·
     /// ⌈Keys / Tile⌉, <see cref="Threads"/> a group), each warp 16 keys, over every query row of its heads that keeps
     /// one of them, <see cref="BackwardRows"/> at a time; and each tile's share of dQ = dS·K added into dQ atomically
     /// (<paramref name="dq"/> must be zero before). dS carries the scale. <paramref name="dkv"/> holds dK [KvHeads,
     /// Keys, D] then dV [KvHeads, Keys, Dv].</summary>
-    public static void Backward<TD, TDv>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
-                                ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
+    public static void Backward<TD, TDv>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> grad,
+                                ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
         where TD : struct, IHeadDim where TDv : struct, IHeadDim
     {
         const int rowTiles = BackwardRows / 8;
@@ -246,7 +245,7 @@ public static class TensorCoreAttention
         for (int i = 0; i < dTiles * 4; i++) dk[i] = 0f;
         for (int i = 0; i < vTiles * 4; i++) dv[i] = 0f;
         Group.Barrier();
-        LoadTile(k, kvBase, c0, s.Keys, D, Tile, kTile);
+        LoadTile(k, kvBase, c0, s.Keys, D, D, Tile, kTile);
         int c1 = Math.Min(s.Keys, c0 + Tile);
         for (int h = kh * group; h < (kh + 1) * group; h++)
         {
@@ -258,12 +257,12 @@ public static class TensorCoreAttention
                 AttentionKernels.Kept(s, last, out _, out int stop);
                 if (stop <= c0 || first >= c1) continue;
                 Group.Barrier();
-                LoadTile(q, qBase, r0, s.T, D, BackwardRows, qTile);
-                LoadTile(dO, qBase, r0, s.T, Dv, BackwardRows, oTile);
+                LoadTile(q, qBase, r0, s.T, D, D, BackwardRows, qTile);
+                LoadTile(grad, qBase, r0, s.T, Dv + 1, Dv, BackwardRows, oTile);
                 for (int i = Group.IdxX; i < BackwardRows; i += Group.DimX)
                 {
                     bool inside = r0 + i < s.T;
-                    rowL[i] = inside ? lse[qBase + r0 + i] : 0f;
+                    rowL[i] = inside ? yIn[(qBase + r0 + i) * (Dv + 1) + Dv] : 0f;
                     rowD[i] = inside ? delta[qBase + r0 + i] : 0f;
                 }
                 Group.Barrier();

@@ -289,7 +289,7 @@ void TensorCoreAttentionCheck()
         {
             ["q"] = Random(heads * tokens * d), ["k"] = Random(kvHeads * tokens * d), ["v"] = Random(kvHeads * tokens * d), ["w"] = Random(heads * tokens * d),
         };
-        var parts = new (Node, string)[] { (o, "O"), (Ops.attentionPart(AttentionPart.LogSumExp, mask, scale, Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k })), "L"), (grads[0], "dQ"), (grads[1], "dK"), (grads[2], "dV") };
+        var parts = new (Node, string)[] { (o, "O"), (Ops.attentionPart(AttentionPart.Output, mask, scale, Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k, v })), "Y (O and L)"), (grads[0], "dQ"), (grads[1], "dK"), (grads[2], "dV") };
         foreach (var (node, label) in parts)
         {
             backend.AttentionOnTensorCores = true;

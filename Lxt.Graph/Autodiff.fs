@@ -125,8 +125,13 @@ let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
           w, (fun () -> make (Conv2dGradWeight(s, p, x, g)) w.Shape Float None) ]
     | Attention(Output, mask, scale, ([ q; k; v ] as xs)) ->
         // the backward pass of attention without its probabilities: one op recomputes them from Q, K and the rows'
-        // log-sum-exp for the gradients of Q, K and V together, and the softmax's Σ dP ⊙ P is Δ = Σ dO ⊙ O (dP = dO·Vᵀ, so Σⱼ Pᵢⱼ dPᵢⱼ = dOᵢ · Oᵢ)
-        let grads = lazy (attentionPart Gradient mask scale (xs @ [ g; attentionPart LogSumExp mask scale [ q; k ]; reduceSum [ 2 ] false (mul g y) ]))
+        // log-sum-exp L (Y's last column) for the gradients of Q, K and V together. The softmax's Σ dP ⊙ P is
+        // Σ dO ⊙ O (dP = dO·Vᵀ, so Σⱼ Pᵢⱼ dPᵢⱼ = dOᵢ · Oᵢ), and L passes its gradient on as P does (∂Lᵢ/∂Sᵢⱼ = Pᵢⱼ):
+        // Δ = Σ G ⊙ (Y ⊙ [1 … 1 0] − [0 … 0 1]) along the last axis
+        let width = y.Shape.[2]
+        let column (f: int -> bool) = constant [| width |] (Array.init width (fun c -> if f c then 1.0 else 0.0))
+        let delta () = reduceSum [ 2 ] false (mul g (sub (mul y (column (fun c -> c < width - 1))) (column (fun c -> c = width - 1))))
+        let grads = lazy (attentionPart Gradient mask scale (xs @ [ g; y; delta () ]))
         let part (at: int) (x: Node) = reshape x.Shape (slice 0 at (at + Shape.numel x.Shape) grads.Value)
         let nq, nk = Shape.numel q.Shape, Shape.numel k.Shape
         [ q, (fun () -> part 0 q); k, (fun () -> part nq k); v, (fun () -> part (nq + nk) v) ]

@@ -76,13 +76,12 @@ type AttentionMask =
 /// The values an attention op computes from Q [heads, T, d], K [kvHeads, keys, d] and V [kvHeads, keys, dv], where
 /// query head h reads key/value head h / (heads / kvHeads), P = softmax(scale · Q·Kᵀ kept by the mask, −∞ elsewhere):
 type AttentionPart =
-    /// O = P·V [heads, T, dv], from Q, K, V
+    /// Y [heads, T, dv + 1]: each row's O = P·V and after it the log of its softmax denominator L (with its maximum),
+    /// from Q, K, V
     | Output
-    /// the log of each row's softmax denominator, with its maximum, [heads, T], from Q, K
-    | LogSumExp
-    /// ∂⟨O, dO⟩/∂Q, ∂/∂K and ∂/∂V one after the other, flat [heads·T·d + kvHeads·keys·d + kvHeads·keys·dv], from
-    /// Q, K, V, dO, the LogSumExp L and Δ = Σ dO ⊙ O along the last axis [heads, T]: the probabilities are recomputed
-    /// once for all three
+    /// ∂⟨Y, G⟩/∂Q, ∂/∂K and ∂/∂V one after the other, flat [heads·T·d + kvHeads·keys·d + kvHeads·keys·dv], from Q, K,
+    /// V, G [heads, T, dv + 1], Y and Δ = Σ G ⊙ O − G_L along the last axis [heads, T] (the softmax's Σ dP ⊙ P less
+    /// what reaches L): the probabilities are recomputed once for all three
     | Gradient
 
 /// One operation of a graph. Children are nodes; the output shape lives on the node.

@@ -14,7 +14,7 @@ let private axisOf what (x: Node) axis =
 
 /// The shape of an attention op's value, after checking its operands (see AttentionPart) and mask.
 let private attentionShape (part: AttentionPart) (mask: AttentionMask) (scale: float) (xs: Node list) : Shape =
-    let expected = match part with Output -> 3 | LogSumExp -> 2 | Gradient -> 6
+    let expected = match part with Output -> 3 | Gradient -> 6
     if xs.Length <> expected then fail "attention (%A): takes %d operands, got %d" part expected xs.Length
     let q, k = xs.[0], xs.[1]
     let v = if xs.Length > 2 then xs.[2] else k
@@ -33,13 +33,12 @@ let private attentionShape (part: AttentionPart) (mask: AttentionMask) (scale: f
         let struct (first, stop) = mask.Kept(i, keys)
         if first >= stop then fail "attention: query row %d of %s keeps no key of %s under mask %A" i (d q) (d k) mask
     if xs.Length = 6 then
-        let dO, lse, delta = xs.[3], xs.[4], xs.[5]
-        if dO.Shape <> [| heads; t; dv |] then fail "attention gradient: %s does not match the output [%d, %d, %d]" (d dO) heads t dv
-        for s in [ lse; delta ] do
-            if s.Shape <> [| heads; t |] then fail "attention gradient: row statistic %s is not [%d, %d]" (d s) heads t
+        let g, y, delta = xs.[3], xs.[4], xs.[5]
+        for x in [ g; y ] do
+            if x.Shape <> [| heads; t; dv + 1 |] then fail "attention gradient: %s does not match the output [%d, %d, %d]" (d x) heads t (dv + 1)
+        if delta.Shape <> [| heads; t |] then fail "attention gradient: row statistic %s is not [%d, %d]" (d delta) heads t
     match part with
-    | Output -> [| heads; t; dv |]
-    | LogSumExp -> [| heads; t |]
+    | Output -> [| heads; t; dv + 1 |]
     | Gradient -> [| heads * t * dk + kvHeads * keys * (dk + dv) |]
 
 /// Builds (or finds) the node for `op`; `given` is the shape of ops whose shape is not implied by their operands.
@@ -268,5 +267,8 @@ let recompute (x: Node) = make (Recompute x) [||] x.DType None
 /// the part takes (see AttentionPart).
 let attentionPart (part: AttentionPart) (mask: AttentionMask) (scale: float) (operands: Node list) =
     make (Attention(part, mask, scale, operands)) [||] Float None
-/// softmax(where(mask, scale · Q·Kᵀ, −∞))·V as one op [heads, T, dv] (grouped-query heads share keys and values).
-let attention (mask: AttentionMask) (scale: float) (q: Node) (k: Node) (v: Node) = attentionPart Output mask scale [ q; k; v ]
+/// softmax(where(mask, scale · Q·Kᵀ, −∞))·V [heads, T, dv] as one op (grouped-query heads share keys and values),
+/// read off the op's output, which keeps each row's log-sum-exp beside it for the backward pass.
+let attention (mask: AttentionMask) (scale: float) (q: Node) (k: Node) (v: Node) =
+    let y = attentionPart Output mask scale [ q; k; v ]
+    slice 2 0 (y.Shape.[2] - 1) y

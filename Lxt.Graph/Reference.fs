@@ -81,7 +81,7 @@ let attention (part: AttentionPart) (mask: AttentionMask) (scale: float) (shapes
     let qs, ks = shapes.[0], shapes.[1]
     let heads, t, d = qs.[0], qs.[1], qs.[2]
     let kvHeads, keys = ks.[0], ks.[1]
-    let dv = if shapes.Length > 2 then shapes.[2].[2] else 0
+    let dv = shapes.[2].[2]
     let q, k = args.[0], args.[1]
     let group = heads / kvHeads
     for h in 0 .. heads - 1 do
@@ -97,30 +97,30 @@ let attention (part: AttentionPart) (mask: AttentionMask) (scale: float) (shapes
             let s = kept |> Array.map score
             let row = h * t + i
             match part with
-            | Output | LogSumExp ->
+            | Output ->
                 let m = Array.max s
                 let z = s |> Array.sumBy (fun x -> Math.Exp(x - m))
-                if part = LogSumExp then out.[row] <- m + Math.Log z
-                else
-                    let v = args.[2]
-                    for c in 0 .. dv - 1 do
-                        let mutable acc = 0.0
-                        kept |> Array.iteri (fun at j -> acc <- acc + Math.Exp(s.[at] - m) / z * v.[(kh * keys + j) * dv + c])
-                        out.[row * dv + c] <- acc
+                let v = args.[2]
+                for c in 0 .. dv - 1 do
+                    let mutable acc = 0.0
+                    kept |> Array.iteri (fun at j -> acc <- acc + Math.Exp(s.[at] - m) / z * v.[(kh * keys + j) * dv + c])
+                    out.[row * (dv + 1) + c] <- acc
+                out.[row * (dv + 1) + dv] <- m + Math.Log z
             | Gradient ->
-                let v, dO, lse, delta = args.[2], args.[3], args.[4], args.[5]
+                let v, g, y, delta = args.[2], args.[3], args.[4], args.[5]
                 let dk, dvAt = heads * t * d, heads * t * d + kvHeads * keys * d
+                let lse = y.[row * (dv + 1) + dv]
                 kept |> Array.iteri (fun at j ->
-                    let p = Math.Exp(s.[at] - lse.[row])
+                    let p = Math.Exp(s.[at] - lse)
                     let mutable dp = 0.0
-                    for c in 0 .. dv - 1 do dp <- dp + dO.[row * dv + c] * v.[(kh * keys + j) * dv + c]
+                    for c in 0 .. dv - 1 do dp <- dp + g.[row * (dv + 1) + c] * v.[(kh * keys + j) * dv + c]
                     let ds = scale * p * (dp - delta.[row])
                     let kj = (kh * keys + j) * d
                     for c in 0 .. d - 1 do
                         out.[qi + c] <- out.[qi + c] + ds * k.[kj + c]
                         out.[dk + kj + c] <- out.[dk + kj + c] + ds * q.[qi + c]
                     let vj = dvAt + (kh * keys + j) * dv
-                    for c in 0 .. dv - 1 do out.[vj + c] <- out.[vj + c] + p * dO.[row * dv + c])
+                    for c in 0 .. dv - 1 do out.[vj + c] <- out.[vj + c] + p * g.[row * (dv + 1) + c])
 
 /// Evaluates one node given the values of its operands (in Op.Children order).
 let evaluate (n: Node) (args: float[][]) : float[] =

@@ -122,8 +122,11 @@ let tests =
             Expect.stringContains (fails "values" (fun () -> attention causal 1.0 q (input "k" [| 2; 5; 2 |] Float) v2)) "'v2'" "names the values"
             let k4, v4 = input "k" [| 2; 5; 2 |] Float, input "v" [| 2; 5; 2 |] Float
             Expect.stringContains (fails "row" (fun () -> attention { Causal = true; Offset = 0; Window = Some 0 } 1.0 q k4 v4)) "mask" "a window of 0"
-            Expect.stringContains (fails "gradient" (fun () -> attentionPart Gradient causal 1.0 [ q; k4; v4; q; q; q ])) "row statistic" "statistics of the wrong shape"
+            let y = attentionPart Output causal 1.0 [ q; k4; v4 ]
+            Expect.stringContains (fails "gradient" (fun () -> attentionPart Gradient causal 1.0 [ q; k4; v4; y; y; y ])) "row statistic" "statistics of the wrong shape"
+            Expect.stringContains (fails "gradient of O alone" (fun () -> attentionPart Gradient causal 1.0 [ q; k4; v4; q; y; q ])) "does not match the output" "a gradient without L's column"
             Expect.equal (attention causal 1.0 q k4 v4).Shape [| 4; 3; 2 |] "fits: [heads, T, dv]"
+            Expect.equal y.Shape [| 4; 3; 3 |] "the op's output: O and L, [heads, T, dv + 1]"
         }
 
         testList "the fixtures explain the same with attention as one op" [
@@ -142,7 +145,7 @@ let tests =
                     // every attention of the explained graph is one op
                     let outputs = Explainer.RelevanceGraph(graph.Model.["logits"].Node, (graph.Model.Inputs |> Seq.find (fun i -> i.Name = graph.InputName)).Node, (methodOf f).RuleSet, 0, [||], false, false, true)
                     let layers = graph.LayerOutputs.Count
-                    Expect.equal (count isAttention (List.ofArray outputs)) (3 * layers) (sprintf "%s: per layer the output, the log-sum-exp and the gradient" name)
+                    Expect.equal (count isAttention (List.ofArray outputs)) (2 * layers) (sprintf "%s: per layer the output (with its log-sum-exp) and the gradient" name)
                 }
             for device in [ Device.Cpu; Device.IlgpuCpu ] do
                 (if device = Device.IlgpuCpu then Paths.onIlgpuCpu else id) <| test (sprintf "llama on %A matches the reference with attention as one op" device) {
