@@ -97,8 +97,14 @@ public sealed record ExplainOptions
     /// log-sum-exp per row, so no [heads, T, keys] scores or probabilities are stored, forward or backward, and
     /// <see cref="AttentionBlockRows"/> does not apply. Relevance is the same up to rounding; attention with a node asked
     /// for (<see cref="Nodes"/>) inside it, or with a mask other than causal (with or without a window) or none, is
-    /// computed as products and a softmax. Default false.</summary>
-    public bool FusedAttention { get; init; }
+    /// computed as products and a softmax. Null (the default) leaves it to the backend
+    /// (<see cref="IAttentionChoice"/>): one op on the CPU, products and a softmax on the GPU's CUDA cores and on the
+    /// float64 reference.</summary>
+    public bool? FusedAttention { get; init; }
+
+    /// <summary>Whether an explanation on <paramref name="backend"/> computes attention as one op: as
+    /// <see cref="FusedAttention"/> says, or as the backend chooses.</summary>
+    public bool FusesAttentionOn(IBackend backend) => FusedAttention ?? (backend is IAttentionChoice c && c.FusesAttention);
 }
 
 /// <summary>
@@ -337,12 +343,13 @@ public sealed class Explainer : IDisposable
             $"the model has no node named '{n}' (named nodes include: {string.Join(", ", Model.NodeNames().Take(12))}, ...)")).ToArray();
         var ruleSet = options.Method.RuleSet;
         var byNodes = _relevanceGraphs.GetOrCreateValue(ruleSet);
-        var key = (pick ? "arg-max\n" : "") + (options.AllPositions ? "all positions\n" : "") + (options.FusedAttention ? "fused attention\n" : "")
+        bool fused = options.FusesAttentionOn(_session.Backend);
+        var key = (pick ? "arg-max\n" : "") + (options.AllPositions ? "all positions\n" : "") + (fused ? "fused attention\n" : "")
                   + $"blocks {options.AttentionBlockRows}\n" + string.Join("\n", options.Nodes);
         if (!byNodes.TryGetValue(key, out var outputs))
         {
             outputs = RelevanceGraph(_output.Node, _input.Node, ruleSet, options.AttentionBlockRows, nodes.Select(n => n.Node).ToArray(), pick, options.AllPositions,
-                    options.FusedAttention)
+                    fused)
                 .Select(n => new Expr(n)).ToArray();
             byNodes[key] = outputs;
         }
@@ -448,7 +455,8 @@ public sealed class Explainer : IDisposable
     // their operands with the softmax over them, one product per layer, so no [heads, tokens, tokens] value is kept
     // from the forward pass. Reductions (the mean square of a norm) are kept because they are small and a segment's
     // norm can then be recomputed without the residual stream, which no product's backward reads. Softmax outputs are
-    // left out: keeping them as well gave the same peak on a 1B-shaped Llama at 512 tokens.
+    // left out: keeping them as well gave the same peak on a 1B-shaped Llama at 512 tokens. An attention op's output
+    // is kept as the products are, so the backward pass never computes an attention twice.
     internal static IReadOnlyList<Expr> ProductCheckpoints(Lxt.Graph.Node input, Expr rewrittenOutput)
     {
         var checkpoints = new List<Expr> { new(input) };
@@ -458,6 +466,7 @@ public sealed class Explainer : IDisposable
             {
                 Op.MatMul m => ShapeModule.numel(n.Shape) <= Math.Max(ShapeModule.numel(m.a.Shape), ShapeModule.numel(m.b.Shape)),
                 Op.Reduce => true,
+                Op.Attention a => a.part.IsOutput, // attention as one op: its output, O and L, the size of a product's
                 _ => false,
             };
             if (keep) checkpoints.Add(new Expr(n));

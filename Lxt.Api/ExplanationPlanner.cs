@@ -33,10 +33,11 @@ public static class ExplanationPlanner
     /// gives the same plan) with <paramref name="method"/> (AttnLRP by default), for each checkpointing choice, masked
     /// attention in blocks of <paramref name="attentionBlockRows"/> query rows (<see cref="ExplainOptions.AttentionBlockRows"/>),
     /// every value at every position when <paramref name="allPositions"/> (<see cref="ExplainOptions.AllPositions"/>),
-    /// attention as one op when <paramref name="fusedAttention"/> (<see cref="ExplainOptions.FusedAttention"/>).</summary>
+    /// attention as one op when <paramref name="fusedAttention"/> (<see cref="ExplainOptions.FusedAttention"/>; null:
+    /// as the device's backend chooses).</summary>
     public static IReadOnlyList<PlannedExplanation> Plan(Model model, string inputName, IReadOnlyList<string> layerOutputs,
         Device device, GemmPrecision precision, IReadOnlyList<Checkpointing> choices, Method? method = null,
-        int attentionBlockRows = ExplainOptions.DefaultAttentionBlockRows, bool allPositions = false, bool fusedAttention = false)
+        int attentionBlockRows = ExplainOptions.DefaultAttentionBlockRows, bool allPositions = false, bool? fusedAttention = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(choices);

@@ -5,7 +5,7 @@ namespace Lxt.Backend.Cpu;
 
 /// <summary>Runs plans in float32 on the CPU: TensorPrimitives for elementwise work, a blocked GEMM for products,
 /// Parallel.For over rows for large ops.</summary>
-public sealed class CpuBackend : IBackend, ITransposedMatMul, IInPlaceElementwise, IHostArrayAdoption
+public sealed class CpuBackend : IBackend, ITransposedMatMul, IInPlaceElementwise, IHostArrayAdoption, IAttentionChoice
 {
     /// <param name="maxThreads">Most threads one op may use; 0 means one per processor.</param>
     public CpuBackend(int maxThreads = 0)
@@ -31,6 +31,10 @@ public sealed class CpuBackend : IBackend, ITransposedMatMul, IInPlaceElementwis
 
     /// <summary>Every pointwise kernel reads an element before it writes the same element of the output.</summary>
     public bool SupportsInPlaceElementwise => true;
+
+    /// <summary>Attention as one op by default: its blocks of rows against kept keys keep pace with products and a
+    /// softmax at a few hundred tokens and pass them at thousands, storing no [heads, tokens, keys] value.</summary>
+    public bool FusesAttention => true;
 
     static CpuBuffer Own(IBuffer buffer, string role) => buffer switch
     {

@@ -12,7 +12,7 @@ using Lxt.Graph;
 
 namespace Lxt.Backend.Gpu;
 
-public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPlaceElementwise
+public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPlaceElementwise, IAttentionChoice
 {
     // one compiled kernel per program type (and kernel): groups computing alike share it
     readonly Dictionary<(Type, string), Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
@@ -67,6 +67,10 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// on accelerators with warps of 32 lanes. Off by default until timed; there to compare
     /// (<c>--tensor-core-attention</c>).</summary>
     public bool AttentionOnTensorCores { get; set; }
+
+    /// <summary>Attention as one op by default where it runs on tensor cores; on CUDA cores products in cuBLAS and a
+    /// softmax are faster.</summary>
+    bool IAttentionChoice.FusesAttention => AttentionOnTensorCores;
 
     /// <summary>When true, a softmax read through a prologue whose rows fit a warp's registers (up to
     /// 2·<see cref="RowCellTypes.MaxCells"/>·WarpSize values, 2048 on a CUDA device) runs one warp per row, each lane

@@ -42,7 +42,7 @@ public sealed record ExplainRequest(string ModelDir, ExplainInput Input)
     /// <summary>Every value at every position (see <see cref="ExplainOptions.AllPositions"/>).</summary>
     public bool AllPositions { get; init; }
     /// <summary>Attention as one op (see <see cref="ExplainOptions.FusedAttention"/>).</summary>
-    public bool FusedAttention { get; init; }
+    public bool? FusedAttention { get; init; }
 }
 
 /// <summary>Per-token relevance at one layer output.</summary>

@@ -66,6 +66,12 @@ type IFusedPointwise =
     /// IInPlaceElementwise, `output` may be the buffer of an operand of the root's shape.
     abstract ExecuteFused: group: FusedGroup * inputs: IBuffer[] * output: IBuffer -> unit
 
+/// Optional for backends: whether explanations on this backend compute attention as one op (Op.Attention, see
+/// FusedAttention) unless told which; without it they compute it as products and a softmax.
+type IAttentionChoice =
+    /// True where one op is as fast as products and a softmax or faster on this backend.
+    abstract FusesAttention: bool
+
 /// A backend's recording of the device work of one run, replayed with the same buffers (a CUDA graph).
 type IRecordedRun =
     inherit IDisposable

@@ -48,6 +48,7 @@ type DryRunBackend(decisions: IBackend) =
     let inPlace = match decisions with :? IInPlaceElementwise as b -> b.SupportsInPlaceElementwise | _ -> false
     let narrowValues = match decisions with :? INarrowValues as v -> Some v | _ -> None
     let slicesInPlace = match decisions with :? ISlicedConcat as c -> c.ReadsSlicesInPlace | _ -> false
+    let fusesAttention = match decisions with :? IAttentionChoice as c -> c.FusesAttention | _ -> false
 
     /// The most bytes held at once since creation or the last ResetPeak.
     member _.PeakBytes = ledger.Peak
@@ -84,6 +85,8 @@ type DryRunBackend(decisions: IBackend) =
         member _.ExecuteWithPrologue(_, _, _) = ledger.Launch()
     interface IInPlaceElementwise with
         member _.SupportsInPlaceElementwise = inPlace
+    interface IAttentionChoice with
+        member _.FusesAttention = fusesAttention
     interface ILowPrecisionWeights with
         member _.NarrowsMatrixWeights = narrows
         member _.AllocateMatrixWeight(values) = new DryBuffer(values.Length, (if narrows then 2L else 4L), ledger) :> IBuffer

@@ -12,7 +12,7 @@ namespace Lxt.Benchmarks;
 
 internal static class LlamaBench
 {
-    sealed record Options(LlamaShape Shape, int Threads, int Reps, bool Profile, bool Torch, string? TorchScript, int AttentionBlocks, bool AllPositions, bool FusedAttention);
+    sealed record Options(LlamaShape Shape, int Threads, int Reps, bool Profile, bool Torch, string? TorchScript, int AttentionBlocks, bool AllPositions, bool? FusedAttention);
 
     public static int Run(string[] args, bool memoryChild = false)
     {
@@ -25,7 +25,8 @@ internal static class LlamaBench
     {
         var shape = new LlamaShape(Layers: 8, Hidden: 1024, Intermediate: 2816, Heads: 16, KvHeads: 4, Tokens: 256, Vocab: 32000);
         int threads = 1, reps = 5, blocks = ExplainOptions.DefaultAttentionBlockRows;
-        bool profile = false, torch = true, allPositions = false, fused = false;
+        bool profile = false, torch = true, allPositions = false;
+        bool? fused = null;
         string? script = null;
         for (int i = 0; i < args.Length; i++)
         {
@@ -41,6 +42,7 @@ internal static class LlamaBench
                 case "--profile": profile = true; break;
                 case "--all-positions": allPositions = true; break;
                 case "--fused-attention": fused = true; break;
+                case "--no-fused-attention": fused = false; break;
                 case "--no-torch": torch = false; break;
                 default:
                     Console.Error.WriteLine($"llama: unknown option '{a}'");
@@ -80,6 +82,7 @@ internal static class LlamaBench
         double fwdMs, lrpMs;
         double? wholeMs = null, everyMs = null, productsMs = null;
         int target;
+        bool fused;
         using (var explainer = new Explainer(g.Model, g.InputName, weights, Device.Cpu, o.Threads))
         {
             var logits = explainer.Forward(input);
@@ -89,7 +92,8 @@ internal static class LlamaBench
             var opts = new ExplainOptions { Method = Method.AttnLrp, Target = target, AttentionBlockRows = o.AttentionBlocks, AllPositions = o.AllPositions, FusedAttention = o.FusedAttention };
             lrpMs = MedianMs(o.Reps, () => explainer.Explain(input, opts));
             // where the attention runs in blocks, the same explanation with every attention whole, for the ratio
-            if (o.FusedAttention)
+            fused = opts.FusesAttentionOn(explainer.Session.Backend);
+            if (fused)
                 productsMs = MedianMs(o.Reps, () => explainer.Explain(input, opts with { FusedAttention = false }));
             else if (o.AttentionBlocks > 0 && s.Tokens > o.AttentionBlocks)
                 wholeMs = MedianMs(o.Reps, () => explainer.Explain(input, opts with { AttentionBlockRows = 0 }));
@@ -121,18 +125,18 @@ internal static class LlamaBench
         Console.WriteLine($"Lxt AttnLRP: {2 * s.ForwardFlops / 1e9 / (lrpMs / 1e3):F1} GFLOP/s counted as 2 × forward FLOPs");
         if (mem is var (hwm, planned))
             Console.WriteLine($"Lxt peak resident memory of an explanation: {hwm / 1e9:F2} GB (VmHWM); plan's peak intermediate bytes {planned / 1e9:F2} GB");
-        if (o.Profile) Profile(o, g, weights, input, target);
+        if (o.Profile) Profile(o, g, weights, input, target, fused);
         return 0;
     }
 
     // The explanation graph as Explainer builds it, run on an Executable with profiling on.
-    static void Profile(Options o, TransformerGraph g, Weights weights, float[] input, int target)
+    static void Profile(Options o, TransformerGraph g, Weights weights, float[] input, int target, bool fused)
     {
         var model = g.Model;
         var output = model["logits"].Node;
         var inputNode = model.Inputs.First(i => i.Name == g.InputName).Node;
         var clock = Stopwatch.StartNew();
-        var graph = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, o.AttentionBlocks, [], pick: false, o.AllPositions, o.FusedAttention);
+        var graph = Explainer.RelevanceGraph(output, inputNode, Method.AttnLrp.RuleSet, o.AttentionBlocks, [], pick: false, o.AllPositions, fused);
         double graphMs = clock.Elapsed.TotalMilliseconds;
         clock.Restart();
         var plan = PlanModule.compile(ListModule.OfSeq(graph));

@@ -149,15 +149,18 @@ let private llamaConfig (layers: int) =
     sprintf """{"model_type":"llama","hidden_size":64,"num_hidden_layers":%d,"num_attention_heads":4,"num_key_value_heads":2,
                 "intermediate_size":128,"vocab_size":64,"rms_norm_eps":1e-5,"rope_theta":10000.0}""" layers
 
-/// The relevance pass's peak intermediate bytes for a random Llama of `layers` layers over 64 tokens, and its relevance.
-let llamaPeak (device: Device) (layers: int) (checkpointing: Checkpointing) =
+/// The relevance pass's peak intermediate bytes for a random Llama of `layers` layers over 64 tokens, and its relevance,
+/// with attention as the device chooses (`fused` None) or as one op or not.
+let llamaPeakWith (fused: bool option) (device: Device) (layers: int) (checkpointing: Checkpointing) =
     let graph = Architectures.Build(ModelConfig.Parse(llamaConfig layers), 64)
     let weights = Weights.Random(graph.Model, seed = 3, std = 0.1)
     let rng = Random 5
     let input = Array.init (graph.InputShape |> Seq.fold (*) 1) (fun _ -> float32 (rng.NextDouble() * 2.0 - 1.0))
     use explainer = new Explainer(graph.Model, graph.InputName, weights, device, LayerOutputs = graph.LayerOutputs)
-    let e = explainer.Explain(input, ExplainOptions(Target = Nullable 7, Checkpointing = checkpointing))
+    let e = explainer.Explain(input, ExplainOptions(Target = Nullable 7, Checkpointing = checkpointing, FusedAttention = Option.toNullable fused))
     explainer.Session.PeakIntermediateBytes, e.InputRelevance.ToDoubleArray()
+
+let llamaPeak = llamaPeakWith None
 
 let private llamaTests =
     testList "a deeper random Llama" [
@@ -272,6 +275,8 @@ let private productTests =
         test "within a budget: the attention probabilities of as many layers as fit are kept, the relevance is the same, and the peak stays within the budget" {
             // 64 tokens, heads of 16 dimensions: the probabilities [2, 128, 64] of a group outgrow q, so products
             // recompute q·kᵀ and the softmax in each layer's backward pass unless the probabilities are kept
+            // (attention as products and a softmax: as one op it has no probabilities to keep)
+            let llamaPeak = llamaPeakWith (Some false)
             let plain, r = llamaPeak Device.Cpu 8 Checkpointing.None
             let products, rp = llamaPeak Device.Cpu 8 Checkpointing.Products
             let within (budget: int64) = llamaPeak Device.Cpu 8 (Checkpointing.ProductsWithin budget)

@@ -459,6 +459,16 @@ let planTests =
             Expect.isLessThan fusedMiB productsMiB "no [heads, tokens, tokens] scores or probabilities"
             Expect.isLessThan fusedKernels productsKernels "four kernels an attention, forward and backward"
         }
+        test "attention is one op by default on the cpu and products and a softmax on ilgpu-cpu; --no-fused-attention asks for products" {
+            let plan (device: string) (extra: string list) =
+                let out = ok ([ "plan"; "--model"; llama; "--tokens"; "256"; "--device"; device; "--checkpointing"; "none" ] @ extra)
+                out.Split('\n') |> Array.find (fun l -> l.StartsWith "none ")
+            Expect.equal (plan "cpu" []) (plan "cpu" [ "--fused-attention" ]) "the cpu: attention as one op"
+            Expect.notEqual (plan "cpu" []) (plan "cpu" [ "--no-fused-attention" ]) "unless told otherwise"
+            Expect.equal (plan "ilgpu-cpu" []) (plan "ilgpu-cpu" [ "--no-fused-attention" ]) "CUDA cores: products and a softmax"
+            expectUsage [ "plan"; "--model"; llama; "--fused-attention"; "--no-fused-attention" ] "contradict"
+            expectUsage [ "explain"; "--model"; llama; "--input-ids"; llamaPrompt; "--fused-attention"; "--no-fused-attention" ] "contradict"
+        }
         test "in bfloat16 the header says which computed values are stored in bfloat16" {
             let out = ok [ "plan"; "--model"; llama; "--tokens"; "16"; "--device"; "ilgpu-cpu"; "--precision"; "bf16"; "--checkpointing"; "none" ]
             Expect.stringContains out (sprintf "values of %d elements or more in bfloat16" (Lxt.Backend.Gpu.GpuBackend.NarrowValuesFromEnvironment())) "the threshold"

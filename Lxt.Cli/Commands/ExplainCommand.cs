@@ -38,6 +38,7 @@ public sealed class ExplainCommand : ICommand
         AttentionBlocksSpec,
         AllPositionsSpec,
         FusedAttentionSpec,
+        NoFusedAttentionSpec,
         new("trace", "FILE.png", "write a token × layer image of relevance at every layer output (text models)"),
         new("batch", "FILE", "explain every line of a JSON-lines file ({\"text\"|\"input_ids\"|\"pixels\", \"id\"?, \"target\"?})"),
         new("out", "FILE", "with --batch: append one JSON result per line here; a rerun resumes where it stopped"),
@@ -205,7 +206,7 @@ public sealed class ExplainCommand : ICommand
             Checkpointing = checkpointing,
             AttentionBlockRows = AttentionBlocksOf(args),
             AllPositions = args.Has("all-positions"),
-            FusedAttention = args.Has("fused-attention"),
+            FusedAttention = FusedAttentionOf(args),
         };
     }
 
@@ -219,7 +220,20 @@ public sealed class ExplainCommand : ICommand
 
     /// <summary>The <c>--fused-attention</c> flag of the commands that explain or plan explanations.</summary>
     public static OptionSpec FusedAttentionSpec { get; } = new("fused-attention", null,
-        "compute each attention as one op whose backward pass recomputes the probabilities from the queries, keys and one log-sum-exp per row, storing no [heads, tokens, keys] scores (causal, windowed or unmasked attention whose weights are not asked for; same relevance; --attention-blocks does not apply)");
+        "compute each attention as one op whose backward pass recomputes the probabilities from the queries, keys and one log-sum-exp per row, storing no [heads, tokens, keys] scores (causal, windowed or unmasked attention whose weights are not asked for; same relevance; --attention-blocks does not apply); the default on the cpu");
+
+    /// <summary>The <c>--no-fused-attention</c> flag of the commands that explain or plan explanations.</summary>
+    public static OptionSpec NoFusedAttentionSpec { get; } = new("no-fused-attention", null,
+        "compute attention as products and a softmax (the default on cuda and the float64 reference)");
+
+    /// <summary>What <c>--fused-attention</c> or <c>--no-fused-attention</c> asks for; null, the device's choice, without either.</summary>
+    public static bool? FusedAttentionOf(Arguments args) => (args.Has("fused-attention"), args.Has("no-fused-attention")) switch
+    {
+        (true, true) => throw new UsageException("--fused-attention and --no-fused-attention contradict each other: give one"),
+        (true, false) => true,
+        (false, true) => false,
+        _ => null,
+    };
 
     /// <summary>The query rows of an attention block <c>--attention-blocks</c> asks for (the default without it).</summary>
     public static int AttentionBlocksOf(Arguments args) => args.Int("attention-blocks", min: 0) ?? ExplainOptions.DefaultAttentionBlockRows;

@@ -22,6 +22,7 @@ public sealed class PlanCommand : ICommand
         ExplainCommand.AttentionBlocksSpec,
         ExplainCommand.AllPositionsSpec,
         ExplainCommand.FusedAttentionSpec,
+        ExplainCommand.NoFusedAttentionSpec,
     ];
 
     public int Execute(Arguments args, CommandContext context)
@@ -38,7 +39,7 @@ public sealed class PlanCommand : ICommand
         var method = Method.Parse(args.Choice("rules", Method.Ids, "attnlrp"));
         var graph = PretrainedModel.GraphOf(dir, tokens);
         var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, device, precision, choices, method,
-            ExplainCommand.AttentionBlocksOf(args), args.Has("all-positions"), args.Has("fused-attention"));
+            ExplainCommand.AttentionBlocksOf(args), args.Has("all-positions"), ExplainCommand.FusedAttentionOf(args));
         var w = context.Out;
         w.WriteLine($"{method.Id} explanation of {dir}, input [{string.Join(", ", graph.InputShape)}], planned for {DeviceOption.NameOf(device)}"
                     + (device == Device.Cpu ? "" : $" with {GpuBackend.IdOf(precision)} products")
