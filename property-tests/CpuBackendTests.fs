@@ -58,6 +58,19 @@ let private referenceGemm transA transB m n k (a: float32[]) lda (b: float32[]) 
 
 let tests =
     testList "cpu backend" [
+        test "attention as one op gives the same bits on one thread and on several: each head's dQ is its own, dK and dV summed in head order" {
+            let rng = Random 4
+            let h, kv, t, d = 8, 2, 300, 16
+            let q, k, v = input "q" [| h; t; d |] Float, input "k" [| kv; t; d |] Float, input "v" [| kv; t; d |] Float
+            let o = attention { Causal = true; Offset = 0; Window = None } 0.25 q k v
+            let values = Map [ "q", BackendConformance.random rng (h * t * d); "k", BackendConformance.random rng (kv * t * d); "v", BackendConformance.random rng (kv * t * d) ]
+            let outputs = RandomGraphs.forwardAndGradients 3 o
+            let on threads = Evaluate.onBackend (new CpuBackend(threads)) values outputs
+            let one, four = on 1, on 4
+            for i in 0 .. outputs.Length - 1 do
+                Expect.sequenceEqual four.[i] one.[i] (sprintf "%s: bit for bit" (Node.Describe outputs.[i]))
+            Expect.isLessThan (BackendConformance.relativeError one.[1] (Evaluate.reference values outputs).[1]) 1e-5 "and the reference's gradient"
+        }
         yield! BackendConformance.tests cpu { CasesPerOp = 30; RandomGraphs = 100; ErfStep = 0.0005; ErfExtremes = true }
         testPropertyWithConfig (config 20) "agrees on large matmul, softmax (masked too), reduce, permute and elementwise shapes" (fun (seed: int) ->
             let desc, values, outputs = largeSample (seed &&& 0x7fffffff)
