@@ -84,6 +84,52 @@ public static class TensorCoreAttention
         }
     }
 
+    /// <summary>Rows <paramref name="row"/> and <paramref name="row"/> + 8 of a [count, width] slab at
+    /// <paramref name="rowBase"/> as the A fragments of <paramref name="steps"/> steps of 16 columns (zero past the slab).</summary>
+    static void LoadA(ArrayView<float> x, int rowBase, int row, int count, int width, int steps, int t, ArrayView<uint> a)
+    {
+        for (int kk = 0; kk < steps; kk++)
+        {
+            int c = kk * 16 + 2 * t;
+            a[4 * kk] = PairAt(x, rowBase, row, count, width, c);
+            a[4 * kk + 1] = PairAt(x, rowBase, row + 8, count, width, c);
+            a[4 * kk + 2] = PairAt(x, rowBase, row, count, width, c + 8);
+            a[4 * kk + 3] = PairAt(x, rowBase, row + 8, count, width, c + 8);
+        }
+    }
+
+    /// <summary>D fragments <paramref name="tiles"/> tiles of 8 columns wide into rows <paramref name="row"/> and
+    /// <paramref name="row"/> + 8 (those below <paramref name="count"/>) of rows of <paramref name="stride"/> values from
+    /// <paramref name="at"/>, times <paramref name="fA"/> and <paramref name="fB"/>.</summary>
+    static void StoreD(ArrayView<float> y, int at, int stride, int row, int count, int tiles, int t, ArrayView<float> d, float fA, float fB)
+    {
+        for (int nt = 0; nt < tiles; nt++)
+        {
+            int c = nt * 8 + 2 * t;
+            if (row < count)
+            {
+                y[at + row * stride + c] = d[4 * nt] * fA;
+                y[at + row * stride + c + 1] = d[4 * nt + 1] * fA;
+            }
+            if (row + 8 < count)
+            {
+                y[at + (row + 8) * stride + c] = d[4 * nt + 2] * fB;
+                y[at + (row + 8) * stride + c + 1] = d[4 * nt + 3] * fB;
+            }
+        }
+    }
+
+    /// <summary>acc += A·B for one step of 16 rows of B: A the D fragments d[i] … d[i + 7] of two 8-column tiles side
+    /// by side (16 columns, rounded to bfloat16), B rows <paramref name="k0"/> … + 15 of a shared [*, width] tile,
+    /// <paramref name="tiles"/> tiles of 8 columns.</summary>
+    static void MmaFromD(ArrayView<float> d, int i, ArrayView<ushort> tile, int width, int k0, int tiles, int g, int t, ArrayView<float> acc)
+    {
+        uint a0 = Pair(d[i], d[i + 1]), a1 = Pair(d[i + 2], d[i + 3]), a2 = Pair(d[i + 4], d[i + 5]), a3 = Pair(d[i + 6], d[i + 7]);
+        for (int nt = 0; nt < tiles; nt++)
+            TensorCores.Mma(a0, a1, a2, a3, Column(tile, width, k0 + 2 * t, nt * 8 + g), Column(tile, width, k0 + 8 + 2 * t, nt * 8 + g),
+                ref acc[4 * nt], ref acc[4 * nt + 1], ref acc[4 * nt + 2], ref acc[4 * nt + 3]);
+    }
+
     static float QuadMax(float v)
     {
         v = MathF.Max(v, Warp.ShuffleXor(v, 1));
@@ -112,14 +158,7 @@ public static class TensorCoreAttention
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int rowA = r0 + warp * 16 + g, rowB = rowA + 8, qBase = h * s.T, kvBase = kh * s.Keys;
         int D = default(TD).Value, Dv = default(TDv).Value, dSteps = D / 16, vTiles = Dv / 8;
-        for (int kk = 0; kk < dSteps; kk++)
-        {
-            int c = kk * 16 + 2 * t;
-            qa[4 * kk] = PairAt(q, qBase, rowA, s.T, D, c);
-            qa[4 * kk + 1] = PairAt(q, qBase, rowB, s.T, D, c);
-            qa[4 * kk + 2] = PairAt(q, qBase, rowA, s.T, D, c + 8);
-            qa[4 * kk + 3] = PairAt(q, qBase, rowB, s.T, D, c + 8);
-        }
+        LoadA(q, qBase, rowA, s.T, D, dSteps, t, qa);
         for (int i = 0; i < vTiles * 4; i++) acc[i] = 0f;
         AttentionKernels.Kept(s, rowA, out int firstA, out int stopA);
         AttentionKernels.Kept(s, rowB, out int firstB, out int stopB);
@@ -168,13 +207,7 @@ public static class TensorCoreAttention
             }
             // O += P·V, P from the score tiles' registers: two 8-key tiles side by side are one 16-key step
             for (int kk = 0; kk < Tile / 16; kk++)
-            {
-                int i = 8 * kk;
-                uint a0 = Pair(sc[i], sc[i + 1]), a1 = Pair(sc[i + 2], sc[i + 3]), a2 = Pair(sc[i + 4], sc[i + 5]), a3 = Pair(sc[i + 6], sc[i + 7]);
-                for (int nt = 0; nt < vTiles; nt++)
-                    TensorCores.Mma(a0, a1, a2, a3, Column(vTile, Dv, kk * 16 + 2 * t, nt * 8 + g), Column(vTile, Dv, kk * 16 + 8 + 2 * t, nt * 8 + g),
-                        ref acc[4 * nt], ref acc[4 * nt + 1], ref acc[4 * nt + 2], ref acc[4 * nt + 3]);
-            }
+                MmaFromD(sc, 8 * kk, vTile, Dv, kk * 16, vTiles, g, t, acc);
         }
         lA = QuadSum(lA);
         lB = QuadSum(lB);
@@ -182,20 +215,7 @@ public static class TensorCoreAttention
         int row = Dv + 1;
         if (t == 0 && rowA < s.T) y[(qBase + rowA) * row + Dv] = mA + MathF.Log(lA);
         if (t == 0 && rowB < s.T) y[(qBase + rowB) * row + Dv] = mB + MathF.Log(lB);
-        for (int nt = 0; nt < vTiles; nt++)
-        {
-            int c = nt * 8 + 2 * t;
-            if (rowA < s.T)
-            {
-                y[(qBase + rowA) * row + c] = acc[4 * nt] / lA;
-                y[(qBase + rowA) * row + c + 1] = acc[4 * nt + 1] / lA;
-            }
-            if (rowB < s.T)
-            {
-                y[(qBase + rowB) * row + c] = acc[4 * nt + 2] / lB;
-                y[(qBase + rowB) * row + c + 1] = acc[4 * nt + 3] / lB;
-            }
-        }
+        StoreD(y, qBase * row, row, rowA, s.T, vTiles, t, acc, 1f / lA, 1f / lB);
     }
 
     /// <summary>Part 1: dK and dV for <see cref="Tile"/> keys of one key/value head per group (grid = KvHeads ·
@@ -226,22 +246,8 @@ public static class TensorCoreAttention
         int keyA = c0 + warp * 16 + g, keyB = keyA + 8;
         int D = default(TD).Value, Dv = default(TDv).Value, dSteps = D / 16, vSteps = Dv / 16, dTiles = D / 8, vTiles = Dv / 8;
         // this warp's 16 keys and values as the left operand of K·Qᵀ and V·dOᵀ
-        for (int kk = 0; kk < dSteps; kk++)
-        {
-            int c = kk * 16 + 2 * t;
-            ka[4 * kk] = PairAt(k, kvBase, keyA, s.Keys, D, c);
-            ka[4 * kk + 1] = PairAt(k, kvBase, keyB, s.Keys, D, c);
-            ka[4 * kk + 2] = PairAt(k, kvBase, keyA, s.Keys, D, c + 8);
-            ka[4 * kk + 3] = PairAt(k, kvBase, keyB, s.Keys, D, c + 8);
-        }
-        for (int kk = 0; kk < vSteps; kk++)
-        {
-            int c = kk * 16 + 2 * t;
-            va[4 * kk] = PairAt(v, kvBase, keyA, s.Keys, Dv, c);
-            va[4 * kk + 1] = PairAt(v, kvBase, keyB, s.Keys, Dv, c);
-            va[4 * kk + 2] = PairAt(v, kvBase, keyA, s.Keys, Dv, c + 8);
-            va[4 * kk + 3] = PairAt(v, kvBase, keyB, s.Keys, Dv, c + 8);
-        }
+        LoadA(k, kvBase, keyA, s.Keys, D, dSteps, t, ka);
+        LoadA(v, kvBase, keyA, s.Keys, Dv, vSteps, t, va);
         for (int i = 0; i < dTiles * 4; i++) dk[i] = 0f;
         for (int i = 0; i < vTiles * 4; i++) dv[i] = 0f;
         Group.Barrier();
@@ -295,15 +301,8 @@ public static class TensorCoreAttention
                 // dV += Pᵀ·dO and dK += dSᵀ·Q, Pᵀ and dSᵀ from their registers, 16 rows a step
                 for (int kk = 0; kk < BackwardRows / 16; kk++)
                 {
-                    int i = 8 * kk;
-                    uint a0 = Pair(p[i], p[i + 1]), a1 = Pair(p[i + 2], p[i + 3]), a2 = Pair(p[i + 4], p[i + 5]), a3 = Pair(p[i + 6], p[i + 7]);
-                    for (int nt = 0; nt < vTiles; nt++)
-                        TensorCores.Mma(a0, a1, a2, a3, Column(oTile, Dv, kk * 16 + 2 * t, nt * 8 + g), Column(oTile, Dv, kk * 16 + 8 + 2 * t, nt * 8 + g),
-                            ref dv[4 * nt], ref dv[4 * nt + 1], ref dv[4 * nt + 2], ref dv[4 * nt + 3]);
-                    a0 = Pair(ds[i], ds[i + 1]); a1 = Pair(ds[i + 2], ds[i + 3]); a2 = Pair(ds[i + 4], ds[i + 5]); a3 = Pair(ds[i + 6], ds[i + 7]);
-                    for (int nt = 0; nt < dTiles; nt++)
-                        TensorCores.Mma(a0, a1, a2, a3, Column(qTile, D, kk * 16 + 2 * t, nt * 8 + g), Column(qTile, D, kk * 16 + 8 + 2 * t, nt * 8 + g),
-                            ref dk[4 * nt], ref dk[4 * nt + 1], ref dk[4 * nt + 2], ref dk[4 * nt + 3]);
+                    MmaFromD(p, 8 * kk, oTile, Dv, kk * 16, vTiles, g, t, dv);
+                    MmaFromD(ds, 8 * kk, qTile, D, kk * 16, dTiles, g, t, dk);
                 }
                 Group.Barrier();
                 // dQ += dS·K: warp w takes rows 16·(w % 2) … and every other 8 columns of D from w / 2
@@ -330,19 +329,8 @@ public static class TensorCoreAttention
                 }
             }
         }
-        int values = s.KvHeads * s.Keys * D;
-        for (int nt = 0; nt < dTiles; nt++)
-        {
-            int c = nt * 8 + 2 * t;
-            if (keyA < s.Keys) { dkv[(kvBase + keyA) * D + c] = dk[4 * nt]; dkv[(kvBase + keyA) * D + c + 1] = dk[4 * nt + 1]; }
-            if (keyB < s.Keys) { dkv[(kvBase + keyB) * D + c] = dk[4 * nt + 2]; dkv[(kvBase + keyB) * D + c + 1] = dk[4 * nt + 3]; }
-        }
-        for (int nt = 0; nt < vTiles; nt++)
-        {
-            int c = nt * 8 + 2 * t;
-            if (keyA < s.Keys) { dkv[values + (kvBase + keyA) * Dv + c] = dv[4 * nt]; dkv[values + (kvBase + keyA) * Dv + c + 1] = dv[4 * nt + 1]; }
-            if (keyB < s.Keys) { dkv[values + (kvBase + keyB) * Dv + c] = dv[4 * nt + 2]; dkv[values + (kvBase + keyB) * Dv + c + 1] = dv[4 * nt + 3]; }
-        }
+        StoreD(dkv, kvBase * D, D, keyA, s.Keys, dTiles, t, dk, 1f, 1f);
+        StoreD(dkv, s.KvHeads * s.Keys * D + kvBase * Dv, Dv, keyA, s.Keys, vTiles, t, dv, 1f, 1f);
     }
 
     /// <summary>P of query row <paramref name="row"/> and <paramref name="key"/> from the product of their vectors:
