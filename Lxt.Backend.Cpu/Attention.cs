@@ -31,8 +31,8 @@ internal static class Attention
     public static void Run(Op.Attention a, float[][] x, float[] y, int threads)
     {
         var dims = Dims.Of(a);
-        if (a.part.IsGradient) Gradient(dims, a.mask, (float)a.scale, x, y, threads);
-        else Output(dims, a.mask, (float)a.scale, x, y, threads);
+        if (a.part.IsOutput) Output(dims, a.mask, (float)a.scale, x, y, threads);
+        else Gradient(dims, a.mask, (float)a.scale, x, y, threads, keysToo: a.part.IsGradient);
     }
 
     /// <summary>The keys rows r0 … r1 − 1 keep, together: c0 … c1 − 1.</summary>
@@ -64,23 +64,25 @@ internal static class Attention
         }
     }
 
-    /// <summary>For one block: <paramref name="s"/> ← P = exp(S − L) and <paramref name="dp"/> ← scale · P ⊙ (dO·Vᵀ − Δ),
-    /// the gradient of the scores before their scale (dO and L are the rows of G and Y, x[3] and x[4]).</summary>
-    static void Backward(in Dims m, AttentionMask mask, float scale, float[][] x, int h, int r0, int r1, int c0, int c1, float[] s, float[] dp)
+    /// <summary>For one block: <paramref name="s"/> ← P = exp(S − L) and, given <paramref name="dp"/>, dp ← scale · P ⊙
+    /// (dO·Vᵀ − Δ), the gradient of the scores before their scale (dO and L are the rows of G and Y, x[3] and x[4]).</summary>
+    static void Backward(in Dims m, AttentionMask mask, float scale, float[][] x, int h, int r0, int r1, int c0, int c1, float[] s, float[]? dp)
     {
         int rows = r1 - r0, cols = c1 - c0, kh = h / m.Group;
-        float[] v = x[2], g = x[3], y = x[4], delta = x[5];
+        float[] v = x[2], g = x[3], y = x[4];
         Scores(m, mask, scale, x[0], x[1], h, r0, r1, c0, c1, s);
-        Kernels.Gemm(false, true, rows, cols, m.Dv, g.AsSpan((h * m.T + r0) * m.Row, rows * m.Row), m.Row,
-            v.AsSpan((kh * m.Keys + c0) * m.Dv, cols * m.Dv), m.Dv, dp.AsSpan(0, rows * cols), cols, maxThreads: 1);
+        if (dp is not null)
+            Kernels.Gemm(false, true, rows, cols, m.Dv, g.AsSpan((h * m.T + r0) * m.Row, rows * m.Row), m.Row,
+                v.AsSpan((kh * m.Keys + c0) * m.Dv, cols * m.Dv), m.Dv, dp.AsSpan(0, rows * cols), cols, maxThreads: 1);
         for (int i = 0; i < rows; i++)
         {
             int row = h * m.T + r0 + i;
             var sr = s.AsSpan(i * cols, cols);
-            var dr = dp.AsSpan(i * cols, cols);
             TensorPrimitives.Subtract(sr, y[row * m.Row + m.Dv], sr);
             TensorPrimitives.Exp(sr, sr);
-            TensorPrimitives.Subtract(dr, delta[row], dr);
+            if (dp is null) continue;
+            var dr = dp.AsSpan(i * cols, cols);
+            TensorPrimitives.Subtract(dr, x[5][row], dr);
             TensorPrimitives.Multiply(dr, sr, dr);
             TensorPrimitives.Multiply(dr, scale, dr);
         }
@@ -115,21 +117,22 @@ internal static class Attention
         });
     }
 
-    /// <summary>The gradients of Q, K and V, one after the other in <paramref name="y"/>: one query head at a time, its
-    /// keys in blocks, each against the blocks of query rows that keep one of them. A head's dQ is its own; its share
-    /// of dK and dV goes straight into y for the first head of a group and into a scratch for the others, added to y
-    /// after in head order (so every run sums alike).</summary>
-    static void Gradient(Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads)
+    /// <summary>The gradients of Q, K and V, one after the other in <paramref name="y"/> (or, unless
+    /// <paramref name="keysToo"/>, that of V alone): one query head at a time, its keys in blocks, each against the
+    /// blocks of query rows that keep one of them. A head's dQ is its own; its share of dK and dV goes straight into y
+    /// for the first head of a group and into a scratch for the others, added to y after in head order (so every run
+    /// sums alike).</summary>
+    static void Gradient(Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads, bool keysToo)
     {
         float[] q = x[0], k = x[1], grad = x[3];
-        int nq = m.Heads * m.T * m.D, keyBlocks = (m.Keys + KeyBlock - 1) / KeyBlock, rowBlocks = (m.T + Rows - 1) / Rows;
-        int kSize = m.Keys * m.D, vSize = m.Keys * m.Dv, vStart = nq + m.KvHeads * kSize;
+        int nq = keysToo ? m.Heads * m.T * m.D : 0, keyBlocks = (m.Keys + KeyBlock - 1) / KeyBlock, rowBlocks = (m.T + Rows - 1) / Rows;
+        int kSize = keysToo ? m.Keys * m.D : 0, vSize = m.Keys * m.Dv, vStart = nq + m.KvHeads * kSize;
         var partial = m.Group > 1 ? new float[(m.Heads - m.KvHeads) * (kSize + vSize)] : [];
         y.AsSpan(0, nq).Clear();
-        Kernels.For(m.Heads, (long)m.T * m.Keys * (2 * m.D + 3 * m.Dv), threads, (from, to) =>
+        Kernels.For(m.Heads, (long)m.T * m.Keys * (keysToo ? 2 * m.D + 3 * m.Dv : m.D + m.Dv), threads, (from, to) =>
         {
             var s = new float[Rows * KeyBlock];
-            var dp = new float[Rows * KeyBlock];
+            var dp = keysToo ? new float[Rows * KeyBlock] : null;
             var dk = new float[KeyBlock * m.D];
             var dv = new float[KeyBlock * m.Dv];
             for (int h = from; h < to; h++)
@@ -151,13 +154,14 @@ internal static class Attention
                         // dV += Pᵀ·dO, dK += dSᵀ·Q, dQ += dS·K (dS carries the scale)
                         Kernels.Gemm(true, false, cols, m.Dv, rows, s.AsSpan(0, rows * cols), cols,
                             grad.AsSpan((h * m.T + r0) * m.Row, rows * m.Row), m.Row, dv, m.Dv, accumulate: true, maxThreads: 1);
+                        if (dp is null) continue;
                         Kernels.Gemm(true, false, cols, m.D, rows, dp.AsSpan(0, rows * cols), cols,
                             q.AsSpan((h * m.T + r0) * m.D, rows * m.D), m.D, dk, m.D, accumulate: true, maxThreads: 1);
                         Kernels.Gemm(false, false, rows, m.D, cols, dp.AsSpan(0, rows * cols), cols,
                             k.AsSpan((kh * m.Keys + c0) * m.D, cols * m.D), m.D, y.AsSpan((h * m.T + r0) * m.D, rows * m.D), m.D,
                             accumulate: true, maxThreads: 1);
                     }
-                    dk.AsSpan(0, cols * m.D).CopyTo(kOut.AsSpan(kAt + c0 * m.D));
+                    if (keysToo) dk.AsSpan(0, cols * m.D).CopyTo(kOut.AsSpan(kAt + c0 * m.D));
                     dv.AsSpan(0, cols * m.Dv).CopyTo(vOut.AsSpan(vAt + c0 * m.Dv));
                 }
             }

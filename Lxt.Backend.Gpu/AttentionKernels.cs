@@ -10,7 +10,7 @@ namespace Lxt.Backend.Gpu;
 
 /// <summary>An attention op's sizes and mask for its kernels: Q [Heads, T, D], K [KvHeads, Keys, D], V [KvHeads, Keys,
 /// Dv]. Query row i keeps key j when j ≤ Offset + i (if Causal ≠ 0) and Offset + i − j &lt; Window (if Window &gt; 0).
-/// Part: 0 the output Y (O and L, rows of Dv + 1), 1 the gradients of Q, K and V.</summary>
+/// Part: 0 the output Y (O and L, rows of Dv + 1), 1 the gradients of Q, K and V, 2 that of V alone.</summary>
 public struct AttentionShape
 {
     public int Heads, T, D, KvHeads, Keys, Dv, Causal, Offset, Window, Part;
@@ -24,7 +24,7 @@ public struct AttentionShape
         {
             Heads = q[0], T = q[1], D = q[2], KvHeads = k[0], Keys = k[1], Dv = a.operands[2].Shape[2],
             Causal = a.mask.Causal ? 1 : 0, Offset = a.mask.Offset, Window = a.mask.Window is { } w ? w.Value : 0,
-            Part = a.part.IsOutput ? 0 : 1,
+            Part = a.part.IsOutput ? 0 : a.part.IsGradient ? 1 : 2,
             Scale = (float)a.scale,
         };
     }
@@ -104,16 +104,16 @@ public static class AttentionKernels
 
     /// <summary>The rest of part 1: dK = scale · dSᵀ·Q [KvHeads, Keys, D] and after it dV = Pᵀ·dO [KvHeads, Keys, Dv],
     /// one key per group of one warp (grid = KvHeads·Keys), summed over the query rows of every head of its group
-    /// (consecutive rows of Q) that keep it. <paramref name="y"/> starts at dK.</summary>
+    /// (consecutive rows of Q) that keep it; part 2, dV alone. <paramref name="y"/> starts at dK (dV).</summary>
     public static void KeyRows(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> g,
                                ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> y, AttentionShape s)
     {
         var ps = SharedMemory.Allocate<float>(MaxLanes);
         var dss = SharedMemory.Allocate<float>(MaxLanes);
         int key = Grid.IdxX, lane = Group.IdxX, lanes = Group.DimX;
-        int kh = key / s.Keys, j = key % s.Keys, width = s.D + s.Dv;
-        int group = s.Heads / s.KvHeads, queries = group * s.T, firstRow = kh * group * s.T, values = s.KvHeads * s.Keys * s.D;
-        for (int c = lane; c < width; c += lanes) y[c < s.D ? key * s.D + c : values + key * s.Dv + c - s.D] = 0f;
+        int kw = s.Part == 1 ? s.D : 0, kh = key / s.Keys, j = key % s.Keys, width = kw + s.Dv;
+        int group = s.Heads / s.KvHeads, queries = group * s.T, firstRow = kh * group * s.T, values = s.KvHeads * s.Keys * kw;
+        for (int c = lane; c < width; c += lanes) y[c < kw ? key * s.D + c : values + key * s.Dv + c - kw] = 0f;
         for (int start = 0; start < queries; start += lanes)
         {
             int r = start + lane;
@@ -125,7 +125,7 @@ public static class AttentionKernels
                 {
                     int qr = firstRow + r;
                     p = MathF.Exp(s.Scale * Dot(q, qr * s.D, k, key * s.D, s.D) - yIn[qr * (s.Dv + 1) + s.Dv]);
-                    ds = s.Scale * p * (Dot(g, qr * (s.Dv + 1), v, key * s.Dv, s.Dv) - delta[qr]);
+                    if (kw > 0) ds = s.Scale * p * (Dot(g, qr * (s.Dv + 1), v, key * s.Dv, s.Dv) - delta[qr]);
                 }
             }
             ps[lane] = p;
@@ -134,12 +134,12 @@ public static class AttentionKernels
             int count = Math.Min(lanes, queries - start);
             for (int c = lane; c < width; c += lanes)
             {
-                int at = c < s.D ? key * s.D + c : values + key * s.Dv + c - s.D;
+                int at = c < kw ? key * s.D + c : values + key * s.Dv + c - kw;
                 float acc = y[at];
-                if (c < s.D)
+                if (c < kw)
                     for (int rr = 0; rr < count; rr++) acc += dss[rr] * q[(firstRow + start + rr) * s.D + c];
                 else
-                    for (int rr = 0; rr < count; rr++) acc += ps[rr] * g[(firstRow + start + rr) * (s.Dv + 1) + c - s.D];
+                    for (int rr = 0; rr < count; rr++) acc += ps[rr] * g[(firstRow + start + rr) * (s.Dv + 1) + c - kw];
                 y[at] = acc;
             }
             Group.Barrier();

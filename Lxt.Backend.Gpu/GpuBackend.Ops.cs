@@ -246,15 +246,15 @@ public sealed partial class GpuBackend
             OnTensorCores(s, x, y);
             return;
         }
-        if (rows > 0)
+        if (rows > 0 && s.Part != 2)
         {
             attentionQueryRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.QueryRows);
             attentionQueryRows(WarpPerRow(rows), At(0), At(1), At(2), At(3), At(4), At(5), y.View, s);
         }
-        if (s.Part != 1 || s.KvHeads * s.Keys == 0) return;
-        // the gradient: dQ above, then dK and dV one key per warp
+        if (s.Part == 0 || s.KvHeads * s.Keys == 0) return;
+        // the gradient: dQ above, then dK and dV one key per warp (dV alone for part 2)
         attentionKeyRows ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(AttentionKernels.KeyRows);
-        attentionKeyRows(WarpPerRow(s.KvHeads * s.Keys), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(rows * s.D), s);
+        attentionKeyRows(WarpPerRow(s.KvHeads * s.Keys), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(s.Part == 1 ? rows * s.D : 0), s);
     }
 
     /// <summary>Attention on tensor cores (<see cref="TensorCoreAttention"/>): the output or log-sum-exp a group per
@@ -271,12 +271,12 @@ public sealed partial class GpuBackend
             forward(launch(s.Heads * tiles), x[0].View, x[1].View, x[2].View, y.View, s);
             return;
         }
-        int nq = s.Heads * s.T * s.D, keyTiles = (s.Keys + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
+        int nq = s.Part == 1 ? s.Heads * s.T * s.D : 0, keyTiles = (s.Keys + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
         if (nq > 0) y.View.SubView(0, nq).MemSetToZero(stream);
         if (s.KvHeads * keyTiles == 0) return;
         if (!tensorCoreBackward.TryGetValue((s.D, s.Dv), out var backward))
             tensorCoreBackward[(s.D, s.Dv)] = backward = LoadGrouped(TensorCoreAttention.Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(nameof(TensorCoreAttention.Backward), s.D, s.Dv));
-        backward(launch(s.KvHeads * keyTiles), x[0].View, x[1].View, x[2].View, x[3].View, x[4].View, x[5].View,
+        backward(launch(s.KvHeads * keyTiles), x[0].View, x[1].View, x[2].View, x[3].View, x[4].View, x[Math.Min(5, x.Length - 1)].View,
             y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
     }
 

@@ -218,7 +218,7 @@ public static class TensorCoreAttention
         StoreD(y, qBase * row, row, rowA, s.T, vTiles, t, acc, 1f / lA, 1f / lB);
     }
 
-    /// <summary>Part 1: dK and dV for <see cref="Tile"/> keys of one key/value head per group (grid = KvHeads ·
+    /// <summary>Part 1 (part 2: dV alone): dK and dV for <see cref="Tile"/> keys of one key/value head per group (grid = KvHeads ·
     /// ⌈Keys / Tile⌉, <see cref="Threads"/> a group), each warp 16 keys, over every query row of its heads that keeps
     /// one of them, <see cref="BackwardRows"/> at a time; and each tile's share of dQ = dS·K added into dQ atomically
     /// (<paramref name="dq"/> must be zero before). dS carries the scale. <paramref name="dkv"/> holds dK [KvHeads,
@@ -245,6 +245,7 @@ public static class TensorCoreAttention
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int keyA = c0 + warp * 16 + g, keyB = keyA + 8;
         int D = default(TD).Value, Dv = default(TDv).Value, dSteps = D / 16, vSteps = Dv / 16, dTiles = D / 8, vTiles = Dv / 8;
+        bool keysToo = s.Part == 1; // part 2: dV alone, no dP, dS, dK or dQ
         // this warp's 16 keys and values as the left operand of K·Qᵀ and V·dOᵀ
         LoadA(k, kvBase, keyA, s.Keys, D, dSteps, t, ka);
         LoadA(v, kvBase, keyA, s.Keys, Dv, vSteps, t, va);
@@ -269,7 +270,7 @@ public static class TensorCoreAttention
                 {
                     bool inside = r0 + i < s.T;
                     rowL[i] = inside ? yIn[(qBase + r0 + i) * (Dv + 1) + Dv] : 0f;
-                    rowD[i] = inside ? delta[qBase + r0 + i] : 0f;
+                    rowD[i] = inside && keysToo ? delta[qBase + r0 + i] : 0f;
                 }
                 Group.Barrier();
                 // Pᵀ = exp(scale · K·Qᵀ − L) and dSᵀ = scale · Pᵀ ⊙ (V·dOᵀ − Δ), 16 keys × BackwardRows rows a warp
@@ -279,7 +280,7 @@ public static class TensorCoreAttention
                     for (int kk = 0; kk < dSteps; kk++)
                         TensorCores.Mma(ka[4 * kk], ka[4 * kk + 1], ka[4 * kk + 2], ka[4 * kk + 3],
                             Row(qTile, D, nt * 8 + g, kk * 16 + 2 * t), Row(qTile, D, nt * 8 + g, kk * 16 + 8 + 2 * t), ref s0, ref s1, ref s2, ref s3);
-                    for (int kk = 0; kk < vSteps; kk++)
+                    for (int kk = 0; kk < (keysToo ? vSteps : 0); kk++)
                         TensorCores.Mma(va[4 * kk], va[4 * kk + 1], va[4 * kk + 2], va[4 * kk + 3],
                             Row(oTile, Dv, nt * 8 + g, kk * 16 + 2 * t), Row(oTile, Dv, nt * 8 + g, kk * 16 + 8 + 2 * t), ref o0, ref o1, ref o2, ref o3);
                     int col = nt * 8 + 2 * t;
@@ -287,6 +288,7 @@ public static class TensorCoreAttention
                     p[4 * nt + 1] = Probability(s, s1, r0 + col + 1, keyA, rowL[col + 1]);
                     p[4 * nt + 2] = Probability(s, s2, r0 + col, keyB, rowL[col]);
                     p[4 * nt + 3] = Probability(s, s3, r0 + col + 1, keyB, rowL[col + 1]);
+                    if (!keysToo) continue;
                     ds[4 * nt] = s.Scale * p[4 * nt] * (o0 - rowD[col]);
                     ds[4 * nt + 1] = s.Scale * p[4 * nt + 1] * (o1 - rowD[col + 1]);
                     ds[4 * nt + 2] = s.Scale * p[4 * nt + 2] * (o2 - rowD[col]);
@@ -302,8 +304,9 @@ public static class TensorCoreAttention
                 for (int kk = 0; kk < BackwardRows / 16; kk++)
                 {
                     MmaFromD(p, 8 * kk, oTile, Dv, kk * 16, vTiles, g, t, dv);
-                    MmaFromD(ds, 8 * kk, qTile, D, kk * 16, dTiles, g, t, dk);
+                    if (keysToo) MmaFromD(ds, 8 * kk, qTile, D, kk * 16, dTiles, g, t, dk);
                 }
+                if (!keysToo) continue;
                 Group.Barrier();
                 // dQ += dS·K: warp w takes rows 16·(w % 2) … and every other 8 columns of D from w / 2
                 int m0 = (warp & 1) * 16;
@@ -329,8 +332,8 @@ public static class TensorCoreAttention
                 }
             }
         }
-        StoreD(dkv, kvBase * D, D, keyA, s.Keys, dTiles, t, dk, 1f, 1f);
-        StoreD(dkv, s.KvHeads * s.Keys * D + kvBase * Dv, Dv, keyA, s.Keys, vTiles, t, dv, 1f, 1f);
+        if (keysToo) StoreD(dkv, kvBase * D, D, keyA, s.Keys, dTiles, t, dk, 1f, 1f);
+        StoreD(dkv, (keysToo ? s.KvHeads * s.Keys * D : 0) + kvBase * Dv, Dv, keyA, s.Keys, vTiles, t, dv, 1f, 1f);
     }
 
     /// <summary>P of query row <paramref name="row"/> and <paramref name="key"/> from the product of their vectors:

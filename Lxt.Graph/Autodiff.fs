@@ -55,8 +55,8 @@ let layoutAdjoint (y: Node) (g: Node) : (Node * (unit -> Node)) list =
     | _ -> invalidArg "y" (sprintf "%s is not a layout op" (Node.Describe y))
 
 /// The pullback of one op: for each operand, a thunk giving the contribution of adjoint `g` to its gradient.
-/// Thunks let the builder skip operands that need no gradient.
-let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
+/// Thunks let the builder skip operands that need no gradient; `needs` tells which do.
+let private pullback (needs: Node -> bool) (y: Node) (g: Node) : (Node * (unit -> Node)) list =
     let grad (x: Node) f = x, (fun () -> sumTo x.Shape (f ()))
     match y.Op with
     | Input _ | Parameter _ | Constant _ | Fill _ | StopGradient _ | TopKMask _ -> []
@@ -131,10 +131,12 @@ let private pullback (y: Node) (g: Node) : (Node * (unit -> Node)) list =
         let width = y.Shape.[2]
         let column (f: int -> bool) = constant [| width |] (Array.init width (fun c -> if f c then 1.0 else 0.0))
         let delta () = reduceSum [ 2 ] false (mul g (sub (mul y (column (fun c -> c < width - 1))) (column (fun c -> c = width - 1))))
-        let grads = lazy (attentionPart Gradient mask scale (xs @ [ g; y; delta () ]))
-        let part (at: int) (x: Node) = reshape x.Shape (slice 0 at (at + Shape.numel x.Shape) grads.Value)
-        let nq, nk = Shape.numel q.Shape, Shape.numel k.Shape
-        [ q, (fun () -> part 0 q); k, (fun () -> part nq k); v, (fun () -> part (nq + nk) v) ]
+        if not (needs q || needs k) then [ v, (fun () -> attentionPart ValueGradient mask scale (xs @ [ g; y ])) ]
+        else
+            let grads = lazy (attentionPart Gradient mask scale (xs @ [ g; y; delta () ]))
+            let part (at: int) (x: Node) = reshape x.Shape (slice 0 at (at + Shape.numel x.Shape) grads.Value)
+            let nq, nk = Shape.numel q.Shape, Shape.numel k.Shape
+            [ q, (fun () -> part 0 q); k, (fun () -> part nq k); v, (fun () -> part (nq + nk) v) ]
     | Conv2dGradInput _ | Conv2dGradWeight _ | Attention _ ->
         let name = match y.Op with Attention(part, _, _, _) -> "Attention " + Node.CaseName part | op -> op.GetType().Name
         raise (MissingDerivativeException(name, sprintf "no derivative rule for op %s (at %s)" name (Node.Describe y)))
@@ -197,7 +199,7 @@ let vjp (outputs: (Node * Node) list) (wrt: Node list) : Node list =
         let n = order.[i]
         match adjoint.TryGetValue n with
         | true, g when not (n.Children.IsEmpty) ->
-            for (x, contribution) in pullback n g do
+            for (x, contribution) in pullback needs.Contains n g do
                 if needs.Contains x && x.DType = Float then accumulate x (contribution ())
         | _ -> ()
     wrt |> List.map (fun w -> match adjoint.TryGetValue w with | true, g -> g | _ -> zerosLike w)

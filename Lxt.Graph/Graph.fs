@@ -83,6 +83,9 @@ type AttentionPart =
     /// V, G [heads, T, dv + 1], Y and Δ = Σ G ⊙ O − G_L along the last axis [heads, T] (the softmax's Σ dP ⊙ P less
     /// what reaches L): the probabilities are recomputed once for all three
     | Gradient
+    /// ∂⟨Y, G⟩/∂V alone [kvHeads, keys, dv], from Q, K, V, G and Y: what a rule that stops the gradient at Q and K
+    /// (CP-LRP) needs, without dP or dS
+    | ValueGradient
 
 /// One operation of a graph. Children are nodes; the output shape lives on the node.
 [<CustomEquality; NoComparison>]

@@ -14,7 +14,7 @@ let private axisOf what (x: Node) axis =
 
 /// The shape of an attention op's value, after checking its operands (see AttentionPart) and mask.
 let private attentionShape (part: AttentionPart) (mask: AttentionMask) (scale: float) (xs: Node list) : Shape =
-    let expected = match part with Output -> 3 | Gradient -> 6
+    let expected = match part with Output -> 3 | Gradient -> 6 | ValueGradient -> 5
     if xs.Length <> expected then fail "attention (%A): takes %d operands, got %d" part expected xs.Length
     let q, k = xs.[0], xs.[1]
     let v = if xs.Length > 2 then xs.[2] else k
@@ -32,14 +32,14 @@ let private attentionShape (part: AttentionPart) (mask: AttentionMask) (scale: f
     for i in 0 .. t - 1 do
         let struct (first, stop) = mask.Kept(i, keys)
         if first >= stop then fail "attention: query row %d of %s keeps no key of %s under mask %A" i (d q) (d k) mask
-    if xs.Length = 6 then
-        let g, y, delta = xs.[3], xs.[4], xs.[5]
-        for x in [ g; y ] do
+    if xs.Length > 3 then
+        for x in [ xs.[3]; xs.[4] ] do
             if x.Shape <> [| heads; t; dv + 1 |] then fail "attention gradient: %s does not match the output [%d, %d, %d]" (d x) heads t (dv + 1)
-        if delta.Shape <> [| heads; t |] then fail "attention gradient: row statistic %s is not [%d, %d]" (d delta) heads t
+    if xs.Length = 6 && xs.[5].Shape <> [| heads; t |] then fail "attention gradient: row statistic %s is not [%d, %d]" (d xs.[5]) heads t
     match part with
     | Output -> [| heads; t; dv + 1 |]
     | Gradient -> [| heads * t * dk + kvHeads * keys * (dk + dv) |]
+    | ValueGradient -> [| kvHeads; keys; dv |]
 
 /// Builds (or finds) the node for `op`; `given` is the shape of ops whose shape is not implied by their operands.
 let rec make (op: Op) (given: Shape) (dtype: DType) (name: string option) : Node =

@@ -106,19 +106,21 @@ let attention (part: AttentionPart) (mask: AttentionMask) (scale: float) (shapes
                     kept |> Array.iteri (fun at j -> acc <- acc + Math.Exp(s.[at] - m) / z * v.[(kh * keys + j) * dv + c])
                     out.[row * (dv + 1) + c] <- acc
                 out.[row * (dv + 1) + dv] <- m + Math.Log z
-            | Gradient ->
-                let v, g, y, delta = args.[2], args.[3], args.[4], args.[5]
-                let dk, dvAt = heads * t * d, heads * t * d + kvHeads * keys * d
+            | Gradient | ValueGradient ->
+                let v, g, y = args.[2], args.[3], args.[4]
+                let keysToo = part = Gradient
+                let dk, dvAt = heads * t * d, (if keysToo then heads * t * d + kvHeads * keys * d else 0)
                 let lse = y.[row * (dv + 1) + dv]
                 kept |> Array.iteri (fun at j ->
                     let p = Math.Exp(s.[at] - lse)
-                    let mutable dp = 0.0
-                    for c in 0 .. dv - 1 do dp <- dp + g.[row * (dv + 1) + c] * v.[(kh * keys + j) * dv + c]
-                    let ds = scale * p * (dp - delta.[row])
-                    let kj = (kh * keys + j) * d
-                    for c in 0 .. d - 1 do
-                        out.[qi + c] <- out.[qi + c] + ds * k.[kj + c]
-                        out.[dk + kj + c] <- out.[dk + kj + c] + ds * q.[qi + c]
+                    if keysToo then
+                        let mutable dp = 0.0
+                        for c in 0 .. dv - 1 do dp <- dp + g.[row * (dv + 1) + c] * v.[(kh * keys + j) * dv + c]
+                        let ds = scale * p * (dp - args.[5].[row])
+                        let kj = (kh * keys + j) * d
+                        for c in 0 .. d - 1 do
+                            out.[qi + c] <- out.[qi + c] + ds * k.[kj + c]
+                            out.[dk + kj + c] <- out.[dk + kj + c] + ds * q.[qi + c]
                     let vj = dvAt + (kh * keys + j) * dv
                     for c in 0 .. dv - 1 do out.[vj + c] <- out.[vj + c] + p * g.[row * (dv + 1) + c])
 

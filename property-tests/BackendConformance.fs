@@ -101,7 +101,7 @@ let tests (backend: unit -> IBackend) (effort: Effort) =
         Expect.stringContains ex.Message "index 9" "names the index"
         Expect.stringContains ex.Message "embed.tokens" "names the table"
       }
-      test "attention as one op agrees with the reference: output, log-sum-exp and gradients, grouped heads, masks at an offset" {
+      test "attention as one op agrees with the reference: output, log-sum-exp and gradients (of V alone where Q and K stop them), grouped heads, masks at an offset" {
         let rng = Random 9
         for (h, kv, t, past, d, dv, mask) in
             [ 4, 2, 5, 3, 3, 2, { Causal = true; Offset = 3; Window = None }
@@ -112,6 +112,8 @@ let tests (backend: unit -> IBackend) (effort: Effort) =
             let o = attention mask 0.7 q k v
             let values = Map [ "q", random rng (h * t * d); "k", random rng (kv * (past + t) * d); "v", random rng (kv * (past + t) * dv) ]
             Expect.isTrue (agrees (sprintf "attention %A" mask) values (RandomGraphs.forwardAndGradients 3 o)) (sprintf "%d heads over %d, %d tokens after %d, %A" h kv t past mask)
+            let cut = attention mask 0.7 (stopGradient q) (stopGradient k) v
+            Expect.isTrue (agrees (sprintf "attention %A, Q and K cut" mask) values (RandomGraphs.forwardAndGradients 3 cut)) (sprintf "%d heads over %d, %A: dV alone" h kv mask)
       }
       test "buffers of another backend are rejected" {
         let foreign = (new ReferenceBackend() :> IBackend).Allocate 4

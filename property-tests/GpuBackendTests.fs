@@ -324,7 +324,10 @@ let tests =
                   3, 1, 20, 50, 16, 16, AttentionMask.None ] do
                 let q, k, v = input "q" [| h; t; d |] Float, input "k" [| kv; past + t; d |] Float, input "v" [| kv; past + t; dv |] Float
                 let o = attention mask (1.0 / Math.Sqrt(float d)) q k v
-                let outputs = RandomGraphs.forwardAndGradients 3 o @ [ attentionPart Output mask (1.0 / Math.Sqrt(float d)) [ q; k; v ] ] // O and L
+                let cut = attention mask (1.0 / Math.Sqrt(float d)) (stopGradient q) (stopGradient k) v
+                let outputs =
+                    RandomGraphs.forwardAndGradients 3 o @ [ attentionPart Output mask (1.0 / Math.Sqrt(float d)) [ q; k; v ] ] // O and L
+                    @ [ List.last (RandomGraphs.forwardAndGradients 3 cut) ] // dV alone (Q and K have none)
                 let values = Map [ "q", random rng (h * t * d); "k", random rng (kv * (past + t) * d); "v", random rng (kv * (past + t) * dv) ]
                 let expected = Evaluate.reference values outputs
                 let onCores, onWarps = Evaluate.onBackend tc values outputs, Evaluate.onBackend plain values outputs
