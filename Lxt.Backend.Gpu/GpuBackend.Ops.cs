@@ -272,11 +272,13 @@ public sealed partial class GpuBackend
             return;
         }
         int nq = s.Part == 1 ? s.Heads * s.T * s.D : 0, keyTiles = (s.Keys + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
-        if (nq > 0) y.View.SubView(0, nq).MemSetToZero(stream);
-        if (s.KvHeads * keyTiles == 0) return;
+        // dQ is summed over key tiles; dK and dV over the heads of a group
+        if (s.Heads > s.KvHeads) y.View.MemSetToZero(stream);
+        else if (nq > 0) y.View.SubView(0, nq).MemSetToZero(stream);
+        if (s.Heads * keyTiles == 0) return;
         if (!tensorCoreBackward.TryGetValue((s.D, s.Dv), out var backward))
             tensorCoreBackward[(s.D, s.Dv)] = backward = LoadGrouped(TensorCoreAttention.Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(nameof(TensorCoreAttention.Backward), s.D, s.Dv));
-        backward(launch(s.KvHeads * keyTiles), x[0].View, x[1].View, x[2].View, x[3].View, x[4].View, x[Math.Min(5, x.Length - 1)].View,
+        backward(launch(s.Heads * keyTiles), x[0].View, x[1].View, x[2].View, x[3].View, x[4].View, x[Math.Min(5, x.Length - 1)].View,
             y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
     }
 

@@ -100,23 +100,30 @@ public static class TensorCoreAttention
 
     /// <summary>D fragments <paramref name="tiles"/> tiles of 8 columns wide into rows <paramref name="row"/> and
     /// <paramref name="row"/> + 8 (those below <paramref name="count"/>) of rows of <paramref name="stride"/> values from
-    /// <paramref name="at"/>, times <paramref name="fA"/> and <paramref name="fB"/>.</summary>
-    static void StoreD(ArrayView<float> y, int at, int stride, int row, int count, int tiles, int t, ArrayView<float> d, float fA, float fB)
+    /// <paramref name="at"/>, times <paramref name="fA"/> and <paramref name="fB"/>; added atomically where
+    /// <paramref name="add"/>.</summary>
+    static void StoreD(ArrayView<float> y, int at, int stride, int row, int count, int tiles, int t, ArrayView<float> d, float fA, float fB, bool add = false)
     {
         for (int nt = 0; nt < tiles; nt++)
         {
             int c = nt * 8 + 2 * t;
             if (row < count)
             {
-                y[at + row * stride + c] = d[4 * nt] * fA;
-                y[at + row * stride + c + 1] = d[4 * nt + 1] * fA;
+                Put(y, at + row * stride + c, d[4 * nt] * fA, add);
+                Put(y, at + row * stride + c + 1, d[4 * nt + 1] * fA, add);
             }
             if (row + 8 < count)
             {
-                y[at + (row + 8) * stride + c] = d[4 * nt + 2] * fB;
-                y[at + (row + 8) * stride + c + 1] = d[4 * nt + 3] * fB;
+                Put(y, at + (row + 8) * stride + c, d[4 * nt + 2] * fB, add);
+                Put(y, at + (row + 8) * stride + c + 1, d[4 * nt + 3] * fB, add);
             }
         }
+    }
+
+    static void Put(ArrayView<float> y, int i, float v, bool add)
+    {
+        if (add) Atomic.Add(ref y[i], v);
+        else y[i] = v;
     }
 
     /// <summary>acc += A·B for one step of 16 rows of B: A the D fragments d[i] … d[i + 7] of two 8-column tiles side
@@ -218,11 +225,12 @@ public static class TensorCoreAttention
         StoreD(y, qBase * row, row, rowA, s.T, vTiles, t, acc, 1f / lA, 1f / lB);
     }
 
-    /// <summary>Part 1 (part 2: dV alone): dK and dV for <see cref="Tile"/> keys of one key/value head per group (grid = KvHeads ·
-    /// ⌈Keys / Tile⌉, <see cref="Threads"/> a group), each warp 16 keys, over every query row of its heads that keeps
-    /// one of them, <see cref="BackwardRows"/> at a time; and each tile's share of dQ = dS·K added into dQ atomically
-    /// (<paramref name="dq"/> must be zero before). dS carries the scale. <paramref name="dkv"/> holds dK [KvHeads,
-    /// Keys, D] then dV [KvHeads, Keys, Dv].</summary>
+    /// <summary>Part 1 (part 2: dV alone): dK and dV for <see cref="Tile"/> keys and one query head per group (grid =
+    /// Heads · ⌈Keys / Tile⌉, <see cref="Threads"/> a group), each warp 16 keys, over every query row of the head that
+    /// keeps one of them, <see cref="BackwardRows"/> at a time; and each tile's share of dQ = dS·K added into dQ
+    /// atomically (<paramref name="dq"/> must be zero before). dS carries the scale. <paramref name="dkv"/> holds dK
+    /// [KvHeads, Keys, D] then dV [KvHeads, Keys, Dv]; the heads sharing a key/value head add into it atomically (it
+    /// must then be zero before).</summary>
     public static void Backward<TD, TDv>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> grad,
                                 ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
         where TD : struct, IHeadDim where TDv : struct, IHeadDim
@@ -241,7 +249,7 @@ public static class TensorCoreAttention
         var dk = LocalMemory.Allocate<float>(MaxDim / 8 * 4);
         var dv = LocalMemory.Allocate<float>(MaxDim / 8 * 4);
         int keyTiles = (s.Keys + Tile - 1) / Tile;
-        int kh = Grid.IdxX / keyTiles, c0 = Grid.IdxX % keyTiles * Tile, group = s.Heads / s.KvHeads, kvBase = kh * s.Keys;
+        int h = Grid.IdxX / keyTiles, c0 = Grid.IdxX % keyTiles * Tile, group = s.Heads / s.KvHeads, kh = h / group, kvBase = kh * s.Keys;
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int keyA = c0 + warp * 16 + g, keyB = keyA + 8;
         int D = default(TD).Value, Dv = default(TDv).Value, dSteps = D / 16, vSteps = Dv / 16, dTiles = D / 8, vTiles = Dv / 8;
@@ -254,86 +262,85 @@ public static class TensorCoreAttention
         Group.Barrier();
         LoadTile(k, kvBase, c0, s.Keys, D, D, Tile, kTile);
         int c1 = Math.Min(s.Keys, c0 + Tile);
-        for (int h = kh * group; h < (kh + 1) * group; h++)
+        int qBase = h * s.T;
+        for (int r0 = 0; r0 < s.T; r0 += BackwardRows)
         {
-            int qBase = h * s.T;
-            for (int r0 = 0; r0 < s.T; r0 += BackwardRows)
+            int last = Math.Min(s.T, r0 + BackwardRows) - 1;
+            AttentionKernels.Kept(s, r0, out int first, out _);
+            AttentionKernels.Kept(s, last, out _, out int stop);
+            if (stop <= c0 || first >= c1) continue;
+            Group.Barrier();
+            LoadTile(q, qBase, r0, s.T, D, D, BackwardRows, qTile);
+            LoadTile(grad, qBase, r0, s.T, Dv + 1, Dv, BackwardRows, oTile);
+            for (int i = Group.IdxX; i < BackwardRows; i += Group.DimX)
             {
-                int last = Math.Min(s.T, r0 + BackwardRows) - 1;
-                AttentionKernels.Kept(s, r0, out int first, out _);
-                AttentionKernels.Kept(s, last, out _, out int stop);
-                if (stop <= c0 || first >= c1) continue;
-                Group.Barrier();
-                LoadTile(q, qBase, r0, s.T, D, D, BackwardRows, qTile);
-                LoadTile(grad, qBase, r0, s.T, Dv + 1, Dv, BackwardRows, oTile);
-                for (int i = Group.IdxX; i < BackwardRows; i += Group.DimX)
-                {
-                    bool inside = r0 + i < s.T;
-                    rowL[i] = inside ? yIn[(qBase + r0 + i) * (Dv + 1) + Dv] : 0f;
-                    rowD[i] = inside && keysToo ? delta[qBase + r0 + i] : 0f;
-                }
-                Group.Barrier();
-                // Pᵀ = exp(scale · K·Qᵀ − L) and dSᵀ = scale · Pᵀ ⊙ (V·dOᵀ − Δ), 16 keys × BackwardRows rows a warp
-                for (int nt = 0; nt < rowTiles; nt++)
-                {
-                    float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f;
-                    for (int kk = 0; kk < dSteps; kk++)
-                        TensorCores.Mma(ka[4 * kk], ka[4 * kk + 1], ka[4 * kk + 2], ka[4 * kk + 3],
-                            Row(qTile, D, nt * 8 + g, kk * 16 + 2 * t), Row(qTile, D, nt * 8 + g, kk * 16 + 8 + 2 * t), ref s0, ref s1, ref s2, ref s3);
-                    for (int kk = 0; kk < (keysToo ? vSteps : 0); kk++)
-                        TensorCores.Mma(va[4 * kk], va[4 * kk + 1], va[4 * kk + 2], va[4 * kk + 3],
-                            Row(oTile, Dv, nt * 8 + g, kk * 16 + 2 * t), Row(oTile, Dv, nt * 8 + g, kk * 16 + 8 + 2 * t), ref o0, ref o1, ref o2, ref o3);
-                    int col = nt * 8 + 2 * t;
-                    p[4 * nt] = Probability(s, s0, r0 + col, keyA, rowL[col]);
-                    p[4 * nt + 1] = Probability(s, s1, r0 + col + 1, keyA, rowL[col + 1]);
-                    p[4 * nt + 2] = Probability(s, s2, r0 + col, keyB, rowL[col]);
-                    p[4 * nt + 3] = Probability(s, s3, r0 + col + 1, keyB, rowL[col + 1]);
-                    if (!keysToo) continue;
-                    ds[4 * nt] = s.Scale * p[4 * nt] * (o0 - rowD[col]);
-                    ds[4 * nt + 1] = s.Scale * p[4 * nt + 1] * (o1 - rowD[col + 1]);
-                    ds[4 * nt + 2] = s.Scale * p[4 * nt + 2] * (o2 - rowD[col]);
-                    ds[4 * nt + 3] = s.Scale * p[4 * nt + 3] * (o3 - rowD[col + 1]);
-                    // dS (rows × keys) for dQ, from this warp's keys
-                    int key = warp * 16 + g;
-                    dsTile[col * Tile + key] = FromFloat(ds[4 * nt]);
-                    dsTile[(col + 1) * Tile + key] = FromFloat(ds[4 * nt + 1]);
-                    dsTile[col * Tile + key + 8] = FromFloat(ds[4 * nt + 2]);
-                    dsTile[(col + 1) * Tile + key + 8] = FromFloat(ds[4 * nt + 3]);
-                }
-                // dV += Pᵀ·dO and dK += dSᵀ·Q, Pᵀ and dSᵀ from their registers, 16 rows a step
-                for (int kk = 0; kk < BackwardRows / 16; kk++)
-                {
-                    MmaFromD(p, 8 * kk, oTile, Dv, kk * 16, vTiles, g, t, dv);
-                    if (keysToo) MmaFromD(ds, 8 * kk, qTile, D, kk * 16, dTiles, g, t, dk);
-                }
+                bool inside = r0 + i < s.T;
+                rowL[i] = inside ? yIn[(qBase + r0 + i) * (Dv + 1) + Dv] : 0f;
+                rowD[i] = inside && keysToo ? delta[qBase + r0 + i] : 0f;
+            }
+            Group.Barrier();
+            // Pᵀ = exp(scale · K·Qᵀ − L) and dSᵀ = scale · Pᵀ ⊙ (V·dOᵀ − Δ), 16 keys × BackwardRows rows a warp
+            for (int nt = 0; nt < rowTiles; nt++)
+            {
+                float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f;
+                for (int kk = 0; kk < dSteps; kk++)
+                    TensorCores.Mma(ka[4 * kk], ka[4 * kk + 1], ka[4 * kk + 2], ka[4 * kk + 3],
+                        Row(qTile, D, nt * 8 + g, kk * 16 + 2 * t), Row(qTile, D, nt * 8 + g, kk * 16 + 8 + 2 * t), ref s0, ref s1, ref s2, ref s3);
+                for (int kk = 0; kk < (keysToo ? vSteps : 0); kk++)
+                    TensorCores.Mma(va[4 * kk], va[4 * kk + 1], va[4 * kk + 2], va[4 * kk + 3],
+                        Row(oTile, Dv, nt * 8 + g, kk * 16 + 2 * t), Row(oTile, Dv, nt * 8 + g, kk * 16 + 8 + 2 * t), ref o0, ref o1, ref o2, ref o3);
+                int col = nt * 8 + 2 * t;
+                p[4 * nt] = Probability(s, s0, r0 + col, keyA, rowL[col]);
+                p[4 * nt + 1] = Probability(s, s1, r0 + col + 1, keyA, rowL[col + 1]);
+                p[4 * nt + 2] = Probability(s, s2, r0 + col, keyB, rowL[col]);
+                p[4 * nt + 3] = Probability(s, s3, r0 + col + 1, keyB, rowL[col + 1]);
                 if (!keysToo) continue;
-                Group.Barrier();
-                // dQ += dS·K: warp w takes rows 16·(w % 2) … and every other 8 columns of D from w / 2
-                int m0 = (warp & 1) * 16;
-                int rowA = r0 + m0 + g, rowB = rowA + 8;
-                for (int nt = warp >> 1; nt < dTiles; nt += 2)
+                ds[4 * nt] = s.Scale * p[4 * nt] * (o0 - rowD[col]);
+                ds[4 * nt + 1] = s.Scale * p[4 * nt + 1] * (o1 - rowD[col + 1]);
+                ds[4 * nt + 2] = s.Scale * p[4 * nt + 2] * (o2 - rowD[col]);
+                ds[4 * nt + 3] = s.Scale * p[4 * nt + 3] * (o3 - rowD[col + 1]);
+                // dS (rows × keys) for dQ, from this warp's keys
+                int key = warp * 16 + g;
+                dsTile[col * Tile + key] = FromFloat(ds[4 * nt]);
+                dsTile[(col + 1) * Tile + key] = FromFloat(ds[4 * nt + 1]);
+                dsTile[col * Tile + key + 8] = FromFloat(ds[4 * nt + 2]);
+                dsTile[(col + 1) * Tile + key + 8] = FromFloat(ds[4 * nt + 3]);
+            }
+            // dV += Pᵀ·dO and dK += dSᵀ·Q, Pᵀ and dSᵀ from their registers, 16 rows a step
+            for (int kk = 0; kk < BackwardRows / 16; kk++)
+            {
+                MmaFromD(p, 8 * kk, oTile, Dv, kk * 16, vTiles, g, t, dv);
+                if (keysToo) MmaFromD(ds, 8 * kk, qTile, D, kk * 16, dTiles, g, t, dk);
+            }
+            if (!keysToo) continue;
+            Group.Barrier();
+            // dQ += dS·K: warp w takes rows 16·(w % 2) … and every other 8 columns of D from w / 2
+            int m0 = (warp & 1) * 16;
+            int rowA = r0 + m0 + g, rowB = rowA + 8;
+            for (int nt = warp >> 1; nt < dTiles; nt += 2)
+            {
+                float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
+                for (int kk = 0; kk < Tile / 16; kk++)
+                    TensorCores.Mma(Row(dsTile, Tile, m0 + g, kk * 16 + 2 * t), Row(dsTile, Tile, m0 + g + 8, kk * 16 + 2 * t),
+                        Row(dsTile, Tile, m0 + g, kk * 16 + 8 + 2 * t), Row(dsTile, Tile, m0 + g + 8, kk * 16 + 8 + 2 * t),
+                        Column(kTile, D, kk * 16 + 2 * t, nt * 8 + g), Column(kTile, D, kk * 16 + 8 + 2 * t, nt * 8 + g), ref d0, ref d1, ref d2, ref d3);
+                int c = nt * 8 + 2 * t;
+                if (rowA < s.T)
                 {
-                    float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
-                    for (int kk = 0; kk < Tile / 16; kk++)
-                        TensorCores.Mma(Row(dsTile, Tile, m0 + g, kk * 16 + 2 * t), Row(dsTile, Tile, m0 + g + 8, kk * 16 + 2 * t),
-                            Row(dsTile, Tile, m0 + g, kk * 16 + 8 + 2 * t), Row(dsTile, Tile, m0 + g + 8, kk * 16 + 8 + 2 * t),
-                            Column(kTile, D, kk * 16 + 2 * t, nt * 8 + g), Column(kTile, D, kk * 16 + 8 + 2 * t, nt * 8 + g), ref d0, ref d1, ref d2, ref d3);
-                    int c = nt * 8 + 2 * t;
-                    if (rowA < s.T)
-                    {
-                        Atomic.Add(ref dq[(qBase + rowA) * D + c], d0);
-                        Atomic.Add(ref dq[(qBase + rowA) * D + c + 1], d1);
-                    }
-                    if (rowB < s.T)
-                    {
-                        Atomic.Add(ref dq[(qBase + rowB) * D + c], d2);
-                        Atomic.Add(ref dq[(qBase + rowB) * D + c + 1], d3);
-                    }
+                    Atomic.Add(ref dq[(qBase + rowA) * D + c], d0);
+                    Atomic.Add(ref dq[(qBase + rowA) * D + c + 1], d1);
+                }
+                if (rowB < s.T)
+                {
+                    Atomic.Add(ref dq[(qBase + rowB) * D + c], d2);
+                    Atomic.Add(ref dq[(qBase + rowB) * D + c + 1], d3);
                 }
             }
         }
-        if (keysToo) StoreD(dkv, kvBase * D, D, keyA, s.Keys, dTiles, t, dk, 1f, 1f);
-        StoreD(dkv, (keysToo ? s.KvHeads * s.Keys * D : 0) + kvBase * Dv, Dv, keyA, s.Keys, vTiles, t, dv, 1f, 1f);
+        // the heads of a group share their keys and values: each adds its share
+        bool shared = group > 1;
+        if (keysToo) StoreD(dkv, kvBase * D, D, keyA, s.Keys, dTiles, t, dk, 1f, 1f, shared);
+        StoreD(dkv, (keysToo ? s.KvHeads * s.Keys * D : 0) + kvBase * Dv, Dv, keyA, s.Keys, vTiles, t, dv, 1f, 1f, shared);
     }
 
     /// <summary>P of query row <paramref name="row"/> and <paramref name="key"/> from the product of their vectors:
