@@ -308,11 +308,12 @@ public sealed class Explainer : IDisposable
     internal Lxt.Graph.Node InputNode => _input.Node;
 
     /// <summary>Runs the model and returns its output vector, computed as explanations compute it by default: each value
-    /// only at the positions the output reads (<see cref="ExplainOptions.AllPositions"/>), long masked attention in
-    /// blocks (<see cref="ExplainOptions.AttentionBlockRows"/>).</summary>
+    /// only at the positions the output reads (<see cref="ExplainOptions.AllPositions"/>), attention as one op where the
+    /// backend chooses it (<see cref="ExplainOptions.FusedAttention"/>), else long masked attention in blocks
+    /// (<see cref="ExplainOptions.AttentionBlockRows"/>).</summary>
     public double[] Forward(float[] input, CancellationToken cancellation = default)
     {
-        _forwardOutput ??= new Expr(ComputedGraph(_output.Node, [], ExplainOptions.DefaultAttentionBlockRows, allPositions: false).Output);
+        _forwardOutput ??= new Expr(ForwardGraph(_output.Node, new ExplainOptions().FusesAttentionOn(_session.Backend)));
         return _session.Evaluate([_forwardOutput], Feeds(input), cancellation)[0].ToDoubleArray();
     }
     private Expr? _forwardOutput;
@@ -376,6 +377,14 @@ public sealed class Explainer : IDisposable
             ForwardTime = TimeSpan.Zero,
             RelevanceTime = clock.Elapsed,
         };
+    }
+
+    /// <summary>The graph <see cref="Forward"/> evaluates for <paramref name="output"/>: at the rows it reads, with
+    /// attention as one op when <paramref name="fusedAttention"/>, else masked attention in blocks.</summary>
+    internal static Lxt.Graph.Node ForwardGraph(Lxt.Graph.Node output, bool fusedAttention)
+    {
+        var computed = ComputedGraph(output, [], fusedAttention ? 0 : ExplainOptions.DefaultAttentionBlockRows, allPositions: false).Output;
+        return fusedAttention ? FusedAttention.rewrite(new HashSet<Lxt.Graph.Node>(), ListModule.OfSeq(new[] { computed }))[computed] : computed;
     }
 
     /// <summary>The graph an explanation of <paramref name="output"/> evaluates: the rule-rewritten output, the relevance

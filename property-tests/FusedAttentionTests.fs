@@ -150,6 +150,10 @@ let tests =
                     let outputs = Explainer.RelevanceGraph(graph.Model.["logits"].Node, (graph.Model.Inputs |> Seq.find (fun i -> i.Name = graph.InputName)).Node, (methodOf f).RuleSet, 0, [||], false, false, true)
                     let layers = graph.LayerOutputs.Count
                     Expect.equal (count isAttention (List.ofArray outputs)) (2 * layers) (sprintf "%s: per layer the output (with its log-sum-exp) and the gradient" name)
+                    // and so is every attention of the forward pass alone, where the backend chooses it
+                    let logits = graph.Model.["logits"].Node
+                    Expect.equal (count isAttention [ Explainer.ForwardGraph(logits, true) ]) layers (sprintf "%s: the forward pass, one op a layer" name)
+                    Expect.equal (count isAttention [ Explainer.ForwardGraph(logits, false) ]) 0 (sprintf "%s: or products and a softmax" name)
                 }
             for device in [ Device.Cpu; Device.IlgpuCpu ] do
                 (if device = Device.IlgpuCpu then Paths.onIlgpuCpu else id) <| test (sprintf "llama on %A matches the reference with attention as one op" device) {
@@ -159,6 +163,7 @@ let tests =
                     use explainer = new Explainer(graph.Model, graph.InputName, model.WeightsFor graph, device)
                     let e = explainer.Explain(input, ExplainOptions(Method = Method.AttnLrp, Target = Nullable(f.Json.GetProperty("target").GetInt32()), FusedAttention = true))
                     Expect.isLessThan (relativeError e.PerPosition (f.Doubles "relevance")) 1e-4 "the reference's relevance in float32"
+                    Expect.isLessThan (relativeError (explainer.Forward input) e.Logits) 1e-5 "the forward pass's logits, attention as the device chooses"
                 }
         ]
     ]
