@@ -257,8 +257,9 @@ public sealed partial class GpuBackend
         attentionKeyRows(WarpPerRow(s.KvHeads * s.Keys), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(s.Part == 1 ? rows * s.D : 0), s);
     }
 
-    /// <summary>Attention on tensor cores (<see cref="TensorCoreAttention"/>): the output or log-sum-exp a group per
-    /// query tile; the gradient a group per key tile, with dQ cleared first and summed into.</summary>
+    /// <summary>Attention on tensor cores (<see cref="TensorCoreAttention"/>): the output (O and L) a group per query
+    /// tile of a head; the gradients a group per key tile of a query head, what several groups sum into cleared
+    /// first.</summary>
     void OnTensorCores(AttentionShape s, GpuBuffer[] x, GpuBuffer y)
     {
         var launch = (int groups) => new KernelConfig(new Index1D(groups), new Index1D(TensorCoreAttention.Threads));

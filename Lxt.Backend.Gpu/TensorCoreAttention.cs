@@ -9,7 +9,8 @@ using static Lxt.Backend.Gpu.BFloat16Conversion;
 namespace Lxt.Backend.Gpu;
 
 /// <summary>A head dimension as a type, so that the tensor-core kernels are compiled per size: their loops over a
-/// head's dimensions then have constant bounds, which ILGPU unrolls, and their fragment arrays constant indices.</summary>
+/// head's dimensions then end at constants in the PTX, which ptxas can unroll (ILGPU unrolls none), giving their
+/// fragment arrays constant indices.</summary>
 public interface IHeadDim
 {
     int Value { get; }

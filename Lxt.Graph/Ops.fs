@@ -16,8 +16,7 @@ let private axisOf what (x: Node) axis =
 let private attentionShape (part: AttentionPart) (mask: AttentionMask) (scale: float) (xs: Node list) : Shape =
     let expected = match part with Output -> 3 | Gradient -> 6 | ValueGradient -> 5
     if xs.Length <> expected then fail "attention (%A): takes %d operands, got %d" part expected xs.Length
-    let q, k = xs.[0], xs.[1]
-    let v = if xs.Length > 2 then xs.[2] else k
+    let q, k, v = xs.[0], xs.[1], xs.[2]
     for x in [ q; k; v ] do
         if x.Shape.Length <> 3 then fail "attention: queries, keys and values must be [heads, tokens, dim], got %s" (d x)
     let heads, t, dk = q.Shape.[0], q.Shape.[1], q.Shape.[2]
