@@ -268,7 +268,9 @@ public sealed partial class GpuBackend
             int tiles = (s.T + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
             if (s.Heads * tiles == 0) return;
             if (!tensorCoreForward.TryGetValue((s.D, s.Dv), out var forward))
-                tensorCoreForward[(s.D, s.Dv)] = forward = LoadGrouped(TensorCoreAttention.Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(nameof(TensorCoreAttention.Forward), s.D, s.Dv));
+                tensorCoreForward[(s.D, s.Dv)] = forward = LoadGrouped(typeof(TensorCoreAttention).GetMethod(nameof(TensorCoreAttention.Forward))!
+                    .MakeGenericMethod(FragmentTypes.A(s.D), FragmentTypes.D(s.Dv))
+                    .CreateDelegate<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>());
             forward(launch(s.Heads * tiles), x[0].View, x[1].View, x[2].View, y.View, s);
             return;
         }

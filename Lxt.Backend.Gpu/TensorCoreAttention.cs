@@ -64,14 +64,14 @@ public static class TensorCoreAttention
 
     /// <summary>Two values of row <paramref name="row"/> of a [rows, width] slab at column c and c + 1 as one word of
     /// bfloat16 (zero past the slab's rows).</summary>
-    static uint PairAt(ArrayView<float> x, int rowBase, int row, int rows, int width, int c) =>
+    internal static uint PairAt(ArrayView<float> x, int rowBase, int row, int rows, int width, int c) =>
         row < rows ? Pair(x[(rowBase + row) * width + c], x[(rowBase + row) * width + c + 1]) : 0u;
 
     /// <summary>Two bfloat16 of a shared [*, width] tile as one word: (row, c) and (row + 1, c), a column pair.</summary>
-    static uint Column(ArrayView<ushort> tile, int width, int row, int c) => tile[row * width + c] | (uint)tile[(row + 1) * width + c] << 16;
+    internal static uint Column(ArrayView<ushort> tile, int width, int row, int c) => tile[row * width + c] | (uint)tile[(row + 1) * width + c] << 16;
 
     /// <summary>Two bfloat16 of a shared [*, width] tile as one word: (row, c) and (row, c + 1), a row pair.</summary>
-    static uint Row(ArrayView<ushort> tile, int width, int row, int c) => tile[row * width + c] | (uint)tile[row * width + c + 1] << 16;
+    internal static uint Row(ArrayView<ushort> tile, int width, int row, int c) => tile[row * width + c] | (uint)tile[row * width + c + 1] << 16;
 
     /// <summary>The first <paramref name="width"/> values of rows <paramref name="from"/> … + <paramref name="rows"/> − 1
     /// of a [count, stride] slab at <paramref name="rowBase"/> into a shared [rows, width] tile in bfloat16, zero past
@@ -150,24 +150,24 @@ public static class TensorCoreAttention
         return v + Warp.ShuffleXor(v, 2);
     }
 
-    /// <summary>Part 0, Y (O and the log-sum-exp L), for <see cref="Tile"/> query rows of one head per group
-    /// (grid = Heads · ⌈T / Tile⌉, <see cref="Threads"/> a group): each warp keeps its 16 rows' Q, running maxima and
-    /// sums and O in registers and walks the kept keys a shared tile of K and V at a time.</summary>
-    public static void Forward<TD, TDv>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> y, AttentionShape s)
-        where TD : struct, IHeadDim where TDv : struct, IHeadDim
+    /// <summary>Part 0, Y (O and the log-sum-exp L), for <see cref="Tile"/> query rows of one head per group (grid =
+    /// Heads · ⌈T / Tile⌉, <see cref="Threads"/> a group): each warp keeps its 16 rows' Q (<typeparamref name="TQ"/>,
+    /// <see cref="FragmentTypes.A"/> of D), running maxima and sums and O (<typeparamref name="TO"/>,
+    /// <see cref="FragmentTypes.D"/> of Dv) in registers, and walks the kept keys a shared tile of K and V at a time,
+    /// 16 keys a step of its online softmax.</summary>
+    public static void Forward<TQ, TO>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> y, AttentionShape s)
+        where TQ : struct, IAFragments where TO : struct, IDFragments
     {
         var kTile = SharedMemory.Allocate<ushort>(Tile * MaxDim);
         var vTile = SharedMemory.Allocate<ushort>(Tile * MaxDim);
-        var qa = LocalMemory.Allocate<uint>(MaxDim / 16 * 4);
-        var sc = LocalMemory.Allocate<float>(Tile / 8 * 4);
-        var acc = LocalMemory.Allocate<float>(MaxDim / 8 * 4);
         int tiles = (s.T + Tile - 1) / Tile;
         int h = Grid.IdxX / tiles, r0 = Grid.IdxX % tiles * Tile, kh = h / (s.Heads / s.KvHeads);
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int rowA = r0 + warp * 16 + g, rowB = rowA + 8, qBase = h * s.T, kvBase = kh * s.Keys;
-        int D = default(TD).Value, Dv = default(TDv).Value, dSteps = D / 16, vTiles = Dv / 8;
-        LoadA(q, qBase, rowA, s.T, D, dSteps, t, qa);
-        for (int i = 0; i < vTiles * 4; i++) acc[i] = 0f;
+        var qa = default(TQ);
+        qa.Load(q, qBase, rowA, s.T, s.D, 0, t);
+        var o = default(TO);
+        o.Clear();
         AttentionKernels.Kept(s, rowA, out int firstA, out int stopA);
         AttentionKernels.Kept(s, rowB, out int firstB, out int stopB);
         AttentionKernels.Kept(s, r0, out int first, out _);
@@ -176,55 +176,50 @@ public static class TensorCoreAttention
         for (int c0 = first; c0 < stop; c0 += Tile)
         {
             Group.Barrier();
-            LoadTile(k, kvBase, c0, stop, D, D, Tile, kTile);
-            LoadTile(v, kvBase, c0, stop, Dv, Dv, Tile, vTile);
+            LoadTile(k, kvBase, c0, stop, s.D, s.D, Tile, kTile);
+            LoadTile(v, kvBase, c0, stop, s.Dv, s.Dv, Tile, vTile);
             Group.Barrier();
-            // S = scale · Q·Kᵀ, −∞ where the mask drops a key, and the tile's maximum of each row
-            float tA = float.NegativeInfinity, tB = float.NegativeInfinity;
-            for (int nt = 0; nt < Tile / 8; nt++)
+            for (int kc = 0; kc < Tile; kc += 16)
             {
-                float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-                for (int kk = 0; kk < dSteps; kk++)
-                    TensorCores.Mma(qa[4 * kk], qa[4 * kk + 1], qa[4 * kk + 2], qa[4 * kk + 3],
-                        Row(kTile, D, nt * 8 + g, kk * 16 + 2 * t), Row(kTile, D, nt * 8 + g, kk * 16 + 8 + 2 * t), ref s0, ref s1, ref s2, ref s3);
-                int key = c0 + nt * 8 + 2 * t;
-                s0 = Sel(s0 * s.Scale, rowA < s.T && key >= firstA && key < stopA);
-                s1 = Sel(s1 * s.Scale, rowA < s.T && key + 1 >= firstA && key + 1 < stopA);
-                s2 = Sel(s2 * s.Scale, rowB < s.T && key >= firstB && key < stopB);
-                s3 = Sel(s3 * s.Scale, rowB < s.T && key + 1 >= firstB && key + 1 < stopB);
-                sc[4 * nt] = s0; sc[4 * nt + 1] = s1; sc[4 * nt + 2] = s2; sc[4 * nt + 3] = s3;
-                tA = MathF.Max(tA, MathF.Max(s0, s1));
-                tB = MathF.Max(tB, MathF.Max(s2, s3));
+                // S = scale · Q·Kᵀ for 16 keys (two tiles of 8: s0 … s3 and s4 … s7), −∞ where the mask drops a key
+                float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, s4 = 0f, s5 = 0f, s6 = 0f, s7 = 0f;
+                qa.MmaByRows(kTile, s.D, kc + g, 0, t, ref s0, ref s1, ref s2, ref s3);
+                qa.MmaByRows(kTile, s.D, kc + 8 + g, 0, t, ref s4, ref s5, ref s6, ref s7);
+                int key = c0 + kc + 2 * t;
+                bool inA = rowA < s.T, inB = rowB < s.T;
+                s0 = Sel(s0 * s.Scale, inA && key >= firstA && key < stopA);
+                s1 = Sel(s1 * s.Scale, inA && key + 1 >= firstA && key + 1 < stopA);
+                s2 = Sel(s2 * s.Scale, inB && key >= firstB && key < stopB);
+                s3 = Sel(s3 * s.Scale, inB && key + 1 >= firstB && key + 1 < stopB);
+                s4 = Sel(s4 * s.Scale, inA && key + 8 >= firstA && key + 8 < stopA);
+                s5 = Sel(s5 * s.Scale, inA && key + 9 >= firstA && key + 9 < stopA);
+                s6 = Sel(s6 * s.Scale, inB && key + 8 >= firstB && key + 8 < stopB);
+                s7 = Sel(s7 * s.Scale, inB && key + 9 >= firstB && key + 9 < stopB);
+                float nA = MathF.Max(mA, QuadMax(MathF.Max(MathF.Max(s0, s1), MathF.Max(s4, s5))));
+                float nB = MathF.Max(mB, QuadMax(MathF.Max(MathF.Max(s2, s3), MathF.Max(s6, s7))));
+                // rescale what the earlier keys summed (a row with no key kept yet has nothing to rescale)
+                float fA = nA == float.NegativeInfinity ? 1f : MathF.Exp(mA - nA), fB = nB == float.NegativeInfinity ? 1f : MathF.Exp(mB - nB);
+                mA = nA; mB = nB;
+                o.Scale(fA, fB);
+                s0 = Exp(s0, mA); s1 = Exp(s1, mA); s4 = Exp(s4, mA); s5 = Exp(s5, mA);
+                s2 = Exp(s2, mB); s3 = Exp(s3, mB); s6 = Exp(s6, mB); s7 = Exp(s7, mB);
+                lA = lA * fA + s0 + s1 + s4 + s5;
+                lB = lB * fB + s2 + s3 + s6 + s7;
+                // O += P·V, P from the scores' registers: the two 8-key tiles side by side are one 16-key step
+                o.MmaByColumns(Pair(s0, s1), Pair(s2, s3), Pair(s4, s5), Pair(s6, s7), vTile, s.Dv, kc, 0, g, t);
             }
-            float nA = MathF.Max(mA, QuadMax(tA)), nB = MathF.Max(mB, QuadMax(tB));
-            // rescale what the earlier tiles summed (a row with no key kept yet has nothing to rescale)
-            float fA = nA == float.NegativeInfinity ? 1f : MathF.Exp(mA - nA), fB = nB == float.NegativeInfinity ? 1f : MathF.Exp(mB - nB);
-            mA = nA; mB = nB;
-            lA *= fA; lB *= fB;
-            for (int nt = 0; nt < vTiles; nt++)
-            {
-                acc[4 * nt] *= fA; acc[4 * nt + 1] *= fA;
-                acc[4 * nt + 2] *= fB; acc[4 * nt + 3] *= fB;
-            }
-            for (int i = 0; i < Tile / 8 * 4; i++)
-            {
-                float m = (i & 2) == 0 ? mA : mB;
-                float p = sc[i] == float.NegativeInfinity ? 0f : MathF.Exp(sc[i] - m);
-                sc[i] = p;
-                if ((i & 2) == 0) lA += p; else lB += p;
-            }
-            // O += P·V, P from the score tiles' registers: two 8-key tiles side by side are one 16-key step
-            for (int kk = 0; kk < Tile / 16; kk++)
-                MmaFromD(sc, 8 * kk, vTile, Dv, kk * 16, vTiles, g, t, acc);
         }
         lA = QuadSum(lA);
         lB = QuadSum(lB);
         // Y's rows: O, then L
-        int row = Dv + 1;
-        if (t == 0 && rowA < s.T) y[(qBase + rowA) * row + Dv] = mA + MathF.Log(lA);
-        if (t == 0 && rowB < s.T) y[(qBase + rowB) * row + Dv] = mB + MathF.Log(lB);
-        StoreD(y, qBase * row, row, rowA, s.T, vTiles, t, acc, 1f / lA, 1f / lB);
+        int row = s.Dv + 1;
+        if (t == 0 && rowA < s.T) y[(qBase + rowA) * row + s.Dv] = mA + MathF.Log(lA);
+        if (t == 0 && rowB < s.T) y[(qBase + rowB) * row + s.Dv] = mB + MathF.Log(lB);
+        o.Store(y, qBase * row, row, rowA, s.T, 0, t, 1f / lA, 1f / lB);
     }
+
+    /// <summary>exp(x − m) of a kept score, 0 for a dropped one (−∞, also when no key of the row is kept yet).</summary>
+    static float Exp(float x, float m) => x == float.NegativeInfinity ? 0f : MathF.Exp(x - m);
 
     /// <summary>Part 1 (part 2: dV alone): dK and dV for <see cref="Tile"/> keys and one query head per group (grid =
     /// Heads · ⌈Keys / Tile⌉, <see cref="Threads"/> a group), each warp 16 keys, over every query row of the head that

@@ -339,15 +339,21 @@ let tests =
                     // the tensor cores computed it: their bfloat16 operands leave a trace the float32 kernels do not
                     Expect.isGreaterThan (relativeError onCores.[i] onWarps.[i]) 1e-6 (sprintf "%s: %s on tensor cores" what (Node.Describe node)))
         }
-        test "the tensor-core attention kernels compile to PTX's mma.sync for an SM 9.0 device, their loops over a head's dimensions bounded by constants" {
-            for name, count in [ "Forward", 2; "Backward", 5 ] do
-                for d in [ 64; 128 ] do
-                    let kernel = typeof<TensorCoreAttention>.GetMethod(name).MakeGenericMethod(TensorCoreAttention.HeadDimType d, TensorCoreAttention.HeadDimType d)
-                    let ptx = GpuBackend.KernelPtx kernel
-                    let mma = ptx.Split("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32").Length - 1
-                    Expect.equal mma count (sprintf "%s: its products (S, P·V; K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q, dS·K), each one mma" name)
-                    // the loop over the 16-dimension steps of Q·Kᵀ ends at a constant, d / 16: ptxas can unroll it
-                    Expect.isTrue (Text.RegularExpressions.Regex.IsMatch(ptx, sprintf @"setp\.(ge|lt)\.s32\s+%%p\d+, %%r\d+, %d;" (d / 16))) (sprintf "%s, d %d: a loop bounded by d / 16" name d)
+        test "the tensor-core attention kernels compile to PTX's mma.sync for an SM 9.0 device: the forward pass's fragments in registers, the backward pass's loops over a head's dimensions bounded by constants" {
+            let mmaCount (ptx: string) = ptx.Split("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32").Length - 1
+            for d in [ 64; 128 ] do
+                // fragments of nested types: every product unrolled, no array in local memory
+                let forward = typeof<TensorCoreAttention>.GetMethod("Forward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d)
+                let ptx = GpuBackend.KernelPtx forward
+                Expect.equal (mmaCount ptx) (2 * d / 16 + d / 8) (sprintf "forward, d %d: Q·Kᵀ for two tiles of 8 keys, d / 16 steps each, and P·V, d / 8 tiles" d)
+                // the only local memory is one word for each operand of the inline mma (ptxas keeps them in registers)
+                let depots = Text.RegularExpressions.Regex.Matches(ptx, @"__local_depot\d+\[(\d+)\]") |> Seq.map (fun m -> int m.Groups.[1].Value) |> Array.ofSeq
+                Expect.isTrue (depots |> Array.forall ((=) 4)) (sprintf "forward, d %d: no array in local memory, only single words (%A)" d (Array.distinct depots))
+                let backward = typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(TensorCoreAttention.HeadDimType d, TensorCoreAttention.HeadDimType d)
+                let ptx = GpuBackend.KernelPtx backward
+                Expect.equal (mmaCount ptx) 5 "backward: K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q, dS·K, each one mma in a loop"
+                // the loop over the 16-dimension steps of K·Qᵀ ends at a constant, d / 16: ptxas can unroll it
+                Expect.isTrue (Text.RegularExpressions.Regex.IsMatch(ptx, sprintf @"setp\.(ge|lt)\.s32\s+%%p\d+, %%r\d+, %d;" (d / 16))) (sprintf "backward, d %d: a loop bounded by d / 16" d)
         }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
             llamaParity Device.IlgpuCpu

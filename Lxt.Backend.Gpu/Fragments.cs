@@ -1,0 +1,149 @@
+// A warp's tensor-core fragments held in registers: the A fragments of its rows (four words of two bfloat16 per step of
+// 16 columns) and the D fragments of a product (four floats per tile of 8 columns), as nested types built per head size
+// (AFragments<AFragments<…NoAFragments>>), so that ILGPU keeps every fragment in a register and compiles each pass over
+// them to straight-line code, as RegisterRows.cs holds softmax rows. Layouts as TensorCores describes them.
+using System.Runtime.CompilerServices;
+using ILGPU;
+
+namespace Lxt.Backend.Gpu;
+
+/// <summary>A lane's A fragments of rows r and r + 8 (r = its quad), one step of 16 columns each.</summary>
+public interface IAFragments
+{
+    /// <summary>Rows <paramref name="row"/> and + 8 of a [count, width] slab at <paramref name="rowBase"/>, this step
+    /// from column <paramref name="c"/> (zero past the slab).</summary>
+    void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t);
+
+    /// <summary>(s0 … s3) += these rows · B, B[k][n] = <paramref name="tile"/>[n][k] (a shared [*, width] tile read by
+    /// rows: B's column n is tile row <paramref name="n"/>), this step from column <paramref name="c"/>.</summary>
+    void MmaByRows(ArrayView<ushort> tile, int width, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3);
+}
+
+public struct NoAFragments : IAFragments
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void MmaByRows(ArrayView<ushort> tile, int width, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3) { }
+}
+
+public struct AFragments<TRest> : IAFragments where TRest : struct, IAFragments
+{
+    uint a0, a1, a2, a3;
+    TRest rest;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t)
+    {
+        int at = c + 2 * t;
+        a0 = TensorCoreAttention.PairAt(x, rowBase, row, count, width, at);
+        a1 = TensorCoreAttention.PairAt(x, rowBase, row + 8, count, width, at);
+        a2 = TensorCoreAttention.PairAt(x, rowBase, row, count, width, at + 8);
+        a3 = TensorCoreAttention.PairAt(x, rowBase, row + 8, count, width, at + 8);
+        rest.Load(x, rowBase, row, count, width, c + 16, t);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void MmaByRows(ArrayView<ushort> tile, int width, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3)
+    {
+        TensorCores.Mma(a0, a1, a2, a3, TensorCoreAttention.Row(tile, width, n, c + 2 * t), TensorCoreAttention.Row(tile, width, n, c + 8 + 2 * t),
+            ref s0, ref s1, ref s2, ref s3);
+        rest.MmaByRows(tile, width, n, c + 16, t, ref s0, ref s1, ref s2, ref s3);
+    }
+}
+
+/// <summary>A lane's D fragments of rows r and r + 8 (r = its quad), one tile of 8 columns each.</summary>
+public interface IDFragments
+{
+    void Clear();
+
+    /// <summary>Multiplies row r's values by <paramref name="fA"/> and row r + 8's by <paramref name="fB"/>.</summary>
+    void Scale(float fA, float fB);
+
+    /// <summary>this += A·B for one step of 16 rows of B: A (a0 … a3) 16 columns, B rows <paramref name="k0"/> … + 15
+    /// of a shared [*, width] tile read by columns, this tile from column <paramref name="n"/>.</summary>
+    void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int width, int k0, int n, int g, int t);
+
+    /// <summary>Rows <paramref name="row"/> and + 8 (those below <paramref name="count"/>) into rows of
+    /// <paramref name="stride"/> values from <paramref name="at"/>, this tile from column <paramref name="c"/>, times
+    /// <paramref name="fA"/> and <paramref name="fB"/>.</summary>
+    void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB);
+}
+
+public struct NoDFragments : IDFragments
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Clear() { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Scale(float fA, float fB) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int width, int k0, int n, int g, int t) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB) { }
+}
+
+public struct DFragments<TRest> : IDFragments where TRest : struct, IDFragments
+{
+    float d0, d1, d2, d3;
+    TRest rest;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Clear()
+    {
+        d0 = d1 = d2 = d3 = 0f;
+        rest.Clear();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Scale(float fA, float fB)
+    {
+        d0 *= fA; d1 *= fA; d2 *= fB; d3 *= fB;
+        rest.Scale(fA, fB);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int width, int k0, int n, int g, int t)
+    {
+        TensorCores.Mma(a0, a1, a2, a3, TensorCoreAttention.Column(tile, width, k0 + 2 * t, n + g), TensorCoreAttention.Column(tile, width, k0 + 8 + 2 * t, n + g),
+            ref d0, ref d1, ref d2, ref d3);
+        rest.MmaByColumns(a0, a1, a2, a3, tile, width, k0, n + 8, g, t);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB)
+    {
+        int col = c + 2 * t;
+        if (row < count)
+        {
+            y[at + row * stride + col] = d0 * fA;
+            y[at + row * stride + col + 1] = d1 * fA;
+        }
+        if (row + 8 < count)
+        {
+            y[at + (row + 8) * stride + col] = d2 * fB;
+            y[at + (row + 8) * stride + col + 1] = d3 * fB;
+        }
+        rest.Store(y, at, stride, row, count, c + 8, t, fA, fB);
+    }
+}
+
+/// <summary>The nested fragment types of a head size.</summary>
+public static class FragmentTypes
+{
+    /// <summary>A fragments of <paramref name="dim"/> columns (steps of 16).</summary>
+    public static Type A(int dim) => Nest(typeof(AFragments<>), typeof(NoAFragments), dim / 16);
+
+    /// <summary>D fragments of <paramref name="dim"/> columns (tiles of 8).</summary>
+    public static Type D(int dim) => Nest(typeof(DFragments<>), typeof(NoDFragments), dim / 8);
+
+    static Type Nest(Type level, Type none, int count)
+    {
+        var type = none;
+        for (int k = 0; k < count; k++) type = level.MakeGenericType(type);
+        return type;
+    }
+}
