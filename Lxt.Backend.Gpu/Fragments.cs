@@ -67,8 +67,11 @@ public interface IDFragments
 
     /// <summary>Rows <paramref name="row"/> and + 8 (those below <paramref name="count"/>) into rows of
     /// <paramref name="stride"/> values from <paramref name="at"/>, this tile from column <paramref name="c"/>, times
-    /// <paramref name="fA"/> and <paramref name="fB"/>.</summary>
-    void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB);
+    /// <paramref name="fA"/> and <paramref name="fB"/>; added atomically where <paramref name="add"/>.</summary>
+    void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB, bool add);
+
+    /// <summary>As Store, unscaled.</summary>
+    void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, bool add);
 }
 
 public struct NoDFragments : IDFragments
@@ -83,7 +86,10 @@ public struct NoDFragments : IDFragments
     public readonly void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int width, int k0, int n, int g, int t) { }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB) { }
+    public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB, bool add) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, bool add) { }
 }
 
 public struct DFragments<TRest> : IDFragments where TRest : struct, IDFragments
@@ -114,21 +120,25 @@ public struct DFragments<TRest> : IDFragments where TRest : struct, IDFragments
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB)
+    public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB, bool add)
     {
         int col = c + 2 * t;
         if (row < count)
         {
-            y[at + row * stride + col] = d0 * fA;
-            y[at + row * stride + col + 1] = d1 * fA;
+            TensorCoreAttention.Put(y, at + row * stride + col, d0 * fA, add);
+            TensorCoreAttention.Put(y, at + row * stride + col + 1, d1 * fA, add);
         }
         if (row + 8 < count)
         {
-            y[at + (row + 8) * stride + col] = d2 * fB;
-            y[at + (row + 8) * stride + col + 1] = d3 * fB;
+            TensorCoreAttention.Put(y, at + (row + 8) * stride + col, d2 * fB, add);
+            TensorCoreAttention.Put(y, at + (row + 8) * stride + col + 1, d3 * fB, add);
         }
-        rest.Store(y, at, stride, row, count, c + 8, t, fA, fB);
+        rest.Store(y, at, stride, row, count, c + 8, t, fA, fB, add);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, bool add) =>
+        Store(y, at, stride, row, count, c, t, 1f, 1f, add);
 }
 
 /// <summary>The nested fragment types of a head size.</summary>

@@ -280,7 +280,9 @@ public sealed partial class GpuBackend
         else if (nq > 0) y.View.SubView(0, nq).MemSetToZero(stream);
         if (s.Heads * keyTiles == 0) return;
         if (!tensorCoreBackward.TryGetValue((s.D, s.Dv), out var backward))
-            tensorCoreBackward[(s.D, s.Dv)] = backward = LoadGrouped(TensorCoreAttention.Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(nameof(TensorCoreAttention.Backward), s.D, s.Dv));
+            tensorCoreBackward[(s.D, s.Dv)] = backward = LoadGrouped(typeof(TensorCoreAttention).GetMethod(nameof(TensorCoreAttention.Backward))!
+                .MakeGenericMethod(FragmentTypes.A(s.D), FragmentTypes.A(s.Dv), FragmentTypes.D(s.D), FragmentTypes.D(s.Dv))
+                .CreateDelegate<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>());
         backward(launch(s.Heads * keyTiles), x[0].View, x[1].View, x[2].View, x[3].View, x[4].View, x[Math.Min(5, x.Length - 1)].View,
             y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
     }

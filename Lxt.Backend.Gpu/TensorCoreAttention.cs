@@ -1,45 +1,15 @@
 // Fused attention (Op.Attention) on tensor cores, as FlashAttention-2 computes it: every product of a tile (Q·Kᵀ, P·V,
 // and in the backward pass K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q, dS·K) is a bfloat16 mma.sync over one warp (TensorCores), with
-// float32 accumulators; probabilities live only in registers, a tile at a time. Heads of up to MaxDim dimensions, a
-// multiple of 16.
+// float32 accumulators; fragments and probabilities live in registers (Fragments.cs), a tile at a time. Heads of up
+// to MaxDim dimensions, a multiple of 16, each size compiled on its own.
 using ILGPU;
 using ILGPU.Runtime;
 using static Lxt.Backend.Gpu.BFloat16Conversion;
 
 namespace Lxt.Backend.Gpu;
 
-/// <summary>A head dimension as a type, so that the tensor-core kernels are compiled per size: their loops over a
-/// head's dimensions then end at constants in the PTX, which ptxas can unroll (ILGPU unrolls none), giving their
-/// fragment arrays constant indices.</summary>
-public interface IHeadDim
-{
-    int Value { get; }
-}
-
-public struct HeadDim16 : IHeadDim { public readonly int Value => 16; }
-public struct HeadDim32 : IHeadDim { public readonly int Value => 32; }
-public struct HeadDim48 : IHeadDim { public readonly int Value => 48; }
-public struct HeadDim64 : IHeadDim { public readonly int Value => 64; }
-public struct HeadDim80 : IHeadDim { public readonly int Value => 80; }
-public struct HeadDim96 : IHeadDim { public readonly int Value => 96; }
-public struct HeadDim112 : IHeadDim { public readonly int Value => 112; }
-public struct HeadDim128 : IHeadDim { public readonly int Value => 128; }
-
 public static class TensorCoreAttention
 {
-    /// <summary>The type of head dimension <paramref name="dim"/> (a multiple of 16 up to <see cref="MaxDim"/>).</summary>
-    public static Type HeadDimType(int dim) => dim switch
-    {
-        16 => typeof(HeadDim16), 32 => typeof(HeadDim32), 48 => typeof(HeadDim48), 64 => typeof(HeadDim64),
-        80 => typeof(HeadDim80), 96 => typeof(HeadDim96), 112 => typeof(HeadDim112), 128 => typeof(HeadDim128),
-        _ => throw new ArgumentOutOfRangeException(nameof(dim), dim, "tensor-core attention takes heads of 16, 32, … 128 dimensions"),
-    };
-
-    /// <summary>Kernel <paramref name="name"/> (Forward or Backward) for heads of <paramref name="d"/> and
-    /// <paramref name="dv"/> dimensions.</summary>
-    public static TDelegate Specialize<TDelegate>(string name, int d, int dv) where TDelegate : Delegate =>
-        typeof(TensorCoreAttention).GetMethod(name)!.MakeGenericMethod(HeadDimType(d), HeadDimType(dv)).CreateDelegate<TDelegate>();
-
     /// <summary>Warps of a group; each takes 16 query rows (forward) or 16 keys (backward).</summary>
     public const int Warps = 4;
 
@@ -85,57 +55,11 @@ public static class TensorCoreAttention
         }
     }
 
-    /// <summary>Rows <paramref name="row"/> and <paramref name="row"/> + 8 of a [count, width] slab at
-    /// <paramref name="rowBase"/> as the A fragments of <paramref name="steps"/> steps of 16 columns (zero past the slab).</summary>
-    static void LoadA(ArrayView<float> x, int rowBase, int row, int count, int width, int steps, int t, ArrayView<uint> a)
-    {
-        for (int kk = 0; kk < steps; kk++)
-        {
-            int c = kk * 16 + 2 * t;
-            a[4 * kk] = PairAt(x, rowBase, row, count, width, c);
-            a[4 * kk + 1] = PairAt(x, rowBase, row + 8, count, width, c);
-            a[4 * kk + 2] = PairAt(x, rowBase, row, count, width, c + 8);
-            a[4 * kk + 3] = PairAt(x, rowBase, row + 8, count, width, c + 8);
-        }
-    }
-
-    /// <summary>D fragments <paramref name="tiles"/> tiles of 8 columns wide into rows <paramref name="row"/> and
-    /// <paramref name="row"/> + 8 (those below <paramref name="count"/>) of rows of <paramref name="stride"/> values from
-    /// <paramref name="at"/>, times <paramref name="fA"/> and <paramref name="fB"/>; added atomically where
-    /// <paramref name="add"/>.</summary>
-    static void StoreD(ArrayView<float> y, int at, int stride, int row, int count, int tiles, int t, ArrayView<float> d, float fA, float fB, bool add = false)
-    {
-        for (int nt = 0; nt < tiles; nt++)
-        {
-            int c = nt * 8 + 2 * t;
-            if (row < count)
-            {
-                Put(y, at + row * stride + c, d[4 * nt] * fA, add);
-                Put(y, at + row * stride + c + 1, d[4 * nt + 1] * fA, add);
-            }
-            if (row + 8 < count)
-            {
-                Put(y, at + (row + 8) * stride + c, d[4 * nt + 2] * fB, add);
-                Put(y, at + (row + 8) * stride + c + 1, d[4 * nt + 3] * fB, add);
-            }
-        }
-    }
-
-    static void Put(ArrayView<float> y, int i, float v, bool add)
+    /// <summary>y[i] = v, or y[i] += v atomically where <paramref name="add"/>.</summary>
+    internal static void Put(ArrayView<float> y, int i, float v, bool add)
     {
         if (add) Atomic.Add(ref y[i], v);
         else y[i] = v;
-    }
-
-    /// <summary>acc += A·B for one step of 16 rows of B: A the D fragments d[i] … d[i + 7] of two 8-column tiles side
-    /// by side (16 columns, rounded to bfloat16), B rows <paramref name="k0"/> … + 15 of a shared [*, width] tile,
-    /// <paramref name="tiles"/> tiles of 8 columns.</summary>
-    static void MmaFromD(ArrayView<float> d, int i, ArrayView<ushort> tile, int width, int k0, int tiles, int g, int t, ArrayView<float> acc)
-    {
-        uint a0 = Pair(d[i], d[i + 1]), a1 = Pair(d[i + 2], d[i + 3]), a2 = Pair(d[i + 4], d[i + 5]), a3 = Pair(d[i + 6], d[i + 7]);
-        for (int nt = 0; nt < tiles; nt++)
-            TensorCores.Mma(a0, a1, a2, a3, Column(tile, width, k0 + 2 * t, nt * 8 + g), Column(tile, width, k0 + 8 + 2 * t, nt * 8 + g),
-                ref acc[4 * nt], ref acc[4 * nt + 1], ref acc[4 * nt + 2], ref acc[4 * nt + 3]);
     }
 
     static float QuadMax(float v)
@@ -215,7 +139,7 @@ public static class TensorCoreAttention
         int row = s.Dv + 1;
         if (t == 0 && rowA < s.T) y[(qBase + rowA) * row + s.Dv] = mA + MathF.Log(lA);
         if (t == 0 && rowB < s.T) y[(qBase + rowB) * row + s.Dv] = mB + MathF.Log(lB);
-        o.Store(y, qBase * row, row, rowA, s.T, 0, t, 1f / lA, 1f / lB);
+        o.Store(y, qBase * row, row, rowA, s.T, 0, t, 1f / lA, 1f / lB, add: false);
     }
 
     /// <summary>exp(x − m) of a kept score, 0 for a dropped one (−∞, also when no key of the row is kept yet).</summary>
@@ -223,42 +147,39 @@ public static class TensorCoreAttention
 
     /// <summary>Part 1 (part 2: dV alone): dK and dV for <see cref="Tile"/> keys and one query head per group (grid =
     /// Heads · ⌈Keys / Tile⌉, <see cref="Threads"/> a group), each warp 16 keys, over every query row of the head that
-    /// keeps one of them, <see cref="BackwardRows"/> at a time; and each tile's share of dQ = dS·K added into dQ
-    /// atomically (<paramref name="dq"/> must be zero before). dS carries the scale. <paramref name="dkv"/> holds dK
-    /// [KvHeads, Keys, D] then dV [KvHeads, Keys, Dv]; the heads sharing a key/value head add into it atomically (it
-    /// must then be zero before).</summary>
-    public static void Backward<TD, TDv>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> grad,
+    /// keeps one of them, <see cref="BackwardRows"/> at a time and 16 a step; and each tile's share of dQ = dS·K added
+    /// into dQ atomically (<paramref name="dq"/> must be zero before). dS carries the scale. A warp keeps its keys and
+    /// values (<typeparamref name="TK"/>, <typeparamref name="TV"/>: <see cref="FragmentTypes.A"/> of D and Dv) and its
+    /// dK and dV (<typeparamref name="TDK"/>, <typeparamref name="TDV"/>: <see cref="FragmentTypes.D"/>) in registers.
+    /// <paramref name="dkv"/> holds dK [KvHeads, Keys, D] then dV [KvHeads, Keys, Dv]; the heads sharing a key/value
+    /// head add into it atomically (it must then be zero before).</summary>
+    public static void Backward<TK, TV, TDK, TDV>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> grad,
                                 ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
-        where TD : struct, IHeadDim where TDv : struct, IHeadDim
+        where TK : struct, IAFragments where TV : struct, IAFragments where TDK : struct, IDFragments where TDV : struct, IDFragments
     {
-        const int rowTiles = BackwardRows / 8;
         var qTile = SharedMemory.Allocate<ushort>(BackwardRows * MaxDim);
         var oTile = SharedMemory.Allocate<ushort>(BackwardRows * MaxDim);
         var kTile = SharedMemory.Allocate<ushort>(Tile * MaxDim);
         var dsTile = SharedMemory.Allocate<ushort>(BackwardRows * Tile);
         var rowL = SharedMemory.Allocate<float>(BackwardRows);
         var rowD = SharedMemory.Allocate<float>(BackwardRows);
-        var ka = LocalMemory.Allocate<uint>(MaxDim / 16 * 4);
-        var va = LocalMemory.Allocate<uint>(MaxDim / 16 * 4);
-        var p = LocalMemory.Allocate<float>(rowTiles * 4);
-        var ds = LocalMemory.Allocate<float>(rowTiles * 4);
-        var dk = LocalMemory.Allocate<float>(MaxDim / 8 * 4);
-        var dv = LocalMemory.Allocate<float>(MaxDim / 8 * 4);
-        int keyTiles = (s.Keys + Tile - 1) / Tile;
+        int keyTiles = (s.Keys + Tile - 1) / Tile, D = s.D, Dv = s.Dv;
         int h = Grid.IdxX / keyTiles, c0 = Grid.IdxX % keyTiles * Tile, group = s.Heads / s.KvHeads, kh = h / group, kvBase = kh * s.Keys;
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int keyA = c0 + warp * 16 + g, keyB = keyA + 8;
-        int D = default(TD).Value, Dv = default(TDv).Value, dSteps = D / 16, vSteps = Dv / 16, dTiles = D / 8, vTiles = Dv / 8;
         bool keysToo = s.Part == 1; // part 2: dV alone, no dP, dS, dK or dQ
         // this warp's 16 keys and values as the left operand of K·Qᵀ and V·dOᵀ
-        LoadA(k, kvBase, keyA, s.Keys, D, dSteps, t, ka);
-        LoadA(v, kvBase, keyA, s.Keys, Dv, vSteps, t, va);
-        for (int i = 0; i < dTiles * 4; i++) dk[i] = 0f;
-        for (int i = 0; i < vTiles * 4; i++) dv[i] = 0f;
+        var ka = default(TK);
+        ka.Load(k, kvBase, keyA, s.Keys, D, 0, t);
+        var va = default(TV);
+        if (keysToo) va.Load(v, kvBase, keyA, s.Keys, Dv, 0, t);
+        var dk = default(TDK);
+        dk.Clear();
+        var dv = default(TDV);
+        dv.Clear();
         Group.Barrier();
         LoadTile(k, kvBase, c0, s.Keys, D, D, Tile, kTile);
-        int c1 = Math.Min(s.Keys, c0 + Tile);
-        int qBase = h * s.T;
+        int c1 = Math.Min(s.Keys, c0 + Tile), qBase = h * s.T;
         for (int r0 = 0; r0 < s.T; r0 += BackwardRows)
         {
             int last = Math.Min(s.T, r0 + BackwardRows) - 1;
@@ -275,45 +196,54 @@ public static class TensorCoreAttention
                 rowD[i] = inside && keysToo ? delta[qBase + r0 + i] : 0f;
             }
             Group.Barrier();
-            // Pᵀ = exp(scale · K·Qᵀ − L) and dSᵀ = scale · Pᵀ ⊙ (V·dOᵀ − Δ), 16 keys × BackwardRows rows a warp
-            for (int nt = 0; nt < rowTiles; nt++)
+            for (int rc = 0; rc < BackwardRows; rc += 16)
             {
-                float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f;
-                for (int kk = 0; kk < dSteps; kk++)
-                    TensorCores.Mma(ka[4 * kk], ka[4 * kk + 1], ka[4 * kk + 2], ka[4 * kk + 3],
-                        Row(qTile, D, nt * 8 + g, kk * 16 + 2 * t), Row(qTile, D, nt * 8 + g, kk * 16 + 8 + 2 * t), ref s0, ref s1, ref s2, ref s3);
-                for (int kk = 0; kk < (keysToo ? vSteps : 0); kk++)
-                    TensorCores.Mma(va[4 * kk], va[4 * kk + 1], va[4 * kk + 2], va[4 * kk + 3],
-                        Row(oTile, Dv, nt * 8 + g, kk * 16 + 2 * t), Row(oTile, Dv, nt * 8 + g, kk * 16 + 8 + 2 * t), ref o0, ref o1, ref o2, ref o3);
-                int col = nt * 8 + 2 * t;
-                p[4 * nt] = Probability(s, s0, r0 + col, keyA, rowL[col]);
-                p[4 * nt + 1] = Probability(s, s1, r0 + col + 1, keyA, rowL[col + 1]);
-                p[4 * nt + 2] = Probability(s, s2, r0 + col, keyB, rowL[col]);
-                p[4 * nt + 3] = Probability(s, s3, r0 + col + 1, keyB, rowL[col + 1]);
+                // Pᵀ = exp(scale · K·Qᵀ − L) for 16 keys × 16 rows (two tiles of 8 rows: p0 … p3 and p4 … p7)
+                float p0 = 0f, p1 = 0f, p2 = 0f, p3 = 0f, p4 = 0f, p5 = 0f, p6 = 0f, p7 = 0f;
+                ka.MmaByRows(qTile, D, rc + g, 0, t, ref p0, ref p1, ref p2, ref p3);
+                ka.MmaByRows(qTile, D, rc + 8 + g, 0, t, ref p4, ref p5, ref p6, ref p7);
+                int col = rc + 2 * t, row = r0 + col;
+                p0 = Probability(s, p0, row, keyA, rowL[col]);
+                p1 = Probability(s, p1, row + 1, keyA, rowL[col + 1]);
+                p2 = Probability(s, p2, row, keyB, rowL[col]);
+                p3 = Probability(s, p3, row + 1, keyB, rowL[col + 1]);
+                p4 = Probability(s, p4, row + 8, keyA, rowL[col + 8]);
+                p5 = Probability(s, p5, row + 9, keyA, rowL[col + 9]);
+                p6 = Probability(s, p6, row + 8, keyB, rowL[col + 8]);
+                p7 = Probability(s, p7, row + 9, keyB, rowL[col + 9]);
+                // dV += Pᵀ·dO, Pᵀ from its registers: the two 8-row tiles side by side are one 16-row step
+                dv.MmaByColumns(Pair(p0, p1), Pair(p2, p3), Pair(p4, p5), Pair(p6, p7), oTile, Dv, rc, 0, g, t);
                 if (!keysToo) continue;
-                ds[4 * nt] = s.Scale * p[4 * nt] * (o0 - rowD[col]);
-                ds[4 * nt + 1] = s.Scale * p[4 * nt + 1] * (o1 - rowD[col + 1]);
-                ds[4 * nt + 2] = s.Scale * p[4 * nt + 2] * (o2 - rowD[col]);
-                ds[4 * nt + 3] = s.Scale * p[4 * nt + 3] * (o3 - rowD[col + 1]);
+                // dSᵀ = scale · Pᵀ ⊙ (V·dOᵀ − Δ), and dK += dSᵀ·Q
+                float o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f, o4 = 0f, o5 = 0f, o6 = 0f, o7 = 0f;
+                va.MmaByRows(oTile, Dv, rc + g, 0, t, ref o0, ref o1, ref o2, ref o3);
+                va.MmaByRows(oTile, Dv, rc + 8 + g, 0, t, ref o4, ref o5, ref o6, ref o7);
+                o0 = s.Scale * p0 * (o0 - rowD[col]);
+                o1 = s.Scale * p1 * (o1 - rowD[col + 1]);
+                o2 = s.Scale * p2 * (o2 - rowD[col]);
+                o3 = s.Scale * p3 * (o3 - rowD[col + 1]);
+                o4 = s.Scale * p4 * (o4 - rowD[col + 8]);
+                o5 = s.Scale * p5 * (o5 - rowD[col + 9]);
+                o6 = s.Scale * p6 * (o6 - rowD[col + 8]);
+                o7 = s.Scale * p7 * (o7 - rowD[col + 9]);
+                dk.MmaByColumns(Pair(o0, o1), Pair(o2, o3), Pair(o4, o5), Pair(o6, o7), qTile, D, rc, 0, g, t);
                 // dS (rows × keys) for dQ, from this warp's keys
                 int key = warp * 16 + g;
-                dsTile[col * Tile + key] = FromFloat(ds[4 * nt]);
-                dsTile[(col + 1) * Tile + key] = FromFloat(ds[4 * nt + 1]);
-                dsTile[col * Tile + key + 8] = FromFloat(ds[4 * nt + 2]);
-                dsTile[(col + 1) * Tile + key + 8] = FromFloat(ds[4 * nt + 3]);
-            }
-            // dV += Pᵀ·dO and dK += dSᵀ·Q, Pᵀ and dSᵀ from their registers, 16 rows a step
-            for (int kk = 0; kk < BackwardRows / 16; kk++)
-            {
-                MmaFromD(p, 8 * kk, oTile, Dv, kk * 16, vTiles, g, t, dv);
-                if (keysToo) MmaFromD(ds, 8 * kk, qTile, D, kk * 16, dTiles, g, t, dk);
+                dsTile[col * Tile + key] = FromFloat(o0);
+                dsTile[(col + 1) * Tile + key] = FromFloat(o1);
+                dsTile[col * Tile + key + 8] = FromFloat(o2);
+                dsTile[(col + 1) * Tile + key + 8] = FromFloat(o3);
+                dsTile[(col + 8) * Tile + key] = FromFloat(o4);
+                dsTile[(col + 9) * Tile + key] = FromFloat(o5);
+                dsTile[(col + 8) * Tile + key + 8] = FromFloat(o6);
+                dsTile[(col + 9) * Tile + key + 8] = FromFloat(o7);
             }
             if (!keysToo) continue;
             Group.Barrier();
             // dQ += dS·K: warp w takes rows 16·(w % 2) … and every other 8 columns of D from w / 2
             int m0 = (warp & 1) * 16;
             int rowA = r0 + m0 + g, rowB = rowA + 8;
-            for (int nt = warp >> 1; nt < dTiles; nt += 2)
+            for (int nt = warp >> 1; nt < D / 8; nt += 2)
             {
                 float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
                 for (int kk = 0; kk < Tile / 16; kk++)
@@ -335,8 +265,8 @@ public static class TensorCoreAttention
         }
         // the heads of a group share their keys and values: each adds its share
         bool shared = group > 1;
-        if (keysToo) StoreD(dkv, kvBase * D, D, keyA, s.Keys, dTiles, t, dk, 1f, 1f, shared);
-        StoreD(dkv, (keysToo ? s.KvHeads * s.Keys * D : 0) + kvBase * Dv, Dv, keyA, s.Keys, vTiles, t, dv, 1f, 1f, shared);
+        if (keysToo) dk.Store(dkv, kvBase * D, D, keyA, s.Keys, 0, t, shared);
+        dv.Store(dkv, (keysToo ? s.KvHeads * s.Keys * D : 0) + kvBase * Dv, Dv, keyA, s.Keys, 0, t, shared);
     }
 
     /// <summary>P of query row <paramref name="row"/> and <paramref name="key"/> from the product of their vectors:
