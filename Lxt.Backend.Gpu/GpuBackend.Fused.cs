@@ -285,7 +285,11 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// <summary>The fused kernel <paramref name="name"/> of <see cref="FusedKernels"/> for a program type (and, for a
     /// register-row kernel, a cell type).</summary>
     static TDelegate Specialize<TDelegate>(string name, params Type[] types) where TDelegate : Delegate =>
-        typeof(FusedKernels).GetMethod(name)!.MakeGenericMethod(types).CreateDelegate<TDelegate>();
+        Specialize<TDelegate>(typeof(FusedKernels), name, types);
+
+    /// <summary>The generic kernel <paramref name="name"/> of <paramref name="kernels"/> for <paramref name="types"/>.</summary>
+    static TDelegate Specialize<TDelegate>(Type kernels, string name, params Type[] types) where TDelegate : Delegate =>
+        kernels.GetMethod(name)!.MakeGenericMethod(types).CreateDelegate<TDelegate>();
 
     /// <summary>Checks a group's operand buffers, binds them to the fused views (a bfloat16 operand through its
     /// pairs view; unused views to a stand-in the program never loads) and returns the group's uploaded table, the

@@ -238,8 +238,7 @@ public sealed partial class GpuBackend
         if (accelerator.WarpSize > AttentionKernels.MaxLanes)
             throw new NotSupportedException($"gpu backend: {Node.Describe(node)} needs warps of at most {AttentionKernels.MaxLanes} lanes, this accelerator's have {accelerator.WarpSize}");
         var s = AttentionShape.Of(a);
-        // operands a part does not take are never read: any view stands in for them
-        ArrayView<float> At(int i) => x[Math.Min(i, x.Length - 1)].View;
+        ArrayView<float> At(int i) => AttentionOperand(x, i);
         int rows = s.Heads * s.T;
         if (AttentionOnTensorCores && accelerator.WarpSize == TensorCores.Lanes && TensorCoreAttention.Takes(s))
         {
@@ -262,16 +261,16 @@ public sealed partial class GpuBackend
     /// first.</summary>
     void OnTensorCores(AttentionShape s, GpuBuffer[] x, GpuBuffer y)
     {
+        ArrayView<float> At(int i) => AttentionOperand(x, i);
         var launch = (int groups) => new KernelConfig(new Index1D(groups), new Index1D(TensorCoreAttention.Threads));
         if (s.Part == 0)
         {
             int tiles = (s.T + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
             if (s.Heads * tiles == 0) return;
             if (!tensorCoreForward.TryGetValue((s.D, s.Dv), out var forward))
-                tensorCoreForward[(s.D, s.Dv)] = forward = LoadGrouped(typeof(TensorCoreAttention).GetMethod(nameof(TensorCoreAttention.Forward))!
-                    .MakeGenericMethod(FragmentTypes.A(s.D), FragmentTypes.D(s.Dv))
-                    .CreateDelegate<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>());
-            forward(launch(s.Heads * tiles), x[0].View, x[1].View, x[2].View, y.View, s);
+                tensorCoreForward[(s.D, s.Dv)] = forward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
+                    typeof(TensorCoreAttention), nameof(TensorCoreAttention.Forward), FragmentTypes.A(s.D), FragmentTypes.D(s.Dv)));
+            forward(launch(s.Heads * tiles), At(0), At(1), At(2), y.View, s);
             return;
         }
         int nq = s.Part == 1 ? s.Heads * s.T * s.D : 0, keyTiles = (s.Keys + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
@@ -280,12 +279,14 @@ public sealed partial class GpuBackend
         else if (nq > 0) y.View.SubView(0, nq).MemSetToZero(stream);
         if (s.Heads * keyTiles == 0) return;
         if (!tensorCoreBackward.TryGetValue((s.D, s.Dv), out var backward))
-            tensorCoreBackward[(s.D, s.Dv)] = backward = LoadGrouped(typeof(TensorCoreAttention).GetMethod(nameof(TensorCoreAttention.Backward))!
-                .MakeGenericMethod(FragmentTypes.A(s.D), FragmentTypes.A(s.Dv), FragmentTypes.D(s.D), FragmentTypes.D(s.Dv))
-                .CreateDelegate<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>());
-        backward(launch(s.Heads * keyTiles), x[0].View, x[1].View, x[2].View, x[3].View, x[4].View, x[Math.Min(5, x.Length - 1)].View,
-            y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
+            tensorCoreBackward[(s.D, s.Dv)] = backward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
+                typeof(TensorCoreAttention), nameof(TensorCoreAttention.Backward), FragmentTypes.A(s.D), FragmentTypes.A(s.Dv), FragmentTypes.D(s.D), FragmentTypes.D(s.Dv)));
+        backward(launch(s.Heads * keyTiles), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
     }
+
+    /// <summary>Operand <paramref name="i"/> of an attention op. Operands a part does not take are never read: any
+    /// view stands in for them.</summary>
+    static ArrayView<float> AttentionOperand(GpuBuffer[] x, int i) => x[Math.Min(i, x.Length - 1)].View;
 
     /// <summary>Copies each operand of a concat into its range of <paramref name="y"/>; an operand k with
     /// <paramref name="sliced"/>[k] is a Slice whose own operand <paramref name="x"/>[k] holds, read through the slice.</summary>
