@@ -34,6 +34,9 @@ type Attention =
       ValueFactor: float
       QueryKeyFactor: float option }
 
+/// K [kvHeads, keys, d] from `image`, the rewritten node of `a.Keys`, permuted as the attention reads its keys.
+let keysFrom (a: Attention) (image: Node) = if a.KeysPermutation = [ 0; 1; 2 ] then image else Ops.permute a.KeysPermutation image
+
 /// A one-element fill: a scalar operand.
 let isScalar (n: Node) = match n.Op with Fill _ -> Shape.numel n.Shape = 1 | _ -> false
 

@@ -103,8 +103,7 @@ let rewrite (whole: IReadOnlySet<Node>) (roots: Node list) : IReadOnlyDictionary
         mapped.[n] <-
             match found.TryGetValue n with
             | true, (a, mask, scale) ->
-                let keys = mapped.[a.Keys]
-                let keys = if a.KeysPermutation = [ 0; 1; 2 ] then keys else permute a.KeysPermutation keys
+                let keys = AttentionPattern.keysFrom a mapped.[a.Keys]
                 let o = attention mask scale (marked a.QueryKeyFactor mapped.[a.Queries]) (marked a.QueryKeyFactor keys)
                                   (marked (Some a.ValueFactor) mapped.[a.Values])
                 reshape n.Shape o |> namedAs n

@@ -101,8 +101,7 @@ let rewrite (rows: int) (whole: IReadOnlySet<Node>) (roots: Node list) : IReadOn
         mapped.[n] <-
             match found.TryGetValue n with
             | true, (a, blocks) ->
-                let keys = mapped.[a.Found.Keys]
-                let keys = if a.Found.KeysPermutation = [ 0; 1; 2 ] then keys else permute a.Found.KeysPermutation keys
+                let keys = AttentionPattern.keysFrom a.Found mapped.[a.Found.Keys]
                 split maskOf a mapped.[a.Found.Queries] keys mapped.[a.Found.Values] blocks
             | _ -> withChildren n (n.Children |> List.map (fun c -> mapped.[c]))
     mapped :> _
