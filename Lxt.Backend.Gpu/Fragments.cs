@@ -14,9 +14,10 @@ public interface IAFragments
     /// from column <paramref name="c"/> (zero past the slab).</summary>
     void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t);
 
-    /// <summary>(s0 … s3) += these rows · B, B[k][n] = <paramref name="tile"/>[n][k] (a shared [*, width] tile read by
-    /// rows: B's column n is tile row <paramref name="n"/>), this step from column <paramref name="c"/>.</summary>
-    void MmaByRows(ArrayView<ushort> tile, int width, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3);
+    /// <summary>(s0 … s3) += these rows · B, B[k][n] = <paramref name="tile"/>[n][k] (a shared tile of rows of
+    /// <paramref name="stride"/> values read by rows: B's column n is tile row <paramref name="n"/>), this step from
+    /// column <paramref name="c"/>.</summary>
+    void MmaByRows(ArrayView<ushort> tile, int stride, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3);
 }
 
 public struct NoAFragments : IAFragments
@@ -25,7 +26,7 @@ public struct NoAFragments : IAFragments
     public readonly void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t) { }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void MmaByRows(ArrayView<ushort> tile, int width, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3) { }
+    public readonly void MmaByRows(ArrayView<ushort> tile, int stride, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3) { }
 }
 
 public struct AFragments<TRest> : IAFragments where TRest : struct, IAFragments
@@ -45,11 +46,11 @@ public struct AFragments<TRest> : IAFragments where TRest : struct, IAFragments
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void MmaByRows(ArrayView<ushort> tile, int width, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3)
+    public void MmaByRows(ArrayView<ushort> tile, int stride, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3)
     {
-        TensorCores.Mma(a0, a1, a2, a3, TensorCoreAttention.Row(tile, width, n, c + 2 * t), TensorCoreAttention.Row(tile, width, n, c + 8 + 2 * t),
+        TensorCores.Mma(a0, a1, a2, a3, TensorCoreAttention.Row(tile, stride, n, c + 2 * t), TensorCoreAttention.Row(tile, stride, n, c + 8 + 2 * t),
             ref s0, ref s1, ref s2, ref s3);
-        rest.MmaByRows(tile, width, n, c + 16, t, ref s0, ref s1, ref s2, ref s3);
+        rest.MmaByRows(tile, stride, n, c + 16, t, ref s0, ref s1, ref s2, ref s3);
     }
 }
 
@@ -62,8 +63,9 @@ public interface IDFragments
     void Scale(float fA, float fB);
 
     /// <summary>this += A·B for one step of 16 rows of B: A (a0 … a3) 16 columns, B rows <paramref name="k0"/> … + 15
-    /// of a shared [*, width] tile read by columns, this tile from column <paramref name="n"/>.</summary>
-    void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int width, int k0, int n, int g, int t);
+    /// of a shared tile of rows of <paramref name="stride"/> values read by columns, this tile from column
+    /// <paramref name="n"/>.</summary>
+    void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int stride, int k0, int n, int g, int t);
 
     /// <summary>Rows <paramref name="row"/> and + 8 (those below <paramref name="count"/>) into rows of
     /// <paramref name="stride"/> values from <paramref name="at"/>, this tile from column <paramref name="c"/>, times
@@ -83,7 +85,7 @@ public struct NoDFragments : IDFragments
     public readonly void Scale(float fA, float fB) { }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int width, int k0, int n, int g, int t) { }
+    public readonly void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int stride, int k0, int n, int g, int t) { }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB, bool add) { }
@@ -112,11 +114,11 @@ public struct DFragments<TRest> : IDFragments where TRest : struct, IDFragments
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int width, int k0, int n, int g, int t)
+    public void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int stride, int k0, int n, int g, int t)
     {
-        TensorCores.Mma(a0, a1, a2, a3, TensorCoreAttention.Column(tile, width, k0 + 2 * t, n + g), TensorCoreAttention.Column(tile, width, k0 + 8 + 2 * t, n + g),
+        TensorCores.Mma(a0, a1, a2, a3, TensorCoreAttention.Column(tile, stride, k0 + 2 * t, n + g), TensorCoreAttention.Column(tile, stride, k0 + 8 + 2 * t, n + g),
             ref d0, ref d1, ref d2, ref d3);
-        rest.MmaByColumns(a0, a1, a2, a3, tile, width, k0, n + 8, g, t);
+        rest.MmaByColumns(a0, a1, a2, a3, tile, stride, k0, n + 8, g, t);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -25,6 +25,13 @@ public static class TensorCoreAttention
     /// <summary>Largest head dimension (of queries and keys, and of values).</summary>
     public const int MaxDim = 128;
 
+    /// <summary>bfloat16 values after each row of a shared tile: a row of a stride of 4 words past a multiple of 32 puts
+    /// the 8 rows a warp's quads read in turn (A fragments by rows, B by columns two rows apart) on distinct banks.</summary>
+    public const int Pad = 8;
+
+    /// <summary>The row stride of a shared tile of rows of <paramref name="width"/> values.</summary>
+    internal static int Stride(int width) => width + Pad;
+
     /// <summary>Whether the kernels take an attention of these sizes.</summary>
     public static bool Takes(in AttentionShape s) => Fits(s.D) && Fits(s.Dv);
 
@@ -37,21 +44,26 @@ public static class TensorCoreAttention
     internal static uint PairAt(ArrayView<float> x, int rowBase, int row, int rows, int width, int c) =>
         row < rows ? Pair(x[(rowBase + row) * width + c], x[(rowBase + row) * width + c + 1]) : 0u;
 
-    /// <summary>Two bfloat16 of a shared [*, width] tile as one word: (row, c) and (row + 1, c), a column pair.</summary>
-    internal static uint Column(ArrayView<ushort> tile, int width, int row, int c) => tile[row * width + c] | (uint)tile[(row + 1) * width + c] << 16;
+    /// <summary>Two bfloat16 of a shared tile of rows of <paramref name="stride"/> values as one word: (row, c) and
+    /// (row + 1, c), a column pair.</summary>
+    internal static uint Column(ArrayView<ushort> tile, int stride, int row, int c) => tile[row * stride + c] | (uint)tile[(row + 1) * stride + c] << 16;
 
-    /// <summary>Two bfloat16 of a shared [*, width] tile as one word: (row, c) and (row, c + 1), a row pair.</summary>
-    internal static uint Row(ArrayView<ushort> tile, int width, int row, int c) => tile[row * width + c] | (uint)tile[row * width + c + 1] << 16;
+    /// <summary>Two bfloat16 of a shared tile of rows of <paramref name="stride"/> values (even) as one word: (row, c)
+    /// and (row, c + 1), a row pair from an even column, read at once.</summary>
+    internal static uint Row(ArrayView<ushort> tile, int stride, int row, int c) => tile.Cast<uint>()[(row * stride + c) >> 1];
 
-    /// <summary>The first <paramref name="width"/> values of rows <paramref name="from"/> … + <paramref name="rows"/> − 1
-    /// of a [count, stride] slab at <paramref name="rowBase"/> into a shared [rows, width] tile in bfloat16, zero past
-    /// the slab, by all the group's threads.</summary>
+    /// <summary>The first <paramref name="width"/> values (even) of rows <paramref name="from"/> … + <paramref name="rows"/>
+    /// − 1 of a [count, stride] slab at <paramref name="rowBase"/> into a shared tile of <paramref name="rows"/> rows of
+    /// <see cref="Stride"/>(<paramref name="width"/>) bfloat16, a pair of values a word, zero past the slab, by all the
+    /// group's threads.</summary>
     static void LoadTile(ArrayView<float> x, int rowBase, int from, int count, int stride, int width, int rows, ArrayView<ushort> tile)
     {
-        for (int i = Group.IdxX; i < rows * width; i += Group.DimX)
+        var words = tile.Cast<uint>();
+        int pairs = width / 2, rowWords = Stride(width) / 2;
+        for (int i = Group.IdxX; i < rows * pairs; i += Group.DimX)
         {
-            int r = from + i / width;
-            tile[i] = r < count ? FromFloat(x[(rowBase + r) * stride + i % width]) : (ushort)0;
+            int r = i / pairs, c = 2 * (i % pairs), at = (rowBase + from + r) * stride + c;
+            words[r * rowWords + c / 2] = from + r < count ? Pair(x[at], x[at + 1]) : 0u;
         }
     }
 
@@ -82,8 +94,8 @@ public static class TensorCoreAttention
     public static void Forward<TQ, TO>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> y, AttentionShape s)
         where TQ : struct, IAFragments where TO : struct, IDFragments
     {
-        var kTile = SharedMemory.Allocate<ushort>(Tile * MaxDim);
-        var vTile = SharedMemory.Allocate<ushort>(Tile * MaxDim);
+        var kTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
+        var vTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
         int tiles = (s.T + Tile - 1) / Tile;
         int h = Grid.IdxX / tiles, r0 = Grid.IdxX % tiles * Tile, kh = h / (s.Heads / s.KvHeads);
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
@@ -107,8 +119,8 @@ public static class TensorCoreAttention
             {
                 // S = scale · Q·Kᵀ for 16 keys (two tiles of 8: s0 … s3 and s4 … s7), −∞ where the mask drops a key
                 float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, s4 = 0f, s5 = 0f, s6 = 0f, s7 = 0f;
-                qa.MmaByRows(kTile, s.D, kc + g, 0, t, ref s0, ref s1, ref s2, ref s3);
-                qa.MmaByRows(kTile, s.D, kc + 8 + g, 0, t, ref s4, ref s5, ref s6, ref s7);
+                qa.MmaByRows(kTile, Stride(s.D), kc + g, 0, t, ref s0, ref s1, ref s2, ref s3);
+                qa.MmaByRows(kTile, Stride(s.D), kc + 8 + g, 0, t, ref s4, ref s5, ref s6, ref s7);
                 int key = c0 + kc + 2 * t;
                 bool inA = rowA < s.T, inB = rowB < s.T;
                 s0 = Sel(s0 * s.Scale, inA && key >= firstA && key < stopA);
@@ -130,7 +142,7 @@ public static class TensorCoreAttention
                 lA = lA * fA + s0 + s1 + s4 + s5;
                 lB = lB * fB + s2 + s3 + s6 + s7;
                 // O += P·V, P from the scores' registers: the two 8-key tiles side by side are one 16-key step
-                o.MmaByColumns(Pair(s0, s1), Pair(s2, s3), Pair(s4, s5), Pair(s6, s7), vTile, s.Dv, kc, 0, g, t);
+                o.MmaByColumns(Pair(s0, s1), Pair(s2, s3), Pair(s4, s5), Pair(s6, s7), vTile, Stride(s.Dv), kc, 0, g, t);
             }
         }
         lA = QuadSum(lA);
@@ -157,13 +169,13 @@ public static class TensorCoreAttention
                                 ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
         where TK : struct, IAFragments where TV : struct, IAFragments where TDK : struct, IDFragments where TDV : struct, IDFragments
     {
-        var qTile = SharedMemory.Allocate<ushort>(BackwardRows * MaxDim);
-        var oTile = SharedMemory.Allocate<ushort>(BackwardRows * MaxDim);
-        var kTile = SharedMemory.Allocate<ushort>(Tile * MaxDim);
-        var dsTile = SharedMemory.Allocate<ushort>(BackwardRows * Tile);
+        var qTile = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad));
+        var oTile = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad));
+        var kTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
+        var dsTile = SharedMemory.Allocate<ushort>(BackwardRows * (Tile + Pad));
         var rowL = SharedMemory.Allocate<float>(BackwardRows);
         var rowD = SharedMemory.Allocate<float>(BackwardRows);
-        int keyTiles = (s.Keys + Tile - 1) / Tile, D = s.D, Dv = s.Dv;
+        int keyTiles = (s.Keys + Tile - 1) / Tile, D = s.D, Dv = s.Dv, dStride = Stride(D), dvStride = Stride(Dv), dsStride = Stride(Tile);
         int h = Grid.IdxX / keyTiles, c0 = Grid.IdxX % keyTiles * Tile, group = s.Heads / s.KvHeads, kh = h / group, kvBase = kh * s.Keys;
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int keyA = c0 + warp * 16 + g, keyB = keyA + 8;
@@ -200,8 +212,8 @@ public static class TensorCoreAttention
             {
                 // Pᵀ = exp(scale · K·Qᵀ − L) for 16 keys × 16 rows (two tiles of 8 rows: p0 … p3 and p4 … p7)
                 float p0 = 0f, p1 = 0f, p2 = 0f, p3 = 0f, p4 = 0f, p5 = 0f, p6 = 0f, p7 = 0f;
-                ka.MmaByRows(qTile, D, rc + g, 0, t, ref p0, ref p1, ref p2, ref p3);
-                ka.MmaByRows(qTile, D, rc + 8 + g, 0, t, ref p4, ref p5, ref p6, ref p7);
+                ka.MmaByRows(qTile, dStride, rc + g, 0, t, ref p0, ref p1, ref p2, ref p3);
+                ka.MmaByRows(qTile, dStride, rc + 8 + g, 0, t, ref p4, ref p5, ref p6, ref p7);
                 int col = rc + 2 * t, row = r0 + col;
                 p0 = Probability(s, p0, row, keyA, rowL[col]);
                 p1 = Probability(s, p1, row + 1, keyA, rowL[col + 1]);
@@ -212,12 +224,12 @@ public static class TensorCoreAttention
                 p6 = Probability(s, p6, row + 8, keyB, rowL[col + 8]);
                 p7 = Probability(s, p7, row + 9, keyB, rowL[col + 9]);
                 // dV += Pᵀ·dO, Pᵀ from its registers: the two 8-row tiles side by side are one 16-row step
-                dv.MmaByColumns(Pair(p0, p1), Pair(p2, p3), Pair(p4, p5), Pair(p6, p7), oTile, Dv, rc, 0, g, t);
+                dv.MmaByColumns(Pair(p0, p1), Pair(p2, p3), Pair(p4, p5), Pair(p6, p7), oTile, dvStride, rc, 0, g, t);
                 if (!keysToo) continue;
                 // dSᵀ = scale · Pᵀ ⊙ (V·dOᵀ − Δ), and dK += dSᵀ·Q
                 float o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f, o4 = 0f, o5 = 0f, o6 = 0f, o7 = 0f;
-                va.MmaByRows(oTile, Dv, rc + g, 0, t, ref o0, ref o1, ref o2, ref o3);
-                va.MmaByRows(oTile, Dv, rc + 8 + g, 0, t, ref o4, ref o5, ref o6, ref o7);
+                va.MmaByRows(oTile, dvStride, rc + g, 0, t, ref o0, ref o1, ref o2, ref o3);
+                va.MmaByRows(oTile, dvStride, rc + 8 + g, 0, t, ref o4, ref o5, ref o6, ref o7);
                 o0 = s.Scale * p0 * (o0 - rowD[col]);
                 o1 = s.Scale * p1 * (o1 - rowD[col + 1]);
                 o2 = s.Scale * p2 * (o2 - rowD[col]);
@@ -226,17 +238,17 @@ public static class TensorCoreAttention
                 o5 = s.Scale * p5 * (o5 - rowD[col + 9]);
                 o6 = s.Scale * p6 * (o6 - rowD[col + 8]);
                 o7 = s.Scale * p7 * (o7 - rowD[col + 9]);
-                dk.MmaByColumns(Pair(o0, o1), Pair(o2, o3), Pair(o4, o5), Pair(o6, o7), qTile, D, rc, 0, g, t);
+                dk.MmaByColumns(Pair(o0, o1), Pair(o2, o3), Pair(o4, o5), Pair(o6, o7), qTile, dStride, rc, 0, g, t);
                 // dS (rows × keys) for dQ, from this warp's keys
                 int key = warp * 16 + g;
-                dsTile[col * Tile + key] = FromFloat(o0);
-                dsTile[(col + 1) * Tile + key] = FromFloat(o1);
-                dsTile[col * Tile + key + 8] = FromFloat(o2);
-                dsTile[(col + 1) * Tile + key + 8] = FromFloat(o3);
-                dsTile[(col + 8) * Tile + key] = FromFloat(o4);
-                dsTile[(col + 9) * Tile + key] = FromFloat(o5);
-                dsTile[(col + 8) * Tile + key + 8] = FromFloat(o6);
-                dsTile[(col + 9) * Tile + key + 8] = FromFloat(o7);
+                dsTile[col * dsStride + key] = FromFloat(o0);
+                dsTile[(col + 1) * dsStride + key] = FromFloat(o1);
+                dsTile[col * dsStride + key + 8] = FromFloat(o2);
+                dsTile[(col + 1) * dsStride + key + 8] = FromFloat(o3);
+                dsTile[(col + 8) * dsStride + key] = FromFloat(o4);
+                dsTile[(col + 9) * dsStride + key] = FromFloat(o5);
+                dsTile[(col + 8) * dsStride + key + 8] = FromFloat(o6);
+                dsTile[(col + 9) * dsStride + key + 8] = FromFloat(o7);
             }
             if (!keysToo) continue;
             Group.Barrier();
@@ -247,9 +259,9 @@ public static class TensorCoreAttention
             {
                 float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
                 for (int kk = 0; kk < Tile / 16; kk++)
-                    TensorCores.Mma(Row(dsTile, Tile, m0 + g, kk * 16 + 2 * t), Row(dsTile, Tile, m0 + g + 8, kk * 16 + 2 * t),
-                        Row(dsTile, Tile, m0 + g, kk * 16 + 8 + 2 * t), Row(dsTile, Tile, m0 + g + 8, kk * 16 + 8 + 2 * t),
-                        Column(kTile, D, kk * 16 + 2 * t, nt * 8 + g), Column(kTile, D, kk * 16 + 8 + 2 * t, nt * 8 + g), ref d0, ref d1, ref d2, ref d3);
+                    TensorCores.Mma(Row(dsTile, dsStride, m0 + g, kk * 16 + 2 * t), Row(dsTile, dsStride, m0 + g + 8, kk * 16 + 2 * t),
+                        Row(dsTile, dsStride, m0 + g, kk * 16 + 8 + 2 * t), Row(dsTile, dsStride, m0 + g + 8, kk * 16 + 8 + 2 * t),
+                        Column(kTile, dStride, kk * 16 + 2 * t, nt * 8 + g), Column(kTile, dStride, kk * 16 + 8 + 2 * t, nt * 8 + g), ref d0, ref d1, ref d2, ref d3);
                 int c = nt * 8 + 2 * t;
                 if (rowA < s.T)
                 {

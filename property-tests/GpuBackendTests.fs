@@ -339,8 +339,28 @@ let tests =
                     // the tensor cores computed it: their bfloat16 operands leave a trace the float32 kernels do not
                     Expect.isGreaterThan (relativeError onCores.[i] onWarps.[i]) 1e-6 (sprintf "%s: %s on tensor cores" what (Node.Describe node)))
         }
+        test "a warp's fragment reads of the tensor-core kernels' shared tiles meet no bank conflict, at every head size" {
+            // lane l of quad g = l / 4 at t = l % 4 reads bfloat16 (row, col) at 16-bit index row · stride + col, in 32
+            // banks of 4 bytes; lanes reading one word share it, lanes reading different words of one bank wait
+            let conflictFree (indices: int seq) =
+                indices |> Seq.map (fun i -> i / 2) |> Seq.distinct |> Seq.countBy (fun word -> word % 32) |> Seq.forall (fun (_, n) -> n = 1)
+            let lanes = [ for l in 0 .. 31 -> l / 4, l % 4 ]
+            for width in [ 16 .. 16 .. TensorCoreAttention.MaxDim ] @ [ TensorCoreAttention.Tile ] do
+                let stride = TensorCoreAttention.Stride width
+                for row0 in [ 0; 8; 16 ] do
+                    for col0 in [ 0; 8; 16 ] do
+                        // a B fragment by rows (tile row n + g, columns c + 2t and + 1) and by columns (rows k + 2t and
+                        // + 1, column n + g): each of the two loads a lane makes
+                        let byRows = lanes |> List.map (fun (g, t) -> (row0 + g) * stride + col0 + 2 * t)
+                        Expect.isTrue (conflictFree byRows) (sprintf "width %d: row pairs from row %d, column %d" width row0 col0)
+                        for below in [ 0; 1 ] do
+                            let byColumns = lanes |> List.map (fun (g, t) -> (row0 + 2 * t + below) * stride + col0 + g)
+                            Expect.isTrue (conflictFree byColumns) (sprintf "width %d: column pairs from row %d, column %d" width row0 col0)
+        }
         test "the tensor-core attention kernels compile to PTX's mma.sync for an SM 9.0 device, their fragments in registers" {
             let mmaCount (ptx: string) = ptx.Split("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32").Length - 1
+            // B fragments read by rows: two bfloat16 side by side, one 32-bit load each (two per mma)
+            let wordLoads (ptx: string) = ptx.Split("ld.shared.b32").Length - 1
             // the only local memory is one word for each operand of an inline mma (ptxas keeps them in registers)
             let singleWords (ptx: string) =
                 Text.RegularExpressions.Regex.Matches(ptx, @"__local_depot\d+\[(\d+)\]") |> Seq.forall (fun m -> m.Groups.[1].Value = "4")
@@ -350,10 +370,12 @@ let tests =
                 let ptx = GpuBackend.KernelPtx forward
                 Expect.equal (mmaCount ptx) (2 * d / 16 + d / 8) (sprintf "forward, d %d: Q·Kᵀ for two tiles of 8 keys, d / 16 steps each, and P·V, d / 8 tiles" d)
                 Expect.isTrue (singleWords ptx) (sprintf "forward, d %d: no array in local memory" d)
+                Expect.equal (wordLoads ptx) (d / 4) (sprintf "forward, d %d: each row pair of K one shared load" d)
                 let backward = typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d)
                 let ptx = GpuBackend.KernelPtx backward
                 Expect.equal (mmaCount ptx) (4 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, d %d: K·Qᵀ and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" d)
                 Expect.isTrue (singleWords ptx) (sprintf "backward, d %d: no array in local memory" d)
+                Expect.equal (wordLoads ptx) (d / 2 + 4) (sprintf "backward, d %d: each row pair of Q, dO and dS one shared load" d)
         }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
             llamaParity Device.IlgpuCpu

@@ -62,24 +62,31 @@ case "${1:-}" in
     unpack
     best="" best_ms=""
     # each line: the options of one choice (LXT_GPU_VARIANTS replaces the list, one choice per line)
-    variants="${LXT_GPU_VARIANTS:---pairs All
---pairs All --attention-blocks 0
---pairs All --all-positions
---pairs All --attention-blocks 1024
---pairs All --softmax-warp-rows
---pairs All --table-parameters
---pairs All --softmax-register-rows
---pairs All --softmax-register-rows --table-parameters
+    # the most promising first: a choice is started only while less than LXT_GPU_VARIANTS_BUDGET seconds (default 420)
+    # have passed, and each is stopped after LXT_GPU_VARIANT_TIMEOUT seconds (default 120), so a kernel that hangs on
+    # the device costs one choice, not the lease
+    variants="${LXT_GPU_VARIANTS:---pairs All --fused-attention --tensor-core-attention --checkpointing none
+--pairs All
 --pairs All --fused-attention --checkpointing none
---pairs All --fused-attention --tensor-core-attention --checkpointing none}"
+--pairs All --attention-blocks 0
+--pairs All --softmax-register-rows
+--pairs All --table-parameters
+--pairs All --softmax-warp-rows
+--pairs All --softmax-register-rows --table-parameters
+--pairs All --attention-blocks 1024
+--pairs All --all-positions}"
+    budget="${LXT_GPU_VARIANTS_BUDGET:-420}" limit="${LXT_GPU_VARIANT_TIMEOUT:-120}" started=$SECONDS
     : > "$out/variants.log"
     while IFS= read -r v; do
       [ -n "$v" ] || continue
+      if [ $((SECONDS - started)) -ge "$budget" ]; then echo "$v: not started (${budget} s spent)"; continue; fi
       # shellcheck disable=SC2086
-      "$work/app/Lxt.GpuCheck" --precision bf16 --models 1b --tokens 2048 --checkpointing products --profile-tokens 2048 \
-        --layers 4 --repeats 3 $v > "$work/variant.log" 2>&1 || true
+      timeout -k 5 "$limit" "$work/app/Lxt.GpuCheck" --precision bf16 --models 1b --tokens 2048 --checkpointing products \
+        --profile-tokens 2048 --layers 4 --repeats 3 $v > "$work/variant.log" 2>&1 || echo "(exit status $?)" >> "$work/variant.log"
       cat "$work/variant.log" >> "$out/variants.log"
       ms=$(grep 'per run replaying a CUDA graph' "$work/variant.log" | awk '{print $5; exit}' || true)
+      # the tensor-core parity lines, where the choice prints them
+      grep -E 'on tensor cores vs CUDA cores|exit status' "$work/variant.log" | sed 's/^/  /' || true
       echo "$v: ${ms:-?} ms for 4 layers"
       if [ -n "$ms" ] && { [ -z "$best_ms" ] || awk "BEGIN{exit !($ms < $best_ms)}"; }; then best="$v" best_ms="$ms"; fi
     done <<< "$variants"
