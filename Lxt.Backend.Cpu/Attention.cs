@@ -13,24 +13,10 @@ internal static class Attention
     /// <summary>Keys per block of the gradient, against blocks of <see cref="Rows"/> query rows.</summary>
     const int KeyBlock = 128;
 
-    /// <summary>Shapes of an attention op's operands: Q [heads, T, d], K [kvHeads, keys, d], V [kvHeads, keys, dv].</summary>
-    readonly record struct Dims(int Heads, int T, int D, int KvHeads, int Keys, int Dv)
-    {
-        public int Group => Heads / KvHeads;
-        /// <summary>A row of the output Y and of its gradient G: O (or dO) and L.</summary>
-        public int Row => Dv + 1;
-        public static Dims Of(Op.Attention a)
-        {
-            var q = a.operands[0].Shape;
-            var k = a.operands[1].Shape;
-            return new Dims(q[0], q[1], q[2], k[0], k[1], a.operands[2].Shape[2]);
-        }
-    }
-
     /// <summary>Computes the attention op's part (<see cref="AttentionPart"/>) into <paramref name="y"/>.</summary>
     public static void Run(Op.Attention a, float[][] x, float[] y, int threads)
     {
-        var dims = Dims.Of(a);
+        var dims = AttentionDims.Of(a.operands);
         if (a.part.IsOutput) Output(dims, a.mask, (float)a.scale, x, y, threads);
         else Gradient(dims, a.mask, (float)a.scale, x, y, threads, keysToo: a.part.IsGradient);
     }
@@ -49,7 +35,7 @@ internal static class Attention
     }
 
     /// <summary>S = scale · Q[rows]·K[c0..c1]ᵀ for one block, −∞ where the mask drops a key (S is rows × (c1 − c0)).</summary>
-    static void Scores(in Dims m, AttentionMask mask, float scale, float[] q, float[] k, int h, int r0, int r1, int c0, int c1, float[] s)
+    static void Scores(in AttentionDims m, AttentionMask mask, float scale, float[] q, float[] k, int h, int r0, int r1, int c0, int c1, float[] s)
     {
         int rows = r1 - r0, cols = c1 - c0, kh = h / m.Group;
         Kernels.Gemm(false, true, rows, cols, m.D, q.AsSpan((h * m.T + r0) * m.D, rows * m.D), m.D,
@@ -66,7 +52,7 @@ internal static class Attention
 
     /// <summary>For one block: <paramref name="s"/> ← P = exp(S − L) and, given <paramref name="dp"/>, dp ← scale · P ⊙
     /// (dO·Vᵀ − Δ), the gradient of the scores before their scale (dO and L are the rows of G and Y, x[3] and x[4]).</summary>
-    static void Backward(in Dims m, AttentionMask mask, float scale, float[][] x, int h, int r0, int r1, int c0, int c1, float[] s, float[]? dp)
+    static void Backward(in AttentionDims m, AttentionMask mask, float scale, float[][] x, int h, int r0, int r1, int c0, int c1, float[] s, float[]? dp)
     {
         int rows = r1 - r0, cols = c1 - c0, kh = h / m.Group;
         float[] v = x[2], g = x[3], y = x[4];
@@ -89,7 +75,7 @@ internal static class Attention
     }
 
     /// <summary>The output Y: O and L of one block of query rows of one head at a time.</summary>
-    static void Output(Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads)
+    static void Output(AttentionDims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads)
     {
         int blocks = (m.T + Rows - 1) / Rows;
         Kernels.For(m.Heads * blocks, (long)Rows * m.Keys * (m.D + m.Dv + 1), threads, (from, to) =>
@@ -122,7 +108,7 @@ internal static class Attention
     /// blocks of query rows that keep one of them. A head's dQ is its own; its share of dK and dV goes straight into y
     /// for the first head of a group and into a scratch for the others, added to y after in head order (so every run
     /// sums alike).</summary>
-    static void Gradient(Dims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads, bool keysToo)
+    static void Gradient(AttentionDims m, AttentionMask mask, float scale, float[][] x, float[] y, int threads, bool keysToo)
     {
         float[] q = x[0], k = x[1], grad = x[3];
         int nq = keysToo ? m.Heads * m.T * m.D : 0, keyBlocks = (m.Keys + KeyBlock - 1) / KeyBlock, rowBlocks = (m.T + Rows - 1) / Rows;

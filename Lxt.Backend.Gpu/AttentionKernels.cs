@@ -18,11 +18,10 @@ public struct AttentionShape
 
     public static AttentionShape Of(Op.Attention a)
     {
-        var q = a.operands[0].Shape;
-        var k = a.operands[1].Shape;
+        var m = AttentionDims.Of(a.operands);
         return new AttentionShape
         {
-            Heads = q[0], T = q[1], D = q[2], KvHeads = k[0], Keys = k[1], Dv = a.operands[2].Shape[2],
+            Heads = m.Heads, T = m.T, D = m.D, KvHeads = m.KvHeads, Keys = m.Keys, Dv = m.Dv,
             Causal = a.mask.Causal ? 1 : 0, Offset = a.mask.Offset, Window = a.mask.Window is { } w ? w.Value : 0,
             Part = a.part.IsOutput ? 0 : a.part.IsGradient ? 1 : 2,
             Scale = (float)a.scale,

@@ -87,6 +87,18 @@ type AttentionPart =
     /// (CP-LRP) needs, without dP or dS
     | ValueGradient
 
+/// The sizes of an attention op's operands: Q [Heads, T, D], K [KvHeads, Keys, D] and V [KvHeads, Keys, Dv].
+[<Struct>]
+type AttentionDims =
+    { Heads: int; T: int; D: int; KvHeads: int; Keys: int; Dv: int }
+    /// Query heads that read one key/value head.
+    member m.Group = m.Heads / m.KvHeads
+    /// A row of Y and of its gradient G: O (or dO), then L.
+    member m.Row = m.Dv + 1
+    /// The sizes of queries, keys and values of these shapes (each of rank 3).
+    static member Of(q: int[], k: int[], v: int[]) =
+        { Heads = q.[0]; T = q.[1]; D = q.[2]; KvHeads = k.[0]; Keys = k.[1]; Dv = v.[2] }
+
 /// One operation of a graph. Children are nodes; the output shape lives on the node.
 [<CustomEquality; NoComparison>]
 type Op =
@@ -210,6 +222,10 @@ and [<CustomEquality; CustomComparison>] Node =
         match n.Name with
         | Some name -> sprintf "'%s' (%s %s)" name kind (Shape.show n.Shape)
         | None -> sprintf "%s#%d %s" kind n.Id (Shape.show n.Shape)
+
+type AttentionDims with
+    /// The sizes of an attention op's queries, keys and values, its first three operands.
+    static member Of(operands: Node list) = AttentionDims.Of(operands.[0].Shape, operands.[1].Shape, operands.[2].Shape)
 
 /// The intern table behind hash-consing. Values are weak so unused graphs can be collected.
 module internal Intern =

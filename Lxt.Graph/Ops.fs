@@ -19,8 +19,7 @@ let private attentionShape (part: AttentionPart) (mask: AttentionMask) (scale: f
     let q, k, v = xs.[0], xs.[1], xs.[2]
     for x in [ q; k; v ] do
         if x.Shape.Length <> 3 then fail "attention: queries, keys and values must be [heads, tokens, dim], got %s" (d x)
-    let heads, t, dk = q.Shape.[0], q.Shape.[1], q.Shape.[2]
-    let kvHeads, keys, dv = k.Shape.[0], k.Shape.[1], v.Shape.[2]
+    let { Heads = heads; T = t; D = dk; KvHeads = kvHeads; Keys = keys; Dv = dv } = AttentionDims.Of xs
     if k.Shape.[2] <> dk then fail "attention: queries %s and keys %s differ in their last axis" (d q) (d k)
     if v.Shape.[0] <> kvHeads || v.Shape.[1] <> keys then fail "attention: keys %s and values %s differ in heads or tokens" (d k) (d v)
     if kvHeads < 1 || heads % kvHeads <> 0 then fail "attention: %d query heads are not a multiple of the %d key/value heads of %s" heads kvHeads (d k)

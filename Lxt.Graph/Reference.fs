@@ -78,14 +78,10 @@ let private broadcastRead (x: float[]) (xs: Shape) (target: Shape) =
 
 /// The attention op's part (see AttentionPart) from its operands' values, row by row, as softmax(scale·q·kᵀ)·v reads.
 let attention (part: AttentionPart) (mask: AttentionMask) (scale: float) (shapes: Shape list) (args: float[][]) (out: float[]) =
-    let qs, ks = shapes.[0], shapes.[1]
-    let heads, t, d = qs.[0], qs.[1], qs.[2]
-    let kvHeads, keys = ks.[0], ks.[1]
-    let dv = shapes.[2].[2]
+    let { Heads = heads; T = t; D = d; KvHeads = kvHeads; Keys = keys; Dv = dv } as dims = AttentionDims.Of(shapes.[0], shapes.[1], shapes.[2])
     let q, k = args.[0], args.[1]
-    let group = heads / kvHeads
     for h in 0 .. heads - 1 do
-        let kh = h / group
+        let kh = h / dims.Group
         for i in 0 .. t - 1 do
             let qi = (h * t + i) * d
             let kept = [| for j in 0 .. keys - 1 do if mask.Keeps(i, j) then yield j |]
