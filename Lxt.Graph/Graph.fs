@@ -249,12 +249,11 @@ module internal Intern =
     let node (op: Op) (shape: Shape) (dtype: DType) (name: string option) : Node =
         let key = { Op = op; Shape = shape; DType = dtype; Name = name }
         lock gate (fun () ->
-            match table.TryGetValue key with
-            | true, w when (match w.TryGetTarget() with | true, _ -> true | _ -> false) ->
-                match w.TryGetTarget() with
-                | true, n -> n
-                | _ -> failwith "unreachable"
-            | _ ->
+            // the live node, held at once: a second look could find it collected in between
+            let live = match table.TryGetValue key with | true, w -> (match w.TryGetTarget() with | true, n -> Some n | _ -> None) | _ -> None
+            match live with
+            | Some n -> n
+            | None ->
                 if table.Count >= sweepAt then
                     let dead = [ for kv in table do match kv.Value.TryGetTarget() with | true, _ -> () | _ -> yield kv.Key ]
                     for k in dead do table.Remove k |> ignore
