@@ -119,7 +119,7 @@ internal static class Attention
         {
             var s = new float[Rows * KeyBlock];
             var dp = keysToo ? new float[Rows * KeyBlock] : null;
-            var dk = new float[KeyBlock * m.D];
+            var dk = keysToo ? new float[KeyBlock * m.D] : [];
             var dv = new float[KeyBlock * m.Dv];
             for (int h = from; h < to; h++)
             {

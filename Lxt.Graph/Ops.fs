@@ -176,7 +176,8 @@ let private bin o a b = make (Binary(o, a, b)) [||] Float None
 
 let input (name: string) (shape: Shape) (dtype: DType) = make (Input name) shape dtype (Some name)
 let parameter (name: string) (shape: Shape) = make (Parameter name) shape Float (Some name)
-let constant (shape: Shape) (values: float[]) = make (Constant(ConstData.Of values)) shape Float None
+/// A constant of these values, copied: a graph never changes when the caller's array does.
+let constant (shape: Shape) (values: float[]) = make (Constant(ConstData.Of(Array.copy values))) shape Float None
 let fill (shape: Shape) (value: float) = make (Fill value) shape Float None
 let scalar (value: float) = fill [||] value
 

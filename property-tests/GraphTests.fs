@@ -67,6 +67,13 @@ let tests =
                 Expect.isTrue (obj.ReferenceEquals(constant [| 2 |] [| 1.0; 2.0 |], constant [| 2 |] [| 1.0; 2.0 |])) "same values"
                 Expect.isFalse (obj.ReferenceEquals(constant [| 2 |] [| 1.0; 2.0 |], constant [| 2 |] [| 1.0; 3.0 |])) "other values"
             }
+            test "a constant keeps its values when the caller's array changes" {
+                let values = [| 4.0; 5.0; 6.0 |]
+                let c = constant [| 3 |] values
+                values.[1] <- -1.0
+                Expect.sequenceEqual (Evaluate.reference1 Map.empty c) [| 4.0; 5.0; 6.0 |] "the graph's values"
+                Expect.isFalse (obj.ReferenceEquals(c, constant [| 3 |] values)) "the changed array is another constant"
+            }
         ]
         testList "shape errors are typed and name the nodes" [
             test "matmul with mismatched inner dimensions" {
