@@ -385,11 +385,20 @@ let batchTests =
             let dir = tempDir ()
             let input = Path.Combine(dir, "inputs.jsonl")
             // about 1.5 ms a line on one thread: the signal, sent after the first line, comes long before the last
-            let count = 4000
+            let count = 1500
             File.WriteAllLines(input, DemoTask.Generate(count, 5) |> Seq.map (fun e -> sprintf """{"text": "%s"}""" e.Text))
             let out = Path.Combine(dir, "results.jsonl")
-            let start = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-            for a in [ cli; "explain"; "--model"; demoDir (); "--batch"; input; "--out"; out; "--threads"; "1" ] do start.ArgumentList.Add a
+            // a process started in the background inherits SIGINT ignored (and .NET then keeps ignoring it): GNU env
+            // gives the batch process SIGINT's default, whatever the test runner was started with
+            let defaultSignal =
+                try
+                    use probe = Process.Start(ProcessStartInfo("env", [| "--default-signal=INT"; "true" |], RedirectStandardError = true))
+                    probe.WaitForExit()
+                    probe.ExitCode = 0
+                with _ -> false
+            let start = ProcessStartInfo((if defaultSignal then "env" else "dotnet"), RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+            let command = [ "dotnet"; cli; "explain"; "--model"; demoDir (); "--batch"; input; "--out"; out; "--threads"; "1" ]
+            for a in (if defaultSignal then "--default-signal=INT" :: command else List.tail command) do start.ArgumentList.Add a
             use p = Process.Start start
             let stdout = p.StandardOutput.ReadToEndAsync()
             let stderr = p.StandardError.ReadToEndAsync()
