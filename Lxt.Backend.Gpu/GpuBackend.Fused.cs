@@ -316,7 +316,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         {
             var encoded = EncodeFused(group, narrow);
             var table = accelerator.Allocate1D<int>(encoded.Length);
-            table.View.CopyFromCPU(stream, ref encoded[0], encoded.Length); // ordered before the kernels on the stream
+            CopyIn<int>(encoded, table.View);
             fusedTables[(group, narrow)] = bound = (table, ProgramTable.Of(encoded), FusedProgramType.Of(encoded), FusedProgramType.Of(encoded, inline: true));
         }
         return (bound.Table.View, bound.Parameter, ProgramTablesAsParameters ? bound.Inline : bound.Program);

@@ -1,6 +1,7 @@
 // The GPU backend: an ILGPU accelerator (CUDA, or ILGPU's CPU accelerator for tests), its buffers and transfers.
 // Op dispatch lives in GpuBackend.Ops.cs and matrix products in GpuBackend.MatMul.cs.
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Algorithms;
@@ -278,12 +279,12 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ISlicedCon
         if (d.IsBFloat16)
         {
             var words = ToBFloat16Words(source);
-            d.BFloat16Memory.View.SubView(0, words.Length).CopyFromCPU(stream, ref words[0], words.Length);
+            CopyIn<ushort>(words, d.BFloat16Memory.View);
             return;
         }
         if (source.Length < StagedTransferLength)
         {
-            d.Memory.View.SubView(0, source.Length).CopyFromCPU(stream, ref MemoryMarshal.GetReference(source), source.Length);
+            CopyIn(source, d.Memory.View);
             return;
         }
         var pinned = Staging();
@@ -294,6 +295,21 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ISlicedCon
             d.Memory.View.SubView(at, n).CopyFrom(stream, pinned.ArrayView.SubView(0, n));
             stream.Synchronize(); // the staging buffer is refilled next
         }
+    }
+
+    /// <summary>Copies host values into the start of a view and waits for the copy. ILGPU copies from the address
+    /// it is given, so the values stay pinned until it is done: a garbage collection in between would move a managed
+    /// array away from that address, and the copy would read freed memory.</summary>
+    internal unsafe void CopyIn<T>(ReadOnlySpan<T> from, ArrayView<T> to) where T : unmanaged
+    {
+        fixed (T* p = from) to.SubView(0, from.Length).CopyFromCPU(stream, ref Unsafe.AsRef<T>(p), from.Length);
+    }
+
+    /// <summary>Copies the start of a view into host memory and waits for the copy, the memory pinned until it is done
+    /// (see <see cref="CopyIn{T}"/>: unpinned, the copy could write into whatever the collector moved there).</summary>
+    internal unsafe void CopyOut<T>(ArrayView<T> from, Span<T> to) where T : unmanaged
+    {
+        fixed (T* p = to) from.SubView(0, to.Length).CopyToCPU(stream, ref Unsafe.AsRef<T>(p), to.Length);
     }
 
     /// <summary>Values at or above which transfers go through page-locked host memory, which the copy engine reads
@@ -364,15 +380,13 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ISlicedCon
         if (s.IsBFloat16)
         {
             var words = new ushort[destination.Length];
-            s.BFloat16Memory.View.SubView(0, words.Length).CopyToCPU(stream, ref words[0], words.Length);
-            stream.Synchronize();
+            CopyOut<ushort>(s.BFloat16Memory.View, words);
             for (int i = 0; i < words.Length; i++) destination[i] = BFloat16Conversion.ToFloat(words[i]);
             return;
         }
         if (destination.Length < StagedTransferLength)
         {
-            s.Memory.View.SubView(0, destination.Length).CopyToCPU(stream, ref MemoryMarshal.GetReference(destination), destination.Length);
-            stream.Synchronize();
+            CopyOut(s.Memory.View, destination);
             return;
         }
         var pinned = Staging();

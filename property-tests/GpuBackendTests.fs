@@ -84,6 +84,37 @@ let private llamaParity (device: Device) =
 let tests =
     Paths.onIlgpuCpu <| testList "gpu backend on the ILGPU CPU accelerator" [
         yield! BackendConformance.tests gpu { CasesPerOp = 6; RandomGraphs = 15; ErfStep = 0.005; ErfExtremes = false }
+        test "uploads and downloads survive garbage collections that move the host arrays" {
+            // ILGPU copies through the raw address of the host values: unpinned, a collection in between moves a
+            // managed array away and the copy reads freed memory or writes into another object (a crash, or wrong
+            // values later); another thread allocates and compacts the heap throughout
+            let backend = gpu ()
+            use stop = new Threading.CancellationTokenSource()
+            let churn =
+                Threading.Tasks.Task.Run(fun () ->
+                    let mutable kept : obj list = []
+                    let mutable i = 0
+                    while not stop.IsCancellationRequested do
+                        kept <- box (Array.zeroCreate<byte> (64 + i % 4000)) :: (if i % 100 = 0 then [] else kept)
+                        if i % 50 = 0 then GC.Collect(0, GCCollectionMode.Forced, true, true)
+                        i <- i + 1)
+            let clock = Stopwatch.StartNew()
+            let mutable trips, wrong = 0, 0
+            while clock.Elapsed < TimeSpan.FromSeconds 3.0 do
+                let n = 1000 + trips % 3000
+                let values = Array.init n (fun i -> float32 (i + trips))
+                let shift = Array.zeroCreate<byte> (trips % 500) // later arrays land at other offsets
+                use buffer = backend.Allocate n
+                backend.Upload(ReadOnlySpan values, buffer)
+                let back = Array.zeroCreate<float32> n
+                backend.Download(buffer, Span back)
+                if back <> values then wrong <- wrong + 1
+                GC.KeepAlive shift
+                trips <- trips + 1
+            stop.Cancel()
+            churn.Wait()
+            Expect.equal wrong 0 (sprintf "round trips with wrong values, of %d" trips)
+        }
         testPropertyWithConfig (config 10) "batched products with broadcast batch axes and odd sizes agree" (fun (seed: int) ->
             let rng = Random seed
             let m, k, n = 1 + rng.Next 19, 1 + rng.Next 21, 1 + rng.Next 19
