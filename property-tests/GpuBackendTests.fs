@@ -392,6 +392,10 @@ let tests =
             let mmaCount (ptx: string) = ptx.Split("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32").Length - 1
             // B fragments read by rows: two bfloat16 side by side, one 32-bit load each (two per mma)
             let wordLoads (ptx: string) = ptx.Split("ld.shared.b32").Length - 1
+            // and those loads need tiles of bfloat16 aligned to words
+            let wordAligned (ptx: string) =
+                let tiles = Text.RegularExpressions.Regex.Matches(ptx, @"\.shared \.align (\d+)")
+                tiles.Count > 0 && tiles |> Seq.forall (fun m -> int m.Groups.[1].Value >= 4)
             // the only local memory is one word for each operand of an inline mma (ptxas keeps them in registers)
             let singleWords (ptx: string) =
                 Text.RegularExpressions.Regex.Matches(ptx, @"__local_depot\d+\[(\d+)\]") |> Seq.forall (fun m -> m.Groups.[1].Value = "4")
@@ -402,11 +406,13 @@ let tests =
                 Expect.equal (mmaCount ptx) (2 * d / 16 + d / 8) (sprintf "forward, d %d: Q·Kᵀ for two tiles of 8 keys, d / 16 steps each, and P·V, d / 8 tiles" d)
                 Expect.isTrue (singleWords ptx) (sprintf "forward, d %d: no array in local memory" d)
                 Expect.equal (wordLoads ptx) (d / 4) (sprintf "forward, d %d: each row pair of K one shared load" d)
+                Expect.isTrue (wordAligned ptx) (sprintf "forward, d %d: shared tiles aligned to words" d)
                 let backward = typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d)
                 let ptx = GpuBackend.KernelPtx backward
                 Expect.equal (mmaCount ptx) (4 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, d %d: K·Qᵀ and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" d)
                 Expect.isTrue (singleWords ptx) (sprintf "backward, d %d: no array in local memory" d)
                 Expect.equal (wordLoads ptx) (d / 2 + 4) (sprintf "backward, d %d: each row pair of Q, dO and dS one shared load" d)
+                Expect.isTrue (wordAligned ptx) (sprintf "backward, d %d: shared tiles aligned to words" d)
         }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
             llamaParity Device.IlgpuCpu
