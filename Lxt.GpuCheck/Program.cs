@@ -125,7 +125,10 @@ return failures == 0 ? 0 : 1;
 
 GpuBackend Create()
 {
-    var backend = GpuBackend.Create(options.Device == "ilgpu-cpu" ? GpuKind.CpuAccelerator : GpuKind.Cuda, options.Precision);
+    // on ILGPU's CPU accelerator the tensor-core kernels need warps of 32 lanes, as on the device
+    var backend = options.Device != "ilgpu-cpu" ? GpuBackend.Create(GpuKind.Cuda, options.Precision)
+        : options.TensorCoreAttention ? GpuBackend.CreateCpuWithCudaWarps(options.Precision)
+        : GpuBackend.Create(GpuKind.CpuAccelerator, options.Precision);
     backend.PairedKernels = options.Pairs;
     backend.SoftmaxWarpPerRow = options.SoftmaxWarpRows;
     backend.SoftmaxRowsInRegisters = options.SoftmaxRegisterRows;
@@ -464,6 +467,7 @@ void TimeModel(string size, List<string> rows, List<string> best)
         var graph = graphs[tokens];
         var input = RandomInput(graph, tokens);
         var runs = new List<(string Mode, double Median, double Peak)>();
+        double[]? relevance = null;
         var modes = new List<Checkpointing>(options.CheckpointModes);
         for (int m = 0; m < modes.Count; m++)
         {
@@ -511,6 +515,7 @@ void TimeModel(string size, List<string> rows, List<string> best)
                 rows.Add($"llama-{size,-4} {tokens,6} {mode,-13} {median,10:F1} {times[0],8:F1} {peak,9:F2}  {(finite ? "" : "NON-FINITE relevance")}");
                 if (!finite) failures++;
                 else runs.Add((mode, median, peak));
+                relevance ??= last.PerPosition;
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
@@ -530,6 +535,7 @@ void TimeModel(string size, List<string> rows, List<string> best)
             }
         }
         session.ReleasePlans();
+        if (options.FusedAttention && relevance is not null) AgainstProducts(graph, session, backend, input, relevance, $"llama-{size} {tokens} tokens");
         if (Reference.Of(size, tokens) is not var (refMs, refGiB)) continue;
         var within = runs.Where(r => r.Peak <= refGiB).OrderBy(r => r.Median).ToList();
         var pick = within.Count > 0 ? within[0] : runs.OrderBy(r => r.Peak).FirstOrDefault();
@@ -539,6 +545,39 @@ void TimeModel(string size, List<string> rows, List<string> best)
 }
 
 static string ModeName(Checkpointing checkpointing) => checkpointing.Id ?? checkpointing.Description;
+
+// The timed relevance with attention as one op (on tensor cores where they are on) against the same explanation with
+// attention as products and a softmax, checkpointed at the products so that it fits wherever the timed run did: the
+// one-op kernels checked end to end inside a whole model, at the head sizes of the timed shapes
+void AgainstProducts(TransformerGraph graph, Session session, GpuBackend backend, float[] input, double[] fused, string what)
+{
+    bool onCores = backend.AttentionOnTensorCores;
+    backend.AttentionOnTensorCores = false;
+    try
+    {
+        var explainer = new Explainer(graph.Model, graph.InputName, session) { LayerOutputs = graph.LayerOutputs };
+        var products = explainer.Explain(input, new ExplainOptions
+        {
+            Method = Method.AttnLrp, Target = 0, Checkpointing = Checkpointing.Products, AttentionBlockRows = options.AttentionBlocks,
+            AllPositions = options.AllPositions, FusedAttention = false,
+        });
+        // tensor cores take bfloat16 operands (Q, K, V, P, dO, dS) whatever the products' precision
+        double tolerance = onCores ? 5e-2 : ParityTolerance(), diff = Relative(fused, products.PerPosition);
+        bool ok = diff <= tolerance;
+        if (!ok) failures++;
+        Say($"{what}: relevance with attention as one op{(onCores ? " on tensor cores" : "")} against products and a softmax: relative difference {diff:E2} {(ok ? "ok" : "FAIL")} (tolerance {tolerance:E0})");
+    }
+    catch (Exception e) when (e is not OutOfMemoryException)
+    {
+        failures++;
+        Say($"{what}: attention as products and a softmax failed: {e.GetType().Name}: {e.Message}");
+    }
+    finally
+    {
+        backend.AttentionOnTensorCores = onCores;
+        session.ReleasePlans();
+    }
+}
 
 // The device memory each timed run would hold, from a dry run on any machine: the explanation planned as the GPU
 // backend plans it (fusion, prologues, in-place steps, bfloat16 weights), every allocation counted and nothing computed.
