@@ -2,7 +2,6 @@
 // Op dispatch lives in GpuBackend.Ops.cs and matrix products in GpuBackend.MatMul.cs.
 using System.Buffers;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
