@@ -32,7 +32,9 @@ public struct NoAFragments : IAFragments
 public struct AFragments<TRest> : IAFragments where TRest : struct, IAFragments
 {
     uint a0, a1, a2, a3;
+#pragma warning disable CS0649 // written through its own methods (a struct's fields, changed in place)
     TRest rest;
+#pragma warning restore CS0649
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t)
@@ -97,7 +99,9 @@ public struct NoDFragments : IDFragments
 public struct DFragments<TRest> : IDFragments where TRest : struct, IDFragments
 {
     float d0, d1, d2, d3;
+#pragma warning disable CS0649 // written through its own methods (a struct's fields, changed in place)
     TRest rest;
+#pragma warning restore CS0649
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Clear()

@@ -45,7 +45,9 @@ internal struct NoCells : IRowCells
 internal struct RowCells<TRest> : IRowCells where TRest : struct, IRowCells
 {
     float a, b;
+#pragma warning disable CS0649 // written through its own methods (a struct's fields, changed in place)
     TRest rest;
+#pragma warning restore CS0649
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static int Second<TStep>(int t) where TStep : struct, IRowStep => default(TStep).Pairs ? t + 1 : t + Warp.WarpSize;
