@@ -44,9 +44,10 @@ internal static class Attention
         {
             var row = s.AsSpan(i * cols, cols);
             TensorPrimitives.Multiply(row, scale, row);
+            // the row keeps keys f … e − 1: −∞ before and after, each a run
             var (f, e) = mask.Kept(r0 + i, m.Keys);
-            for (int j = 0; j < cols; j++)
-                if (c0 + j < f || c0 + j >= e) row[j] = float.NegativeInfinity;
+            row[..Math.Clamp(f - c0, 0, cols)].Fill(float.NegativeInfinity);
+            row[Math.Clamp(e - c0, 0, cols)..].Fill(float.NegativeInfinity);
         }
     }
 
