@@ -85,8 +85,8 @@ case "${1:-}" in
         --profile-tokens 2048 --layers 4 --repeats 3 $v > "$work/variant.log" 2>&1 || echo "(exit status $?)" >> "$work/variant.log"
       cat "$work/variant.log" >> "$out/variants.log"
       ms=$(grep 'per run replaying a CUDA graph' "$work/variant.log" | awk '{print $5; exit}' || true)
-      # the tensor-core parity lines, where the choice prints them
-      grep -E 'on tensor cores vs CUDA cores|exit status' "$work/variant.log" | sed 's/^/  /' || true
+      # the tensor-core parity and the comparison with products, where the choice prints them
+      grep -E 'on tensor cores vs CUDA cores|against products|exit status' "$work/variant.log" | sed 's/^/  /' || true
       echo "$v: ${ms:-?} ms for 4 layers"
       if [ -n "$ms" ] && { [ -z "$best_ms" ] || awk "BEGIN{exit !($ms < $best_ms)}"; }; then best="$v" best_ms="$ms"; fi
     done <<< "$variants"
