@@ -62,8 +62,8 @@ case "${1:-}" in
     unpack
     best="" best_ms=""
     # each line: the options of one choice (LXT_GPU_VARIANTS replaces the list, one choice per line)
-    # the most promising first: a choice is started only while less than LXT_GPU_VARIANTS_BUDGET seconds (default 420)
-    # have passed, and each is stopped after LXT_GPU_VARIANT_TIMEOUT seconds (default 120), so a kernel that hangs on
+    # the most promising first: a choice is started only while less than LXT_GPU_VARIANTS_BUDGET seconds (default 390)
+    # have passed, and each is stopped after LXT_GPU_VARIANT_TIMEOUT seconds (default 180), so a kernel that hangs on
     # the device costs one choice, not the lease
     variants="${LXT_GPU_VARIANTS:---pairs All --fused-attention --tensor-core-attention --checkpointing none
 --pairs All
@@ -75,7 +75,7 @@ case "${1:-}" in
 --pairs All --softmax-register-rows --table-parameters
 --pairs All --attention-blocks 1024
 --pairs All --all-positions}"
-    budget="${LXT_GPU_VARIANTS_BUDGET:-420}" limit="${LXT_GPU_VARIANT_TIMEOUT:-120}" started=$SECONDS
+    budget="${LXT_GPU_VARIANTS_BUDGET:-390}" limit="${LXT_GPU_VARIANT_TIMEOUT:-180}" started=$SECONDS
     : > "$out/variants.log"
     while IFS= read -r v; do
       [ -n "$v" ] || continue
