@@ -16,6 +16,9 @@ public struct AttentionShape
     public int Heads, T, D, KvHeads, Keys, Dv, Causal, Offset, Window, Part;
     public float Scale;
 
+    /// <summary>A row of Y and of its gradient G: O (or dO), then L.</summary>
+    public readonly int Row => Dv + 1;
+
     public static AttentionShape Of(Op.Attention a)
     {
         var m = AttentionDims.Of(a.operands);
@@ -56,7 +59,7 @@ public static class AttentionKernels
     {
         var chunk = SharedMemory.Allocate<float>(MaxLanes);
         int row = Grid.IdxX, lane = Group.IdxX, lanes = Group.DimX;
-        int h = row / s.T, kh = h / (s.Heads / s.KvHeads), yRow = row * (s.Dv + 1);
+        int h = row / s.T, kh = h / (s.Heads / s.KvHeads), yRow = row * s.Row;
         Kept(s, row % s.T, out int first, out int stop);
         int qi = row * s.D;
         bool gradient = s.Part == 1;
@@ -123,8 +126,8 @@ public static class AttentionKernels
                 if (j >= first && j < stop)
                 {
                     int qr = firstRow + r;
-                    p = MathF.Exp(s.Scale * Dot(q, qr * s.D, k, key * s.D, s.D) - yIn[qr * (s.Dv + 1) + s.Dv]);
-                    if (kw > 0) ds = s.Scale * p * (Dot(g, qr * (s.Dv + 1), v, key * s.Dv, s.Dv) - delta[qr]);
+                    p = MathF.Exp(s.Scale * Dot(q, qr * s.D, k, key * s.D, s.D) - yIn[qr * s.Row + s.Dv]);
+                    if (kw > 0) ds = s.Scale * p * (Dot(g, qr * s.Row, v, key * s.Dv, s.Dv) - delta[qr]);
                 }
             }
             ps[lane] = p;
@@ -138,7 +141,7 @@ public static class AttentionKernels
                 if (c < kw)
                     for (int rr = 0; rr < count; rr++) acc += dss[rr] * q[(firstRow + start + rr) * s.D + c];
                 else
-                    for (int rr = 0; rr < count; rr++) acc += ps[rr] * g[(firstRow + start + rr) * (s.Dv + 1) + c - kw];
+                    for (int rr = 0; rr < count; rr++) acc += ps[rr] * g[(firstRow + start + rr) * s.Row + c - kw];
                 y[at] = acc;
             }
             Group.Barrier();

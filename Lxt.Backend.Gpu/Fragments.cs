@@ -5,6 +5,10 @@
 using System.Runtime.CompilerServices;
 using ILGPU;
 
+// each level's `rest` is written through its own methods (a struct's fields, changed in place), which the compiler
+// does not count as assignments
+#pragma warning disable CS0649
+
 namespace Lxt.Backend.Gpu;
 
 /// <summary>A lane's A fragments of rows r and r + 8 (r = its quad), one step of 16 columns each.</summary>
@@ -32,9 +36,7 @@ public struct NoAFragments : IAFragments
 public struct AFragments<TRest> : IAFragments where TRest : struct, IAFragments
 {
     uint a0, a1, a2, a3;
-#pragma warning disable CS0649 // written through its own methods (a struct's fields, changed in place)
     TRest rest;
-#pragma warning restore CS0649
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t)
@@ -99,9 +101,7 @@ public struct NoDFragments : IDFragments
 public struct DFragments<TRest> : IDFragments where TRest : struct, IDFragments
 {
     float d0, d1, d2, d3;
-#pragma warning disable CS0649 // written through its own methods (a struct's fields, changed in place)
     TRest rest;
-#pragma warning restore CS0649
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Clear()

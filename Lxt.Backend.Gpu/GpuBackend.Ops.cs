@@ -265,7 +265,7 @@ public sealed partial class GpuBackend
         var launch = (int groups) => new KernelConfig(new Index1D(groups), new Index1D(TensorCoreAttention.Threads));
         if (s.Part == 0)
         {
-            int tiles = (s.T + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
+            int tiles = TensorCoreAttention.Tiles(s.T);
             if (s.Heads * tiles == 0) return;
             if (!tensorCoreForward.TryGetValue((s.D, s.Dv), out var forward))
                 tensorCoreForward[(s.D, s.Dv)] = forward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
@@ -273,7 +273,7 @@ public sealed partial class GpuBackend
             forward(launch(s.Heads * tiles), At(0), At(1), At(2), y.View, s);
             return;
         }
-        int nq = s.Part == 1 ? s.Heads * s.T * s.D : 0, keyTiles = (s.Keys + TensorCoreAttention.Tile - 1) / TensorCoreAttention.Tile;
+        int nq = s.Part == 1 ? s.Heads * s.T * s.D : 0, keyTiles = TensorCoreAttention.Tiles(s.Keys);
         // dQ is summed over key tiles; dK and dV over the heads of a group
         if (s.Heads > s.KvHeads) y.View.MemSetToZero(stream);
         else if (nq > 0) y.View.SubView(0, nq).MemSetToZero(stream);

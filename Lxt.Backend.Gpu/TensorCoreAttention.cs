@@ -32,6 +32,9 @@ public static class TensorCoreAttention
     /// <summary>The row stride of a shared tile of rows of <paramref name="width"/> values.</summary>
     internal static int Stride(int width) => width + Pad;
 
+    /// <summary>Tiles of <see cref="Tile"/> that cover <paramref name="n"/> rows or keys.</summary>
+    public static int Tiles(int n) => (n + Tile - 1) / Tile;
+
     /// <summary>Whether the kernels take an attention of these sizes.</summary>
     public static bool Takes(in AttentionShape s) => Fits(s.D) && Fits(s.Dv);
 
@@ -96,7 +99,7 @@ public static class TensorCoreAttention
     {
         var kTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
         var vTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
-        int tiles = (s.T + Tile - 1) / Tile;
+        int tiles = Tiles(s.T);
         int h = Grid.IdxX / tiles, r0 = Grid.IdxX % tiles * Tile, kh = h / (s.Heads / s.KvHeads);
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int rowA = r0 + warp * 16 + g, rowB = rowA + 8, qBase = h * s.T, kvBase = kh * s.Keys;
@@ -148,10 +151,9 @@ public static class TensorCoreAttention
         lA = QuadSum(lA);
         lB = QuadSum(lB);
         // Y's rows: O, then L
-        int row = s.Dv + 1;
-        if (t == 0 && rowA < s.T) y[(qBase + rowA) * row + s.Dv] = mA + MathF.Log(lA);
-        if (t == 0 && rowB < s.T) y[(qBase + rowB) * row + s.Dv] = mB + MathF.Log(lB);
-        o.Store(y, qBase * row, row, rowA, s.T, 0, t, 1f / lA, 1f / lB, add: false);
+        if (t == 0 && rowA < s.T) y[(qBase + rowA) * s.Row + s.Dv] = mA + MathF.Log(lA);
+        if (t == 0 && rowB < s.T) y[(qBase + rowB) * s.Row + s.Dv] = mB + MathF.Log(lB);
+        o.Store(y, qBase * s.Row, s.Row, rowA, s.T, 0, t, 1f / lA, 1f / lB, add: false);
     }
 
     /// <summary>exp(x − m) of a kept score, 0 for a dropped one (−∞, also when no key of the row is kept yet).</summary>
@@ -175,7 +177,7 @@ public static class TensorCoreAttention
         var dsTile = SharedMemory.Allocate<ushort>(BackwardRows * (Tile + Pad));
         var rowL = SharedMemory.Allocate<float>(BackwardRows);
         var rowD = SharedMemory.Allocate<float>(BackwardRows);
-        int keyTiles = (s.Keys + Tile - 1) / Tile, D = s.D, Dv = s.Dv, dStride = Stride(D), dvStride = Stride(Dv), dsStride = Stride(Tile);
+        int keyTiles = Tiles(s.Keys), D = s.D, Dv = s.Dv, dStride = Stride(D), dvStride = Stride(Dv), dsStride = Stride(Tile);
         int h = Grid.IdxX / keyTiles, c0 = Grid.IdxX % keyTiles * Tile, group = s.Heads / s.KvHeads, kh = h / group, kvBase = kh * s.Keys;
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int keyA = c0 + warp * 16 + g, keyB = keyA + 8;
@@ -200,11 +202,11 @@ public static class TensorCoreAttention
             if (stop <= c0 || first >= c1) continue;
             Group.Barrier();
             LoadTile(q, qBase, r0, s.T, D, D, BackwardRows, qTile);
-            LoadTile(grad, qBase, r0, s.T, Dv + 1, Dv, BackwardRows, oTile);
+            LoadTile(grad, qBase, r0, s.T, s.Row, Dv, BackwardRows, oTile);
             for (int i = Group.IdxX; i < BackwardRows; i += Group.DimX)
             {
                 bool inside = r0 + i < s.T;
-                rowL[i] = inside ? yIn[(qBase + r0 + i) * (Dv + 1) + Dv] : 0f;
+                rowL[i] = inside ? yIn[(qBase + r0 + i) * s.Row + Dv] : 0f;
                 rowD[i] = inside && keysToo ? delta[qBase + r0 + i] : 0f;
             }
             Group.Barrier();

@@ -100,25 +100,25 @@ let attention (part: AttentionPart) (mask: AttentionMask) (scale: float) (shapes
                 for c in 0 .. dv - 1 do
                     let mutable acc = 0.0
                     kept |> Array.iteri (fun at j -> acc <- acc + Math.Exp(s.[at] - m) / z * v.[(kh * keys + j) * dv + c])
-                    out.[row * (dv + 1) + c] <- acc
-                out.[row * (dv + 1) + dv] <- m + Math.Log z
+                    out.[row * dims.Row + c] <- acc
+                out.[row * dims.Row + dv] <- m + Math.Log z
             | Gradient | ValueGradient ->
                 let v, g, y = args.[2], args.[3], args.[4]
                 let keysToo = part = Gradient
                 let dk, dvAt = heads * t * d, (if keysToo then heads * t * d + kvHeads * keys * d else 0)
-                let lse = y.[row * (dv + 1) + dv]
+                let lse = y.[row * dims.Row + dv]
                 kept |> Array.iteri (fun at j ->
                     let p = Math.Exp(s.[at] - lse)
                     if keysToo then
                         let mutable dp = 0.0
-                        for c in 0 .. dv - 1 do dp <- dp + g.[row * (dv + 1) + c] * v.[(kh * keys + j) * dv + c]
+                        for c in 0 .. dv - 1 do dp <- dp + g.[row * dims.Row + c] * v.[(kh * keys + j) * dv + c]
                         let ds = scale * p * (dp - args.[5].[row])
                         let kj = (kh * keys + j) * d
                         for c in 0 .. d - 1 do
                             out.[qi + c] <- out.[qi + c] + ds * k.[kj + c]
                             out.[dk + kj + c] <- out.[dk + kj + c] + ds * q.[qi + c]
                     let vj = dvAt + (kh * keys + j) * dv
-                    for c in 0 .. dv - 1 do out.[vj + c] <- out.[vj + c] + p * g.[row * (dv + 1) + c])
+                    for c in 0 .. dv - 1 do out.[vj + c] <- out.[vj + c] + p * g.[row * dims.Row + c])
 
 /// Evaluates one node given the values of its operands (in Op.Children order).
 let evaluate (n: Node) (args: float[][]) : float[] =
