@@ -280,7 +280,7 @@ public sealed partial class GpuBackend
         if (s.Heads * keyTiles == 0) return;
         if (!tensorCoreBackward.TryGetValue((s.D, s.Dv), out var backward))
             tensorCoreBackward[(s.D, s.Dv)] = backward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
-                typeof(TensorCoreAttention), nameof(TensorCoreAttention.Backward), FragmentTypes.A(s.D), FragmentTypes.A(s.Dv), FragmentTypes.D(s.D), FragmentTypes.D(s.Dv)));
+                typeof(TensorCoreAttention), nameof(TensorCoreAttention.Backward), FragmentTypes.A(s.Dv), FragmentTypes.D(s.D), FragmentTypes.D(s.Dv)));
         backward(launch(s.Heads * keyTiles), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
     }
 

@@ -162,14 +162,15 @@ public static class TensorCoreAttention
     /// <summary>Part 1 (part 2: dV alone): dK and dV for <see cref="Tile"/> keys and one query head per group (grid =
     /// Heads · ⌈Keys / Tile⌉, <see cref="Threads"/> a group), each warp 16 keys, over every query row of the head that
     /// keeps one of them, <see cref="BackwardRows"/> at a time and 16 a step; and each tile's share of dQ = dS·K added
-    /// into dQ atomically (<paramref name="dq"/> must be zero before). dS carries the scale. A warp keeps its keys and
-    /// values (<typeparamref name="TK"/>, <typeparamref name="TV"/>: <see cref="FragmentTypes.A"/> of D and Dv) and its
-    /// dK and dV (<typeparamref name="TDK"/>, <typeparamref name="TDV"/>: <see cref="FragmentTypes.D"/>) in registers.
+    /// into dQ atomically (<paramref name="dq"/> must be zero before). dS carries the scale. A warp keeps its values
+    /// (<typeparamref name="TV"/>: <see cref="FragmentTypes.A"/> of Dv) and its dK and dV (<typeparamref name="TDK"/>,
+    /// <typeparamref name="TDV"/>: <see cref="FragmentTypes.D"/>) in registers; its keys it reads from the group's shared
+    /// tile of K, which dQ = dS·K reads too, so that at D = 128 a lane holds 160 words of fragments, not 192.
     /// <paramref name="dkv"/> holds dK [KvHeads, Keys, D] then dV [KvHeads, Keys, Dv]; the heads sharing a key/value
     /// head add into it atomically (it must then be zero before).</summary>
-    public static void Backward<TK, TV, TDK, TDV>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> grad,
+    public static void Backward<TV, TDK, TDV>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> grad,
                                 ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
-        where TK : struct, IAFragments where TV : struct, IAFragments where TDK : struct, IDFragments where TDV : struct, IDFragments
+        where TV : struct, IAFragments where TDK : struct, IDFragments where TDV : struct, IDFragments
     {
         var qTile = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad));
         var oTile = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad));
@@ -182,9 +183,7 @@ public static class TensorCoreAttention
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int keyA = c0 + warp * 16 + g, keyB = keyA + 8;
         bool keysToo = s.Part == 1; // part 2: dV alone, no dP, dS, dK or dQ
-        // this warp's 16 keys and values as the left operand of K·Qᵀ and V·dOᵀ
-        var ka = default(TK);
-        ka.Load(k, kvBase, keyA, s.Keys, D, 0, t);
+        // this warp's 16 values as the left operand of V·dOᵀ
         var va = default(TV);
         if (keysToo) va.Load(v, kvBase, keyA, s.Keys, Dv, 0, t);
         var dk = default(TDK);
@@ -214,8 +213,7 @@ public static class TensorCoreAttention
             {
                 // Pᵀ = exp(scale · K·Qᵀ − L) for 16 keys × 16 rows (two tiles of 8 rows: p0 … p3 and p4 … p7)
                 float p0 = 0f, p1 = 0f, p2 = 0f, p3 = 0f, p4 = 0f, p5 = 0f, p6 = 0f, p7 = 0f;
-                ka.MmaByRows(qTile, dStride, rc + g, 0, t, ref p0, ref p1, ref p2, ref p3);
-                ka.MmaByRows(qTile, dStride, rc + 8 + g, 0, t, ref p4, ref p5, ref p6, ref p7);
+                MmaRowsByRows(kTile, warp * 16 + g, qTile, rc + g, dStride, D, t, ref p0, ref p1, ref p2, ref p3, ref p4, ref p5, ref p6, ref p7);
                 int col = rc + 2 * t, row = r0 + col;
                 p0 = Probability(s, p0, row, keyA, rowL[col]);
                 p1 = Probability(s, p1, row + 1, keyA, rowL[col + 1]);
@@ -281,6 +279,21 @@ public static class TensorCoreAttention
         bool shared = group > 1;
         if (keysToo) dk.Store(dkv, kvBase * D, D, keyA, s.Keys, 0, t, shared);
         dv.Store(dkv, (keysToo ? s.KvHeads * s.Keys * D : 0) + kvBase * Dv, Dv, keyA, s.Keys, 0, t, shared);
+    }
+
+    /// <summary>(s0 … s3) and (s4 … s7) += A·Bᵀ for two tiles of 8 rows of B: A rows <paramref name="aRow"/> and + 8 of
+    /// shared tile <paramref name="a"/>, B rows <paramref name="bRow"/> and + 8 of <paramref name="b"/>, both read by
+    /// rows over their first <paramref name="width"/> values, rows of <paramref name="stride"/>; each step's A fragment
+    /// is read once for both tiles.</summary>
+    static void MmaRowsByRows(ArrayView<ushort> a, int aRow, ArrayView<ushort> b, int bRow, int stride, int width, int t,
+                              ref float s0, ref float s1, ref float s2, ref float s3, ref float s4, ref float s5, ref float s6, ref float s7)
+    {
+        for (int c = 2 * t; c < width; c += 16)
+        {
+            uint a0 = Row(a, stride, aRow, c), a1 = Row(a, stride, aRow + 8, c), a2 = Row(a, stride, aRow, c + 8), a3 = Row(a, stride, aRow + 8, c + 8);
+            TensorCores.Mma(a0, a1, a2, a3, Row(b, stride, bRow, c), Row(b, stride, bRow, c + 8), ref s0, ref s1, ref s2, ref s3);
+            TensorCores.Mma(a0, a1, a2, a3, Row(b, stride, bRow + 8, c), Row(b, stride, bRow + 8, c + 8), ref s4, ref s5, ref s6, ref s7);
+        }
     }
 
     /// <summary>P of query row <paramref name="row"/> and <paramref name="key"/> from the product of their vectors:

@@ -407,11 +407,12 @@ let tests =
                 Expect.isTrue (singleWords ptx) (sprintf "forward, d %d: no array in local memory" d)
                 Expect.equal (wordLoads ptx) (d / 4) (sprintf "forward, d %d: each row pair of K one shared load" d)
                 Expect.isTrue (wordAligned ptx) (sprintf "forward, d %d: shared tiles aligned to words" d)
-                let backward = typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d)
+                let backward = typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d)
                 let ptx = GpuBackend.KernelPtx backward
-                Expect.equal (mmaCount ptx) (4 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, d %d: K·Qᵀ and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" d)
+                Expect.equal (mmaCount ptx) (2 + 2 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, d %d: K·Qᵀ in a loop and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" d)
                 Expect.isTrue (singleWords ptx) (sprintf "backward, d %d: no array in local memory" d)
-                Expect.equal (wordLoads ptx) (d / 2 + 4) (sprintf "backward, d %d: each row pair of Q, dO and dS one shared load" d)
+                // K·Qᵀ's loop: four of K (from its shared tile, not registers) and two of each tile of Q a step
+                Expect.equal (wordLoads ptx) (8 + d / 4 + 4) (sprintf "backward, d %d: each row pair of K, Q, dO and dS one shared load" d)
                 Expect.isTrue (wordAligned ptx) (sprintf "backward, d %d: shared tiles aligned to words" d)
         }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
