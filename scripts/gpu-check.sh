@@ -13,6 +13,10 @@
 #                                 # kernel parameters), attention whole, in blocks of query rows or as one op (with no
 #                                 # checkpointing, which then fits), and every value at every position,
 #                                 # one line each and the fastest last; then `run` with LXT_GPU_CHECK_ARGS set to it
+#   scripts/gpu-check.sh tune     # there: the three leading choices of `variants` (fused attention on tensor cores,
+#                                 # products, fused attention on CUDA cores), then `run` with the fastest's options,
+#                                 # all within one device call (LXT_GPU_TUNE_SECONDS, default 560), so no second
+#                                 # call has to catch the machine before it is given back
 #
 # `run` unpacks under /tmp, samples nvidia-smi's memory use in the background, and runs the check: parity with
 # every fixture on Device.Cuda (1e-4 in float32, 1e-2 in TF32, 5e-2 in bfloat16; the third explanation, which replays
@@ -44,6 +48,56 @@ unpack() {
   export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 }
 
+# the choices `variants` times, the most promising first (LXT_GPU_VARIANTS replaces the list, one choice per line)
+all_variants="--pairs All --fused-attention --tensor-core-attention --checkpointing none
+--pairs All
+--pairs All --fused-attention --checkpointing none
+--pairs All --attention-blocks 0
+--pairs All --softmax-register-rows
+--pairs All --table-parameters
+--pairs All --softmax-warp-rows
+--pairs All --softmax-register-rows --table-parameters
+--pairs All --attention-blocks 1024
+--pairs All --all-positions"
+
+# times 4 layers of the 1B shape at 2048 tokens for each choice of $1, one line each, and sets $best and $best_ms to
+# the fastest: a choice is started only while less than $2 seconds have passed, and each is stopped after $3 seconds,
+# so a kernel that hangs on the device costs one choice, not the lease
+time_variants() {
+  local variants="$1" budget="$2" limit="$3" started=$SECONDS v ms
+  best="" best_ms=""
+  : > "$out/variants.log"
+  while IFS= read -r v; do
+    [ -n "$v" ] || continue
+    if [ $((SECONDS - started)) -ge "$budget" ]; then echo "$v: not started (${budget} s spent)"; continue; fi
+    # shellcheck disable=SC2086
+    timeout -k 5 "$limit" "$work/app/Lxt.GpuCheck" --precision bf16 --models 1b --tokens 2048 --checkpointing products \
+      --profile-tokens 2048 --layers 4 --repeats 3 $v > "$work/variant.log" 2>&1 || echo "(exit status $?)" >> "$work/variant.log"
+    cat "$work/variant.log" >> "$out/variants.log"
+    ms=$(grep 'per run replaying a CUDA graph' "$work/variant.log" | awk '{print $5; exit}' || true)
+    # the tensor-core parity and the comparison with products, where the choice prints them
+    grep -E 'on tensor cores vs CUDA cores|against products|exit status' "$work/variant.log" | sed 's/^/  /' || true
+    echo "$v: ${ms:-?} ms for 4 layers"
+    if [ -n "$ms" ] && { [ -z "$best_ms" ] || awk "BEGIN{exit !($ms < $best_ms)}"; }; then best="$v" best_ms="$ms"; fi
+  done <<< "$variants"
+  if [ -n "$best_ms" ]; then echo "fastest: $best ($best_ms ms)"; else echo "no choice was timed (see $out/variants.log)"; return 1; fi
+}
+
+# the check itself (parity on every fixture, then the timing table), with LXT_GPU_CHECK_ARGS, stopped after $1 seconds
+# (0: no limit), nvidia-smi's memory use sampled beside it
+run_check() {
+  local limit="$1" status=0 sampler peak
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 > "$out/memory-used.csv" 2>/dev/null &
+  sampler=$!
+  # shellcheck disable=SC2086
+  timeout -k 5 "$limit" "$work/app/Lxt.GpuCheck" --fixtures "$work/fixtures" --out "$out" ${LXT_GPU_CHECK_ARGS:-} || status=$?
+  kill "$sampler" 2>/dev/null || true
+  peak=$(sort -n "$out/memory-used.csv" 2>/dev/null | tail -1)
+  echo "nvidia-smi peak memory used during the run: ${peak:-?} MiB (exit status $status)"
+  return "$status"
+}
+
 case "${1:-}" in
   pack)
     fixtures="${LXT_FIXTURES:-$root/../shared/fixtures/lxt-reference}"
@@ -60,53 +114,27 @@ case "${1:-}" in
     ;;
   variants)
     unpack
-    best="" best_ms=""
-    # each line: the options of one choice (LXT_GPU_VARIANTS replaces the list, one choice per line)
-    # the most promising first: a choice is started only while less than LXT_GPU_VARIANTS_BUDGET seconds (default 390)
-    # have passed, and each is stopped after LXT_GPU_VARIANT_TIMEOUT seconds (default 180), so a kernel that hangs on
-    # the device costs one choice, not the lease
-    variants="${LXT_GPU_VARIANTS:---pairs All --fused-attention --tensor-core-attention --checkpointing none
---pairs All
---pairs All --fused-attention --checkpointing none
---pairs All --attention-blocks 0
---pairs All --softmax-register-rows
---pairs All --table-parameters
---pairs All --softmax-warp-rows
---pairs All --softmax-register-rows --table-parameters
---pairs All --attention-blocks 1024
---pairs All --all-positions}"
-    budget="${LXT_GPU_VARIANTS_BUDGET:-390}" limit="${LXT_GPU_VARIANT_TIMEOUT:-180}" started=$SECONDS
-    : > "$out/variants.log"
-    while IFS= read -r v; do
-      [ -n "$v" ] || continue
-      if [ $((SECONDS - started)) -ge "$budget" ]; then echo "$v: not started (${budget} s spent)"; continue; fi
-      # shellcheck disable=SC2086
-      timeout -k 5 "$limit" "$work/app/Lxt.GpuCheck" --precision bf16 --models 1b --tokens 2048 --checkpointing products \
-        --profile-tokens 2048 --layers 4 --repeats 3 $v > "$work/variant.log" 2>&1 || echo "(exit status $?)" >> "$work/variant.log"
-      cat "$work/variant.log" >> "$out/variants.log"
-      ms=$(grep 'per run replaying a CUDA graph' "$work/variant.log" | awk '{print $5; exit}' || true)
-      # the tensor-core parity and the comparison with products, where the choice prints them
-      grep -E 'on tensor cores vs CUDA cores|against products|exit status' "$work/variant.log" | sed 's/^/  /' || true
-      echo "$v: ${ms:-?} ms for 4 layers"
-      if [ -n "$ms" ] && { [ -z "$best_ms" ] || awk "BEGIN{exit !($ms < $best_ms)}"; }; then best="$v" best_ms="$ms"; fi
-    done <<< "$variants"
-    if [ -n "$best_ms" ]; then echo "fastest: $best ($best_ms ms)"; else echo "no choice was timed (see $out/variants.log)"; exit 1; fi
+    time_variants "${LXT_GPU_VARIANTS:-$all_variants}" "${LXT_GPU_VARIANTS_BUDGET:-390}" "${LXT_GPU_VARIANT_TIMEOUT:-180}"
+    ;;
+  tune)
+    unpack
+    total="${LXT_GPU_TUNE_SECONDS:-560}"
+    # the three leading choices, none started after 150 s and each at most 120 s, so at least 290 s are left to run
+    time_variants "${LXT_GPU_VARIANTS:-$(head -3 <<< "$all_variants")}" "${LXT_GPU_VARIANTS_BUDGET:-150}" "${LXT_GPU_VARIANT_TIMEOUT:-120}" || true
+    # the fastest's kernels and attention, with every checkpointing choice the table tries (the choices' own
+    # --checkpointing is for 4 layers); products where none was timed
+    chosen=$(sed -E 's/--checkpointing [^ ]+//' <<< "${best:---pairs All}")
+    left=$((total - SECONDS))
+    echo "run with: --precision bf16 $chosen ${LXT_GPU_CHECK_ARGS:-} (within ${left} s)"
+    [ "$left" -gt 30 ] || { echo "no time left for the run" >&2; exit 1; }
+    LXT_GPU_CHECK_ARGS="--precision bf16 $chosen ${LXT_GPU_CHECK_ARGS:-}" run_check "$left"
     ;;
   run)
     unpack
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 > "$out/memory-used.csv" 2>/dev/null &
-    sampler=$!
-    status=0
-    # shellcheck disable=SC2086
-    "$work/app/Lxt.GpuCheck" --fixtures "$work/fixtures" --out "$out" ${LXT_GPU_CHECK_ARGS:-} || status=$?
-    kill "$sampler" 2>/dev/null || true
-    peak=$(sort -n "$out/memory-used.csv" 2>/dev/null | tail -1)
-    echo "nvidia-smi peak memory used during the run: ${peak:-?} MiB (exit status $status)"
-    exit "$status"
+    run_check 0
     ;;
   *)
-    echo "usage: scripts/gpu-check.sh pack|run|variants" >&2
+    echo "usage: scripts/gpu-check.sh pack|run|variants|tune" >&2
     exit 2
     ;;
 esac
