@@ -64,21 +64,24 @@ all_variants="--pairs All --fused-attention --tensor-core-attention --checkpoint
 # the fastest: a choice is started only while less than $2 seconds have passed, and each is stopped after $3 seconds,
 # so a kernel that hangs on the device costs one choice, not the lease
 time_variants() {
-  local variants="$1" budget="$2" limit="$3" started=$SECONDS v ms
+  local variants="$1" budget="$2" limit="$3" started=$SECONDS v ms status
   best="" best_ms=""
   : > "$out/variants.log"
   while IFS= read -r v; do
     [ -n "$v" ] || continue
     if [ $((SECONDS - started)) -ge "$budget" ]; then echo "$v: not started (${budget} s spent)"; continue; fi
+    status=0
     # shellcheck disable=SC2086
     timeout -k 5 "$limit" "$work/app/Lxt.GpuCheck" --precision bf16 --models 1b --tokens 2048 --checkpointing products \
-      --profile-tokens 2048 --layers 4 --repeats 3 $v > "$work/variant.log" 2>&1 || echo "(exit status $?)" >> "$work/variant.log"
+      --profile-tokens 2048 --layers 4 --repeats 3 $v > "$work/variant.log" 2>&1 || status=$?
+    [ "$status" -eq 0 ] || echo "(exit status $status)" >> "$work/variant.log"
     cat "$work/variant.log" >> "$out/variants.log"
     ms=$(grep 'per run replaying a CUDA graph' "$work/variant.log" | awk '{print $5; exit}' || true)
     # the tensor-core parity and the comparison with products, where the choice prints them
     grep -E 'on tensor cores vs CUDA cores|against products|exit status' "$work/variant.log" | sed 's/^/  /' || true
-    echo "$v: ${ms:-?} ms for 4 layers"
-    if [ -n "$ms" ] && { [ -z "$best_ms" ] || awk "BEGIN{exit !($ms < $best_ms)}"; }; then best="$v" best_ms="$ms"; fi
+    echo "$v: ${ms:-?} ms for 4 layers$([ "$status" -eq 0 ] || echo ", not chosen: a check failed or it was stopped")"
+    # only a choice whose checks all passed can be the fastest
+    if [ "$status" -eq 0 ] && [ -n "$ms" ] && { [ -z "$best_ms" ] || awk "BEGIN{exit !($ms < $best_ms)}"; }; then best="$v" best_ms="$ms"; fi
   done <<< "$variants"
   if [ -n "$best_ms" ]; then echo "fastest: $best ($best_ms ms)"; else echo "no choice was timed (see $out/variants.log)"; return 1; fi
 }
