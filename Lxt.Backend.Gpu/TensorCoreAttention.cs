@@ -4,7 +4,6 @@
 // to MaxDim dimensions, a multiple of 16, each size compiled on its own.
 using ILGPU;
 using ILGPU.Runtime;
-using static Lxt.Backend.Gpu.BFloat16Conversion;
 
 namespace Lxt.Backend.Gpu;
 
@@ -45,7 +44,7 @@ public static class TensorCoreAttention
     /// <summary>Two values of row <paramref name="row"/> of a [rows, width] slab at column c and c + 1 as one word of
     /// bfloat16 (zero past the slab's rows).</summary>
     internal static uint PairAt(ArrayView<float> x, int rowBase, int row, int rows, int width, int c) =>
-        row < rows ? Pair(x[(rowBase + row) * width + c], x[(rowBase + row) * width + c + 1]) : 0u;
+        row < rows ? TensorCores.Pack(x[(rowBase + row) * width + c], x[(rowBase + row) * width + c + 1]) : 0u;
 
     /// <summary>Two bfloat16 of a shared tile of rows of <paramref name="stride"/> values as one word: (row, c) and
     /// (row + 1, c), a column pair.</summary>
@@ -66,7 +65,7 @@ public static class TensorCoreAttention
         for (int i = Group.IdxX; i < rows * pairs; i += Group.DimX)
         {
             int r = i / pairs, c = 2 * (i % pairs), at = (rowBase + from + r) * stride + c;
-            words[r * rowWords + c / 2] = from + r < count ? Pair(x[at], x[at + 1]) : 0u;
+            words[r * rowWords + c / 2] = from + r < count ? TensorCores.Pack(x[at], x[at + 1]) : 0u;
         }
     }
 
@@ -145,7 +144,7 @@ public static class TensorCoreAttention
                 lA = lA * fA + s0 + s1 + s4 + s5;
                 lB = lB * fB + s2 + s3 + s6 + s7;
                 // O += P·V, P from the scores' registers: the two 8-key tiles side by side are one 16-key step
-                o.MmaByColumns(Pair(s0, s1), Pair(s2, s3), Pair(s4, s5), Pair(s6, s7), vTile, Stride(s.Dv), kc, 0, g, t);
+                o.MmaByColumns(TensorCores.Pack(s0, s1), TensorCores.Pack(s2, s3), TensorCores.Pack(s4, s5), TensorCores.Pack(s6, s7), vTile, Stride(s.Dv), kc, 0, g, t);
             }
         }
         lA = QuadSum(lA);
@@ -224,7 +223,7 @@ public static class TensorCoreAttention
                 p6 = Probability(s, p6, row + 8, keyB, rowL[col + 8]);
                 p7 = Probability(s, p7, row + 9, keyB, rowL[col + 9]);
                 // dV += Pᵀ·dO, Pᵀ from its registers: the two 8-row tiles side by side are one 16-row step
-                dv.MmaByColumns(Pair(p0, p1), Pair(p2, p3), Pair(p4, p5), Pair(p6, p7), oTile, dvStride, rc, 0, g, t);
+                dv.MmaByColumns(TensorCores.Pack(p0, p1), TensorCores.Pack(p2, p3), TensorCores.Pack(p4, p5), TensorCores.Pack(p6, p7), oTile, dvStride, rc, 0, g, t);
                 if (!keysToo) continue;
                 // dSᵀ = scale · Pᵀ ⊙ (V·dOᵀ − Δ), and dK += dSᵀ·Q
                 float o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f, o4 = 0f, o5 = 0f, o6 = 0f, o7 = 0f;
@@ -238,17 +237,18 @@ public static class TensorCoreAttention
                 o5 = s.Scale * p5 * (o5 - rowD[col + 9]);
                 o6 = s.Scale * p6 * (o6 - rowD[col + 8]);
                 o7 = s.Scale * p7 * (o7 - rowD[col + 9]);
-                dk.MmaByColumns(Pair(o0, o1), Pair(o2, o3), Pair(o4, o5), Pair(o6, o7), qTile, dStride, rc, 0, g, t);
-                // dS (rows × keys) for dQ, from this warp's keys
+                uint w01 = TensorCores.Pack(o0, o1), w23 = TensorCores.Pack(o2, o3), w45 = TensorCores.Pack(o4, o5), w67 = TensorCores.Pack(o6, o7);
+                dk.MmaByColumns(w01, w23, w45, w67, qTile, dStride, rc, 0, g, t);
+                // dS (rows × keys) for dQ, from this warp's keys: the same bfloat16 values, a word's halves in two rows
                 int key = warp * 16 + g;
-                dsTile[col * dsStride + key] = FromFloat(o0);
-                dsTile[(col + 1) * dsStride + key] = FromFloat(o1);
-                dsTile[col * dsStride + key + 8] = FromFloat(o2);
-                dsTile[(col + 1) * dsStride + key + 8] = FromFloat(o3);
-                dsTile[(col + 8) * dsStride + key] = FromFloat(o4);
-                dsTile[(col + 9) * dsStride + key] = FromFloat(o5);
-                dsTile[(col + 8) * dsStride + key + 8] = FromFloat(o6);
-                dsTile[(col + 9) * dsStride + key + 8] = FromFloat(o7);
+                dsTile[col * dsStride + key] = (ushort)w01;
+                dsTile[(col + 1) * dsStride + key] = (ushort)(w01 >> 16);
+                dsTile[col * dsStride + key + 8] = (ushort)w23;
+                dsTile[(col + 1) * dsStride + key + 8] = (ushort)(w23 >> 16);
+                dsTile[(col + 8) * dsStride + key] = (ushort)w45;
+                dsTile[(col + 9) * dsStride + key] = (ushort)(w45 >> 16);
+                dsTile[(col + 8) * dsStride + key + 8] = (ushort)w67;
+                dsTile[(col + 9) * dsStride + key + 8] = (ushort)(w67 >> 16);
             }
             if (!keysToo) continue;
             Group.Barrier();

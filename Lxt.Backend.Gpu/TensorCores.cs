@@ -33,6 +33,17 @@ public static class TensorCores
         else Emulate(a0, a1, a2, a3, b0, b1, ref d0, ref d1, ref d2, ref d3);
     }
 
+    /// <summary>Two values rounded to bfloat16 (to nearest, ties to even) as one word of a fragment, <paramref name="a"/>
+    /// in the low half: on CUDA one <c>cvt.rn.bf16x2.f32</c> (SM 8.0 and later, as the mma itself), which puts its first
+    /// source in the high half; elsewhere <see cref="BFloat16Conversion.Pair"/>, the same value.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint Pack(float a, float b)
+    {
+        if (!CudaAsm.IsSupported) return BFloat16Conversion.Pair(a, b);
+        CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, %1, %2;", out uint pair, b, a);
+        return pair;
+    }
+
     /// <summary>The product of <see cref="Mma"/> from the fragments alone: each lane gathers its rows of A from its
     /// quad and its two columns of B from the quads holding them.</summary>
     static void Emulate(uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ref float d0, ref float d1, ref float d2, ref float d3)

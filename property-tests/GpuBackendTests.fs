@@ -396,6 +396,9 @@ let tests =
             let wordAligned (ptx: string) =
                 let tiles = Text.RegularExpressions.Regex.Matches(ptx, @"\.shared \.align (\d+)")
                 tiles.Count > 0 && tiles |> Seq.forall (fun m -> int m.Groups.[1].Value >= 4)
+            // values rounded to bfloat16 by the instruction, a pair at a time (the software rounding stays for other
+            // accelerators, behind a branch the PTX itself decides)
+            let pairRoundings (ptx: string) = ptx.Split("cvt.rn.bf16x2.f32").Length - 1
             // the only local memory is one word for each operand of an inline mma (ptxas keeps them in registers)
             let singleWords (ptx: string) =
                 Text.RegularExpressions.Regex.Matches(ptx, @"__local_depot\d+\[(\d+)\]") |> Seq.forall (fun m -> m.Groups.[1].Value = "4")
@@ -407,6 +410,7 @@ let tests =
                 Expect.isTrue (singleWords ptx) (sprintf "forward, d %d: no array in local memory" d)
                 Expect.equal (wordLoads ptx) (d / 4) (sprintf "forward, d %d: each row pair of K one shared load" d)
                 Expect.isTrue (wordAligned ptx) (sprintf "forward, d %d: shared tiles aligned to words" d)
+                Expect.equal (pairRoundings ptx) (d / 4 + 2 + 4) (sprintf "forward, d %d: Q's fragments, the K and V tiles' loads, P's four words" d)
                 let backward = typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d)
                 let ptx = GpuBackend.KernelPtx backward
                 Expect.equal (mmaCount ptx) (2 + 2 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, d %d: K·Qᵀ in a loop and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" d)
@@ -414,6 +418,7 @@ let tests =
                 // K·Qᵀ's loop: four of K (from its shared tile, not registers) and two of each tile of Q a step
                 Expect.equal (wordLoads ptx) (8 + d / 4 + 4) (sprintf "backward, d %d: each row pair of K, Q, dO and dS one shared load" d)
                 Expect.isTrue (wordAligned ptx) (sprintf "backward, d %d: shared tiles aligned to words" d)
+                Expect.equal (pairRoundings ptx) (d / 4 + 3 + 4 + 4) (sprintf "backward, d %d: V's fragments, the K, Q and dO tiles' loads, Pᵀ's and dSᵀ's four words (dS's tile stores dSᵀ's halves)" d)
         }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
             llamaParity Device.IlgpuCpu
