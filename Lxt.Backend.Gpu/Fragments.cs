@@ -18,10 +18,10 @@ public interface IAFragments
     /// from column <paramref name="c"/> (zero past the slab).</summary>
     void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t);
 
-    /// <summary>(s0 … s3) += these rows · B, B[k][n] = <paramref name="tile"/>[n][k] (a shared tile of rows of
-    /// <paramref name="stride"/> values read by rows: B's column n is tile row <paramref name="n"/>), this step from
-    /// column <paramref name="c"/>.</summary>
-    void MmaByRows(ArrayView<ushort> tile, int stride, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3);
+    /// <summary>(s0 … s3) += these rows · B, B[k][n] the k-th value of a shared tile's row n (read by rows):
+    /// <paramref name="b"/> is this lane's words of its row n (<see cref="RowWords"/>), this step from its word
+    /// <paramref name="w"/>.</summary>
+    void MmaByRows(ArrayView<uint> b, int w, ref float s0, ref float s1, ref float s2, ref float s3);
 }
 
 public struct NoAFragments : IAFragments
@@ -30,7 +30,7 @@ public struct NoAFragments : IAFragments
     public readonly void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t) { }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void MmaByRows(ArrayView<ushort> tile, int stride, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3) { }
+    public readonly void MmaByRows(ArrayView<uint> b, int w, ref float s0, ref float s1, ref float s2, ref float s3) { }
 }
 
 public struct AFragments<TRest> : IAFragments where TRest : struct, IAFragments
@@ -50,11 +50,10 @@ public struct AFragments<TRest> : IAFragments where TRest : struct, IAFragments
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void MmaByRows(ArrayView<ushort> tile, int stride, int n, int c, int t, ref float s0, ref float s1, ref float s2, ref float s3)
+    public void MmaByRows(ArrayView<uint> b, int w, ref float s0, ref float s1, ref float s2, ref float s3)
     {
-        TensorCores.Mma(a0, a1, a2, a3, TensorCoreAttention.Row(tile, stride, n, c + 2 * t), TensorCoreAttention.Row(tile, stride, n, c + 8 + 2 * t),
-            ref s0, ref s1, ref s2, ref s3);
-        rest.MmaByRows(tile, stride, n, c + 16, t, ref s0, ref s1, ref s2, ref s3);
+        TensorCores.Mma(a0, a1, a2, a3, b[w], b[w + 4], ref s0, ref s1, ref s2, ref s3);
+        rest.MmaByRows(b, w + 8, ref s0, ref s1, ref s2, ref s3);
     }
 }
 
@@ -66,10 +65,9 @@ public interface IDFragments
     /// <summary>Multiplies row r's values by <paramref name="fA"/> and row r + 8's by <paramref name="fB"/>.</summary>
     void Scale(float fA, float fB);
 
-    /// <summary>this += A·B for one step of 16 rows of B: A (a0 … a3) 16 columns, B rows <paramref name="k0"/> … + 15
-    /// of a shared tile of rows of <paramref name="stride"/> values read by columns, this tile from column
-    /// <paramref name="n"/>.</summary>
-    void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int stride, int k0, int n, int g, int t);
+    /// <summary>this += A·B for one step of 16 rows of B: A (a0 … a3) 16 columns, B 16 rows of a shared tile read by
+    /// columns (<see cref="ColumnHalves"/>), this tile from column <paramref name="n"/>.</summary>
+    void MmaByColumns(uint a0, uint a1, uint a2, uint a3, in ColumnHalves b, int n);
 
     /// <summary>Rows <paramref name="row"/> and + 8 (those below <paramref name="count"/>) into rows of
     /// <paramref name="stride"/> values from <paramref name="at"/>, this tile from column <paramref name="c"/>, times
@@ -89,7 +87,7 @@ public struct NoDFragments : IDFragments
     public readonly void Scale(float fA, float fB) { }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int stride, int k0, int n, int g, int t) { }
+    public readonly void MmaByColumns(uint a0, uint a1, uint a2, uint a3, in ColumnHalves b, int n) { }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB, bool add) { }
@@ -118,11 +116,10 @@ public struct DFragments<TRest> : IDFragments where TRest : struct, IDFragments
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void MmaByColumns(uint a0, uint a1, uint a2, uint a3, ArrayView<ushort> tile, int stride, int k0, int n, int g, int t)
+    public void MmaByColumns(uint a0, uint a1, uint a2, uint a3, in ColumnHalves b, int n)
     {
-        TensorCores.Mma(a0, a1, a2, a3, TensorCoreAttention.Column(tile, stride, k0 + 2 * t, n + g), TensorCoreAttention.Column(tile, stride, k0 + 8 + 2 * t, n + g),
-            ref d0, ref d1, ref d2, ref d3);
-        rest.MmaByColumns(a0, a1, a2, a3, tile, stride, k0, n + 8, g, t);
+        TensorCores.Mma(a0, a1, a2, a3, b.Near(n), b.Far(n), ref d0, ref d1, ref d2, ref d3);
+        rest.MmaByColumns(a0, a1, a2, a3, b, n + 8);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -145,6 +142,51 @@ public struct DFragments<TRest> : IDFragments where TRest : struct, IDFragments
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, bool add) =>
         Store(y, at, stride, row, count, c, t, 1f, 1f, add);
+}
+
+/// <summary>A lane's words of rows r and r + 8 of a shared tile of rows of bfloat16 read by rows, from its column pair
+/// t (2t, 2t + 1): step w's fragment words are Top[w], Top[w + 4] (columns + 8) and Bottom alike, so that in unrolled
+/// code each is one load from an address fixed once (a view per row, each word at a constant offset of it).</summary>
+public readonly struct RowWords
+{
+    public readonly ArrayView<uint> Top, Bottom;
+
+    /// <summary>Rows <paramref name="row"/> and + 8 of <paramref name="tile"/> (rows of <paramref name="stride"/>
+    /// values, even) for the lane at <paramref name="t"/> of its quad.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public RowWords(ArrayView<ushort> tile, int stride, int row, int t)
+    {
+        var words = tile.Cast<uint>();
+        int at = row * (stride >> 1) + t;
+        Top = words.SubView(at);
+        Bottom = words.SubView(at + 4 * stride);
+    }
+}
+
+/// <summary>A lane's bfloat16 of a shared tile read by columns for a B fragment (rows k … k + 15 of B, the tile's rows):
+/// rows k + 2t and + 1 (b0) and k + 8 + 2t and + 9 (b1), from its column g; each row a view fixed once, so that the
+/// tiles of 8 columns an unrolled product walks read at constant offsets.</summary>
+public readonly struct ColumnHalves
+{
+    readonly ArrayView<ushort> r0, r1, r8, r9;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ColumnHalves(ArrayView<ushort> tile, int stride, int k, int g, int t)
+    {
+        int at = (k + 2 * t) * stride + g;
+        r0 = tile.SubView(at);
+        r1 = tile.SubView(at + stride);
+        r8 = tile.SubView(at + 8 * stride);
+        r9 = tile.SubView(at + 9 * stride);
+    }
+
+    /// <summary>b0 of the tile of 8 columns from column <paramref name="n"/>: rows k + 2t and + 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint Near(int n) => r0[n] | (uint)r1[n] << 16;
+
+    /// <summary>b1: rows k + 8 + 2t and + 9.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint Far(int n) => r8[n] | (uint)r9[n] << 16;
 }
 
 /// <summary>The nested fragment types of a head size.</summary>

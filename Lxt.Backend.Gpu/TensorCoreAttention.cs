@@ -46,14 +46,6 @@ public static class TensorCoreAttention
     internal static uint PairAt(ArrayView<float> x, int rowBase, int row, int rows, int width, int c) =>
         row < rows ? TensorCores.Pack(x[(rowBase + row) * width + c], x[(rowBase + row) * width + c + 1]) : 0u;
 
-    /// <summary>Two bfloat16 of a shared tile of rows of <paramref name="stride"/> values as one word: (row, c) and
-    /// (row + 1, c), a column pair.</summary>
-    internal static uint Column(ArrayView<ushort> tile, int stride, int row, int c) => tile[row * stride + c] | (uint)tile[(row + 1) * stride + c] << 16;
-
-    /// <summary>Two bfloat16 of a shared tile of rows of <paramref name="stride"/> values (even) as one word: (row, c)
-    /// and (row, c + 1), a row pair from an even column, read at once.</summary>
-    internal static uint Row(ArrayView<ushort> tile, int stride, int row, int c) => tile.Cast<uint>()[(row * stride + c) >> 1];
-
     /// <summary>The first <paramref name="width"/> values (even) of rows <paramref name="from"/> … + <paramref name="rows"/>
     /// − 1 of a [count, stride] slab at <paramref name="rowBase"/> into a shared tile of <paramref name="rows"/> rows of
     /// <see cref="Stride"/>(<paramref name="width"/>) bfloat16, a pair of values a word, zero past the slab, by all the
@@ -121,8 +113,9 @@ public static class TensorCoreAttention
             {
                 // S = scale · Q·Kᵀ for 16 keys (two tiles of 8: s0 … s3 and s4 … s7), −∞ where the mask drops a key
                 float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, s4 = 0f, s5 = 0f, s6 = 0f, s7 = 0f;
-                qa.MmaByRows(kTile, Stride(s.D), kc + g, 0, t, ref s0, ref s1, ref s2, ref s3);
-                qa.MmaByRows(kTile, Stride(s.D), kc + 8 + g, 0, t, ref s4, ref s5, ref s6, ref s7);
+                var keys = new RowWords(kTile, Stride(s.D), kc + g, t);
+                qa.MmaByRows(keys.Top, 0, ref s0, ref s1, ref s2, ref s3);
+                qa.MmaByRows(keys.Bottom, 0, ref s4, ref s5, ref s6, ref s7);
                 int key = c0 + kc + 2 * t;
                 bool inA = rowA < s.T, inB = rowB < s.T;
                 s0 = Sel(s0 * s.Scale, inA && key >= firstA && key < stopA);
@@ -144,7 +137,8 @@ public static class TensorCoreAttention
                 lA = lA * fA + s0 + s1 + s4 + s5;
                 lB = lB * fB + s2 + s3 + s6 + s7;
                 // O += P·V, P from the scores' registers: the two 8-key tiles side by side are one 16-key step
-                o.MmaByColumns(TensorCores.Pack(s0, s1), TensorCores.Pack(s2, s3), TensorCores.Pack(s4, s5), TensorCores.Pack(s6, s7), vTile, Stride(s.Dv), kc, 0, g, t);
+                o.MmaByColumns(TensorCores.Pack(s0, s1), TensorCores.Pack(s2, s3), TensorCores.Pack(s4, s5), TensorCores.Pack(s6, s7),
+                    new ColumnHalves(vTile, Stride(s.Dv), kc, g, t), 0);
             }
         }
         lA = QuadSum(lA);
@@ -192,6 +186,8 @@ public static class TensorCoreAttention
         Group.Barrier();
         LoadTile(k, kvBase, c0, s.Keys, D, D, Tile, kTile);
         int c1 = Math.Min(s.Keys, c0 + Tile), qBase = h * s.T;
+        // this warp's 16 keys, the left operand of K·Qᵀ, read from the shared tile
+        var keys = new RowWords(kTile, dStride, warp * 16 + g, t);
         for (int r0 = 0; r0 < s.T; r0 += BackwardRows)
         {
             int last = Math.Min(s.T, r0 + BackwardRows) - 1;
@@ -212,7 +208,7 @@ public static class TensorCoreAttention
             {
                 // Pᵀ = exp(scale · K·Qᵀ − L) for 16 keys × 16 rows (two tiles of 8 rows: p0 … p3 and p4 … p7)
                 float p0 = 0f, p1 = 0f, p2 = 0f, p3 = 0f, p4 = 0f, p5 = 0f, p6 = 0f, p7 = 0f;
-                MmaRowsByRows(kTile, warp * 16 + g, qTile, rc + g, dStride, D, t, ref p0, ref p1, ref p2, ref p3, ref p4, ref p5, ref p6, ref p7);
+                MmaRowsByRows(keys, new RowWords(qTile, dStride, rc + g, t), D, ref p0, ref p1, ref p2, ref p3, ref p4, ref p5, ref p6, ref p7);
                 int col = rc + 2 * t, row = r0 + col;
                 p0 = Probability(s, p0, row, keyA, rowL[col]);
                 p1 = Probability(s, p1, row + 1, keyA, rowL[col + 1]);
@@ -223,12 +219,14 @@ public static class TensorCoreAttention
                 p6 = Probability(s, p6, row + 8, keyB, rowL[col + 8]);
                 p7 = Probability(s, p7, row + 9, keyB, rowL[col + 9]);
                 // dV += Pᵀ·dO, Pᵀ from its registers: the two 8-row tiles side by side are one 16-row step
-                dv.MmaByColumns(TensorCores.Pack(p0, p1), TensorCores.Pack(p2, p3), TensorCores.Pack(p4, p5), TensorCores.Pack(p6, p7), oTile, dvStride, rc, 0, g, t);
+                dv.MmaByColumns(TensorCores.Pack(p0, p1), TensorCores.Pack(p2, p3), TensorCores.Pack(p4, p5), TensorCores.Pack(p6, p7),
+                    new ColumnHalves(oTile, dvStride, rc, g, t), 0);
                 if (!keysToo) continue;
                 // dSᵀ = scale · Pᵀ ⊙ (V·dOᵀ − Δ), and dK += dSᵀ·Q
                 float o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f, o4 = 0f, o5 = 0f, o6 = 0f, o7 = 0f;
-                va.MmaByRows(oTile, dvStride, rc + g, 0, t, ref o0, ref o1, ref o2, ref o3);
-                va.MmaByRows(oTile, dvStride, rc + 8 + g, 0, t, ref o4, ref o5, ref o6, ref o7);
+                var grads = new RowWords(oTile, dvStride, rc + g, t);
+                va.MmaByRows(grads.Top, 0, ref o0, ref o1, ref o2, ref o3);
+                va.MmaByRows(grads.Bottom, 0, ref o4, ref o5, ref o6, ref o7);
                 o0 = s.Scale * p0 * (o0 - rowD[col]);
                 o1 = s.Scale * p1 * (o1 - rowD[col + 1]);
                 o2 = s.Scale * p2 * (o2 - rowD[col]);
@@ -238,7 +236,7 @@ public static class TensorCoreAttention
                 o6 = s.Scale * p6 * (o6 - rowD[col + 8]);
                 o7 = s.Scale * p7 * (o7 - rowD[col + 9]);
                 uint w01 = TensorCores.Pack(o0, o1), w23 = TensorCores.Pack(o2, o3), w45 = TensorCores.Pack(o4, o5), w67 = TensorCores.Pack(o6, o7);
-                dk.MmaByColumns(w01, w23, w45, w67, qTile, dStride, rc, 0, g, t);
+                dk.MmaByColumns(w01, w23, w45, w67, new ColumnHalves(qTile, dStride, rc, g, t), 0);
                 // dS (rows × keys) for dQ, from this warp's keys: the same bfloat16 values, a word's halves in two rows
                 int key = warp * 16 + g;
                 dsTile[col * dsStride + key] = (ushort)w01;
@@ -255,13 +253,16 @@ public static class TensorCoreAttention
             // dQ += dS·K: warp w takes rows 16·(w % 2) … and every other 8 columns of D from w / 2
             int m0 = (warp & 1) * 16;
             int rowA = r0 + m0 + g, rowB = rowA + 8;
+            var ds = new RowWords(dsTile, dsStride, m0 + g, t);
             for (int nt = warp >> 1; nt < D / 8; nt += 2)
             {
                 float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
                 for (int kk = 0; kk < Tile / 16; kk++)
-                    TensorCores.Mma(Row(dsTile, dsStride, m0 + g, kk * 16 + 2 * t), Row(dsTile, dsStride, m0 + g + 8, kk * 16 + 2 * t),
-                        Row(dsTile, dsStride, m0 + g, kk * 16 + 8 + 2 * t), Row(dsTile, dsStride, m0 + g + 8, kk * 16 + 8 + 2 * t),
-                        Column(kTile, dStride, kk * 16 + 2 * t, nt * 8 + g), Column(kTile, dStride, kk * 16 + 8 + 2 * t, nt * 8 + g), ref d0, ref d1, ref d2, ref d3);
+                {
+                    var keyColumns = new ColumnHalves(kTile, dStride, kk * 16, g, t);
+                    TensorCores.Mma(ds.Top[8 * kk], ds.Bottom[8 * kk], ds.Top[8 * kk + 4], ds.Bottom[8 * kk + 4],
+                        keyColumns.Near(nt * 8), keyColumns.Far(nt * 8), ref d0, ref d1, ref d2, ref d3);
+                }
                 int c = nt * 8 + 2 * t;
                 if (rowA < s.T)
                 {
@@ -281,18 +282,17 @@ public static class TensorCoreAttention
         dv.Store(dkv, (keysToo ? s.KvHeads * s.Keys * D : 0) + kvBase * Dv, Dv, keyA, s.Keys, 0, t, shared);
     }
 
-    /// <summary>(s0 … s3) and (s4 … s7) += A·Bᵀ for two tiles of 8 rows of B: A rows <paramref name="aRow"/> and + 8 of
-    /// shared tile <paramref name="a"/>, B rows <paramref name="bRow"/> and + 8 of <paramref name="b"/>, both read by
-    /// rows over their first <paramref name="width"/> values, rows of <paramref name="stride"/>; each step's A fragment
-    /// is read once for both tiles.</summary>
-    static void MmaRowsByRows(ArrayView<ushort> a, int aRow, ArrayView<ushort> b, int bRow, int stride, int width, int t,
+    /// <summary>(s0 … s3) and (s4 … s7) += A·Bᵀ for two tiles of 8 rows of B, A's 16 rows and B's both read by rows
+    /// from shared tiles over their first <paramref name="width"/> values; each step's A fragment is read once for both
+    /// tiles.</summary>
+    static void MmaRowsByRows(in RowWords a, in RowWords b, int width,
                               ref float s0, ref float s1, ref float s2, ref float s3, ref float s4, ref float s5, ref float s6, ref float s7)
     {
-        for (int c = 2 * t; c < width; c += 16)
+        for (int w = 0; w < width / 2; w += 8)
         {
-            uint a0 = Row(a, stride, aRow, c), a1 = Row(a, stride, aRow + 8, c), a2 = Row(a, stride, aRow, c + 8), a3 = Row(a, stride, aRow + 8, c + 8);
-            TensorCores.Mma(a0, a1, a2, a3, Row(b, stride, bRow, c), Row(b, stride, bRow, c + 8), ref s0, ref s1, ref s2, ref s3);
-            TensorCores.Mma(a0, a1, a2, a3, Row(b, stride, bRow + 8, c), Row(b, stride, bRow + 8, c + 8), ref s4, ref s5, ref s6, ref s7);
+            uint a0 = a.Top[w], a1 = a.Bottom[w], a2 = a.Top[w + 4], a3 = a.Bottom[w + 4];
+            TensorCores.Mma(a0, a1, a2, a3, b.Top[w], b.Top[w + 4], ref s0, ref s1, ref s2, ref s3);
+            TensorCores.Mma(a0, a1, a2, a3, b.Bottom[w], b.Bottom[w + 4], ref s4, ref s5, ref s6, ref s7);
         }
     }
 
