@@ -117,15 +117,16 @@ public static class TensorCoreAttention
                 qa.MmaByRows(keys.Top, 0, ref s0, ref s1, ref s2, ref s3);
                 qa.MmaByRows(keys.Bottom, 0, ref s4, ref s5, ref s6, ref s7);
                 int key = c0 + kc + 2 * t;
-                bool inA = rowA < s.T, inB = rowB < s.T;
-                s0 = Sel(s0 * s.Scale, inA && key >= firstA && key < stopA);
-                s1 = Sel(s1 * s.Scale, inA && key + 1 >= firstA && key + 1 < stopA);
-                s2 = Sel(s2 * s.Scale, inB && key >= firstB && key < stopB);
-                s3 = Sel(s3 * s.Scale, inB && key + 1 >= firstB && key + 1 < stopB);
-                s4 = Sel(s4 * s.Scale, inA && key + 8 >= firstA && key + 8 < stopA);
-                s5 = Sel(s5 * s.Scale, inA && key + 9 >= firstA && key + 9 < stopA);
-                s6 = Sel(s6 * s.Scale, inB && key + 8 >= firstB && key + 8 < stopB);
-                s7 = Sel(s7 * s.Scale, inB && key + 9 >= firstB && key + 9 < stopB);
+                // a step whose 16 keys the warp's 16 rows all keep (all but the mask's edges) tests no key
+                bool all = KeepsAll(s, r0 + warp * 16, c0 + kc), inA = rowA < s.T, inB = rowB < s.T;
+                s0 = Sel(s0 * s.Scale, all || inA && key >= firstA && key < stopA);
+                s1 = Sel(s1 * s.Scale, all || inA && key + 1 >= firstA && key + 1 < stopA);
+                s2 = Sel(s2 * s.Scale, all || inB && key >= firstB && key < stopB);
+                s3 = Sel(s3 * s.Scale, all || inB && key + 1 >= firstB && key + 1 < stopB);
+                s4 = Sel(s4 * s.Scale, all || inA && key + 8 >= firstA && key + 8 < stopA);
+                s5 = Sel(s5 * s.Scale, all || inA && key + 9 >= firstA && key + 9 < stopA);
+                s6 = Sel(s6 * s.Scale, all || inB && key + 8 >= firstB && key + 8 < stopB);
+                s7 = Sel(s7 * s.Scale, all || inB && key + 9 >= firstB && key + 9 < stopB);
                 float nA = MathF.Max(mA, QuadMax(MathF.Max(MathF.Max(s0, s1), MathF.Max(s4, s5))));
                 float nB = MathF.Max(mB, QuadMax(MathF.Max(MathF.Max(s2, s3), MathF.Max(s6, s7))));
                 // rescale what the earlier keys summed (a row with no key kept yet has nothing to rescale)
@@ -210,14 +211,15 @@ public static class TensorCoreAttention
                 float p0 = 0f, p1 = 0f, p2 = 0f, p3 = 0f, p4 = 0f, p5 = 0f, p6 = 0f, p7 = 0f;
                 MmaRowsByRows(keys, new RowWords(qTile, dStride, rc + g, t), D, ref p0, ref p1, ref p2, ref p3, ref p4, ref p5, ref p6, ref p7);
                 int col = rc + 2 * t, row = r0 + col;
-                p0 = Probability(s, p0, row, keyA, rowL[col]);
-                p1 = Probability(s, p1, row + 1, keyA, rowL[col + 1]);
-                p2 = Probability(s, p2, row, keyB, rowL[col]);
-                p3 = Probability(s, p3, row + 1, keyB, rowL[col + 1]);
-                p4 = Probability(s, p4, row + 8, keyA, rowL[col + 8]);
-                p5 = Probability(s, p5, row + 9, keyA, rowL[col + 9]);
-                p6 = Probability(s, p6, row + 8, keyB, rowL[col + 8]);
-                p7 = Probability(s, p7, row + 9, keyB, rowL[col + 9]);
+                bool all = KeepsAll(s, r0 + rc, c0 + warp * 16);
+                p0 = Probability(s, p0, row, keyA, rowL[col], all);
+                p1 = Probability(s, p1, row + 1, keyA, rowL[col + 1], all);
+                p2 = Probability(s, p2, row, keyB, rowL[col], all);
+                p3 = Probability(s, p3, row + 1, keyB, rowL[col + 1], all);
+                p4 = Probability(s, p4, row + 8, keyA, rowL[col + 8], all);
+                p5 = Probability(s, p5, row + 9, keyA, rowL[col + 9], all);
+                p6 = Probability(s, p6, row + 8, keyB, rowL[col + 8], all);
+                p7 = Probability(s, p7, row + 9, keyB, rowL[col + 9], all);
                 // dV += Pᵀ·dO, Pᵀ from its registers: the two 8-row tiles side by side are one 16-row step
                 dv.MmaByColumns(TensorCores.Pack(p0, p1), TensorCores.Pack(p2, p3), TensorCores.Pack(p4, p5), TensorCores.Pack(p6, p7),
                     new ColumnHalves(oTile, dvStride, rc, g, t), 0);
@@ -297,11 +299,27 @@ public static class TensorCoreAttention
     }
 
     /// <summary>P of query row <paramref name="row"/> and <paramref name="key"/> from the product of their vectors:
-    /// 0 where the mask drops the key or either is past its tokens.</summary>
-    static float Probability(in AttentionShape s, float product, int row, int key, float l)
+    /// 0 where the mask drops the key or either is past its tokens, unless <paramref name="all"/> (the step's rows
+    /// keep all its keys).</summary>
+    static float Probability(in AttentionShape s, float product, int row, int key, float l, bool all)
     {
-        if (row >= s.T || key >= s.Keys) return 0f;
-        AttentionKernels.Kept(s, row, out int first, out int stop);
-        return key >= first && key < stop ? MathF.Exp(s.Scale * product - l) : 0f;
+        if (!all)
+        {
+            if (row >= s.T || key >= s.Keys) return 0f;
+            AttentionKernels.Kept(s, row, out int first, out int stop);
+            if (key < first || key >= stop) return 0f;
+        }
+        return MathF.Exp(s.Scale * product - l);
+    }
+
+    /// <summary>Whether rows <paramref name="row"/> … + 15, all below T, keep every key of <paramref name="key"/> … + 15:
+    /// a row's first kept key and its stop grow with the row, so the last row's first and the first row's stop bound
+    /// them all.</summary>
+    static bool KeepsAll(in AttentionShape s, int row, int key)
+    {
+        if (row + 16 > s.T) return false;
+        AttentionKernels.Kept(s, row + 15, out int first, out _);
+        AttentionKernels.Kept(s, row, out _, out int stop);
+        return key >= first && key + 16 <= stop;
     }
 }
