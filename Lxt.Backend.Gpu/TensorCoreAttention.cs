@@ -129,14 +129,23 @@ public static class TensorCoreAttention
                 s7 = Sel(s7 * s.Scale, all || inB && key + 9 >= firstB && key + 9 < stopB);
                 float nA = MathF.Max(mA, QuadMax(MathF.Max(MathF.Max(s0, s1), MathF.Max(s4, s5))));
                 float nB = MathF.Max(mB, QuadMax(MathF.Max(MathF.Max(s2, s3), MathF.Max(s6, s7))));
-                // rescale what the earlier keys summed (a row with no key kept yet has nothing to rescale)
-                float fA = nA == float.NegativeInfinity ? 1f : MathF.Exp(mA - nA), fB = nB == float.NegativeInfinity ? 1f : MathF.Exp(mB - nB);
-                mA = nA; mB = nB;
-                o.Scale(fA, fB);
+                // a row's running maximum m is raised only where a score passes it by more than Slack (a row's first
+                // kept key does, from −∞), and then what the earlier keys summed is rescaled; otherwise exp(s − m) ≤
+                // e^Slack and neither O nor the sum changes scale, which after a row's first steps is nearly always
+                bool raiseA = nA > mA + Slack, raiseB = nB > mB + Slack;
+                if (raiseA || raiseB)
+                {
+                    float fA = raiseA ? MathF.Exp(mA - nA) : 1f, fB = raiseB ? MathF.Exp(mB - nB) : 1f;
+                    if (raiseA) mA = nA;
+                    if (raiseB) mB = nB;
+                    o.Scale(fA, fB);
+                    lA *= fA;
+                    lB *= fB;
+                }
                 s0 = Exp(s0, mA); s1 = Exp(s1, mA); s4 = Exp(s4, mA); s5 = Exp(s5, mA);
                 s2 = Exp(s2, mB); s3 = Exp(s3, mB); s6 = Exp(s6, mB); s7 = Exp(s7, mB);
-                lA = lA * fA + s0 + s1 + s4 + s5;
-                lB = lB * fB + s2 + s3 + s6 + s7;
+                lA += s0 + s1 + s4 + s5;
+                lB += s2 + s3 + s6 + s7;
                 // O += P·V, P from the scores' registers: the two 8-key tiles side by side are one 16-key step
                 o.MmaByColumns(TensorCores.Pack(s0, s1), TensorCores.Pack(s2, s3), TensorCores.Pack(s4, s5), TensorCores.Pack(s6, s7),
                     new ColumnHalves(vTile, Stride(s.Dv), kc, g, t), 0);
@@ -149,6 +158,11 @@ public static class TensorCoreAttention
         if (t == 0 && rowB < s.T) y[(qBase + rowB) * s.Row + s.Dv] = mB + MathF.Log(lB);
         o.Store(y, qBase * s.Row, s.Row, rowA, s.T, 0, t, 1f / lA, 1f / lB, add: false);
     }
+
+    /// <summary>How far (in the exponent) a score may pass its row's running maximum before the maximum is raised:
+    /// probabilities of up to e^8 ≈ 3000 times their final scale stay far inside float32 and round to bfloat16 as
+    /// closely as any.</summary>
+    const float Slack = 8f;
 
     /// <summary>exp(x − m) of a kept score, 0 for a dropped one (−∞, also when no key of the row is kept yet).</summary>
     static float Exp(float x, float m) => x == float.NegativeInfinity ? 0f : MathF.Exp(x - m);
