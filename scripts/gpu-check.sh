@@ -67,6 +67,7 @@ time_variants() {
   local variants="$1" budget="$2" limit="$3" started=$SECONDS v ms status
   best="" best_ms=""
   : > "$out/variants.log"
+  : > "$out/variants-summary.txt"
   while IFS= read -r v; do
     [ -n "$v" ] || continue
     if [ $((SECONDS - started)) -ge "$budget" ]; then echo "$v: not started (${budget} s spent)"; continue; fi
@@ -79,7 +80,7 @@ time_variants() {
     ms=$(grep 'per run replaying a CUDA graph' "$work/variant.log" | awk '{print $5; exit}' || true)
     # the tensor-core parity and the comparison with products, where the choice prints them
     grep -E 'on tensor cores vs CUDA cores|against products|exit status' "$work/variant.log" | sed 's/^/  /' || true
-    echo "$v: ${ms:-?} ms for 4 layers$([ "$status" -eq 0 ] || echo ", not chosen: a check failed or it was stopped")"
+    echo "$v: ${ms:-?} ms for 4 layers$([ "$status" -eq 0 ] || echo ", not chosen: a check failed or it was stopped")" | tee -a "$out/variants-summary.txt"
     # only a choice whose checks all passed can be the fastest
     if [ "$status" -eq 0 ] && [ -n "$ms" ] && { [ -z "$best_ms" ] || awk "BEGIN{exit !($ms < $best_ms)}"; }; then best="$v" best_ms="$ms"; fi
   done <<< "$variants"
@@ -130,7 +131,12 @@ case "${1:-}" in
     left=$((total - SECONDS))
     echo "run with: --precision bf16 $chosen ${LXT_GPU_CHECK_ARGS:-} (within ${left} s)"
     [ "$left" -gt 30 ] || { echo "no time left for the run" >&2; exit 1; }
-    LXT_GPU_CHECK_ARGS="--precision bf16 $chosen ${LXT_GPU_CHECK_ARGS:-}" run_check "$left"
+    status=0
+    LXT_GPU_CHECK_ARGS="--precision bf16 $chosen ${LXT_GPU_CHECK_ARGS:-}" run_check "$left" || status=$?
+    # the choices' lines again, after the run's long output
+    echo "choices timed first (4 layers of the 1B shape at 2048 tokens):"
+    cat "$out/variants-summary.txt"
+    exit "$status"
     ;;
   run)
     unpack
