@@ -1,7 +1,8 @@
 // A warp's tensor-core fragments held in registers: the A fragments of its rows (four words of two bfloat16 per step of
 // 16 columns) and the D fragments of a product (four floats per tile of 8 columns), as nested types built per head size
 // (AFragments<AFragments<…NoAFragments>>), so that ILGPU keeps every fragment in a register and compiles each pass over
-// them to straight-line code, as RegisterRows.cs holds softmax rows. Layouts as TensorCores describes them.
+// them to straight-line code, as RegisterRows.cs holds softmax rows; and a lane's views of the shared tiles the B
+// fragments come from (RowWords, ColumnHalves), each fixed once a step. Layouts as TensorCores describes them.
 using System.Runtime.CompilerServices;
 using ILGPU;
 
