@@ -5,7 +5,7 @@ open Expecto
 open Expecto.Impl
 
 let all =
-    testList "lxt" [ GraphTests.tests; PlanTests.tests; CaptureTests.tests; CpuBackendTests.tests; RulesTests.tests; ExplicitTests.tests; SafetensorsTests.tests; SgemmTests.tests; FixtureTests.tests; FusedAttentionTests.tests; ArchitectureTests.tests; EvaluationTests.tests; CliTests.tests; CliCommandsTests.tests; VisualizationTests.tests; DemoTests.tests; GenerationTests.tests; GpuBackendTests.tests; FusionTests.tests; NarrowValuesTests.tests; CheckpointingTests.tests ]
+    testList "lxt" [ GraphTests.tests; PlanTests.tests; CaptureTests.tests; CpuBackendTests.tests; RulesTests.tests; ExplicitTests.tests; SafetensorsTests.tests; SgemmTests.tests; FixtureTests.tests; FusedAttentionTests.tests; ArchitectureTests.tests; EvaluationTests.tests; CliTests.tests; CliCommandsTests.tests; VisualizationTests.tests; DemoTests.tests; GenerationTests.tests; GpuBackendTests.tests; FusionTests.tests; NarrowValuesTests.tests; CheckpointingTests.tests; GpuCheckScriptTests.tests ]
 
 [<EntryPoint>]
 let main argv =

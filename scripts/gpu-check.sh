@@ -31,7 +31,9 @@
 #
 # Environment: LXT_GPU_CHECK_ARGS passes options to the check (e.g. "--models 1b --tokens 128,512 --repeats 3"
 # to fit a short lease, "--precision tf32" or "--precision bf16" for TF32 or bfloat16 products); LXT_CUBLAS_PATH
-# names the cuBLAS library if it is not libcublas.so.12/.13 on the loader path (run adds /usr/local/cuda/lib64 to LD_LIBRARY_PATH).
+# names the cuBLAS library if it is not libcublas.so.12/.13 on the loader path (run adds /usr/local/cuda/lib64 to LD_LIBRARY_PATH);
+# LXT_GPU_WORK is where the archive is unpacked (default /tmp/lxt-gpu-check). GpuCheckScriptTests.fs runs `tune` here
+# with a stand-in for the check.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 pack_dir="$root/.gpu-check"
@@ -42,7 +44,7 @@ unpack() {
   [ -f "$archive" ] || { echo "$archive is missing: run 'scripts/gpu-check.sh pack' where dotnet is, and carry .gpu-check" >&2; exit 1; }
   out="${OUT:-/tmp/lxt-gpu-out}"
   mkdir -p "$out"
-  work=/tmp/lxt-gpu-check
+  work="${LXT_GPU_WORK:-/tmp/lxt-gpu-check}"
   rm -rf "$work" && mkdir -p "$work"
   tar -C "$work" -xJf "$archive"
   export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -1,0 +1,83 @@
+/// scripts/gpu-check.sh's `tune` on this machine, with a stand-in for the GPU check: it names the fastest of the
+/// choices whose checks pass, stops one that hangs, and runs the check with the chosen options.
+module Lxt.Tests.GpuCheckScriptTests
+
+open System
+open System.Diagnostics
+open System.IO
+open Expecto
+
+/// A stand-in for the published Lxt.GpuCheck: the full check (with --fixtures) echoes its options; a 4-layer timing
+/// on tensor cores takes 10.5 ms and exits with $FAKE_TENSOR_CORE_STATUS (a check failed where 1); fused attention on
+/// CUDA cores hangs; any other choice takes 15.5 ms.
+let private fakeCheck = """#!/usr/bin/env bash
+a="$*"
+if [[ "$a" == *--fixtures* ]]; then echo "check run with: $a"; exit 0; fi
+if [[ "$a" == *--tensor-core-attention* ]]; then
+  echo "attention d 64: O on tensor cores vs CUDA cores: relative difference 1.0E-003 ok"
+  echo "profile llama-1b 2048 tokens: 10.50 ms per run replaying a CUDA graph, 11.00 ms launching kernel by kernel"
+  exit "${FAKE_TENSOR_CORE_STATUS:-0}"
+fi
+if [[ "$a" == *--fused-attention* ]]; then exec sleep 60; fi
+echo "profile llama-1b 2048 tokens: 15.50 ms per run replaying a CUDA graph, 16.00 ms launching kernel by kernel"
+"""
+
+/// Runs `tune` in a folder of its own (the script, a packed stand-in) and returns its exit code and output.
+let private tune (tensorCoreStatus: int) =
+    let root = Path.Combine(Path.GetTempPath(), "lxt-tune-" + Guid.NewGuid().ToString("N"))
+    try
+        let stage = Path.Combine(root, "stage")
+        Directory.CreateDirectory(Path.Combine(stage, "app")) |> ignore
+        Directory.CreateDirectory(Path.Combine(stage, "fixtures")) |> ignore
+        Directory.CreateDirectory(Path.Combine(root, "scripts")) |> ignore
+        Directory.CreateDirectory(Path.Combine(root, ".gpu-check")) |> ignore
+        let app = Path.Combine(stage, "app", "Lxt.GpuCheck")
+        File.WriteAllText(app, fakeCheck)
+        File.SetUnixFileMode(app, UnixFileMode.UserRead ||| UnixFileMode.UserWrite ||| UnixFileMode.UserExecute)
+        File.Copy(Path.Combine(Paths.repoRoot, "scripts", "gpu-check.sh"), Path.Combine(root, "scripts", "gpu-check.sh"))
+        let run (file: string) (args: string list) (env: (string * string) list) =
+            let psi = ProcessStartInfo(file, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = root)
+            for a in args do psi.ArgumentList.Add a
+            for k, v in env do psi.Environment.[k] <- v
+            use p = Process.Start psi
+            let err = p.StandardError.ReadToEndAsync()
+            let out = p.StandardOutput.ReadToEnd()
+            p.WaitForExit()
+            p.ExitCode, out + err.Result
+        let packed, packOutput = run "tar" [ "-C"; stage; "-cJf"; Path.Combine(root, ".gpu-check", "lxt-gpu-check.tar.xz"); "app"; "fixtures" ] []
+        Expect.equal packed 0 (sprintf "packing the stand-in: %s" packOutput)
+        run "bash" [ "scripts/gpu-check.sh"; "tune" ]
+            [ "OUT", Path.Combine(root, "out"); "LXT_GPU_WORK", Path.Combine(root, "work"); "LXT_GPU_VARIANT_TIMEOUT", "2"
+              "FAKE_TENSOR_CORE_STATUS", string tensorCoreStatus ]
+    finally
+        try Directory.Delete(root, true) with _ -> ()
+
+let private lines (output: string) = output.Split('\n') |> Array.map (fun l -> l.TrimEnd())
+
+let tests =
+    testList "gpu-check.sh tune" [
+        test "the fastest choice whose checks pass is chosen, and the check runs with its options less its checkpointing" {
+            let code, output = tune 0
+            Expect.equal code 0 output
+            let all = lines output
+            Expect.contains all "fastest: --pairs All --fused-attention --tensor-core-attention --checkpointing none (10.50 ms)" output
+            // the hanging choice is stopped and named so
+            Expect.contains all "--pairs All --fused-attention --checkpointing none: ? ms for 4 layers, not chosen: a check failed or it was stopped" output
+            let ran = all |> Array.find (fun l -> l.StartsWith "check run with:")
+            Expect.stringContains ran "--precision bf16 --pairs All --fused-attention --tensor-core-attention" "the chosen kernels"
+            Expect.isFalse (ran.Contains "--checkpointing") "every checkpointing choice of the table, not the 4 layers' one"
+            // the choices' lines come again last, after the check's own output
+            let again = all |> Array.findIndex (fun l -> l.StartsWith "choices timed first")
+            Expect.isGreaterThan again (Array.findIndex (fun (l: string) -> l.StartsWith "check run with:") all) "after the run"
+            Expect.contains all.[again..] "--pairs All: 15.50 ms for 4 layers" output
+        }
+        test "a faster choice whose check failed is never chosen" {
+            let code, output = tune 1
+            Expect.equal code 0 output
+            let all = lines output
+            Expect.contains all "--pairs All --fused-attention --tensor-core-attention --checkpointing none: 10.50 ms for 4 layers, not chosen: a check failed or it was stopped" output
+            Expect.contains all "fastest: --pairs All (15.50 ms)" output
+            let ran = all |> Array.find (fun l -> l.StartsWith "check run with:")
+            Expect.isFalse (ran.Contains "--tensor-core-attention") ran
+        }
+    ]
