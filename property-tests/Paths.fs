@@ -5,9 +5,9 @@ open System
 open System.IO
 open Expecto
 
-/// Tests that run kernels on ILGPU's CPU accelerator, one group: they run one at a time, never beside each other. Two
-/// fresh-clone runs saw a tiled product on one accelerator give wrong values while other lists ran theirs, which no
-/// run with one accelerator at work reproduced.
+/// Tests that run kernels on ILGPU's CPU accelerator, one group: they run one at a time, never beside each other, as
+/// each accelerator's threads would otherwise contend for the cores. (The wrong values once seen with several at work
+/// came from host copies a garbage collection moved; GpuBackend.CopyIn and CopyOut pin them.)
 let onIlgpuCpu (tests: Test) = testSequencedGroup "ILGPU CPU accelerator" tests
 
 /// The repository root: $LXT_REPO_ROOT if set, otherwise the first folder above
