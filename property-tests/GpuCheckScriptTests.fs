@@ -52,32 +52,31 @@ let private tune (tensorCoreStatus: int) =
     finally
         try Directory.Delete(root, true) with _ -> ()
 
-let private lines (output: string) = output.Split('\n') |> Array.map (fun l -> l.TrimEnd())
+/// `tune`'s lines (it must succeed), its whole output, and the line where the check reports the options it ran with.
+let private tuned (tensorCoreStatus: int) =
+    let code, output = tune tensorCoreStatus
+    Expect.equal code 0 output
+    let all = output.Split('\n') |> Array.map (fun l -> l.TrimEnd())
+    all, output, all |> Array.findIndex (fun l -> l.StartsWith "check run with:")
 
 let tests =
     testList "gpu-check.sh tune" [
         test "the fastest choice whose checks pass is chosen, and the check runs with its options less its checkpointing" {
-            let code, output = tune 0
-            Expect.equal code 0 output
-            let all = lines output
+            let all, output, ran = tuned 0
             Expect.contains all "fastest: --pairs All --fused-attention --tensor-core-attention --checkpointing none (10.50 ms)" output
             // the hanging choice is stopped and named so
             Expect.contains all "--pairs All --fused-attention --checkpointing none: ? ms for 4 layers, not chosen: a check failed or it was stopped" output
-            let ran = all |> Array.find (fun l -> l.StartsWith "check run with:")
-            Expect.stringContains ran "--precision bf16 --pairs All --fused-attention --tensor-core-attention" "the chosen kernels"
-            Expect.isFalse (ran.Contains "--checkpointing") "every checkpointing choice of the table, not the 4 layers' one"
+            Expect.stringContains all.[ran] "--precision bf16 --pairs All --fused-attention --tensor-core-attention" "the chosen kernels"
+            Expect.isFalse (all.[ran].Contains "--checkpointing") "every checkpointing choice of the table, not the 4 layers' one"
             // the choices' lines come again last, after the check's own output
             let again = all |> Array.findIndex (fun l -> l.StartsWith "choices timed first")
-            Expect.isGreaterThan again (Array.findIndex (fun (l: string) -> l.StartsWith "check run with:") all) "after the run"
+            Expect.isGreaterThan again ran "after the run"
             Expect.contains all.[again..] "--pairs All: 15.50 ms for 4 layers" output
         }
         test "a faster choice whose check failed is never chosen" {
-            let code, output = tune 1
-            Expect.equal code 0 output
-            let all = lines output
+            let all, output, ran = tuned 1
             Expect.contains all "--pairs All --fused-attention --tensor-core-attention --checkpointing none: 10.50 ms for 4 layers, not chosen: a check failed or it was stopped" output
             Expect.contains all "fastest: --pairs All (15.50 ms)" output
-            let ran = all |> Array.find (fun l -> l.StartsWith "check run with:")
-            Expect.isFalse (ran.Contains "--tensor-core-attention") ran
+            Expect.isFalse (all.[ran].Contains "--tensor-core-attention") all.[ran]
         }
     ]
