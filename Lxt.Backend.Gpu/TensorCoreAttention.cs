@@ -3,6 +3,7 @@
 // float32 accumulators; fragments and probabilities live in registers (Fragments.cs), a tile at a time. Heads of up
 // to MaxDim dimensions, a multiple of 16, each size compiled on its own.
 using ILGPU;
+using ILGPU.Algorithms;
 using ILGPU.Runtime;
 
 namespace Lxt.Backend.Gpu;
@@ -102,7 +103,7 @@ public static class TensorCoreAttention
         AttentionKernels.Kept(s, rowB, out int firstB, out int stopB);
         AttentionKernels.Kept(s, r0, out int first, out _);
         AttentionKernels.Kept(s, Math.Min(s.T, r0 + Tile) - 1, out _, out int stop);
-        float mA = float.NegativeInfinity, mB = float.NegativeInfinity, lA = 0f, lB = 0f;
+        float mA = float.NegativeInfinity, mB = float.NegativeInfinity, lA = 0f, lB = 0f, scale2 = s.Scale * Log2E;
         for (int c0 = first; c0 < stop; c0 += Tile)
         {
             Group.Barrier();
@@ -111,7 +112,8 @@ public static class TensorCoreAttention
             Group.Barrier();
             for (int kc = 0; kc < Tile; kc += 16)
             {
-                // S = scale · Q·Kᵀ for 16 keys (two tiles of 8: s0 … s3 and s4 … s7), −∞ where the mask drops a key
+                // S = scale · Q·Kᵀ for 16 keys (two tiles of 8: s0 … s3 and s4 … s7) in base-2 units (times log₂ e, so
+                // that each exponential is one ex2), −∞ where the mask drops a key
                 float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, s4 = 0f, s5 = 0f, s6 = 0f, s7 = 0f;
                 var keys = new RowWords(kTile, Stride(s.D), kc + g, t);
                 qa.MmaByRows(keys.Top, 0, ref s0, ref s1, ref s2, ref s3);
@@ -119,23 +121,23 @@ public static class TensorCoreAttention
                 int key = c0 + kc + 2 * t;
                 // a step whose 16 keys the warp's 16 rows all keep (all but the mask's edges) tests no key
                 bool all = KeepsAll(s, r0 + warp * 16, c0 + kc), inA = rowA < s.T, inB = rowB < s.T;
-                s0 = Sel(s0 * s.Scale, all || inA && key >= firstA && key < stopA);
-                s1 = Sel(s1 * s.Scale, all || inA && key + 1 >= firstA && key + 1 < stopA);
-                s2 = Sel(s2 * s.Scale, all || inB && key >= firstB && key < stopB);
-                s3 = Sel(s3 * s.Scale, all || inB && key + 1 >= firstB && key + 1 < stopB);
-                s4 = Sel(s4 * s.Scale, all || inA && key + 8 >= firstA && key + 8 < stopA);
-                s5 = Sel(s5 * s.Scale, all || inA && key + 9 >= firstA && key + 9 < stopA);
-                s6 = Sel(s6 * s.Scale, all || inB && key + 8 >= firstB && key + 8 < stopB);
-                s7 = Sel(s7 * s.Scale, all || inB && key + 9 >= firstB && key + 9 < stopB);
+                s0 = Sel(s0 * scale2, all || inA && key >= firstA && key < stopA);
+                s1 = Sel(s1 * scale2, all || inA && key + 1 >= firstA && key + 1 < stopA);
+                s2 = Sel(s2 * scale2, all || inB && key >= firstB && key < stopB);
+                s3 = Sel(s3 * scale2, all || inB && key + 1 >= firstB && key + 1 < stopB);
+                s4 = Sel(s4 * scale2, all || inA && key + 8 >= firstA && key + 8 < stopA);
+                s5 = Sel(s5 * scale2, all || inA && key + 9 >= firstA && key + 9 < stopA);
+                s6 = Sel(s6 * scale2, all || inB && key + 8 >= firstB && key + 8 < stopB);
+                s7 = Sel(s7 * scale2, all || inB && key + 9 >= firstB && key + 9 < stopB);
                 float nA = MathF.Max(mA, QuadMax(MathF.Max(MathF.Max(s0, s1), MathF.Max(s4, s5))));
                 float nB = MathF.Max(mB, QuadMax(MathF.Max(MathF.Max(s2, s3), MathF.Max(s6, s7))));
                 // a row's running maximum m is raised only where a score passes it by more than Slack (a row's first
-                // kept key does, from −∞), and then what the earlier keys summed is rescaled; otherwise exp(s − m) ≤
-                // e^Slack and neither O nor the sum changes scale, which after a row's first steps is nearly always
+                // kept key does, from −∞), and then what the earlier keys summed is rescaled; otherwise 2^(s − m) ≤
+                // 2^Slack and neither O nor the sum changes scale, which after a row's first steps is nearly always
                 bool raiseA = nA > mA + Slack, raiseB = nB > mB + Slack;
                 if (raiseA || raiseB)
                 {
-                    float fA = raiseA ? MathF.Exp(mA - nA) : 1f, fB = raiseB ? MathF.Exp(mB - nB) : 1f;
+                    float fA = raiseA ? XMath.Exp2(mA - nA) : 1f, fB = raiseB ? XMath.Exp2(mB - nB) : 1f;
                     if (raiseA) mA = nA;
                     if (raiseB) mB = nB;
                     o.Scale(fA, fB);
@@ -153,19 +155,22 @@ public static class TensorCoreAttention
         }
         lA = QuadSum(lA);
         lB = QuadSum(lB);
-        // Y's rows: O, then L
-        if (t == 0 && rowA < s.T) y[(qBase + rowA) * s.Row + s.Dv] = mA + MathF.Log(lA);
-        if (t == 0 && rowB < s.T) y[(qBase + rowB) * s.Row + s.Dv] = mB + MathF.Log(lB);
+        // Y's rows: O, then L (in natural units: m · ln 2 + ln l)
+        if (t == 0 && rowA < s.T) y[(qBase + rowA) * s.Row + s.Dv] = mA * Ln2 + MathF.Log(lA);
+        if (t == 0 && rowB < s.T) y[(qBase + rowB) * s.Row + s.Dv] = mB * Ln2 + MathF.Log(lB);
         o.Store(y, qBase * s.Row, s.Row, rowA, s.T, 0, t, 1f / lA, 1f / lB, add: false);
     }
 
-    /// <summary>How far (in the exponent) a score may pass its row's running maximum before the maximum is raised:
-    /// probabilities of up to e^8 ≈ 3000 times their final scale stay far inside float32 and round to bfloat16 as
-    /// closely as any.</summary>
+    /// <summary>How far (in base-2 units) a score may pass its row's running maximum before the maximum is raised:
+    /// probabilities of up to 2^8 times their final scale stay far inside float32 and round to bfloat16 as closely as
+    /// any.</summary>
     const float Slack = 8f;
 
-    /// <summary>exp(x − m) of a kept score, 0 for a dropped one (−∞, also when no key of the row is kept yet).</summary>
-    static float Exp(float x, float m) => x == float.NegativeInfinity ? 0f : MathF.Exp(x - m);
+    const float Log2E = 1.44269504f, Ln2 = 0.693147181f;
+
+    /// <summary>2^(x − m) of a kept score in base-2 units, 0 for a dropped one (−∞, also when no key of the row is kept
+    /// yet).</summary>
+    static float Exp(float x, float m) => x == float.NegativeInfinity ? 0f : XMath.Exp2(x - m);
 
     /// <summary>Part 1 (part 2: dV alone): dK and dV for <see cref="Tile"/> keys and one query head per group (grid =
     /// Heads · ⌈Keys / Tile⌉, <see cref="Threads"/> a group), each warp 16 keys, over every query row of the head that
@@ -215,7 +220,7 @@ public static class TensorCoreAttention
             for (int i = Group.IdxX; i < BackwardRows; i += Group.DimX)
             {
                 bool inside = r0 + i < s.T;
-                rowL[i] = inside ? yIn[(qBase + r0 + i) * s.Row + Dv] : 0f;
+                rowL[i] = inside ? yIn[(qBase + r0 + i) * s.Row + Dv] * Log2E : 0f; // L in base-2 units
                 rowD[i] = inside && keysToo ? delta[qBase + r0 + i] : 0f;
             }
             Group.Barrier();
@@ -312,7 +317,8 @@ public static class TensorCoreAttention
         }
     }
 
-    /// <summary>P of query row <paramref name="row"/> and <paramref name="key"/> from the product of their vectors:
+    /// <summary>P of query row <paramref name="row"/> and <paramref name="key"/> from the product of their vectors and
+    /// the row's log-sum-exp <paramref name="l"/> in base-2 units (one fused multiply-add and one ex2):
     /// 0 where the mask drops the key or either is past its tokens, unless <paramref name="all"/> (the step's rows
     /// keep all its keys).</summary>
     static float Probability(in AttentionShape s, float product, int row, int key, float l, bool all)
@@ -323,7 +329,7 @@ public static class TensorCoreAttention
             AttentionKernels.Kept(s, row, out int first, out int stop);
             if (key < first || key >= stop) return 0f;
         }
-        return MathF.Exp(s.Scale * product - l);
+        return XMath.Exp2(s.Scale * Log2E * product - l);
     }
 
     /// <summary>Whether rows <paramref name="row"/> … + 15, all below T, keep every key of <paramref name="key"/> … + 15:
