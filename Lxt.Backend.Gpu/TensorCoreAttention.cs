@@ -144,8 +144,8 @@ public static class TensorCoreAttention
                     lA *= fA;
                     lB *= fB;
                 }
-                s0 = Exp(s0, mA); s1 = Exp(s1, mA); s4 = Exp(s4, mA); s5 = Exp(s5, mA);
-                s2 = Exp(s2, mB); s3 = Exp(s3, mB); s6 = Exp(s6, mB); s7 = Exp(s7, mB);
+                s0 = Exp2(s0, mA); s1 = Exp2(s1, mA); s4 = Exp2(s4, mA); s5 = Exp2(s5, mA);
+                s2 = Exp2(s2, mB); s3 = Exp2(s3, mB); s6 = Exp2(s6, mB); s7 = Exp2(s7, mB);
                 lA += s0 + s1 + s4 + s5;
                 lB += s2 + s3 + s6 + s7;
                 // O += P·V, P from the scores' registers: the two 8-key tiles side by side are one 16-key step
@@ -170,7 +170,7 @@ public static class TensorCoreAttention
 
     /// <summary>2^(x − m) of a kept score in base-2 units, 0 for a dropped one (−∞, also when no key of the row is kept
     /// yet).</summary>
-    static float Exp(float x, float m) => x == float.NegativeInfinity ? 0f : XMath.Exp2(x - m);
+    static float Exp2(float x, float m) => x == float.NegativeInfinity ? 0f : XMath.Exp2(x - m);
 
     /// <summary>Part 1 (part 2: dV alone): dK and dV for <see cref="Tile"/> keys and one query head per group (grid =
     /// Heads · ⌈Keys / Tile⌉, <see cref="Threads"/> a group), each warp 16 keys, over every query row of the head that
