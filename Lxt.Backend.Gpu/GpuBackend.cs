@@ -296,9 +296,11 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ISlicedCon
         }
     }
 
-    /// <summary>Copies host values into the start of a view and waits for the copy. ILGPU copies from the address
-    /// it is given, so the values stay pinned until it is done: a garbage collection in between would move a managed
-    /// array away from that address, and the copy would read freed memory.</summary>
+    /// <summary>Copies host values into the start of a view, in order on the stream. ILGPU copies from the address it
+    /// is given, so the values stay pinned while it reads them: a garbage collection in between would move a managed
+    /// array away from that address, and the copy would read freed memory. A copy from pageable host memory has read
+    /// its source when it returns (CUDA stages it; the CPU accelerator copies at once), so the copy need not be
+    /// waited for.</summary>
     internal unsafe void CopyIn<T>(ReadOnlySpan<T> from, ArrayView<T> to) where T : unmanaged
     {
         fixed (T* p = from) to.SubView(0, from.Length).CopyFromCPU(stream, ref Unsafe.AsRef<T>(p), from.Length);
@@ -308,7 +310,11 @@ public sealed partial class GpuBackend : IBackend, ITransposedMatMul, ISlicedCon
     /// (see <see cref="CopyIn{T}"/>: unpinned, the copy could write into whatever the collector moved there).</summary>
     internal unsafe void CopyOut<T>(ArrayView<T> from, Span<T> to) where T : unmanaged
     {
-        fixed (T* p = to) from.SubView(0, to.Length).CopyToCPU(stream, ref Unsafe.AsRef<T>(p), to.Length);
+        fixed (T* p = to)
+        {
+            from.SubView(0, to.Length).CopyToCPU(stream, ref Unsafe.AsRef<T>(p), to.Length);
+            stream.Synchronize();
+        }
     }
 
     /// <summary>Values at or above which transfers go through page-locked host memory, which the copy engine reads
