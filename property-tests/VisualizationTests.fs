@@ -384,7 +384,8 @@ let batchTests =
             if not (File.Exists cli) then skiptest "lxt.dll is not beside the tests"
             let dir = tempDir ()
             let input = Path.Combine(dir, "inputs.jsonl")
-            // about 1.5 ms a line on one thread: the signal, sent after the first line, comes long before the last
+            // about 1.5 ms a line on one thread: the signal, sent once 2000 bytes of results are written, comes long
+            // before the last line
             let count = 1500
             File.WriteAllLines(input, DemoTask.Generate(count, 5) |> Seq.map (fun e -> sprintf """{"text": "%s"}""" e.Text))
             let out = Path.Combine(dir, "results.jsonl")
