@@ -24,6 +24,7 @@ public sealed partial class GpuBackend
         attentionQueryRows, attentionKeyRows;
     // the tensor-core attention kernels per head dimensions (D, Dv)
     readonly Dictionary<(int, int), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreForward = [];
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>? tensorCoreProduct;
     readonly Dictionary<(int, int), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreBackward = [];
 
     /// <summary>A launch of one warp per row, for the top-k rows.</summary>
@@ -282,6 +283,27 @@ public sealed partial class GpuBackend
             tensorCoreBackward[(s.D, s.Dv)] = backward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
                 typeof(TensorCoreAttention), nameof(TensorCoreAttention.Backward), FragmentTypes.A(s.Dv), FragmentTypes.D(s.D), FragmentTypes.D(s.Dv)));
         backward(launch(s.Heads * keyTiles), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
+    }
+
+    /// <summary>D = A·B + C by one tensor-core product of one warp (<see cref="TensorCores.Product"/>): A [16, 16],
+    /// B [16, 8], C [16, 8], row-major, A and B rounded to bfloat16 (to nearest, ties to even). On CUDA it is the
+    /// mma.sync instruction the attention kernels are built on, elsewhere its emulation over warps of 32 lanes, so the
+    /// GPU check can test a device's instruction and the fragments' layout on their own before the kernels.</summary>
+    public float[] ProductOnTensorCores(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> c)
+    {
+        if (a.Length != 16 * 16 || b.Length != 16 * 8 || c.Length != 16 * 8)
+            throw new ArgumentException($"a tensor-core product takes A [16, 16], B [16, 8] and C [16, 8] (256, 128 and 128 values), not {a.Length}, {b.Length} and {c.Length} values");
+        if (accelerator.WarpSize != TensorCores.Lanes)
+            throw new NotSupportedException($"{Name}: a tensor-core product needs warps of {TensorCores.Lanes} lanes; this accelerator's have {accelerator.WarpSize} (on the CPU, {nameof(CreateCpuWithCudaWarps)} simulates them)");
+        using GpuBuffer da = Allocate(a.Length), db = Allocate(b.Length), dc = Allocate(c.Length), dd = Allocate(c.Length);
+        Upload(a, da);
+        Upload(b, db);
+        Upload(c, dc);
+        (tensorCoreProduct ??= LoadGrouped<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(TensorCores.Product))(
+            new KernelConfig(new Index1D(1), new Index1D(TensorCores.Lanes)), da.View, db.View, dc.View, dd.View);
+        var d = new float[c.Length];
+        Download(dd, d);
+        return d;
     }
 
     /// <summary>Operand <paramref name="i"/> of an attention op. Operands a part does not take are never read: any

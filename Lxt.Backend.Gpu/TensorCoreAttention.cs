@@ -92,7 +92,9 @@ public static class TensorCoreAttention
         var kTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
         var vTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
         int tiles = Tiles(s.T);
-        int h = Grid.IdxX / tiles, r0 = Grid.IdxX % tiles * Tile, kh = h / (s.Heads / s.KvHeads);
+        // the last query tiles first, of every head in turn: under a causal mask they keep the most keys, so the
+        // longest groups start first and the shortest fill the last wave
+        int h = Grid.IdxX % s.Heads, r0 = (tiles - 1 - Grid.IdxX / s.Heads) * Tile, kh = h / (s.Heads / s.KvHeads);
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int rowA = r0 + warp * 16 + g, rowB = rowA + 8, qBase = h * s.T, kvBase = kh * s.Keys;
         var qa = default(TQ);
@@ -192,7 +194,9 @@ public static class TensorCoreAttention
         var rowL = SharedMemory.Allocate<float>(BackwardRows);
         var rowD = SharedMemory.Allocate<float>(BackwardRows);
         int keyTiles = Tiles(s.Keys), D = s.D, Dv = s.Dv, dStride = Stride(D), dvStride = Stride(Dv), dsStride = Stride(Tile);
-        int h = Grid.IdxX / keyTiles, c0 = Grid.IdxX % keyTiles * Tile, group = s.Heads / s.KvHeads, kh = h / group, kvBase = kh * s.Keys;
+        // the first key tiles first, of every head in turn: under a causal mask the most query rows keep them, so the
+        // longest groups start first; and the groups running together add into different heads' dQ
+        int h = Grid.IdxX % s.Heads, c0 = Grid.IdxX / s.Heads * Tile, group = s.Heads / s.KvHeads, kh = h / group, kvBase = kh * s.Keys;
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int keyA = c0 + warp * 16 + g, keyB = keyA + 8;
         bool keysToo = s.Part == 1; // part 2: dV alone, no dP, dS, dK or dQ

@@ -44,6 +44,28 @@ public static class TensorCores
         return pair;
     }
 
+    /// <summary>D = A·B + C by one <see cref="Mma"/> of a group of one warp from row-major float32 matrices (A [16, 16]
+    /// and B [16, 8], rounded to bfloat16; C and D [16, 8]), so that a device's instruction can be checked against the
+    /// layout described above, the emulation's. A's words are packed by <see cref="Pack"/>, B's by the software
+    /// <see cref="BFloat16Conversion.Pair"/> (low half first), as the attention kernels pack some words one way and
+    /// compose others from halves: a <c>cvt</c> that ordered its halves the other way would pair A's columns with the
+    /// wrong rows of B.</summary>
+    public static void Product(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> d)
+    {
+        int lane = Group.IdxX, g = lane >> 2, t = lane & 3, top = g * 16 + 2 * t, bottom = top + 8 * 16;
+        uint a0 = Pack(a[top], a[top + 1]), a1 = Pack(a[bottom], a[bottom + 1]);
+        uint a2 = Pack(a[top + 8], a[top + 9]), a3 = Pack(a[bottom + 8], a[bottom + 9]);
+        uint b0 = BFloat16Conversion.Pair(b[2 * t * 8 + g], b[(2 * t + 1) * 8 + g]);
+        uint b1 = BFloat16Conversion.Pair(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g]);
+        int upper = g * 8 + 2 * t, lower = upper + 8 * 8;
+        float d0 = c[upper], d1 = c[upper + 1], d2 = c[lower], d3 = c[lower + 1];
+        Mma(a0, a1, a2, a3, b0, b1, ref d0, ref d1, ref d2, ref d3);
+        d[upper] = d0;
+        d[upper + 1] = d1;
+        d[lower] = d2;
+        d[lower + 1] = d3;
+    }
+
     /// <summary>The product of <see cref="Mma"/> from the fragments alone: each lane gathers its rows of A from its
     /// quad and its two columns of B from the quads holding them.</summary>
     static void Emulate(uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, ref float d0, ref float d1, ref float d2, ref float d3)

@@ -90,6 +90,8 @@ catch (Exception e) { failures++; Say($"gemm check: ERROR {e.GetType().Name}: {e
 // 3. attention on tensor cores against attention on CUDA cores, where asked for
 if (options.TensorCoreAttention)
 {
+    try { TensorCoreProductCheck(); }
+    catch (Exception e) { failures++; Say($"tensor-core product check: ERROR {e.GetType().Name}: {e.Message}"); }
     try { TensorCoreAttentionCheck(); }
     catch (Exception e) { failures++; Say($"tensor-core attention check: ERROR {e.GetType().Name}: {e.Message}"); }
 }
@@ -263,6 +265,41 @@ void GemmCheck()
         buffer.Dispose();
     }
     backend.UsesCublas = hadCublas;
+}
+
+// One mma.sync of one warp (GpuBackend.ProductOnTensorCores) against A·B + C in float64 from A and B rounded to bfloat16:
+// the instruction and the fragments' layout the attention kernels assume, on their own, so that a failure of the
+// kernels' check below can be told apart from one of the layout. Where they differ, the elements of D that are wrong
+// are drawn, and a cvt.rn.bf16x2 that ordered its halves the other way is named.
+void TensorCoreProductCheck()
+{
+    using var backend = Create();
+    var rng = new Random(3);
+    float[] Random(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+    float[] a = Random(256), b = Random(128), c = Random(128);
+    var d = backend.ProductOnTensorCores(a, b, c);
+    static double Round(float x) => BFloat16Conversion.ToFloat(BFloat16Conversion.FromFloat(x));
+    // D of A·B + C, A's columns 2j and 2j + 1 swapped where `swapped`
+    double[] Expected(bool swapped) => Enumerable.Range(0, 128).Select(e =>
+    {
+        int i = e / 8, j = e % 8;
+        double sum = c[e];
+        for (int k = 0; k < 16; k++) sum += Round(a[i * 16 + (swapped ? k ^ 1 : k)]) * Round(b[k * 8 + j]);
+        return sum;
+    }).ToArray();
+    double Error(double[] expected) => expected.Zip(d, (x, y) => Math.Abs(x - y)).Max() / (1 + expected.Max(Math.Abs));
+    double error = Error(Expected(false));
+    bool ok = error < 1e-5 && d.All(float.IsFinite);
+    if (!ok) failures++;
+    Say($"tensor-core product (mma.sync m16n8k16 bf16 of one warp): relative difference {error:E2} from A·B + C in float64 {(ok ? "ok" : "FAIL")}");
+    summary.Add($"tensor-core product: {(ok ? "ok" : "FAIL")} ({error:E1})");
+    if (ok) return;
+    var expected = Expected(false);
+    for (int i = 0; i < 16; i++)
+        Say("  D row " + i.ToString().PadLeft(2) + ": " + string.Concat(Enumerable.Range(0, 8).Select(j =>
+            Math.Abs(expected[i * 8 + j] - d[i * 8 + j]) < 1e-5 * (1 + Math.Abs(expected[i * 8 + j])) ? '.' : 'x')));
+    if (Error(Expected(true)) < 1e-5)
+        Say("  D is A·B + C with A's column pairs swapped: cvt.rn.bf16x2.f32 puts its first source in the low half here, TensorCores.Pack assumes the high half");
 }
 
 // The output, log-sum-exp and gradients of a causal grouped-query attention at the Llama shapes' head sizes, on tensor

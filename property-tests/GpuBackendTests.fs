@@ -372,6 +372,27 @@ let tests =
                     // the tensor cores computed it: their bfloat16 operands leave a trace the float32 kernels do not
                     Expect.isGreaterThan (relativeError onCores.[i] onWarps.[i]) 1e-6 (sprintf "%s: %s on tensor cores" what (Node.Describe node)))
         }
+        test "one tensor-core product of one warp is A·B + C with A and B rounded to bfloat16, as the GPU check asks of a device" {
+            use tc = GpuBackend.CreateCpuWithCudaWarps GemmPrecision.BFloat16
+            let rng = Random 8
+            let draw n = Array.init n (fun _ -> float32 (rng.NextDouble() * 4.0 - 2.0))
+            let a, b, c = draw 256, draw 128, draw 128
+            let d = tc.ProductOnTensorCores(ReadOnlySpan a, ReadOnlySpan b, ReadOnlySpan c)
+            let round (x: float32) = float (BFloat16Conversion.ToFloat(BFloat16Conversion.FromFloat x))
+            for i in 0 .. 15 do
+                for j in 0 .. 7 do
+                    let expected = float c.[i * 8 + j] + Seq.sum (seq { for k in 0 .. 15 -> round a.[i * 16 + k] * round b.[k * 8 + j] })
+                    Expect.floatClose { absolute = 1e-5; relative = 1e-6 } (float d.[i * 8 + j]) expected (sprintf "D[%d][%d]" i j)
+            // not the product of unrounded operands: the rounding is the tensor cores'
+            let unrounded = float c.[0] + Seq.sum (seq { for k in 0 .. 15 -> float a.[k] * float b.[k * 8] })
+            Expect.isGreaterThan (Math.Abs(float d.[0] - unrounded)) 1e-4 "A and B rounded to bfloat16"
+            use narrow = GpuBackend.Create(GpuKind.CpuAccelerator)
+            if narrow.WarpSize <> TensorCores.Lanes then
+                let e = Expect.throwsC (fun () -> narrow.ProductOnTensorCores(ReadOnlySpan a, ReadOnlySpan b, ReadOnlySpan c) |> ignore) id
+                Expect.isTrue (e :? NotSupportedException) (sprintf "warps of %d lanes: %s" narrow.WarpSize (e.GetType().Name))
+            let e = Expect.throwsC (fun () -> tc.ProductOnTensorCores(ReadOnlySpan(Array.sub a 0 255), ReadOnlySpan b, ReadOnlySpan c) |> ignore) id
+            Expect.isTrue (e :? ArgumentException) "A of 255 values"
+        }
         test "a warp's fragment reads of the tensor-core kernels' shared tiles meet no bank conflict, at every head size" {
             // lane l of quad g = l / 4 at t = l % 4 reads bfloat16 (row, col) at 16-bit index row · stride + col, in 32
             // banks of 4 bytes; lanes reading one word share it, lanes reading different words of one bank wait
