@@ -16,7 +16,8 @@
 //                     --attention-blocks N computes masked attention in blocks of N query rows, 0 whole; default 512;
 //                     --all-positions computes every value at every position, not only at the rows the logits read;
 //                     --fused-attention computes each attention as one op, its probabilities never stored;
-//                     --tensor-core-attention computes those ops on tensor cores)
+//                     --tensor-core-attention computes those ops on tensor cores, after checking one tensor-core
+//                     product, each part of an attention against CUDA cores, and timing attention alone)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -344,6 +345,62 @@ void TensorCoreAttentionCheck()
             summary.Add($"tensor-core attention d {d} {label}: {(ok ? "ok" : "FAIL")} ({diff:E1})");
         }
     }
+    // the kernels' speed at the Llama shapes' attention (32 query heads over 8, causal, 2048 tokens; a small one on
+    // the CPU accelerator, to try it)
+    foreach (int d in new[] { 64, 128 }) TimeAttention(backend, d, cpu ? 4 : 32, cpu ? 2 : 8, cpu ? 64 : 2048);
+}
+
+// Attention alone, its output (O and L) and its output with the gradients of Q, K and V, on tensor cores and on CUDA
+// cores, inputs resident on the device, median of 5 runs after one; TFLOP/s counts the products a causal attention
+// needs (Q·Kᵀ and P·V forward; K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q and dS·K backward), half of each square.
+void TimeAttention(GpuBackend backend, int d, int heads, int kvHeads, int tokens)
+{
+    var mask = new AttentionMask(true, 0, null);
+    var q = Ops.input("q", [heads, tokens, d], DType.Float);
+    var k = Ops.input("k", [kvHeads, tokens, d], DType.Float);
+    var v = Ops.input("v", [kvHeads, tokens, d], DType.Float);
+    var w = Ops.input("w", [heads, tokens, d], DType.Float);
+    var y = Ops.attentionPart(AttentionPart.Output, mask, 1 / Math.Sqrt(d), Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k, v }));
+    var loss = Ops.reduceSum(Microsoft.FSharp.Collections.ListModule.OfArray(new[] { 0, 1, 2 }), false, Ops.mul(Ops.attention(mask, 1 / Math.Sqrt(d), q, k, v), w));
+    var grads = Autodiff.vjp(Microsoft.FSharp.Collections.ListModule.OfArray(new[] { Tuple.Create(loss, Ops.scalar(1.0)) }),
+        Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k, v }));
+    var rng = new Random(4);
+    var feeds = new Dictionary<string, IBuffer>();
+    foreach (var (name, n) in new[] { ("q", heads), ("k", kvHeads), ("v", kvHeads), ("w", heads) })
+    {
+        var values = Enumerable.Range(0, n * tokens * d).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
+        feeds[name] = backend.Allocate(values.Length);
+        backend.Upload(values, feeds[name]);
+    }
+    double squares = (double)heads * d * tokens * tokens; // 2·d·T² flops a product, half of them kept
+    bool onCores = backend.AttentionOnTensorCores;
+    var line = new StringBuilder($"attention d {d}, {heads} heads over {kvHeads}, {tokens} tokens, causal:");
+    foreach (var (outputs, what, products) in new[] { (new[] { y }, "output", 2), (grads.ToArray(), "output and gradients", 7) })
+    {
+        foreach (bool cores in new[] { true, false })
+        {
+            backend.AttentionOnTensorCores = cores;
+            var plan = PlanModule.compile(Microsoft.FSharp.Collections.ListModule.OfArray(outputs));
+            using var exe = new Executable(plan, backend);
+            var needed = PlanModule.inputs(plan).Select(n => ((Op.Input)n.Op).name).ToHashSet();
+            var used = feeds.Where(f => needed.Contains(f.Key)).ToDictionary(f => f.Key, f => f.Value);
+            exe.Recycle(exe.Run(used));
+            var times = new List<double>();
+            for (int i = 0; i < 5; i++)
+            {
+                backend.Synchronize();
+                var clock = Stopwatch.StartNew();
+                exe.Recycle(exe.Run(used));
+                backend.Synchronize();
+                times.Add(clock.Elapsed.TotalMilliseconds);
+            }
+            double ms = times.Order().ElementAt(2);
+            line.Append($" {what} on {(cores ? "tensor" : "CUDA")} cores {ms:F2} ms ({products * squares / ms / 1e9:F1} TFLOP/s);");
+        }
+    }
+    backend.AttentionOnTensorCores = onCores;
+    foreach (var f in feeds.Values) f.Dispose();
+    Say(line.ToString().TrimEnd(';'));
 }
 
 // `count` row-major rows×cols matrices, each transposed
