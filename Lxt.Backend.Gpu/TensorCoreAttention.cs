@@ -55,10 +55,26 @@ public static class TensorCoreAttention
     {
         var words = tile.Cast<uint>();
         int pairs = width / 2, rowWords = Stride(width) / 2;
-        for (int i = Group.IdxX; i < rows * pairs; i += Group.DimX)
+        // thread i takes pair i of the tile's rows · pairs, then every Threads-th: its row and pair are divided out
+        // once and then stepped, as are its source index and target word, so that a pair costs no division (a
+        // division by a value known only at run time is a long sequence of instructions on the device)
+        int r = Group.IdxX / pairs, p = Group.IdxX - r * pairs, rowStep = Threads / pairs, pairStep = Threads - rowStep * pairs;
+        int at = (rowBase + from + r) * stride + 2 * p, word = r * rowWords + p;
+        int atStep = rowStep * stride + 2 * pairStep, wordStep = rowStep * rowWords + pairStep;
+        while (r < rows)
         {
-            int r = i / pairs, c = 2 * (i % pairs), at = (rowBase + from + r) * stride + c;
-            words[r * rowWords + c / 2] = from + r < count ? TensorCores.Pack(x[at], x[at + 1]) : 0u;
+            words[word] = from + r < count ? TensorCores.Pack(x[at], x[at + 1]) : 0u;
+            r += rowStep;
+            p += pairStep;
+            at += atStep;
+            word += wordStep;
+            if (p >= pairs)
+            {
+                p -= pairs;
+                r++;
+                at += stride - 2 * pairs;
+                word += rowWords - pairs;
+            }
         }
     }
 
