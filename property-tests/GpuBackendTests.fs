@@ -425,12 +425,21 @@ let tests =
             // the only local memory is one word for each operand of an inline mma (ptxas keeps them in registers)
             let singleWords (ptx: string) =
                 Text.RegularExpressions.Regex.Matches(ptx, @"__local_depot\d+\[(\d+)\]") |> Seq.forall (fun m -> m.Groups.[1].Value = "4")
+            // a division by a value known only at run time is a long sequence of instructions: each comes before the
+            // kernel's second barrier, once a kernel, none in the loops over tiles (the tile loads step their indices)
+            let divisionsFirst (ptx: string) =
+                let at (pattern: string) = Text.RegularExpressions.Regex.Matches(ptx, pattern) |> Seq.map (fun m -> m.Index) |> List.ofSeq
+                let divisions = at @"\b(div|rem)\.s32\b"
+                match at @"\bbar\.sync\b" with
+                | _ :: second :: _ -> divisions |> List.forall (fun i -> i < second)
+                | _ -> false
             for d in [ 64; 128 ] do
                 // fragments of nested types: every product over a head's dimensions unrolled
                 let forward = typeof<TensorCoreAttention>.GetMethod("Forward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d)
                 let ptx = GpuBackend.KernelPtx forward
                 Expect.equal (mmaCount ptx) (2 * d / 16 + d / 8) (sprintf "forward, d %d: Q·Kᵀ for two tiles of 8 keys, d / 16 steps each, and P·V, d / 8 tiles" d)
                 Expect.isTrue (singleWords ptx) (sprintf "forward, d %d: no array in local memory" d)
+                Expect.isTrue (divisionsFirst ptx) (sprintf "forward, d %d: no division in a loop" d)
                 Expect.equal (wordLoads ptx) (d / 4) (sprintf "forward, d %d: each row pair of K one shared load" d)
                 Expect.isTrue (wordAligned ptx) (sprintf "forward, d %d: shared tiles aligned to words" d)
                 Expect.equal (pairRoundings ptx) (d / 4 + 2 + 4) (sprintf "forward, d %d: Q's fragments, the K and V tiles' loads, P's four words" d)
@@ -438,6 +447,7 @@ let tests =
                 let ptx = GpuBackend.KernelPtx backward
                 Expect.equal (mmaCount ptx) (2 + 2 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, d %d: K·Qᵀ in a loop and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" d)
                 Expect.isTrue (singleWords ptx) (sprintf "backward, d %d: no array in local memory" d)
+                Expect.isTrue (divisionsFirst ptx) (sprintf "backward, d %d: no division in a loop" d)
                 // K·Qᵀ's loop: four of K (from its shared tile, not registers) and two of each tile of Q a step
                 Expect.equal (wordLoads ptx) (8 + d / 4 + 4) (sprintf "backward, d %d: each row pair of K, Q, dO and dS one shared load" d)
                 Expect.isTrue (wordAligned ptx) (sprintf "backward, d %d: shared tiles aligned to words" d)
