@@ -82,7 +82,7 @@ time_variants() {
     ms=$(grep 'per run replaying a CUDA graph' "$work/variant.log" | awk '{print $5; exit}' || true)
     # the tensor-core product and parity, the attention kernels' speed and the comparison with products, where the
     # choice prints them
-    grep -E 'tensor-core product|on tensor cores vs CUDA cores|tokens, causal|against products|exit status' "$work/variant.log" | sed 's/^/  /' || true
+    grep -E 'tensor-core product|on tensor cores vs CUDA cores|tokens, causal|against products|exit status' "$work/variant.log" | sed 's/^/  /' | tee -a "$out/variants-summary.txt" || true
     echo "$v: ${ms:-?} ms for 4 layers$([ "$status" -eq 0 ] || echo ", not chosen: a check failed or it was stopped")" | tee -a "$out/variants-summary.txt"
     # only a choice whose checks all passed can be the fastest
     if [ "$status" -eq 0 ] && [ -n "$ms" ] && { [ -z "$best_ms" ] || awk "BEGIN{exit !($ms < $best_ms)}"; }; then best="$v" best_ms="$ms"; fi
