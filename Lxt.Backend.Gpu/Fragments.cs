@@ -2,9 +2,11 @@
 // 16 columns) and the D fragments of a product (four floats per tile of 8 columns), as nested types built per head size
 // (AFragments<AFragments<…NoAFragments>>), so that ILGPU keeps every fragment in a register and compiles each pass over
 // them to straight-line code, as RegisterRows.cs holds softmax rows; and a lane's views of the shared tiles the B
-// fragments come from (RowWords, ColumnHalves), each fixed once a step. Layouts as TensorCores describes them.
+// fragments come from (RowWords; by columns ColumnHalves, or MatrixColumns through ldmatrix), each fixed once a step.
+// Layouts as TensorCores describes them.
 using System.Runtime.CompilerServices;
 using ILGPU;
+using ILGPU.Runtime.Cuda;
 
 // each level's `rest` is written through its own methods (a struct's fields, changed in place), which the compiler
 // does not count as assignments
@@ -67,8 +69,8 @@ public interface IDFragments
     void Scale(float fA, float fB);
 
     /// <summary>this += A·B for one step of 16 rows of B: A (a0 … a3) 16 columns, B 16 rows of a shared tile read by
-    /// columns (<see cref="ColumnHalves"/>), this tile from column <paramref name="n"/>.</summary>
-    void MmaByColumns(uint a0, uint a1, uint a2, uint a3, in ColumnHalves b, int n);
+    /// columns (<see cref="IColumnLoads"/>), this tile from column <paramref name="n"/>.</summary>
+    void MmaByColumns<TB>(uint a0, uint a1, uint a2, uint a3, in TB b, int n) where TB : struct, IColumnLoads;
 
     /// <summary>Rows <paramref name="row"/> and + 8 (those below <paramref name="count"/>) into rows of
     /// <paramref name="stride"/> values from <paramref name="at"/>, this tile from column <paramref name="c"/>, times
@@ -88,7 +90,7 @@ public struct NoDFragments : IDFragments
     public readonly void Scale(float fA, float fB) { }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void MmaByColumns(uint a0, uint a1, uint a2, uint a3, in ColumnHalves b, int n) { }
+    public readonly void MmaByColumns<TB>(uint a0, uint a1, uint a2, uint a3, in TB b, int n) where TB : struct, IColumnLoads { }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, float fA, float fB, bool add) { }
@@ -117,9 +119,10 @@ public struct DFragments<TRest> : IDFragments where TRest : struct, IDFragments
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void MmaByColumns(uint a0, uint a1, uint a2, uint a3, in ColumnHalves b, int n)
+    public void MmaByColumns<TB>(uint a0, uint a1, uint a2, uint a3, in TB b, int n) where TB : struct, IColumnLoads
     {
-        TensorCores.Mma(a0, a1, a2, a3, b.Near(n), b.Far(n), ref d0, ref d1, ref d2, ref d3);
+        b.Pair(n, out uint b0, out uint b1);
+        TensorCores.Mma(a0, a1, a2, a3, b0, b1, ref d0, ref d1, ref d2, ref d3);
         rest.MmaByColumns(a0, a1, a2, a3, b, n + 8);
     }
 
@@ -164,15 +167,31 @@ public readonly struct RowWords
     }
 }
 
-/// <summary>A lane's bfloat16 of a shared tile read by columns for a B fragment (rows k … k + 15 of B, the tile's rows):
-/// rows k + 2t and + 1 (b0) and k + 8 + 2t and + 9 (b1), from its column g; each row a view fixed once, so that the
-/// tiles of 8 columns an unrolled product walks read at constant offsets.</summary>
-public readonly struct ColumnHalves
+/// <summary>How a lane reads the B fragments of a shared tile of rows of bfloat16 by columns (rows k … k + 15 of B are
+/// the tile's rows, its column n + g): <see cref="ColumnHalves"/> a 16-bit load per value, <see cref="MatrixColumns"/>
+/// one <c>ldmatrix</c> per fragment.</summary>
+public interface IColumnLoads
 {
-    readonly ArrayView<ushort> r0, r1, r8, r9;
+    /// <summary>Fixes this lane's rows for one step of 16 rows from row <paramref name="k"/> of
+    /// <paramref name="tile"/> (rows of <paramref name="stride"/> values), for the lane at <paramref name="t"/> of quad
+    /// <paramref name="g"/>; <paramref name="sharedBase"/> is the tile's address in the shared window on CUDA
+    /// (<see cref="TensorCoreAttention"/>'s SharedAddress), 0 elsewhere.</summary>
+    void Start(ArrayView<ushort> tile, int stride, int k, int g, int t, long sharedBase);
+
+    /// <summary>b0 (rows k + 2t and + 1) and b1 (rows k + 8 + 2t and + 9) of the tile of 8 columns from column
+    /// <paramref name="n"/>, each two bfloat16 with the upper row in the high half.</summary>
+    void Pair(int n, out uint b0, out uint b1);
+}
+
+/// <summary>A lane's bfloat16 of a shared tile read by columns, two 16-bit loads a word: rows k + 2t and + 1 (b0) and
+/// k + 8 + 2t and + 9 (b1), from its column g; each row a view fixed once, so that the tiles of 8 columns an unrolled
+/// product walks read at constant offsets.</summary>
+public struct ColumnHalves : IColumnLoads
+{
+    ArrayView<ushort> r0, r1, r8, r9;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ColumnHalves(ArrayView<ushort> tile, int stride, int k, int g, int t)
+    public void Start(ArrayView<ushort> tile, int stride, int k, int g, int t, long sharedBase)
     {
         int at = (k + 2 * t) * stride + g;
         r0 = tile.SubView(at);
@@ -181,13 +200,56 @@ public readonly struct ColumnHalves
         r9 = tile.SubView(at + 9 * stride);
     }
 
-    /// <summary>b0 of the tile of 8 columns from column <paramref name="n"/>: rows k + 2t and + 1.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public uint Near(int n) => r0[n] | (uint)r1[n] << 16;
+    public readonly void Pair(int n, out uint b0, out uint b1)
+    {
+        b0 = r0[n] | (uint)r1[n] << 16;
+        b1 = r8[n] | (uint)r9[n] << 16;
+    }
+}
 
-    /// <summary>b1: rows k + 8 + 2t and + 9.</summary>
+/// <summary>A lane's B fragments of a shared tile read by columns through <c>ldmatrix.sync.aligned.m8n8.x2.trans</c>:
+/// lanes 0 … 15 each give the address of one row of the 16 (lane 8m + r row r of matrix m, 16 bytes from column n),
+/// and each lane receives from matrix m its rows 2t and 2t + 1 at column g, transposed into one word — b0 and b1 in one
+/// instruction. The tile must start on 16 bytes with rows of a multiple of 16 bytes (a stride of 8 values more than a
+/// multiple of 16 is). Elsewhere the same words are gathered through warp shuffles of the row each lane would give, so
+/// the addresses are tested on every accelerator.</summary>
+public struct MatrixColumns : IColumnLoads
+{
+    ArrayView<ushort> tile;
+    // on CUDA the shared-window address of this lane's row k + lane % 16 at column 0, elsewhere its index in the tile
+    long row;
+    int g, t;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public uint Far(int n) => r8[n] | (uint)r9[n] << 16;
+    public void Start(ArrayView<ushort> tile, int stride, int k, int g, int t, long sharedBase)
+    {
+        this.tile = tile;
+        this.g = g;
+        this.t = t;
+        long element = (long)(k + ((4 * g + t) & 15)) * stride;
+        row = CudaAsm.IsSupported ? sharedBase + 2 * element : element;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Pair(int n, out uint b0, out uint b1)
+    {
+        if (CudaAsm.IsSupported)
+        {
+            Ref<uint> r0 = 0u, r1 = 0u;
+            Input<long> at = row + 2 * n;
+            CudaAsm.EmitRef("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];", ref r0, ref r1, ref at);
+            b0 = r0.Value;
+            b1 = r1.Value;
+            return;
+        }
+        // matrix m's rows 2t and 2t + 1 come from lanes 8m + 2t and + 1: their rows at this lane's column
+        int mine = (int)row;
+        int near = Warp.Shuffle(mine, 2 * t), nearNext = Warp.Shuffle(mine, 2 * t + 1);
+        int far = Warp.Shuffle(mine, 8 + 2 * t), farNext = Warp.Shuffle(mine, 9 + 2 * t);
+        b0 = tile[near + n + g] | (uint)tile[nearNext + n + g] << 16;
+        b1 = tile[far + n + g] | (uint)tile[farNext + n + g] << 16;
+    }
 }
 
 /// <summary>The nested fragment types of a head size.</summary>
@@ -198,6 +260,10 @@ public static class FragmentTypes
 
     /// <summary>D fragments of <paramref name="dim"/> columns (tiles of 8).</summary>
     public static Type D(int dim) => Nest(typeof(DFragments<>), typeof(NoDFragments), dim / 8);
+
+    /// <summary>How B fragments are read by columns: through ldmatrix (<see cref="MatrixColumns"/>) or a 16-bit load
+    /// a value (<see cref="ColumnHalves"/>).</summary>
+    public static Type Columns(bool matrixLoads) => matrixLoads ? typeof(MatrixColumns) : typeof(ColumnHalves);
 
     static Type Nest(Type level, Type none, int count)
     {

@@ -68,6 +68,12 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     /// (<c>--tensor-core-attention</c>).</summary>
     public bool AttentionOnTensorCores { get; set; }
 
+    /// <summary>When true, the tensor-core attention kernels read the B fragments of their shared tiles by columns
+    /// (V in P·V; dO, Q and K in the backward pass) with one <c>ldmatrix.trans</c> each (<see cref="MatrixColumns"/>)
+    /// instead of two 16-bit loads a word (<see cref="ColumnHalves"/>). Off by default until timed; there to compare
+    /// (<c>--ldmatrix</c>).</summary>
+    public bool TensorCoreMatrixLoads { get; set; }
+
     /// <summary>Attention as one op by default where it runs on tensor cores; on CUDA cores products in cuBLAS and a
     /// softmax are faster.</summary>
     bool IAttentionChoice.FusesAttention => AttentionOnTensorCores;

@@ -23,9 +23,9 @@ public sealed partial class GpuBackend
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>?
         attentionQueryRows, attentionKeyRows;
     // the tensor-core attention kernels per head dimensions (D, Dv)
-    readonly Dictionary<(int, int), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreForward = [];
+    readonly Dictionary<(int, int, bool), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreForward = [];
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>? tensorCoreProduct;
-    readonly Dictionary<(int, int), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreBackward = [];
+    readonly Dictionary<(int, int, bool), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreBackward = [];
 
     /// <summary>A launch of one warp per row, for the top-k rows.</summary>
     KernelConfig WarpPerRow(int rows) => new(new Index1D(rows), new Index1D(accelerator.WarpSize));
@@ -268,9 +268,10 @@ public sealed partial class GpuBackend
         {
             int tiles = TensorCoreAttention.Tiles(s.T);
             if (s.Heads * tiles == 0) return;
-            if (!tensorCoreForward.TryGetValue((s.D, s.Dv), out var forward))
-                tensorCoreForward[(s.D, s.Dv)] = forward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
-                    typeof(TensorCoreAttention), nameof(TensorCoreAttention.Forward), FragmentTypes.A(s.D), FragmentTypes.D(s.Dv)));
+            var key = (s.D, s.Dv, TensorCoreMatrixLoads);
+            if (!tensorCoreForward.TryGetValue(key, out var forward))
+                tensorCoreForward[key] = forward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
+                    typeof(TensorCoreAttention), nameof(TensorCoreAttention.Forward), FragmentTypes.A(s.D), FragmentTypes.D(s.Dv), FragmentTypes.Columns(TensorCoreMatrixLoads)));
             forward(launch(s.Heads * tiles), At(0), At(1), At(2), y.View, s);
             return;
         }
@@ -279,9 +280,10 @@ public sealed partial class GpuBackend
         if (s.Heads > s.KvHeads) y.View.MemSetToZero(stream);
         else if (nq > 0) y.View.SubView(0, nq).MemSetToZero(stream);
         if (s.Heads * keyTiles == 0) return;
-        if (!tensorCoreBackward.TryGetValue((s.D, s.Dv), out var backward))
-            tensorCoreBackward[(s.D, s.Dv)] = backward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
-                typeof(TensorCoreAttention), nameof(TensorCoreAttention.Backward), FragmentTypes.A(s.Dv), FragmentTypes.D(s.D), FragmentTypes.D(s.Dv)));
+        var kernel = (s.D, s.Dv, TensorCoreMatrixLoads);
+        if (!tensorCoreBackward.TryGetValue(kernel, out var backward))
+            tensorCoreBackward[kernel] = backward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
+                typeof(TensorCoreAttention), nameof(TensorCoreAttention.Backward), FragmentTypes.A(s.Dv), FragmentTypes.D(s.D), FragmentTypes.D(s.Dv), FragmentTypes.Columns(TensorCoreMatrixLoads)));
         backward(launch(s.Heads * keyTiles), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
     }
 

@@ -5,6 +5,7 @@
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 
 namespace Lxt.Backend.Gpu;
 
@@ -31,6 +32,40 @@ public static class TensorCoreAttention
 
     /// <summary>The row stride of a shared tile of rows of <paramref name="width"/> values.</summary>
     internal static int Stride(int width) => width + Pad;
+
+    /// <summary>A shared tile read by columns through ldmatrix (<see cref="MatrixColumns"/>) of
+    /// <paramref name="length"/> values, starting on 16 bytes: allocated with 8 values to spare, and
+    /// <paramref name="skipped"/> values from the allocation's start (ILGPU then aligns the allocation itself to 16).</summary>
+    static ArrayView<ushort> AlignedTile(int length, out long skipped)
+    {
+        var (prefix, tile) = SharedMemory.Allocate<ushort>(length + 8).AlignTo(16);
+        skipped = prefix.Length;
+        return tile;
+    }
+
+    // The shared-window address of a kernel's first, second and third shared allocation, for ldmatrix (ILGPU has no
+    // device-side address of a view): ILGPU names a kernel's allocations __shared_alloca0, 1, … in the order the
+    // kernel makes them, which the PTX test checks by their sizes. 0 where the accelerator is not CUDA.
+    static long SharedAddress0()
+    {
+        if (!CudaAsm.IsSupported) return 0;
+        CudaAsm.Emit("mov.u64 %0, __shared_alloca0;", out long a);
+        return a;
+    }
+
+    static long SharedAddress1()
+    {
+        if (!CudaAsm.IsSupported) return 0;
+        CudaAsm.Emit("mov.u64 %0, __shared_alloca1;", out long a);
+        return a;
+    }
+
+    static long SharedAddress2()
+    {
+        if (!CudaAsm.IsSupported) return 0;
+        CudaAsm.Emit("mov.u64 %0, __shared_alloca2;", out long a);
+        return a;
+    }
 
     /// <summary>Tiles of <see cref="Tile"/> that cover <paramref name="n"/> rows or keys.</summary>
     public static int Tiles(int n) => (n + Tile - 1) / Tile;
@@ -101,12 +136,14 @@ public static class TensorCoreAttention
     /// Heads · ⌈T / Tile⌉, <see cref="Threads"/> a group): each warp keeps its 16 rows' Q (<typeparamref name="TQ"/>,
     /// <see cref="FragmentTypes.A"/> of D), running maxima and sums and O (<typeparamref name="TO"/>,
     /// <see cref="FragmentTypes.D"/> of Dv) in registers, and walks the kept keys a shared tile of K and V at a time,
-    /// 16 keys a step of its online softmax.</summary>
-    public static void Forward<TQ, TO>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> y, AttentionShape s)
-        where TQ : struct, IAFragments where TO : struct, IDFragments
+    /// 16 keys a step of its online softmax, reading V by columns as <typeparamref name="TB"/> does
+    /// (<see cref="FragmentTypes.Columns"/>).</summary>
+    public static void Forward<TQ, TO, TB>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> y, AttentionShape s)
+        where TQ : struct, IAFragments where TO : struct, IDFragments where TB : struct, IColumnLoads
     {
         var kTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
-        var vTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
+        var vTile = AlignedTile(Tile * (MaxDim + Pad), out long vSkipped);
+        long vShared = SharedAddress1() + 2 * vSkipped;
         int tiles = Tiles(s.T);
         // the last query tiles first, of every head in turn: under a causal mask they keep the most keys, so the
         // longest groups start first and the shortest fill the last wave
@@ -167,8 +204,9 @@ public static class TensorCoreAttention
                 lA += s0 + s1 + s4 + s5;
                 lB += s2 + s3 + s6 + s7;
                 // O += P·V, P from the scores' registers: the two 8-key tiles side by side are one 16-key step
-                o.MmaByColumns(TensorCores.Pack(s0, s1), TensorCores.Pack(s2, s3), TensorCores.Pack(s4, s5), TensorCores.Pack(s6, s7),
-                    new ColumnHalves(vTile, Stride(s.Dv), kc, g, t), 0);
+                var values = default(TB);
+                values.Start(vTile, Stride(s.Dv), kc, g, t, vShared);
+                o.MmaByColumns(TensorCores.Pack(s0, s1), TensorCores.Pack(s2, s3), TensorCores.Pack(s4, s5), TensorCores.Pack(s6, s7), values, 0);
             }
         }
         lA = QuadSum(lA);
@@ -198,14 +236,16 @@ public static class TensorCoreAttention
     /// <typeparamref name="TDV"/>: <see cref="FragmentTypes.D"/>) in registers; its keys it reads from the group's shared
     /// tile of K, which dQ = dS·K reads too, so that at D = 128 a lane holds 160 words of fragments, not 192.
     /// <paramref name="dkv"/> holds dK [KvHeads, Keys, D] then dV [KvHeads, Keys, Dv]; the heads sharing a key/value
-    /// head add into it atomically (it must then be zero before).</summary>
-    public static void Backward<TV, TDK, TDV>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> grad,
+    /// head add into it atomically (it must then be zero before). The tiles of dO, Q and K are read by columns as
+    /// <typeparamref name="TB"/> does (<see cref="FragmentTypes.Columns"/>).</summary>
+    public static void Backward<TV, TDK, TDV, TB>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> grad,
                                 ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
-        where TV : struct, IAFragments where TDK : struct, IDFragments where TDV : struct, IDFragments
+        where TV : struct, IAFragments where TDK : struct, IDFragments where TDV : struct, IDFragments where TB : struct, IColumnLoads
     {
-        var qTile = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad));
-        var oTile = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad));
-        var kTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
+        var qTile = AlignedTile(BackwardRows * (MaxDim + Pad), out long qSkipped);
+        var oTile = AlignedTile(BackwardRows * (MaxDim + Pad), out long oSkipped);
+        var kTile = AlignedTile(Tile * (MaxDim + Pad), out long kSkipped);
+        long qShared = SharedAddress0() + 2 * qSkipped, oShared = SharedAddress1() + 2 * oSkipped, kShared = SharedAddress2() + 2 * kSkipped;
         var dsTile = SharedMemory.Allocate<ushort>(BackwardRows * (Tile + Pad));
         var rowL = SharedMemory.Allocate<float>(BackwardRows);
         var rowD = SharedMemory.Allocate<float>(BackwardRows);
@@ -260,8 +300,9 @@ public static class TensorCoreAttention
                 p6 = Probability(s, p6, row + 8, keyB, rowL[col + 8], all);
                 p7 = Probability(s, p7, row + 9, keyB, rowL[col + 9], all);
                 // dV += Pᵀ·dO, Pᵀ from its registers: the two 8-row tiles side by side are one 16-row step
-                dv.MmaByColumns(TensorCores.Pack(p0, p1), TensorCores.Pack(p2, p3), TensorCores.Pack(p4, p5), TensorCores.Pack(p6, p7),
-                    new ColumnHalves(oTile, dvStride, rc, g, t), 0);
+                var gradColumns = default(TB);
+                gradColumns.Start(oTile, dvStride, rc, g, t, oShared);
+                dv.MmaByColumns(TensorCores.Pack(p0, p1), TensorCores.Pack(p2, p3), TensorCores.Pack(p4, p5), TensorCores.Pack(p6, p7), gradColumns, 0);
                 if (!keysToo) continue;
                 // dSᵀ = scale · Pᵀ ⊙ (V·dOᵀ − Δ), and dK += dSᵀ·Q
                 float o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f, o4 = 0f, o5 = 0f, o6 = 0f, o7 = 0f;
@@ -277,7 +318,9 @@ public static class TensorCoreAttention
                 o6 = s.Scale * p6 * (o6 - rowD[col + 8]);
                 o7 = s.Scale * p7 * (o7 - rowD[col + 9]);
                 uint w01 = TensorCores.Pack(o0, o1), w23 = TensorCores.Pack(o2, o3), w45 = TensorCores.Pack(o4, o5), w67 = TensorCores.Pack(o6, o7);
-                dk.MmaByColumns(w01, w23, w45, w67, new ColumnHalves(qTile, dStride, rc, g, t), 0);
+                var queryColumns = default(TB);
+                queryColumns.Start(qTile, dStride, rc, g, t, qShared);
+                dk.MmaByColumns(w01, w23, w45, w67, queryColumns, 0);
                 // dS (rows × keys) for dQ, from this warp's keys: the same bfloat16 values, a word's halves in two rows
                 int key = warp * 16 + g;
                 dsTile[col * dsStride + key] = (ushort)w01;
@@ -300,9 +343,10 @@ public static class TensorCoreAttention
                 float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
                 for (int kk = 0; kk < Tile / 16; kk++)
                 {
-                    var keyColumns = new ColumnHalves(kTile, dStride, kk * 16, g, t);
-                    TensorCores.Mma(ds.Top[8 * kk], ds.Bottom[8 * kk], ds.Top[8 * kk + 4], ds.Bottom[8 * kk + 4],
-                        keyColumns.Near(nt * 8), keyColumns.Far(nt * 8), ref d0, ref d1, ref d2, ref d3);
+                    var keyColumns = default(TB);
+                    keyColumns.Start(kTile, dStride, kk * 16, g, t, kShared);
+                    keyColumns.Pair(nt * 8, out uint b0, out uint b1);
+                    TensorCores.Mma(ds.Top[8 * kk], ds.Bottom[8 * kk], ds.Top[8 * kk + 4], ds.Bottom[8 * kk + 4], b0, b1, ref d0, ref d1, ref d2, ref d3);
                 }
                 int c = nt * 8 + 2 * t;
                 if (rowA < s.T)

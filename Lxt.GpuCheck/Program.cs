@@ -4,7 +4,7 @@
 //                     [--repeats 7] [--precision f32|tf32|bf16] [--profile] [--checkpointing none,products,layers]
 //                     [--profile-tokens 128,2048] [--layers N] [--plan-memory] [--pairs none|all|LIST]
 //                     [--softmax-warp-rows] [--softmax-register-rows] [--table-parameters] [--attention-blocks N]
-//                     [--all-positions] [--fused-attention] [--tensor-core-attention]
+//                     [--all-positions] [--fused-attention] [--tensor-core-attention] [--ldmatrix]
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
 //                     tolerances to 1e-2 and 5e-2, and bf16 runs each fixture again with every value narrow that can
 //                     be; --plan-memory only prints each run's planned device memory and kernel count, from a dry
@@ -17,7 +17,8 @@
 //                     --all-positions computes every value at every position, not only at the rows the logits read;
 //                     --fused-attention computes each attention as one op, its probabilities never stored;
 //                     --tensor-core-attention computes those ops on tensor cores, after checking one tensor-core
-//                     product, each part of an attention against CUDA cores, and timing attention alone)
+//                     product, each part of an attention against CUDA cores, and timing attention alone;
+//                     --ldmatrix has them read their tiles by columns through ldmatrix)
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -45,7 +46,7 @@ if (options.PlanMemory)
 try
 {
     using var probe = Create();
-    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}, kernels taking values in pairs: {probe.PairedKernels}, softmax rows {(probe.SoftmaxRowsInRegisters ? "in a warp's registers where they fit, else " : "")}{(probe.SoftmaxWarpPerRow ? "a warp each" : "a group each")}, program tables read {(probe.ProgramTablesAsParameters ? "from kernel parameters" : "from device memory")}, attention ops on {(probe.AttentionOnTensorCores ? "tensor cores" : "CUDA cores")}");
+    Say($"device: {probe.DeviceName} ({probe.Name}), cuBLAS: {probe.UsesCublas}, products: {GpuBackend.IdOf(options.Precision)}, kernels taking values in pairs: {probe.PairedKernels}, softmax rows {(probe.SoftmaxRowsInRegisters ? "in a warp's registers where they fit, else " : "")}{(probe.SoftmaxWarpPerRow ? "a warp each" : "a group each")}, program tables read {(probe.ProgramTablesAsParameters ? "from kernel parameters" : "from device memory")}, attention ops on {(probe.AttentionOnTensorCores ? "tensor cores" + (probe.TensorCoreMatrixLoads ? " (tiles read by columns through ldmatrix)" : "") : "CUDA cores")}");
 }
 catch (GpuUnavailableException e)
 {
@@ -137,6 +138,7 @@ GpuBackend Create()
     backend.SoftmaxRowsInRegisters = options.SoftmaxRegisterRows;
     backend.ProgramTablesAsParameters = options.TableParameters;
     backend.AttentionOnTensorCores = options.TensorCoreAttention;
+    backend.TensorCoreMatrixLoads = options.MatrixLoads;
     return backend;
 }
 
@@ -742,6 +744,8 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
     public bool FusedAttention { get; init; }
     /// <summary>Attention ops on tensor cores (<see cref="GpuBackend.AttentionOnTensorCores"/>).</summary>
     public bool TensorCoreAttention { get; init; }
+    /// <summary>Their tiles read by columns through ldmatrix (<see cref="GpuBackend.TensorCoreMatrixLoads"/>).</summary>
+    public bool MatrixLoads { get; init; }
     /// <summary>Softmax rows held in a warp's registers (<see cref="GpuBackend.SoftmaxRowsInRegisters"/>).</summary>
     public bool SoftmaxRegisterRows { get; init; }
 
@@ -782,6 +786,7 @@ sealed record Options(string? Fixtures, string? Out, string Device, string[] Mod
                 "--all-positions" => o with { AllPositions = true },
                 "--fused-attention" => o with { FusedAttention = true },
                 "--tensor-core-attention" => o with { TensorCoreAttention = true },
+                "--ldmatrix" => o with { MatrixLoads = true },
                 "--pairs" => o with
                 {
                     Pairs = Enum.TryParse<PairedKernels>(Next(), ignoreCase: true, out var pairs) && (pairs & ~PairedKernels.All) == 0 ? pairs

@@ -364,13 +364,19 @@ let tests =
                 let values = Map [ "q", random rng (h * t * d) |> Array.map ((*) qScale); "k", random rng (kv * (past + t) * d); "v", random rng (kv * (past + t) * dv) ]
                 let expected = Evaluate.reference values outputs
                 let onCores, onWarps = Evaluate.onBackend tc values outputs, Evaluate.onBackend plain values outputs
+                // the tiles read by columns through ldmatrix (emulated from the row addresses each lane would give)
+                tc.TensorCoreMatrixLoads <- true
+                let throughMatrices = Evaluate.onBackend tc values outputs
+                tc.TensorCoreMatrixLoads <- false
                 let what = sprintf "%d heads over %d, %d tokens after %d, d %d, dv %d, %A" h kv t past d dv mask
                 outputs |> List.iteri (fun i node ->
                     // bfloat16 operands (Q, K, V, P, dO, dS) with float32 sums: within 2e-2, as bfloat16 products are
                     Expect.isLessThan (relativeError onCores.[i] expected.[i]) 2e-2 (sprintf "%s: %s" what (Node.Describe node))
                     Expect.isLessThan (relativeError onWarps.[i] expected.[i]) 1e-5 (sprintf "%s: %s on CUDA cores" what (Node.Describe node))
                     // the tensor cores computed it: their bfloat16 operands leave a trace the float32 kernels do not
-                    Expect.isGreaterThan (relativeError onCores.[i] onWarps.[i]) 1e-6 (sprintf "%s: %s on tensor cores" what (Node.Describe node)))
+                    Expect.isGreaterThan (relativeError onCores.[i] onWarps.[i]) 1e-6 (sprintf "%s: %s on tensor cores" what (Node.Describe node))
+                    // the same words, so the same sums in the same order
+                    Expect.equal throughMatrices.[i] onCores.[i] (sprintf "%s: %s with ldmatrix" what (Node.Describe node)))
         }
         test "one tensor-core product of one warp is A·B + C with A and B rounded to bfloat16, as the GPU check asks of a device" {
             use tc = GpuBackend.CreateCpuWithCudaWarps GemmPrecision.BFloat16
@@ -422,9 +428,6 @@ let tests =
             // values rounded to bfloat16 by the instruction, a pair at a time (the software rounding stays for other
             // accelerators, behind a branch the PTX itself decides)
             let pairRoundings (ptx: string) = ptx.Split("cvt.rn.bf16x2.f32").Length - 1
-            // the only local memory is one word for each operand of an inline mma (ptxas keeps them in registers)
-            let singleWords (ptx: string) =
-                Text.RegularExpressions.Regex.Matches(ptx, @"__local_depot\d+\[(\d+)\]") |> Seq.forall (fun m -> m.Groups.[1].Value = "4")
             // a division by a value known only at run time is a long sequence of instructions: each comes before the
             // kernel's second barrier, once a kernel, none in the loops over tiles (the tile loads step their indices)
             let divisionsFirst (ptx: string) =
@@ -433,25 +436,47 @@ let tests =
                 match at @"\bbar\.sync\b" with
                 | _ :: second :: _ -> divisions |> List.forall (fun i -> i < second)
                 | _ -> false
+            // ldmatrix's row addresses: the shared allocation a kernel names (ILGPU's __shared_allocaN, N its order)
+            // is the tile read by columns, by its size, on 16 bytes
+            let sharedTile (ptx: string) (n: int) (values: int) =
+                Text.RegularExpressions.Regex.IsMatch(ptx, sprintf @"mov\.u64\s+%%rd\d+, __shared_alloca%d;" n)
+                && ptx.Contains(sprintf ".shared .align 16 .b8 __shared_alloca%d[%d];" n (2 * (values + 8)))
+            let matrixLoads (ptx: string) = ptx.Split("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16").Length - 1
             for d in [ 64; 128 ] do
+              for matrix in [ false; true ] do
+                let how = sprintf "d %d, %s" d (if matrix then "ldmatrix" else "16-bit loads")
+                // the only local memory is one word (or address) for each operand of inline PTX (ptxas keeps them in
+                // registers)
+                let operandsOnly (ptx: string) =
+                    Text.RegularExpressions.Regex.Matches(ptx, @"__local_depot\d+\[(\d+)\]")
+                    |> Seq.forall (fun m -> m.Groups.[1].Value = "4" || m.Groups.[1].Value = "8")
                 // fragments of nested types: every product over a head's dimensions unrolled
-                let forward = typeof<TensorCoreAttention>.GetMethod("Forward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d)
+                let forward = typeof<TensorCoreAttention>.GetMethod("Forward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.Columns matrix)
                 let ptx = GpuBackend.KernelPtx forward
-                Expect.equal (mmaCount ptx) (2 * d / 16 + d / 8) (sprintf "forward, d %d: Q·Kᵀ for two tiles of 8 keys, d / 16 steps each, and P·V, d / 8 tiles" d)
-                Expect.isTrue (singleWords ptx) (sprintf "forward, d %d: no array in local memory" d)
-                Expect.isTrue (divisionsFirst ptx) (sprintf "forward, d %d: no division in a loop" d)
-                Expect.equal (wordLoads ptx) (d / 4) (sprintf "forward, d %d: each row pair of K one shared load" d)
-                Expect.isTrue (wordAligned ptx) (sprintf "forward, d %d: shared tiles aligned to words" d)
-                Expect.equal (pairRoundings ptx) (d / 4 + 2 + 4) (sprintf "forward, d %d: Q's fragments, the K and V tiles' loads, P's four words" d)
-                let backward = typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d)
+                Expect.equal (mmaCount ptx) (2 * d / 16 + d / 8) (sprintf "forward, %s: Q·Kᵀ for two tiles of 8 keys, d / 16 steps each, and P·V, d / 8 tiles" how)
+                Expect.isTrue (operandsOnly ptx) (sprintf "forward, %s: no array in local memory" how)
+                Expect.isTrue (divisionsFirst ptx) (sprintf "forward, %s: no division in a loop" how)
+                Expect.equal (wordLoads ptx) (d / 4) (sprintf "forward, %s: each row pair of K one shared load" how)
+                Expect.isTrue (wordAligned ptx) (sprintf "forward, %s: shared tiles aligned to words" how)
+                Expect.equal (pairRoundings ptx) (d / 4 + 2 + 4) (sprintf "forward, %s: Q's fragments, the K and V tiles' loads, P's four words" how)
+                Expect.equal (matrixLoads ptx) (if matrix then d / 8 else 0) (sprintf "forward, %s: one ldmatrix for each tile of V of P·V" how)
+                if matrix then
+                    Expect.isTrue (sharedTile ptx 1 (TensorCoreAttention.Tile * (TensorCoreAttention.MaxDim + TensorCoreAttention.Pad))) "forward: V's tile is allocation 1"
+                let backward = typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d, FragmentTypes.Columns matrix)
                 let ptx = GpuBackend.KernelPtx backward
-                Expect.equal (mmaCount ptx) (2 + 2 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, d %d: K·Qᵀ in a loop and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" d)
-                Expect.isTrue (singleWords ptx) (sprintf "backward, d %d: no array in local memory" d)
-                Expect.isTrue (divisionsFirst ptx) (sprintf "backward, d %d: no division in a loop" d)
+                Expect.equal (mmaCount ptx) (2 + 2 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, %s: K·Qᵀ in a loop and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" how)
+                Expect.isTrue (operandsOnly ptx) (sprintf "backward, %s: no array in local memory" how)
+                Expect.isTrue (divisionsFirst ptx) (sprintf "backward, %s: no division in a loop" how)
                 // K·Qᵀ's loop: four of K (from its shared tile, not registers) and two of each tile of Q a step
-                Expect.equal (wordLoads ptx) (8 + d / 4 + 4) (sprintf "backward, d %d: each row pair of K, Q, dO and dS one shared load" d)
-                Expect.isTrue (wordAligned ptx) (sprintf "backward, d %d: shared tiles aligned to words" d)
-                Expect.equal (pairRoundings ptx) (d / 4 + 3 + 4 + 4) (sprintf "backward, d %d: V's fragments, the K, Q and dO tiles' loads, Pᵀ's and dSᵀ's four words (dS's tile stores dSᵀ's halves)" d)
+                Expect.equal (wordLoads ptx) (8 + d / 4 + 4) (sprintf "backward, %s: each row pair of K, Q, dO and dS one shared load" how)
+                Expect.isTrue (wordAligned ptx) (sprintf "backward, %s: shared tiles aligned to words" how)
+                Expect.equal (pairRoundings ptx) (d / 4 + 3 + 4 + 4) (sprintf "backward, %s: V's fragments, the K, Q and dO tiles' loads, Pᵀ's and dSᵀ's four words (dS's tile stores dSᵀ's halves)" how)
+                Expect.equal (matrixLoads ptx) (if matrix then 2 * d / 8 + 1 else 0) (sprintf "backward, %s: one ldmatrix for each tile of dO in Pᵀ·dO and of Q in dSᵀ·Q, and for K in dS·K's loop" how)
+                if matrix then
+                    let rows = TensorCoreAttention.BackwardRows * (TensorCoreAttention.MaxDim + TensorCoreAttention.Pad)
+                    Expect.isTrue (sharedTile ptx 0 rows) "backward: Q's tile is allocation 0"
+                    Expect.isTrue (sharedTile ptx 1 rows) "backward: dO's tile is allocation 1"
+                    Expect.isTrue (sharedTile ptx 2 (TensorCoreAttention.Tile * (TensorCoreAttention.MaxDim + TensorCoreAttention.Pad))) "backward: K's tile is allocation 2"
         }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
             llamaParity Device.IlgpuCpu

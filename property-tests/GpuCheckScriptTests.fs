@@ -8,18 +8,18 @@ open System.IO
 open Expecto
 
 /// A stand-in for the published Lxt.GpuCheck: the full check (with --fixtures) echoes its options; a 4-layer timing
-/// on tensor cores checks and times attention alone, takes 10.5 ms and exits with $FAKE_TENSOR_CORE_STATUS (a check
-/// failed where 1); fused attention on CUDA cores hangs; any other choice takes 15.5 ms.
+/// on tensor cores with ldmatrix hangs; without, it checks and times attention alone, takes 10.5 ms and exits with
+/// $FAKE_TENSOR_CORE_STATUS (a check failed where 1); any other choice takes 15.5 ms.
 let private fakeCheck = """#!/usr/bin/env bash
 a="$*"
 if [[ "$a" == *--fixtures* ]]; then echo "check run with: $a"; exit 0; fi
+if [[ "$a" == *--ldmatrix* ]]; then exec sleep 60; fi
 if [[ "$a" == *--tensor-core-attention* ]]; then
   echo "attention d 64: O on tensor cores vs CUDA cores: relative difference 1.0E-003 ok"
   echo "attention d 64, 32 heads over 8, 2048 tokens, causal: output on tensor cores 0.20 ms (86.0 TFLOP/s)"
   echo "profile llama-1b 2048 tokens: 10.50 ms per run replaying a CUDA graph, 11.00 ms launching kernel by kernel"
   exit "${FAKE_TENSOR_CORE_STATUS:-0}"
 fi
-if [[ "$a" == *--fused-attention* ]]; then exec sleep 60; fi
 echo "profile llama-1b 2048 tokens: 15.50 ms per run replaying a CUDA graph, 16.00 ms launching kernel by kernel"
 """
 
@@ -66,8 +66,9 @@ let tests =
             let all, output, ran = tuned 0
             Expect.contains all "fastest: --pairs All --fused-attention --tensor-core-attention --checkpointing none (10.50 ms)" output
             // the hanging choice is stopped and named so
-            Expect.contains all "--pairs All --fused-attention --checkpointing none: ? ms for 4 layers, not chosen: a check failed or it was stopped" output
+            Expect.contains all "--pairs All --fused-attention --tensor-core-attention --ldmatrix --checkpointing none: ? ms for 4 layers, not chosen: a check failed or it was stopped" output
             Expect.stringContains all.[ran] "--precision bf16 --pairs All --fused-attention --tensor-core-attention" "the chosen kernels"
+            Expect.isFalse (all.[ran].Contains "--ldmatrix") all.[ran]
             Expect.isFalse (all.[ran].Contains "--checkpointing") "every checkpointing choice of the table, not the 4 layers' one"
             // the choices' lines come again last, after the check's own output
             let again = all |> Array.findIndex (fun l -> l.StartsWith "choices timed first")

@@ -13,8 +13,8 @@
 #                                 # kernel parameters), attention whole, in blocks of query rows or as one op (with no
 #                                 # checkpointing, which then fits), and every value at every position,
 #                                 # one line each and the fastest last; then `run` with LXT_GPU_CHECK_ARGS set to it
-#   scripts/gpu-check.sh tune     # there: the three leading choices of `variants` (fused attention on tensor cores,
-#                                 # products, fused attention on CUDA cores), then `run` with the fastest's options,
+#   scripts/gpu-check.sh tune     # there: the three leading choices of `variants` (fused attention on tensor cores
+#                                 # with and without ldmatrix, products), then `run` with the fastest's options,
 #                                 # all within one device call (LXT_GPU_TUNE_SECONDS, default 560), so no second
 #                                 # call has to catch the machine before it is given back
 #
@@ -51,7 +51,8 @@ unpack() {
 }
 
 # the choices `variants` times, the most promising first (LXT_GPU_VARIANTS replaces the list, one choice per line)
-all_variants="--pairs All --fused-attention --tensor-core-attention --checkpointing none
+all_variants="--pairs All --fused-attention --tensor-core-attention --ldmatrix --checkpointing none
+--pairs All --fused-attention --tensor-core-attention --checkpointing none
 --pairs All
 --pairs All --fused-attention --checkpointing none
 --pairs All --attention-blocks 0
