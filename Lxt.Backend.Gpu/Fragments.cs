@@ -216,19 +216,27 @@ public struct ColumnHalves : IColumnLoads
 /// the addresses are tested on every accelerator.</summary>
 public struct MatrixColumns : IColumnLoads
 {
-    ArrayView<ushort> tile;
-    // on CUDA the shared-window address of this lane's row k + lane % 16 at column 0, elsewhere its index in the tile
+    // on CUDA the shared-window address of this lane's row k + lane % 16 at column 0
     long row;
-    int g, t;
+    // elsewhere the tile, and this lane's column g of the rows ldmatrix hands it: 2t, 2t + 1, 8 + 2t and 9 + 2t of
+    // the 16, whose starts lanes 2t, 2t + 1, 8 + 2t and 9 + 2t give (gathered once a step)
+    ArrayView<ushort> tile;
+    int near, nearNext, far, farNext;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Start(ArrayView<ushort> tile, int stride, int k, int g, int t, long sharedBase)
     {
+        int element = (k + ((4 * g + t) & 15)) * stride;
+        if (CudaAsm.IsSupported)
+        {
+            row = sharedBase + 2L * element;
+            return;
+        }
         this.tile = tile;
-        this.g = g;
-        this.t = t;
-        long element = (long)(k + ((4 * g + t) & 15)) * stride;
-        row = CudaAsm.IsSupported ? sharedBase + 2 * element : element;
+        near = Warp.Shuffle(element, 2 * t) + g;
+        nearNext = Warp.Shuffle(element, 2 * t + 1) + g;
+        far = Warp.Shuffle(element, 8 + 2 * t) + g;
+        farNext = Warp.Shuffle(element, 9 + 2 * t) + g;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -243,12 +251,8 @@ public struct MatrixColumns : IColumnLoads
             b1 = r1.Value;
             return;
         }
-        // matrix m's rows 2t and 2t + 1 come from lanes 8m + 2t and + 1: their rows at this lane's column
-        int mine = (int)row;
-        int near = Warp.Shuffle(mine, 2 * t), nearNext = Warp.Shuffle(mine, 2 * t + 1);
-        int far = Warp.Shuffle(mine, 8 + 2 * t), farNext = Warp.Shuffle(mine, 9 + 2 * t);
-        b0 = tile[near + n + g] | (uint)tile[nearNext + n + g] << 16;
-        b1 = tile[far + n + g] | (uint)tile[farNext + n + g] << 16;
+        b0 = tile[near + n] | (uint)tile[nearNext + n] << 16;
+        b1 = tile[far + n] | (uint)tile[farNext + n] << 16;
     }
 }
 

@@ -22,7 +22,7 @@ public sealed partial class GpuBackend
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? reduceRows;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>?
         attentionQueryRows, attentionKeyRows;
-    // the tensor-core attention kernels per head dimensions (D, Dv)
+    // the tensor-core attention kernels per head dimensions (D, Dv) and way of reading tiles by columns
     readonly Dictionary<(int, int, bool), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreForward = [];
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>? tensorCoreProduct;
     readonly Dictionary<(int, int, bool), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreBackward = [];
@@ -268,9 +268,9 @@ public sealed partial class GpuBackend
         {
             int tiles = TensorCoreAttention.Tiles(s.T);
             if (s.Heads * tiles == 0) return;
-            var key = (s.D, s.Dv, TensorCoreMatrixLoads);
-            if (!tensorCoreForward.TryGetValue(key, out var forward))
-                tensorCoreForward[key] = forward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
+            var forwardKey = (s.D, s.Dv, TensorCoreMatrixLoads);
+            if (!tensorCoreForward.TryGetValue(forwardKey, out var forward))
+                tensorCoreForward[forwardKey] = forward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
                     typeof(TensorCoreAttention), nameof(TensorCoreAttention.Forward), FragmentTypes.A(s.D), FragmentTypes.D(s.Dv), FragmentTypes.Columns(TensorCoreMatrixLoads)));
             forward(launch(s.Heads * tiles), At(0), At(1), At(2), y.View, s);
             return;
@@ -280,9 +280,9 @@ public sealed partial class GpuBackend
         if (s.Heads > s.KvHeads) y.View.MemSetToZero(stream);
         else if (nq > 0) y.View.SubView(0, nq).MemSetToZero(stream);
         if (s.Heads * keyTiles == 0) return;
-        var kernel = (s.D, s.Dv, TensorCoreMatrixLoads);
-        if (!tensorCoreBackward.TryGetValue(kernel, out var backward))
-            tensorCoreBackward[kernel] = backward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
+        var backwardKey = (s.D, s.Dv, TensorCoreMatrixLoads);
+        if (!tensorCoreBackward.TryGetValue(backwardKey, out var backward))
+            tensorCoreBackward[backwardKey] = backward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
                 typeof(TensorCoreAttention), nameof(TensorCoreAttention.Backward), FragmentTypes.A(s.Dv), FragmentTypes.D(s.D), FragmentTypes.D(s.Dv), FragmentTypes.Columns(TensorCoreMatrixLoads)));
         backward(launch(s.Heads * keyTiles), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
     }

@@ -291,13 +291,13 @@ void TensorCoreProductCheck()
         return sum;
     }).ToArray();
     double Error(double[] expected) => expected.Zip(d, (x, y) => Math.Abs(x - y)).Max() / (1 + expected.Max(Math.Abs));
-    double error = Error(Expected(false));
+    var expected = Expected(false);
+    double error = Error(expected);
     bool ok = error < 1e-5 && d.All(float.IsFinite);
     if (!ok) failures++;
     Say($"tensor-core product (mma.sync m16n8k16 bf16 of one warp): relative difference {error:E2} from A·B + C in float64 {(ok ? "ok" : "FAIL")}");
     summary.Add($"tensor-core product: {(ok ? "ok" : "FAIL")} ({error:E1})");
     if (ok) return;
-    var expected = Expected(false);
     for (int i = 0; i < 16; i++)
         Say("  D row " + i.ToString().PadLeft(2) + ": " + string.Concat(Enumerable.Range(0, 8).Select(j =>
             Math.Abs(expected[i * 8 + j] - d[i * 8 + j]) < 1e-5 * (1 + Math.Abs(expected[i * 8 + j])) ? '.' : 'x')));
@@ -317,22 +317,13 @@ void TensorCoreAttentionCheck()
     {
         const int heads = 4, kvHeads = 2;
         int tokens = cpu ? 70 : 200;
-        var mask = new AttentionMask(true, 0, null);
-        var q = Ops.input("q", [heads, tokens, d], DType.Float);
-        var k = Ops.input("k", [kvHeads, tokens, d], DType.Float);
-        var v = Ops.input("v", [kvHeads, tokens, d], DType.Float);
-        var w = Ops.input("w", [heads, tokens, d], DType.Float);
-        double scale = 1 / Math.Sqrt(d);
-        var o = Ops.attention(mask, scale, q, k, v);
-        var loss = Ops.reduceSum(Microsoft.FSharp.Collections.ListModule.OfArray(new[] { 0, 1, 2 }), false, Ops.mul(o, w));
-        var grads = Autodiff.vjp(Microsoft.FSharp.Collections.ListModule.OfArray(new[] { Tuple.Create(loss, Ops.scalar(1.0)) }),
-            Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k, v })).ToArray();
+        var (o, y, grads) = CausalAttention(d, heads, kvHeads, tokens);
         float[] Random(int n) => Enumerable.Range(0, n).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
         var values = new Dictionary<string, float[]>
         {
             ["q"] = Random(heads * tokens * d), ["k"] = Random(kvHeads * tokens * d), ["v"] = Random(kvHeads * tokens * d), ["w"] = Random(heads * tokens * d),
         };
-        var parts = new (Node, string)[] { (o, "O"), (Ops.attentionPart(AttentionPart.Output, mask, scale, Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k, v })), "Y (O and L)"), (grads[0], "dQ"), (grads[1], "dK"), (grads[2], "dV") };
+        var parts = new (Node, string)[] { (o, "O"), (y, "Y (O and L)"), (grads[0], "dQ"), (grads[1], "dK"), (grads[2], "dV") };
         foreach (var (node, label) in parts)
         {
             backend.AttentionOnTensorCores = true;
@@ -352,20 +343,31 @@ void TensorCoreAttentionCheck()
     foreach (int d in new[] { 64, 128 }) TimeAttention(backend, d, cpu ? 4 : 32, cpu ? 2 : 8, cpu ? 64 : 2048);
 }
 
-// Attention alone, its output (O and L) and its output with the gradients of Q, K and V, on tensor cores and on CUDA
-// cores, inputs resident on the device, median of 5 runs after one (one on the CPU accelerator); TFLOP/s counts the products a causal attention
-// needs (Q·Kᵀ and P·V forward; K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q and dS·K backward), half of each square.
-void TimeAttention(GpuBackend backend, int d, int heads, int kvHeads, int tokens)
+// A causal grouped-query attention over inputs q [heads, tokens, d], k and v [kvHeads, tokens, d] as one op: its
+// output O, Y (O and L), and the gradients of Q, K and V of Σ O ⊙ w (input w, O's shape).
+static (Node O, Node Y, Node[] Grads) CausalAttention(int d, int heads, int kvHeads, int tokens)
 {
     var mask = new AttentionMask(true, 0, null);
     var q = Ops.input("q", [heads, tokens, d], DType.Float);
     var k = Ops.input("k", [kvHeads, tokens, d], DType.Float);
     var v = Ops.input("v", [kvHeads, tokens, d], DType.Float);
     var w = Ops.input("w", [heads, tokens, d], DType.Float);
-    var y = Ops.attentionPart(AttentionPart.Output, mask, 1 / Math.Sqrt(d), Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k, v }));
-    var loss = Ops.reduceSum(Microsoft.FSharp.Collections.ListModule.OfArray(new[] { 0, 1, 2 }), false, Ops.mul(Ops.attention(mask, 1 / Math.Sqrt(d), q, k, v), w));
+    double scale = 1 / Math.Sqrt(d);
+    var o = Ops.attention(mask, scale, q, k, v);
+    var y = Ops.attentionPart(AttentionPart.Output, mask, scale, Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k, v }));
+    var loss = Ops.reduceSum(Microsoft.FSharp.Collections.ListModule.OfArray(new[] { 0, 1, 2 }), false, Ops.mul(o, w));
     var grads = Autodiff.vjp(Microsoft.FSharp.Collections.ListModule.OfArray(new[] { Tuple.Create(loss, Ops.scalar(1.0)) }),
-        Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k, v }));
+        Microsoft.FSharp.Collections.ListModule.OfArray(new[] { q, k, v })).ToArray();
+    return (o, y, grads);
+}
+
+// Attention alone, its output (O and L) and its output with the gradients of Q, K and V, on tensor cores and on CUDA
+// cores, inputs resident on the device, median of 5 runs after one (one on the CPU accelerator); TFLOP/s counts the
+// products a causal attention needs (Q·Kᵀ and P·V forward; K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q and dS·K backward), half of each
+// square.
+void TimeAttention(GpuBackend backend, int d, int heads, int kvHeads, int tokens)
+{
+    var (_, y, grads) = CausalAttention(d, heads, kvHeads, tokens);
     var rng = new Random(4);
     var feeds = new Dictionary<string, IBuffer>();
     foreach (var (name, n) in new[] { ("q", heads), ("k", kvHeads), ("v", kvHeads), ("w", heads) })
@@ -378,7 +380,7 @@ void TimeAttention(GpuBackend backend, int d, int heads, int kvHeads, int tokens
     int runs = options.Device == "ilgpu-cpu" ? 1 : 5; // the CPU accelerator only tries it
     bool onCores = backend.AttentionOnTensorCores;
     var line = new StringBuilder($"attention d {d}, {heads} heads over {kvHeads}, {tokens} tokens, causal:");
-    foreach (var (outputs, what, products) in new[] { (new[] { y }, "output", 2), (grads.ToArray(), "output and gradients", 7) })
+    foreach (var (outputs, what, products) in new[] { (new[] { y }, "output", 2), (grads, "output and gradients", 7) })
     {
         foreach (bool cores in new[] { true, false })
         {

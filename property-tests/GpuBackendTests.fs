@@ -442,14 +442,14 @@ let tests =
                 Text.RegularExpressions.Regex.IsMatch(ptx, sprintf @"mov\.u64\s+%%rd\d+, __shared_alloca%d;" n)
                 && ptx.Contains(sprintf ".shared .align 16 .b8 __shared_alloca%d[%d];" n (2 * (values + 8)))
             let matrixLoads (ptx: string) = ptx.Split("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16").Length - 1
+            // the only local memory is one word (or address) for each operand of inline PTX (ptxas keeps them in
+            // registers)
+            let operandsOnly (ptx: string) =
+                Text.RegularExpressions.Regex.Matches(ptx, @"__local_depot\d+\[(\d+)\]")
+                |> Seq.forall (fun m -> m.Groups.[1].Value = "4" || m.Groups.[1].Value = "8")
             for d in [ 64; 128 ] do
               for matrix in [ false; true ] do
                 let how = sprintf "d %d, %s" d (if matrix then "ldmatrix" else "16-bit loads")
-                // the only local memory is one word (or address) for each operand of inline PTX (ptxas keeps them in
-                // registers)
-                let operandsOnly (ptx: string) =
-                    Text.RegularExpressions.Regex.Matches(ptx, @"__local_depot\d+\[(\d+)\]")
-                    |> Seq.forall (fun m -> m.Groups.[1].Value = "4" || m.Groups.[1].Value = "8")
                 // fragments of nested types: every product over a head's dimensions unrolled
                 let forward = typeof<TensorCoreAttention>.GetMethod("Forward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.Columns matrix)
                 let ptx = GpuBackend.KernelPtx forward
