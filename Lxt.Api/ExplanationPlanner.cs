@@ -34,17 +34,20 @@ public static class ExplanationPlanner
     /// attention in blocks of <paramref name="attentionBlockRows"/> query rows (<see cref="ExplainOptions.AttentionBlockRows"/>),
     /// every value at every position when <paramref name="allPositions"/> (<see cref="ExplainOptions.AllPositions"/>),
     /// attention as one op when <paramref name="fusedAttention"/> (<see cref="ExplainOptions.FusedAttention"/>; null:
-    /// as the device's backend chooses).</summary>
+    /// as the device's backend chooses). <paramref name="decisions"/>, when given, is the backend whose decisions the
+    /// dry run mirrors instead of <see cref="DecisionsFor"/>'s (a GPU backend with other kernel choices); the caller
+    /// keeps and disposes it.</summary>
     public static IReadOnlyList<PlannedExplanation> Plan(Model model, string inputName, IReadOnlyList<string> layerOutputs,
         Device device, GemmPrecision precision, IReadOnlyList<Checkpointing> choices, Method? method = null,
-        int attentionBlockRows = ExplainOptions.DefaultAttentionBlockRows, bool allPositions = false, bool? fusedAttention = null)
+        int attentionBlockRows = ExplainOptions.DefaultAttentionBlockRows, bool allPositions = false, bool? fusedAttention = null,
+        IBackend? decisions = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(choices);
         var input = model.Inputs.FirstOrDefault(i => i.Name == inputName)
             ?? throw new KeyNotFoundException($"the model has no input named '{inputName}'");
-        using var decisions = DecisionsFor(device, precision);
-        var dry = new DryRunBackend(decisions);
+        using var owned = decisions is null ? DecisionsFor(device, precision) : null;
+        var dry = new DryRunBackend(decisions ?? owned!);
         using var session = new Session(model, new ZeroWeights(model), dry);
         var values = new float[ShapeModule.numel(input.Node.Shape)];
         var plans = new List<PlannedExplanation>();

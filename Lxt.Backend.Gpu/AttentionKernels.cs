@@ -16,6 +16,10 @@ public struct AttentionShape
     public int Heads, T, D, KvHeads, Keys, Dv, Causal, Offset, Window, Part;
     public float Scale;
 
+    /// <summary>Bit i set: operand i (Q, K, V) is stored in bfloat16 and passed as its pairs' words
+    /// (<see cref="GpuBuffer.NarrowPairs"/>); only <see cref="TensorCoreAttention"/> reads such operands.</summary>
+    public int Narrow;
+
     /// <summary>A row of Y and of its gradient G: O (or dO), then L.</summary>
     public readonly int Row => Dv + 1;
 

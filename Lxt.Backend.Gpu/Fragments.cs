@@ -19,7 +19,7 @@ public interface IAFragments
 {
     /// <summary>Rows <paramref name="row"/> and + 8 of a [count, width] slab at <paramref name="rowBase"/>, this step
     /// from column <paramref name="c"/> (zero past the slab).</summary>
-    void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t);
+    void Load(in Pairs x, int rowBase, int row, int count, int width, int c, int t);
 
     /// <summary>(s0 … s3) += these rows · B, B[k][n] the k-th value of a shared tile's row n (read by rows):
     /// <paramref name="b"/> is this lane's words of its row n (<see cref="RowWords"/>), this step from its word
@@ -30,7 +30,7 @@ public interface IAFragments
 public struct NoAFragments : IAFragments
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t) { }
+    public readonly void Load(in Pairs x, int rowBase, int row, int count, int width, int c, int t) { }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void MmaByRows(ArrayView<uint> b, int w, ref float s0, ref float s1, ref float s2, ref float s3) { }
@@ -42,7 +42,7 @@ public struct AFragments<TRest> : IAFragments where TRest : struct, IAFragments
     TRest rest;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load(ArrayView<float> x, int rowBase, int row, int count, int width, int c, int t)
+    public void Load(in Pairs x, int rowBase, int row, int count, int width, int c, int t)
     {
         int at = c + 2 * t;
         a0 = TensorCoreAttention.PairAt(x, rowBase, row, count, width, at);
@@ -146,6 +146,27 @@ public struct DFragments<TRest> : IDFragments where TRest : struct, IDFragments
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void Store(ArrayView<float> y, int at, int stride, int row, int count, int c, int t, bool add) =>
         Store(y, at, stride, row, count, c, t, 1f, 1f, add);
+}
+
+/// <summary>Values read a pair at a time as one word of two bfloat16 (the even element in the low half, as
+/// <see cref="TensorCores.Pack"/> packs them): float32 values rounded as they are read, or values stored in bfloat16
+/// read as they are stored, through the view of their pairs' words (<see cref="GpuBuffer.NarrowPairs"/>). Both give the
+/// same words: bfloat16 values are stored rounded to nearest, ties to even, as <see cref="TensorCores.Pack"/> rounds.</summary>
+public readonly struct Pairs
+{
+    readonly ArrayView<float> values;
+    readonly bool narrow;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Pairs(ArrayView<float> values, bool narrow)
+    {
+        this.values = values;
+        this.narrow = narrow;
+    }
+
+    /// <summary>Values <paramref name="i"/> (even) and <paramref name="i"/> + 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint At(int i) => narrow ? Interop.FloatAsInt(values[i >> 1]) : TensorCores.Pack(values[i], values[i + 1]);
 }
 
 /// <summary>A lane's words of rows r and r + 8 of a shared tile of rows of bfloat16 read by rows, from its column pair

@@ -1,5 +1,6 @@
 // Narrow values: in bfloat16 mode, large values that only products, layout copies, fused groups and prologues read are
-// stored in bfloat16 (attention scores, probabilities and their relevances), halving the bytes their kernels move.
+// stored in bfloat16 (attention scores, probabilities and their relevances), halving the bytes their kernels move; so
+// are values of any size that only readers rounding them to bfloat16 read (products, attention on tensor cores).
 // Products write them from cuBLAS in bfloat16, fused groups and softmax rows round as they store, layout copies move
 // them as they are, and every reader widens as it loads. Kernels may take values in pairs (PairedKernels), so that a
 // bfloat16 pair moves as one 32-bit word.
@@ -67,12 +68,35 @@ public sealed partial class GpuBackend : INarrowValues
         return Cheap(mm.a, 0) && Cheap(mm.b, 1);
     }
 
-    /// <summary>Products, layout copies, fused groups and prologues read bfloat16 operands; other plain kernels read
-    /// float32 only.</summary>
-    bool INarrowValues.ReadsNarrow(Node step, bool fused) => step is not null && (fused || TakesBFloat16(step));
+    /// <summary>Products, layout copies, fused groups and prologues read bfloat16 operands, and attention on tensor
+    /// cores its queries, keys and values; other plain kernels read float32 only.</summary>
+    bool INarrowValues.ReadsNarrow(Node step, bool fused, Node operand) =>
+        step is not null && (fused || TakesBFloat16(step) || ReadsQueriesKeysValuesRounded(step, operand));
 
-    /// <summary>In bfloat16 mode products round both operands to bfloat16 as they read them.</summary>
-    bool INarrowValues.RoundsOperands(Node step) => Precision == GemmPrecision.BFloat16 && step?.Op is Op.MatMul;
+    /// <summary>In bfloat16 mode products round both operands to bfloat16 as they read them, and attention on tensor
+    /// cores its queries, keys and values.</summary>
+    bool INarrowValues.RoundsOperand(Node step, Node operand) =>
+        Precision == GemmPrecision.BFloat16 && (step?.Op is Op.MatMul || ReadsQueriesKeysValuesRounded(step, operand));
+
+    /// <summary>Whether <paramref name="step"/> is an attention op this backend computes on tensor cores and
+    /// <paramref name="operand"/> is its Q, K or V and no other of its operands: the kernels round those to bfloat16
+    /// as they load them (<see cref="TensorCoreAttention"/>), and read them stored so as they are.</summary>
+    bool ReadsQueriesKeysValuesRounded(Node? step, Node operand)
+    {
+        if (step?.Op is not Op.Attention a || !OnTensorCores(AttentionShape.Of(a))) return false;
+        bool found = false;
+        int i = 0;
+        foreach (var x in a.operands)
+        {
+            if (ReferenceEquals(x, operand))
+            {
+                if (i >= TensorCoreAttention.NarrowOperands) return false;
+                found = true;
+            }
+            i++;
+        }
+        return found;
+    }
 
     IBuffer INarrowValues.AllocateNarrow(int length) => AllocateBFloat16(length);
 

@@ -73,9 +73,9 @@ public sealed partial class GpuBackend
         var (x, y, n) = Operands(node, inputs, output);
         if (!TakesBFloat16(node))
             for (int i = 0; i < x.Length; i++)
-                if (x[i].IsBFloat16)
+                if (x[i].IsBFloat16 && !(i < TensorCoreAttention.NarrowOperands && node.Op is Op.Attention a && OnTensorCores(AttentionShape.Of(a))))
                     throw new NarrowOperandException(Node.Describe(node),
-                        $"gpu backend: operand {i} of {Node.Describe(node)} is stored in bfloat16, which only matrix products, layout copies and fused groups read; bind a float32 value for this use");
+                        $"gpu backend: operand {i} of {Node.Describe(node)} is stored in bfloat16, which only matrix products, layout copies, fused groups and attention on tensor cores (its queries, keys and values) read; bind a float32 value for this use");
         accelerator.Bind();
         Dispatch(node, x, y, n);
         if (SynchronizeEveryStep) accelerator.Synchronize();
@@ -241,7 +241,7 @@ public sealed partial class GpuBackend
         var s = AttentionShape.Of(a);
         ArrayView<float> At(int i) => AttentionOperand(x, i);
         int rows = s.Heads * s.T;
-        if (AttentionOnTensorCores && accelerator.WarpSize == TensorCores.Lanes && TensorCoreAttention.Takes(s))
+        if (OnTensorCores(s))
         {
             OnTensorCores(s, x, y);
             return;
@@ -257,12 +257,18 @@ public sealed partial class GpuBackend
         attentionKeyRows(WarpPerRow(s.KvHeads * s.Keys), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(s.Part == 1 ? rows * s.D : 0), s);
     }
 
+    /// <summary>Whether this backend computes an attention of these sizes on tensor cores.</summary>
+    bool OnTensorCores(in AttentionShape s) =>
+        AttentionOnTensorCores && accelerator.WarpSize == TensorCores.Lanes && TensorCoreAttention.Takes(s);
+
     /// <summary>Attention on tensor cores (<see cref="TensorCoreAttention"/>): the output (O and L) a group per query
     /// tile of a head; the gradients a group per key tile of a query head, what several groups sum into cleared
-    /// first.</summary>
+    /// first. Q, K and V may be stored in bfloat16 (<see cref="AttentionShape.Narrow"/>), read then in pairs.</summary>
     void OnTensorCores(AttentionShape s, GpuBuffer[] x, GpuBuffer y)
     {
-        ArrayView<float> At(int i) => AttentionOperand(x, i);
+        for (int i = 0; i < TensorCoreAttention.NarrowOperands; i++)
+            if (x[i].IsBFloat16) s.Narrow |= 1 << i;
+        ArrayView<float> At(int i) => i < TensorCoreAttention.NarrowOperands && x[i].IsBFloat16 ? x[i].NarrowPairs : AttentionOperand(x, i);
         var launch = (int groups) => new KernelConfig(new Index1D(groups), new Index1D(TensorCoreAttention.Threads));
         if (s.Part == 0)
         {

@@ -26,6 +26,14 @@ public static class TensorCoreAttention
     /// <summary>Largest head dimension (of queries and keys, and of values).</summary>
     public const int MaxDim = 128;
 
+    /// <summary>The operands the kernels may read stored in bfloat16 (<see cref="AttentionShape.Narrow"/>): Q, K and V,
+    /// operands 0 to 2 of every part, which they round to bfloat16 as they load them anyway.</summary>
+    public const int NarrowOperands = 3;
+
+    /// <summary>Operand <paramref name="i"/> (Q, K or V) read in pairs, stored as <see cref="AttentionShape.Narrow"/>
+    /// says.</summary>
+    static Pairs Operand(ArrayView<float> x, in AttentionShape s, int i) => new(x, (s.Narrow >> i & 1) != 0);
+
     /// <summary>bfloat16 values after each row of a shared tile: a row of a stride of 4 words past a multiple of 32 puts
     /// the 8 rows a warp's quads read in turn (A fragments by rows, B by columns two rows apart) on distinct banks.</summary>
     public const int Pad = 8;
@@ -79,14 +87,14 @@ public static class TensorCoreAttention
 
     /// <summary>Two values of row <paramref name="row"/> of a [rows, width] slab at column c and c + 1 as one word of
     /// bfloat16 (zero past the slab's rows).</summary>
-    internal static uint PairAt(ArrayView<float> x, int rowBase, int row, int rows, int width, int c) =>
-        row < rows ? TensorCores.Pack(x[(rowBase + row) * width + c], x[(rowBase + row) * width + c + 1]) : 0u;
+    internal static uint PairAt(in Pairs x, int rowBase, int row, int rows, int width, int c) =>
+        row < rows ? x.At((rowBase + row) * width + c) : 0u;
 
     /// <summary>The first <paramref name="width"/> values (even) of rows <paramref name="from"/> … + <paramref name="rows"/>
     /// − 1 of a [count, stride] slab at <paramref name="rowBase"/> into a shared tile of <paramref name="rows"/> rows of
     /// <see cref="Stride"/>(<paramref name="width"/>) bfloat16, a pair of values a word, zero past the slab, by all the
     /// group's threads.</summary>
-    static void LoadTile(ArrayView<float> x, int rowBase, int from, int count, int stride, int width, int rows, ArrayView<ushort> tile)
+    static void LoadTile(in Pairs x, int rowBase, int from, int count, int stride, int width, int rows, ArrayView<ushort> tile)
     {
         var words = tile.Cast<uint>();
         int pairs = width / 2, rowWords = Stride(width) / 2;
@@ -98,7 +106,7 @@ public static class TensorCoreAttention
         int atStep = rowStep * stride + 2 * pairStep, wordStep = rowStep * rowWords + pairStep;
         while (r < rows)
         {
-            words[word] = from + r < count ? TensorCores.Pack(x[at], x[at + 1]) : 0u;
+            words[word] = from + r < count ? x.At(at) : 0u;
             r += rowStep;
             p += pairStep;
             at += atStep;
@@ -151,7 +159,7 @@ public static class TensorCoreAttention
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int rowA = r0 + warp * 16 + g, rowB = rowA + 8, qBase = h * s.T, kvBase = kh * s.Keys;
         var qa = default(TQ);
-        qa.Load(q, qBase, rowA, s.T, s.D, 0, t);
+        qa.Load(Operand(q, s, 0), qBase, rowA, s.T, s.D, 0, t);
         var o = default(TO);
         o.Clear();
         AttentionKernels.Kept(s, rowA, out int firstA, out int stopA);
@@ -162,8 +170,8 @@ public static class TensorCoreAttention
         for (int c0 = first; c0 < stop; c0 += Tile)
         {
             Group.Barrier();
-            LoadTile(k, kvBase, c0, stop, s.D, s.D, Tile, kTile);
-            LoadTile(v, kvBase, c0, stop, s.Dv, s.Dv, Tile, vTile);
+            LoadTile(Operand(k, s, 1), kvBase, c0, stop, s.D, s.D, Tile, kTile);
+            LoadTile(Operand(v, s, 2), kvBase, c0, stop, s.Dv, s.Dv, Tile, vTile);
             Group.Barrier();
             for (int kc = 0; kc < Tile; kc += 16)
             {
@@ -258,13 +266,13 @@ public static class TensorCoreAttention
         bool keysToo = s.Part == 1; // part 2: dV alone, no dP, dS, dK or dQ
         // this warp's 16 values as the left operand of V·dOᵀ
         var va = default(TV);
-        if (keysToo) va.Load(v, kvBase, keyA, s.Keys, Dv, 0, t);
+        if (keysToo) va.Load(Operand(v, s, 2), kvBase, keyA, s.Keys, Dv, 0, t);
         var dk = default(TDK);
         dk.Clear();
         var dv = default(TDV);
         dv.Clear();
         Group.Barrier();
-        LoadTile(k, kvBase, c0, s.Keys, D, D, Tile, kTile);
+        LoadTile(Operand(k, s, 1), kvBase, c0, s.Keys, D, D, Tile, kTile);
         int c1 = Math.Min(s.Keys, c0 + Tile), qBase = h * s.T;
         // this warp's 16 keys, the left operand of K·Qᵀ, read from the shared tile
         var keys = new RowWords(kTile, dStride, warp * 16 + g, t);
@@ -275,8 +283,8 @@ public static class TensorCoreAttention
             AttentionKernels.Kept(s, last, out _, out int stop);
             if (stop <= c0 || first >= c1) continue;
             Group.Barrier();
-            LoadTile(q, qBase, r0, s.T, D, D, BackwardRows, qTile);
-            LoadTile(grad, qBase, r0, s.T, s.Row, Dv, BackwardRows, oTile);
+            LoadTile(Operand(q, s, 0), qBase, r0, s.T, D, D, BackwardRows, qTile);
+            LoadTile(new Pairs(grad, false), qBase, r0, s.T, s.Row, Dv, BackwardRows, oTile);
             for (int i = Group.IdxX; i < BackwardRows; i += Group.DimX)
             {
                 bool inside = r0 + i < s.T;

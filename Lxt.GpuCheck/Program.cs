@@ -8,7 +8,7 @@
 //                     (--models none skips the timings; --tf32 is --precision tf32; tf32 and bf16 loosen the parity
 //                     tolerances to 1e-2 and 5e-2, and bf16 runs each fixture again with every value narrow that can
 //                     be; --plan-memory only prints each run's planned device memory and kernel count, from a dry
-//                     run that needs no GPU; $LXT_NARROW_VALUES_FROM sets the narrow-value threshold of the timings;
+//                     run that needs no GPU (with --tensor-core-attention as that choice plans); $LXT_NARROW_VALUES_FROM sets the narrow-value threshold of the timings;
 //                     --pairs sets which kernels take values in pairs, e.g. "NarrowPointwise,Rows";
 //                     --softmax-warp-rows runs softmax rows one warp each instead of one group each;
 //                     --softmax-register-rows holds rows of up to 2048 values in a warp's registers;
@@ -682,14 +682,17 @@ void AgainstProducts(TransformerGraph graph, Session session, GpuBackend backend
 // backend plans it (fusion, prologues, in-place steps, bfloat16 weights), every allocation counted and nothing computed.
 void PlanMemory()
 {
-    Say($"planned device memory, a dry run planning as the GPU backend ({GpuBackend.IdOf(options.Precision)} products): weights, intermediates, inputs and outputs (no GEMM workspace or scratch)");
+    Say($"planned device memory, a dry run planning as the GPU backend ({GpuBackend.IdOf(options.Precision)} products{(options.TensorCoreAttention ? ", attention on tensor cores" : "")}): weights, intermediates, inputs and outputs (no GEMM workspace or scratch)");
+    // the CUDA backend's choices, planned on ILGPU's CPU accelerator with the device's warps where they depend on them
+    using var decisions = options.TensorCoreAttention ? GpuBackend.CreateCpuWithCudaWarps(options.Precision) : null;
+    if (decisions is not null) decisions.AttentionOnTensorCores = true;
     Say($"{"model",-10} {"tokens",6} {"checkpointing",-13} {"planned GiB",11} {"ref GiB",8} {"kernels",8}");
     foreach (var size in options.Models)
         foreach (var tokens in options.Tokens)
         {
             var graph = LlamaShape(size, tokens);
             var plans = ExplanationPlanner.Plan(graph.Model, graph.InputName, graph.LayerOutputs, Device.Cuda, options.Precision, options.CheckpointModes,
-                attentionBlockRows: options.AttentionBlocks, allPositions: options.AllPositions, fusedAttention: options.FusedAttention);
+                attentionBlockRows: options.AttentionBlocks, allPositions: options.AllPositions, fusedAttention: options.FusedAttention, decisions: decisions);
             foreach (var p in plans)
             {
                 string reference = Reference.Of(size, tokens) is var (_, refGiB) ? $"{refGiB,8:F1}" : $"{"-",8}";

@@ -125,12 +125,13 @@ type INarrowValues =
     /// tells, for each value the step reads (Plan.reads), whether it is stored narrow: a narrow value, or a parameter
     /// read only by products on a backend storing those narrow (ILowPrecisionWeights.NarrowsMatrixWeights).
     /// `readRounded` tells that every step reading the value rounds it to the narrow type as it reads it
-    /// (RoundsOperands), directly or through steps that only move values: stored narrow, it loses nothing.
+    /// (RoundsOperand), directly or through steps that only move values: stored narrow, it loses nothing.
     abstract WritesNarrow: step: Node * fused: bool * narrowOperands: bool[] * readRounded: bool -> bool
-    /// True when `step` rounds every operand to the narrow type as it reads it (bfloat16 products).
-    abstract RoundsOperands: step: Node -> bool
-    /// True when `step`'s kernel reads any of its operands from a narrow buffer as well as from a wide one.
-    abstract ReadsNarrow: step: Node * fused: bool -> bool
+    /// True when `step` rounds `operand`, a value it reads, to the narrow type wherever it reads it (bfloat16 products
+    /// their operands, attention on tensor cores its queries, keys and values).
+    abstract RoundsOperand: step: Node * operand: Node -> bool
+    /// True when `step`'s kernel reads `operand`, a value it reads, from a narrow buffer as well as from a wide one.
+    abstract ReadsNarrow: step: Node * fused: bool * operand: Node -> bool
     /// A buffer of `length` narrow values. Copies, uploads and downloads of it are refused or convert as the backend
     /// documents; plans only compute into it and read it back in other steps.
     abstract AllocateNarrow: length: int -> IBuffer

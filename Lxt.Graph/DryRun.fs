@@ -92,8 +92,8 @@ type DryRunBackend(decisions: IBackend) =
         member _.AllocateMatrixWeight(values) = new DryBuffer(values.Length, (if narrows then 2L else 4L), ledger) :> IBuffer
     interface INarrowValues with
         member _.WritesNarrow(step, fused, narrowOperands, readRounded) = narrowValues |> Option.exists (fun v -> v.WritesNarrow(step, fused, narrowOperands, readRounded))
-        member _.RoundsOperands(step) = narrowValues |> Option.exists (fun v -> v.RoundsOperands step)
-        member _.ReadsNarrow(step, fused) = narrowValues |> Option.exists (fun v -> v.ReadsNarrow(step, fused))
+        member _.RoundsOperand(step, operand) = narrowValues |> Option.exists (fun v -> v.RoundsOperand(step, operand))
+        member _.ReadsNarrow(step, fused, operand) = narrowValues |> Option.exists (fun v -> v.ReadsNarrow(step, fused, operand))
         member _.NarrowElementBytes = match narrowValues with Some v -> v.NarrowElementBytes | None -> 4
         member this.AllocateNarrow(length) =
             new DryBuffer(length, int64 (this :> INarrowValues).NarrowElementBytes, ledger) :> IBuffer

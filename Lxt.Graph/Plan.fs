@@ -289,14 +289,14 @@ module Plan =
 
     /// The plan with the values a backend stores narrow marked: a step `writes` accepts (given whether it is fused,
     /// which of the values it reads are narrow, and whether every reader rounds the value anyway) whose every reader
-    /// `reads` accepts, where a reader that shares the value's buffer (see sharesBuffer) passes the question on to its
-    /// own readers. A value is read rounded when each reader `rounds` its operands, or only moves values (layout ops,
-    /// buffer sharers) into a value read rounded. No output, input or parameter is narrow, nor anything sharing the
+    /// `readsNarrow` accepts for it, where a reader that shares the value's buffer (see sharesBuffer) passes the
+    /// question on to its own readers. A value is read rounded when each reader `rounds` it, or only moves values
+    /// (layout ops, buffer sharers) into a value read rounded. No output, input or parameter is narrow, nor anything sharing the
     /// buffer of one. Steps decide in order, so the operands a step is told about are decided; `narrowWeights` says
     /// parameters read only by products are stored narrow (ILowPrecisionWeights). Values are unchanged up to the
     /// backend's rounding; steps are the same. Call it on the plan as it runs (fused, when the backend fuses); a plan
     /// whose narrow values stay the same is returned as it is.
-    let narrowWhere (writes: Node -> bool -> bool[] -> bool -> bool) (readsNarrow: Node -> bool -> bool) (rounds: Node -> bool)
+    let narrowWhere (writes: Node -> bool -> bool[] -> bool -> bool) (readsNarrow: Node -> bool -> Node -> bool) (rounds: Node -> Node -> bool)
                     (narrowWeights: bool) (plan: Plan) : Plan =
         let readers = Traverse.readersBy (reads plan) plan.Steps
         let outputs = HashSet<Node>(plan.Outputs, HashIdentity.Reference)
@@ -313,7 +313,7 @@ module Plan =
                 | true, r ->
                     r |> Seq.forall (fun u ->
                         if shares u then sharing.Add u; readNarrow sharing u
-                        else readsNarrow u (isFusedStep plan u))
+                        else readsNarrow u (isFusedStep plan u) n)
                 | _ -> true)
         // readers before the values they read: which values every reader rounds anyway
         let rounded = HashSet<Node>(HashIdentity.Reference)
@@ -322,7 +322,7 @@ module Plan =
         for i in plan.Steps.Length - 1 .. -1 .. 0 do
             let n = plan.Steps.[i]
             match readers.TryGetValue n with
-            | true, r when not (outputs.Contains n) && r |> Seq.forall (fun u -> rounds u || (movesValues u && rounded.Contains u)) ->
+            | true, r when not (outputs.Contains n) && r |> Seq.forall (fun u -> rounds u n || (movesValues u && rounded.Contains u)) ->
                 rounded.Add n |> ignore
             | _ -> ()
         let narrow = HashSet<Node>(HashIdentity.Reference)
@@ -374,7 +374,7 @@ type Executable(compiled: Plan, backend: IBackend) =
         match narrowing with
         | Some v ->
             let narrowWeights = match backend with :? ILowPrecisionWeights as w -> w.NarrowsMatrixWeights | _ -> false
-            Plan.narrowWhere (fun n fused operands rounded -> v.WritesNarrow(n, fused, operands, rounded)) (fun n fused -> v.ReadsNarrow(n, fused)) v.RoundsOperands narrowWeights plan
+            Plan.narrowWhere (fun n fused operands rounded -> v.WritesNarrow(n, fused, operands, rounded)) (fun n fused operand -> v.ReadsNarrow(n, fused, operand)) (fun n operand -> v.RoundsOperand(n, operand)) narrowWeights plan
         | None when plan.Narrow.Count > 0 ->
             raise (NotSupportedException(sprintf "the plan stores %d values narrow but backend %s has no narrow buffers (INarrowValues); compile it without Plan.narrowWhere"
                                              plan.Narrow.Count backend.Name))

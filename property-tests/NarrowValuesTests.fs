@@ -78,7 +78,11 @@ let violations (plan: Plan) : string list =
             for u in r do
                 let fine = plan.Narrow.Contains u && Plan.sharesBuffer plan u
                            || Plan.isFusedStep plan u
-                           || (match u.Op with MatMul _ | Permute _ | Slice _ | Concat _ | Broadcast _ -> true | _ -> false)
+                           || (match u.Op with
+                               | MatMul _ | Permute _ | Slice _ | Concat _ | Broadcast _ -> true
+                               // attention on tensor cores reads its queries, keys and values, operands 0 to 2, narrow
+                               | Attention(_, _, _, xs) -> xs |> List.indexed |> List.forall (fun (i, x) -> not (obj.ReferenceEquals(x, n)) || i < TensorCoreAttention.NarrowOperands)
+                               | _ -> false)
                 if not fine then yield sprintf "%s is read by %s, a plain kernel" (Node.Describe n) (Node.Describe u)
         | _ -> () ]
 
@@ -364,6 +368,41 @@ let tests =
             Expect.equal (narrowOps |> List.map (fun op -> match op with Unary(o, _) -> string o | op -> op.GetType().Name) |> List.sort) [ "Slice"; "Tanh" ]
                 "48 values, far below the threshold: h and its slice, not s"
             Array.iter2 (fun (a: float32[]) b -> Expect.sequenceEqual a b "the same products, bit for bit") narrowResults wideResults
+        }
+        test "attention on tensor cores reads its queries, keys and values narrow at any size, with the same bits as from float32" {
+            // Q and K computed by fused groups, V by a layout copy, each read by the attention's parts alone (a product
+            // with a scalar reads no value of its own in its gradient), so each is narrow although far below the
+            // threshold; the kernels round them to bfloat16 as they load them, so the stored values give the same words
+            let h, kv, t, d, dv = 2, 1, 40, 32, 16
+            let q0, k0, v0 = input "q" [| h; t; d |] Float, input "k" [| kv; t; d |] Float, input "v" [| t; kv; dv |] Float
+            let q, k, v = mul q0 (scalar 2.0), mul k0 (scalar 0.5), permute [ 1; 0; 2 ] v0
+            let mask = { Causal = true; Offset = 0; Window = None }
+            let outputs = RandomGraphs.forwardAndGradients 3 (attention mask (1.0 / Math.Sqrt(float d)) q k v)
+            let rng = Random 4
+            let feeds = [ "q", h * t * d; "k", kv * t * d; "v", t * kv * dv ] |> List.map (fun (name, n) -> name, Array.init n (fun _ -> float32 (rng.NextDouble() - 0.5)))
+            use gpu = GpuBackend.CreateCpuWithCudaWarps GemmPrecision.BFloat16
+            gpu.AttentionOnTensorCores <- true
+            let run (narrowFrom: int) (exe: Executable) =
+                gpu.NarrowValuesFrom <- narrowFrom
+                let inputs = feeds |> List.map (fun (name, values) -> name, upload gpu false values :> IBuffer) |> dict |> Dictionary
+                try exe.Run inputs |> Array.map (fun b -> download gpu (b :?> GpuBuffer))
+                finally for b in inputs.Values do b.Dispose()
+            let compiled (narrowFrom: int) =
+                gpu.NarrowValuesFrom <- narrowFrom
+                new Executable(Plan.compile outputs, gpu)
+            use narrowExe = compiled GpuBackend.DefaultNarrowValuesFrom
+            use wideExe = compiled Int32.MaxValue
+            Expect.isEmpty (violations narrowExe.Plan) "no narrow value where it may not be"
+            for x in [ q; k; v ] do
+                Expect.isTrue (narrowExe.Plan.Narrow.Contains x) (sprintf "%s is narrow" (Node.Describe x))
+                Expect.isFalse (wideExe.Plan.Narrow.Contains x) (sprintf "off: %s is not" (Node.Describe x))
+            let narrowResults, wideResults = run GpuBackend.DefaultNarrowValuesFrom narrowExe, run Int32.MaxValue wideExe
+            Array.iter2 (fun (a: float32[]) b -> Expect.sequenceEqual a b "the same output and gradients, bit for bit") narrowResults wideResults
+            // the kernels on CUDA cores read float32 only: a plan made for tensor cores, run without them, is refused
+            gpu.AttentionOnTensorCores <- false
+            let e = Expect.throwsC (fun () -> run GpuBackend.DefaultNarrowValuesFrom narrowExe |> ignore) id
+            Expect.isTrue (e :? NarrowOperandException) (sprintf "a typed error, got %s: %s" (e.GetType().Name) e.Message)
+            Expect.stringContains e.Message "Attention" "names the attention op"
         }
         test "$LXT_NARROW_VALUES_FROM sets where narrow values start: a count, off, or a typed error naming the variable" {
             let saved = Environment.GetEnvironmentVariable "LXT_NARROW_VALUES_FROM"
