@@ -101,6 +101,8 @@ public sealed partial class GpuBackend : INarrowValues
     IBuffer INarrowValues.AllocateNarrow(int length) => AllocateBFloat16(length);
 
     int INarrowValues.NarrowElementBytes => sizeof(ushort);
+
+    bool INarrowValues.IsNarrow(IBuffer buffer) => buffer is GpuBuffer { IsBFloat16: true };
 }
 
 /// <summary>Kernels of <see cref="GpuBackend"/> that may run one thread per pair of neighbouring values (see

@@ -137,3 +137,6 @@ type INarrowValues =
     abstract AllocateNarrow: length: int -> IBuffer
     /// Bytes one narrow value takes (2 for bfloat16).
     abstract NarrowElementBytes: int
+    /// True when `buffer`, one of this backend's, holds narrow values: made by AllocateNarrow, or a matrix weight
+    /// stored narrow (ILowPrecisionWeights.AllocateMatrixWeight), which a plan is handed bound as a parameter.
+    abstract IsNarrow: buffer: IBuffer -> bool

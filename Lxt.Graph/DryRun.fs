@@ -22,6 +22,7 @@ type private DryRunLedger() =
 type private DryBuffer(length: int, elementBytes: int64, ledger: DryRunLedger) =
     let mutable disposed = false
     do ledger.Take(int64 length * elementBytes)
+    member _.ElementBytes = elementBytes
     interface IBuffer with
         member _.Length = length
         member _.Dispose() =
@@ -95,5 +96,6 @@ type DryRunBackend(decisions: IBackend) =
         member _.RoundsOperand(step, operand) = narrowValues |> Option.exists (fun v -> v.RoundsOperand(step, operand))
         member _.ReadsNarrow(step, fused, operand) = narrowValues |> Option.exists (fun v -> v.ReadsNarrow(step, fused, operand))
         member _.NarrowElementBytes = match narrowValues with Some v -> v.NarrowElementBytes | None -> 4
+        member _.IsNarrow(buffer) = match buffer with :? DryBuffer as b -> b.ElementBytes < 4L | _ -> false
         member this.AllocateNarrow(length) =
             new DryBuffer(length, int64 (this :> INarrowValues).NarrowElementBytes, ledger) :> IBuffer

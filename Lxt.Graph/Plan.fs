@@ -458,16 +458,18 @@ type Executable(compiled: Plan, backend: IBackend) =
                     match plan.Prologues.TryGetValue n with
                     | true, p -> sprintf "%s after %d fused ops" (Plan.kindOf n) p.Group.Members.Length
                     | _ -> Plan.kindOf n
-        // a narrow result, or narrow operands, show in the kind: their bytes per value differ
+        // a narrow result, or narrow operands (narrow values, narrow weights bound as parameters), show in the kind:
+        // their bytes per value differ
+        let isNarrow (b: IBuffer) = narrowBuffers.Contains b || narrowing |> Option.exists (fun v -> v.IsNarrow b)
         let kind =
-            let narrowIn = args |> Array.exists narrowBuffers.Contains
+            let narrowIn = args |> Array.exists isNarrow
             match plan.Narrow.Contains n, narrowIn with
             | true, _ -> kind + " (narrow)"
             | false, true -> kind + " (narrow in)"
             | _ -> kind
         let width narrow = if narrow then int64 narrowing.Value.NarrowElementBytes else elementBytes
         let bytes =
-            (args |> Array.sumBy (fun b -> int64 b.Length * width (narrowBuffers.Contains b)))
+            (args |> Array.sumBy (fun b -> int64 b.Length * width (isNarrow b)))
             + int64 (Shape.numel n.Shape) * width (plan.Narrow.Contains n)
         match profile.TryGetValue kind with
         | true, p -> profile.[kind] <- { p with Count = p.Count + 1; Seconds = p.Seconds + seconds; Bytes = p.Bytes + bytes }

@@ -345,6 +345,25 @@ let tests =
             Expect.contains kinds "Fused 1 ops to Unary Exp (narrow)" "the exponential is stored narrow"
             Expect.isTrue (kinds |> Array.exists (fun k -> k.StartsWith "MatMul" && k.EndsWith "(narrow in)")) (sprintf "the product reads it: %A" kinds)
         }
+        test "profiles count a weight bound in bfloat16 at two bytes a value, as the product reads it" {
+            let gpu = backend.Force()
+            let x, w = input "x" [| 8; 16 |] Float, parameter "w" [| 16; 4 |]
+            let bytes (narrowWeight: bool) =
+                use exe = new Executable(Plan.compile [ matmul x w ], gpu)
+                exe.Profiling <- true
+                let weights = Array.create 64 0.25f
+                exe.BindParameter("w", (if narrowWeight then gpu.AllocateMatrixWeight weights else upload gpu false weights), true)
+                use xb = upload gpu false (Array.create 128 0.5f)
+                exe.Recycle(exe.Run(Dictionary(dict [ "x", xb :> IBuffer ])))
+                let p = exe.Profile |> Array.exactlyOne
+                p.Kind, p.Bytes
+            let narrowKind, narrowBytes = bytes true
+            let wideKind, wideBytes = bytes false
+            // x and the result in float32; the weight at 2 bytes a value where it is bfloat16
+            Expect.equal wideBytes ((128L + 64L + 32L) * 4L) (sprintf "a float32 weight: %s" wideKind)
+            Expect.equal narrowBytes ((128L + 32L) * 4L + 64L * 2L) (sprintf "a bfloat16 weight: %s" narrowKind)
+            Expect.stringEnds narrowKind "(narrow in)" "the kind says a narrow operand is read"
+        }
         test "a value only products read is narrow at any size, so is a layout copy of it, and the products give the same bits" {
             let x, w, v = input "x" [| 6; 8 |] Float, input "w" [| 8; 5 |] Float, input "v" [| 6; 3 |] Float
             let h = tanh (mul x (scalar 0.5))
