@@ -396,7 +396,10 @@ let tests =
             let q0, k0, v0 = input "q" [| h; t; d |] Float, input "k" [| kv; t; d |] Float, input "v" [| t; kv; dv |] Float
             let q, k, v = mul q0 (scalar 2.0), mul k0 (scalar 0.5), permute [ 1; 0; 2 ] v0
             let mask = { Causal = true; Offset = 0; Window = None }
-            let outputs = RandomGraphs.forwardAndGradients 3 (attention mask (1.0 / Math.Sqrt(float d)) q k v)
+            let scale = 1.0 / Math.Sqrt(float d)
+            // every part: the output, the three gradients, and dV alone where Q and K have none (CP-LRP's cut)
+            let outputs = RandomGraphs.forwardAndGradients 3 (attention mask scale q k v)
+                          @ [ List.last (RandomGraphs.forwardAndGradients 3 (attention mask scale (stopGradient q) (stopGradient k) v)) ]
             let rng = Random 4
             let feeds = [ "q", h * t * d; "k", kv * t * d; "v", t * kv * dv ] |> List.map (fun (name, n) -> name, Array.init n (fun _ -> float32 (rng.NextDouble() - 0.5)))
             use gpu = GpuBackend.CreateCpuWithCudaWarps GemmPrecision.BFloat16
