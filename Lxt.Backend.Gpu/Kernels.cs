@@ -2,6 +2,7 @@
 // They follow Reference.fs op by op; float32 throughout, with erf written out so every device computes the same.
 using System.Runtime.CompilerServices;
 using ILGPU;
+using ILGPU.Runtime.Cuda;
 using Lxt.Graph;
 
 namespace Lxt.Backend.Gpu;
@@ -21,6 +22,31 @@ public struct MatMulShape
     public int M, N, K, Tile;
     public int TransA, TransB, NarrowA, NarrowB, NarrowC, RoundTf32;
     public Walk Batch;
+}
+
+/// <summary>Atomic adds of float32 values that end whatever the values.</summary>
+public static class FloatAtomics
+{
+    /// <summary>y[i] += v atomically. On CUDA the device's atomic add; elsewhere (ILGPU's CPU accelerator) a
+    /// compare-exchange of the value's bits. ILGPU's own loop there compares the values themselves, and NaN equals
+    /// nothing, so an add to a NaN would retry forever: a NaN in a scatter-add or an attention's gradient hung the run
+    /// instead of coming out as NaN.</summary>
+    public static void Add(ArrayView<float> y, int i, float v)
+    {
+        if (CudaAsm.IsSupported)
+        {
+            Atomic.Add(ref y[i], v);
+            return;
+        }
+        var bits = y.Cast<int>();
+        int seen = bits[i], old;
+        do
+        {
+            old = seen;
+            seen = Atomic.CompareExchange(ref bits[i], old, (int)Interop.FloatAsInt(Interop.IntAsFloat((uint)old) + v));
+        }
+        while (seen != old);
+    }
 }
 
 /// <summary>bfloat16 as the high half of a float32: conversions shared by kernels and the host.</summary>
@@ -261,7 +287,7 @@ internal static class Kernels
     {
         int p = i / width, j = i - p * width;
         int r = (int)indices[p];
-        if (r >= 0 && r < rows) Atomic.Add(ref y[r * width + j], updates[i]);
+        if (r >= 0 && r < rows) FloatAtomics.Add(y, r * width + j, updates[i]);
     }
 
     public static void Conv2d(Index1D i, ArrayView<float> x, ArrayView<float> w, ArrayView<float> y, ConvShape s)

@@ -124,7 +124,7 @@ public static class TensorCoreAttention
     /// <summary>y[i] = v, or y[i] += v atomically where <paramref name="add"/>.</summary>
     internal static void Put(ArrayView<float> y, int i, float v, bool add)
     {
-        if (add) Atomic.Add(ref y[i], v);
+        if (add) FloatAtomics.Add(y, i, v);
         else y[i] = v;
     }
 
@@ -359,13 +359,13 @@ public static class TensorCoreAttention
                 int c = nt * 8 + 2 * t;
                 if (rowA < s.T)
                 {
-                    Atomic.Add(ref dq[(qBase + rowA) * D + c], d0);
-                    Atomic.Add(ref dq[(qBase + rowA) * D + c + 1], d1);
+                    FloatAtomics.Add(dq, (qBase + rowA) * D + c, d0);
+                    FloatAtomics.Add(dq, (qBase + rowA) * D + c + 1, d1);
                 }
                 if (rowB < s.T)
                 {
-                    Atomic.Add(ref dq[(qBase + rowB) * D + c], d2);
-                    Atomic.Add(ref dq[(qBase + rowB) * D + c + 1], d3);
+                    FloatAtomics.Add(dq, (qBase + rowB) * D + c, d2);
+                    FloatAtomics.Add(dq, (qBase + rowB) * D + c + 1, d3);
                 }
             }
         }

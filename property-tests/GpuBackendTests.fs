@@ -378,6 +378,33 @@ let tests =
                     // the same words, so the same sums in the same order
                     Expect.equal throughMatrices.[i] onCores.[i] (sprintf "%s: %s with ldmatrix" what (Node.Describe node)))
         }
+        test "atomic adds of NaN end on ILGPU's CPU accelerator: a scatter-add and an attention's gradients come out NaN where it reaches, not hung" {
+            // a run that hangs fails after two minutes instead of holding the suite (its accelerator is then left
+            // undisposed: disposing it would wait for the spinning threads)
+            let within (what: string) (f: unit -> float[][]) =
+                let task = Threading.Tasks.Task.Run(fun () -> f ())
+                Expect.isTrue (task.Wait(TimeSpan.FromSeconds 120.0)) (sprintf "%s finished" what)
+                task.Result
+            let gpu = GpuBackend.CreateCpuWithCudaWarps GemmPrecision.BFloat16
+            // two update rows, one of them NaN, into output row 0; two finite ones into row 1
+            let indices, updates = input "i" [| 4 |] Int, input "u" [| 4; 3 |] Float
+            let scattered = scatterAdd [| 2; 3 |] indices updates
+            let u = [| nan; 1.0; 2.0;  nan; 3.0; 4.0;  0.5; 0.25; 1.0;  1.5; 0.75; 2.0 |]
+            let y = (within "a scatter-add adding NaN twice" (fun () -> Evaluate.onBackend gpu (Map [ "i", [| 0.0; 0.0; 1.0; 1.0 |]; "u", u ]) [ scattered ])).[0]
+            Expect.isTrue (Double.IsNaN y.[0]) "NaN where the NaN rows were added"
+            Expect.sequenceEqual y.[1..] [| 4.0; 6.0; 2.0; 1.0; 3.0 |] "the other sums"
+            // a NaN query row on tensor cores: every key it reaches gets a NaN gradient, added by several groups
+            gpu.AttentionOnTensorCores <- true
+            let h, kv, t, d = 2, 1, 70, 16
+            let q, k, v = input "q" [| h; t; d |] Float, input "k" [| kv; t; d |] Float, input "v" [| kv; t; d |] Float
+            let outputs = RandomGraphs.forwardAndGradients 3 (attention { Causal = true; Offset = 0; Window = None } 0.25 q k v)
+            let rng = Random 6
+            let qs = random rng (h * t * d)
+            qs.[5 * d] <- nan // query row 5 of head 0
+            let results = within "attention with a NaN query" (fun () -> Evaluate.onBackend gpu (Map [ "q", qs; "k", random rng (kv * t * d); "v", random rng (kv * t * d) ]) outputs)
+            Expect.isTrue (results |> Array.exists (Array.exists Double.IsNaN)) "the NaN reaches the gradients"
+            gpu.Dispose()
+        }
         test "one tensor-core product of one warp is A·B + C with A and B rounded to bfloat16, as the GPU check asks of a device" {
             use tc = GpuBackend.CreateCpuWithCudaWarps GemmPrecision.BFloat16
             let rng = Random 8

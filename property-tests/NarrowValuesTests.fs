@@ -409,17 +409,22 @@ let tests =
                 let inputs = feeds |> List.map (fun (name, values) -> name, upload gpu false values :> IBuffer) |> dict |> Dictionary
                 try exe.Run inputs |> Array.map (fun b -> download gpu (b :?> GpuBuffer))
                 finally for b in inputs.Values do b.Dispose()
-            let compiled (narrowFrom: int) =
+            let compiled (narrowFrom: int) (outputs: Node list) =
                 gpu.NarrowValuesFrom <- narrowFrom
                 new Executable(Plan.compile outputs, gpu)
-            use narrowExe = compiled GpuBackend.DefaultNarrowValuesFrom
-            use wideExe = compiled Int32.MaxValue
+            use narrowExe = compiled GpuBackend.DefaultNarrowValuesFrom outputs
+            use wideExe = compiled Int32.MaxValue outputs
+            // K asked for as an output too: outputs are never narrow, so the kernels read Q and V narrow, K wide
+            use mixedExe = compiled GpuBackend.DefaultNarrowValuesFrom (outputs @ [ k ])
             Expect.isEmpty (violations narrowExe.Plan) "no narrow value where it may not be"
             for x in [ q; k; v ] do
                 Expect.isTrue (narrowExe.Plan.Narrow.Contains x) (sprintf "%s is narrow" (Node.Describe x))
                 Expect.isFalse (wideExe.Plan.Narrow.Contains x) (sprintf "off: %s is not" (Node.Describe x))
+                Expect.equal (mixedExe.Plan.Narrow.Contains x) (not (obj.ReferenceEquals(x, k))) (sprintf "K an output: %s" (Node.Describe x))
             let narrowResults, wideResults = run GpuBackend.DefaultNarrowValuesFrom narrowExe, run Int32.MaxValue wideExe
+            let mixedResults = run GpuBackend.DefaultNarrowValuesFrom mixedExe
             Array.iter2 (fun (a: float32[]) b -> Expect.sequenceEqual a b "the same output and gradients, bit for bit") narrowResults wideResults
+            Array.iter2 (fun (a: float32[]) b -> Expect.sequenceEqual a b "with K wide, the same bits too") (Array.truncate outputs.Length mixedResults) wideResults
             // the kernels on CUDA cores read float32 only: a plan made for tensor cores, run without them, is refused
             gpu.AttentionOnTensorCores <- false
             let e = Expect.throwsC (fun () -> run GpuBackend.DefaultNarrowValuesFrom narrowExe |> ignore) id
