@@ -92,10 +92,11 @@ catch (Exception e) { failures++; Say($"gemm check: ERROR {e.GetType().Name}: {e
 // 3. attention on tensor cores against attention on CUDA cores, where asked for
 if (options.TensorCoreAttention)
 {
+    // the whole exception, stack and inner ones: which call of which kernel a device refused
     try { TensorCoreProductCheck(); }
-    catch (Exception e) { failures++; Say($"tensor-core product check: ERROR {e.GetType().Name}: {e.Message}"); }
+    catch (Exception e) { failures++; Say($"tensor-core product check: ERROR {e}"); }
     try { TensorCoreAttentionCheck(); }
-    catch (Exception e) { failures++; Say($"tensor-core attention check: ERROR {e.GetType().Name}: {e.Message}"); }
+    catch (Exception e) { failures++; Say($"tensor-core attention check: ERROR {e}"); }
 }
 
 // 4. AttnLRP timings on random Llama shapes, each with and without gradient checkpointing, against the reference
