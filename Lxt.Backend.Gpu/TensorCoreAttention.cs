@@ -41,15 +41,12 @@ public static class TensorCoreAttention
     /// <summary>The row stride of a shared tile of rows of <paramref name="width"/> values.</summary>
     internal static int Stride(int width) => width + Pad;
 
-    /// <summary>A shared tile read by columns through ldmatrix (<see cref="MatrixColumns"/>) of
-    /// <paramref name="length"/> values, starting on 16 bytes: allocated with 8 values to spare, and
-    /// <paramref name="skipped"/> values from the allocation's start (ILGPU then aligns the allocation itself to 16).</summary>
-    static ArrayView<ushort> AlignedTile(int length, out long skipped)
-    {
-        var (prefix, tile) = SharedMemory.Allocate<ushort>(length + 8).AlignTo(16);
-        skipped = prefix.Length;
-        return tile;
-    }
+    /// <summary>Values to skip from a shared allocation at <paramref name="address"/> (its shared-window address; 0 off
+    /// CUDA) for a tile read by columns through ldmatrix (<see cref="MatrixColumns"/>) to start on 16 bytes: tiles are
+    /// allocated with 8 values to spare. ILGPU's <c>AlignTo</c> would do it, but emits a <c>mov</c> without a type,
+    /// which ptxas refuses; and the kernels cut their tiles themselves, since a view passed to a helper is read through
+    /// generic pointers.</summary>
+    static long Skip(long address) => ((16 - (address & 15)) & 15) >> 1;
 
     // The shared-window address of a kernel's first, second and third shared allocation, for ldmatrix (ILGPU has no
     // device-side address of a view): ILGPU names a kernel's allocations __shared_alloca0, 1, … in the order the
@@ -150,8 +147,9 @@ public static class TensorCoreAttention
         where TQ : struct, IAFragments where TO : struct, IDFragments where TB : struct, IColumnLoads
     {
         var kTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
-        var vTile = AlignedTile(Tile * (MaxDim + Pad), out long vSkipped);
-        long vShared = SharedAddress1() + 2 * vSkipped;
+        var vRaw = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad) + 8);
+        long vAddress = SharedAddress1(), vSkipped = Skip(vAddress), vShared = vAddress + 2 * vSkipped;
+        var vTile = vRaw.SubView(vSkipped, Tile * (MaxDim + Pad));
         int tiles = Tiles(s.T);
         // the last query tiles first, of every head in turn: under a causal mask they keep the most keys, so the
         // longest groups start first and the shortest fill the last wave
@@ -250,10 +248,15 @@ public static class TensorCoreAttention
                                 ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
         where TV : struct, IAFragments where TDK : struct, IDFragments where TDV : struct, IDFragments where TB : struct, IColumnLoads
     {
-        var qTile = AlignedTile(BackwardRows * (MaxDim + Pad), out long qSkipped);
-        var oTile = AlignedTile(BackwardRows * (MaxDim + Pad), out long oSkipped);
-        var kTile = AlignedTile(Tile * (MaxDim + Pad), out long kSkipped);
-        long qShared = SharedAddress0() + 2 * qSkipped, oShared = SharedAddress1() + 2 * oSkipped, kShared = SharedAddress2() + 2 * kSkipped;
+        var qRaw = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad) + 8);
+        var oRaw = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad) + 8);
+        var kRaw = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad) + 8);
+        long qAddress = SharedAddress0(), oAddress = SharedAddress1(), kAddress = SharedAddress2();
+        long qSkipped = Skip(qAddress), oSkipped = Skip(oAddress), kSkipped = Skip(kAddress);
+        long qShared = qAddress + 2 * qSkipped, oShared = oAddress + 2 * oSkipped, kShared = kAddress + 2 * kSkipped;
+        var qTile = qRaw.SubView(qSkipped, BackwardRows * (MaxDim + Pad));
+        var oTile = oRaw.SubView(oSkipped, BackwardRows * (MaxDim + Pad));
+        var kTile = kRaw.SubView(kSkipped, Tile * (MaxDim + Pad));
         var dsTile = SharedMemory.Allocate<ushort>(BackwardRows * (Tile + Pad));
         var rowL = SharedMemory.Allocate<float>(BackwardRows);
         var rowD = SharedMemory.Allocate<float>(BackwardRows);
