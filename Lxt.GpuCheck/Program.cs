@@ -569,6 +569,7 @@ void TimeModel(string size, List<string> rows, List<string> best)
         var runs = new List<(string Mode, double Median, double Peak)>();
         double[]? relevance = null;
         var modes = new List<Checkpointing>(options.CheckpointModes);
+        bool budgetAdded = false; // the budgeted choice is added once, after the given ones
         for (int m = 0; m < modes.Count; m++)
         {
             var checkpointing = modes[m];
@@ -625,13 +626,14 @@ void TimeModel(string size, List<string> rows, List<string> best)
             // where no checkpointing outgrows the reference's memory and the products fit, also keep the attention
             // probabilities of as many layers as fit in what the reference holds (less the weights and a margin for
             // inputs, outputs and the GEMM workspace)
-            if (m == modes.Count - 1 && Reference.Of(size, tokens) is var (_, limitGiB)
+            if (!budgetAdded && m == modes.Count - 1 && Reference.Of(size, tokens) is var (_, limitGiB)
                 && runs.Any(r => r.Mode == ModeName(Checkpointing.None) && r.Peak > limitGiB)
                 && runs.Any(r => r.Mode == ModeName(Checkpointing.Products) && r.Peak <= limitGiB))
             {
                 session.ReleasePlans();
                 long budget = (long)(limitGiB * (1L << 30)) - backend.AllocatedBytes - (256L << 20);
                 if (budget > 0) modes.Add(Checkpointing.ProductsWithin(budget));
+                budgetAdded = true;
             }
         }
         session.ReleasePlans();
