@@ -83,20 +83,15 @@ public sealed partial class GpuBackend : INarrowValues
     /// as they load them (<see cref="TensorCoreAttention"/>), and read them stored so as they are.</summary>
     bool ReadsQueriesKeysValuesRounded(Node? step, Node operand)
     {
-        if (step?.Op is not Op.Attention a || !OnTensorCores(AttentionShape.Of(a))) return false;
-        bool found = false;
-        int i = 0;
-        foreach (var x in a.operands)
-        {
-            if (ReferenceEquals(x, operand))
-            {
-                if (i >= TensorCoreAttention.NarrowOperands) return false;
-                found = true;
-            }
-            i++;
-        }
-        return found;
+        if (step is null) return false;
+        var at = step.Children.Select((x, i) => (x, i)).Where(p => ReferenceEquals(p.x, operand)).Select(p => p.i).ToList();
+        return at.Count > 0 && at.All(i => ReadsNarrowOnTensorCores(step, i));
     }
+
+    /// <summary>Whether <paramref name="node"/> is an attention op this backend computes on tensor cores and operand
+    /// <paramref name="i"/> one of its Q, K and V, which its kernels read stored in bfloat16 too.</summary>
+    bool ReadsNarrowOnTensorCores(Node node, int i) =>
+        i < TensorCoreAttention.NarrowOperands && node.Op is Op.Attention a && OnTensorCores(AttentionShape.Of(a));
 
     IBuffer INarrowValues.AllocateNarrow(int length) => AllocateBFloat16(length);
 

@@ -73,7 +73,7 @@ public sealed partial class GpuBackend
         var (x, y, n) = Operands(node, inputs, output);
         if (!TakesBFloat16(node))
             for (int i = 0; i < x.Length; i++)
-                if (x[i].IsBFloat16 && !(i < TensorCoreAttention.NarrowOperands && node.Op is Op.Attention a && OnTensorCores(AttentionShape.Of(a))))
+                if (x[i].IsBFloat16 && !ReadsNarrowOnTensorCores(node, i))
                     throw new NarrowOperandException(Node.Describe(node),
                         $"gpu backend: operand {i} of {Node.Describe(node)} is stored in bfloat16, which only matrix products, layout copies, fused groups and attention on tensor cores (its queries, keys and values) read; bind a float32 value for this use");
         accelerator.Bind();
@@ -268,7 +268,7 @@ public sealed partial class GpuBackend
     {
         for (int i = 0; i < TensorCoreAttention.NarrowOperands; i++)
             if (x[i].IsBFloat16) s.Narrow |= 1 << i;
-        ArrayView<float> At(int i) => i < TensorCoreAttention.NarrowOperands && x[i].IsBFloat16 ? x[i].NarrowPairs : AttentionOperand(x, i);
+        ArrayView<float> At(int i) => (s.Narrow >> i & 1) != 0 ? x[i].NarrowPairs : AttentionOperand(x, i);
         var launch = (int groups) => new KernelConfig(new Index1D(groups), new Index1D(TensorCoreAttention.Threads));
         if (s.Part == 0)
         {

@@ -460,7 +460,7 @@ type Executable(compiled: Plan, backend: IBackend) =
                     | _ -> Plan.kindOf n
         // a narrow result, or narrow operands (narrow values, narrow weights bound as parameters), show in the kind:
         // their bytes per value differ
-        let isNarrow (b: IBuffer) = narrowBuffers.Contains b || narrowing |> Option.exists (fun v -> v.IsNarrow b)
+        let isNarrow (b: IBuffer) = narrowing |> Option.exists (fun v -> v.IsNarrow b)
         let kind =
             let narrowIn = args |> Array.exists isNarrow
             match plan.Narrow.Contains n, narrowIn with
