@@ -3,7 +3,9 @@
 // and shared by every group of the same shape; then every run is one launch of FusedKernels.Fused, or for a prologue
 // one launch of the row kernel (FusedKernels.SoftmaxRows, FusedKernels.ReduceRows) that reads its operand through the
 // program.
+using System.Reflection;
 using ILGPU;
+using ILGPU.Backends;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
@@ -275,18 +277,46 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     }
 
     /// <summary>The PTX a kernel method compiles to for an SM 9.0 device, made without a device (ILGPU's PTX backend
-    /// needs no driver): a kernel whose first parameter is an index runs implicitly grouped, any other explicitly.</summary>
-    internal static string KernelPtx(System.Reflection.MethodInfo kernel)
+    /// needs no driver) as <see cref="Compile"/> makes it for a device.</summary>
+    internal static string KernelPtx(MethodInfo kernel)
     {
         using var context = Context.Create(b => b.EnableAlgorithms());
         using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90,
             CudaInstructionSet.ISA_80, null!);
+        return Compile(context, backend, kernel).PTXAssembly;
+    }
+
+    /// <summary>Whether a kernel's inline assembly has outputs (the tensor-core kernels: mma.sync, cvt, ldmatrix), which
+    /// ILGPU passes through local memory: such a kernel is loaded with those scalars in registers (<see cref="PtxLocals"/>).</summary>
+    static bool PromotesLocals(MethodInfo kernel) =>
+        kernel.DeclaringType == typeof(TensorCoreAttention) || kernel.DeclaringType == typeof(TensorCores);
+
+    /// <summary>A kernel compiled by a PTX backend, with its local scalars in registers where
+    /// <see cref="PromotesLocals"/> says: a kernel whose first parameter is an index runs implicitly grouped, any other
+    /// explicitly.</summary>
+    static PTXCompiledKernel Compile(Context context, PTXBackend backend, MethodInfo kernel)
+    {
         var first = kernel.GetParameters()[0].ParameterType;
         var entry = first == typeof(Index1D) || first == typeof(Index2D) || first == typeof(Index3D)
             ? EntryPointDescription.FromImplicitlyGroupedKernel(kernel)
             : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
-        return ((PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty)).PTXAssembly;
+        var compiled = (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
+        if (!PromotesLocals(kernel)) return compiled;
+        // ILGPU 1.5 makes a compiled kernel from its entry point and PTX internally only
+        var entryPoint = typeof(CompiledKernel).GetProperty("EntryPoint", BindingFlags.NonPublic | BindingFlags.Instance);
+        var make = typeof(PTXCompiledKernel).GetConstructors(BindingFlags.NonPublic | BindingFlags.Instance).SingleOrDefault(c => c.GetParameters().Length == 4);
+        if (entryPoint is null || make is null)
+            throw new InvalidOperationException($"{kernel.Name}: this ILGPU ({typeof(Context).Assembly.GetName().Version}) makes compiled kernels otherwise than 1.5 does; its PTX cannot be loaded with local scalars in registers");
+        return (PTXCompiledKernel)make.Invoke([context, entryPoint.GetValue(compiled), compiled.Info, PtxLocals.Promote(compiled.PTXAssembly)]);
     }
+
+    /// <summary>The launcher of an explicitly grouped kernel (its first argument the stream, then the launch's
+    /// configuration): on CUDA, a kernel <see cref="PromotesLocals"/> names is compiled here and loaded from the PTX
+    /// <see cref="Compile"/> makes; every other kernel, and every kernel elsewhere, as ILGPU loads it.</summary>
+    TLauncher Grouped<TLauncher>(Delegate kernel) where TLauncher : Delegate =>
+        (accelerator is CudaAccelerator cuda && PromotesLocals(kernel.Method)
+            ? accelerator.LoadKernel(Compile(context, cuda.Backend, kernel.Method))
+            : accelerator.LoadKernel(kernel.Method)).CreateLauncherDelegate<TLauncher>();
 
     /// <summary>The fused kernel <paramref name="name"/> of <see cref="FusedKernels"/> for a program type (and, for a
     /// register-row kernel, a cell type).</summary>

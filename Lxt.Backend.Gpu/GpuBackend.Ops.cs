@@ -478,37 +478,37 @@ public sealed partial class GpuBackend
     Action<KernelConfig, T1, T2, T3> LoadGrouped<T1, T2, T3>(Action<T1, T2, T3> kernel)
         where T1 : struct where T2 : struct where T3 : struct
     {
-        var k = accelerator.LoadKernel(kernel);
+        var k = Grouped<Action<AcceleratorStream, KernelConfig, T1, T2, T3>>(kernel);
         return (c, a, b, d) => k(stream, c, a, b, d);
     }
     Action<KernelConfig, T1, T2, T3, T4> LoadGrouped<T1, T2, T3, T4>(Action<T1, T2, T3, T4> kernel)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct
     {
-        var k = accelerator.LoadKernel(kernel);
+        var k = Grouped<Action<AcceleratorStream, KernelConfig, T1, T2, T3, T4>>(kernel);
         return (c, a, b, d, e) => k(stream, c, a, b, d, e);
     }
     Action<KernelConfig, T1, T2, T3, T4, T5> LoadGrouped<T1, T2, T3, T4, T5>(Action<T1, T2, T3, T4, T5> kernel)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct
     {
-        var k = accelerator.LoadKernel(kernel);
+        var k = Grouped<Action<AcceleratorStream, KernelConfig, T1, T2, T3, T4, T5>>(kernel);
         return (c, a, b, d, e, f) => k(stream, c, a, b, d, e, f);
     }
     Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> LoadGrouped<T1, T2, T3, T4, T5, T6, T7, T8, T9>(Action<T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct
     {
-        var k = accelerator.LoadKernel(kernel);
+        var k = Grouped<Action<AcceleratorStream, KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9>>(kernel);
         return (c, a, b, d, e, f, g, h, i, j) => k(stream, c, a, b, d, e, f, g, h, i, j);
     }
     Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> LoadGrouped<T1, T2, T3, T4, T5, T6, T7, T8>(Action<T1, T2, T3, T4, T5, T6, T7, T8> kernel)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct
     {
-        var k = accelerator.LoadKernel(kernel);
+        var k = Grouped<Action<AcceleratorStream, KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8>>(kernel);
         return (c, a, b, d, e, f, g, h, i) => k(stream, c, a, b, d, e, f, g, h, i);
     }
     Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> LoadGrouped<T1, T2, T3, T4, T5, T6, T7>(Action<T1, T2, T3, T4, T5, T6, T7> kernel)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct
     {
-        var k = accelerator.LoadKernel(kernel);
+        var k = Grouped<Action<AcceleratorStream, KernelConfig, T1, T2, T3, T4, T5, T6, T7>>(kernel);
         return (c, a, b, d, e, f, g, h) => k(stream, c, a, b, d, e, f, g, h);
     }
 }

@@ -471,11 +471,9 @@ let tests =
             // ptxas refuses a mov without a type (ILGPU's AlignTo emitted one, and the device loaded neither kernel)
             let typedMoves (ptx: string) = not (Text.RegularExpressions.Regex.IsMatch(ptx, @"(?m)^\s*(@!?%p\d+\s+)?mov\s"))
             let matrixLoads (ptx: string) = ptx.Split("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16").Length - 1
-            // the only local memory is one word (or address) for each operand of inline PTX (ptxas keeps them in
-            // registers)
-            let operandsOnly (ptx: string) =
-                Text.RegularExpressions.Regex.Matches(ptx, @"__local_depot\d+\[(\d+)\]")
-                |> Seq.forall (fun m -> m.Groups.[1].Value = "4" || m.Groups.[1].Value = "8")
+            // no local memory: ILGPU passes inline PTX's operands through local scalars, which ptxas kept in memory (some
+            // twenty local loads and stores an mma.sync) until the kernels were loaded with them in registers
+            let noLocals (ptx: string) = not (ptx.Contains ".local") && not (ptx.Contains "__local_depot")
             for d in [ 64; 128 ] do
               for matrix in [ false; true ] do
                 let how = sprintf "d %d, %s" d (if matrix then "ldmatrix" else "16-bit loads")
@@ -483,7 +481,7 @@ let tests =
                 let forward = typeof<TensorCoreAttention>.GetMethod("Forward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.Columns matrix)
                 let ptx = GpuBackend.KernelPtx forward
                 Expect.equal (mmaCount ptx) (2 * d / 16 + d / 8) (sprintf "forward, %s: Q·Kᵀ for two tiles of 8 keys, d / 16 steps each, and P·V, d / 8 tiles" how)
-                Expect.isTrue (operandsOnly ptx) (sprintf "forward, %s: no array in local memory" how)
+                Expect.isTrue (noLocals ptx) (sprintf "forward, %s: no local memory" how)
                 Expect.isTrue (divisionsFirst ptx) (sprintf "forward, %s: no division in a loop" how)
                 Expect.isTrue (typedMoves ptx) (sprintf "forward, %s: every mov typed" how)
                 Expect.equal (wordLoads ptx) (d / 4) (sprintf "forward, %s: each row pair of K one shared load" how)
@@ -495,7 +493,7 @@ let tests =
                 let backward = typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d, FragmentTypes.Columns matrix)
                 let ptx = GpuBackend.KernelPtx backward
                 Expect.equal (mmaCount ptx) (2 + 2 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, %s: K·Qᵀ in a loop and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" how)
-                Expect.isTrue (operandsOnly ptx) (sprintf "backward, %s: no array in local memory" how)
+                Expect.isTrue (noLocals ptx) (sprintf "backward, %s: no local memory" how)
                 Expect.isTrue (divisionsFirst ptx) (sprintf "backward, %s: no division in a loop" how)
                 Expect.isTrue (typedMoves ptx) (sprintf "backward, %s: every mov typed" how)
                 // K·Qᵀ's loop: four of K (from its shared tile, not registers) and two of each tile of Q a step; with
@@ -511,6 +509,102 @@ let tests =
                     Expect.isTrue (sharedTile ptx 0 rows) "backward: Q's tile is allocation 0"
                     Expect.isTrue (sharedTile ptx 1 rows) "backward: dO's tile is allocation 1"
                     Expect.isTrue (sharedTile ptx 2 (TensorCoreAttention.Tile * (TensorCoreAttention.MaxDim + TensorCoreAttention.Pad))) "backward: K's tile is allocation 2"
+        }
+        test "local scalars of inline PTX become registers: only those whose address nothing else uses, of the size accessed" {
+            let ptx =
+                String.Join("\n",
+                    [ ".visible .entry K("; "\t.param .u64 _p"; ")"; "{"
+                      "\t.local .align 4 .b8 __local_depot0[4];"
+                      "\t.local .align 4 .b8 __local_depot1[4];"
+                      "\t.local .align 8 .b8 __local_depot2[8];"
+                      "\t.local .align 4 .b8 __local_depot3[4];"
+                      "\tmov.b64\t%rd1, __local_depot0;"
+                      "\tmov.b64\t%rd2, __local_depot1;"
+                      "\tmov.b64\t%rd3, __local_depot2;"
+                      "\tmov.b64\t%rd4, __local_depot3;"
+                      "\tst.local.f32\t[%rd1], 0f3F800000;"
+                      "\t@!%p1 st.local.b32\t[%rd1], %r1;"
+                      "\tld.local.f32\t%f1, [%rd1];"
+                      "\tst.local.b64\t[%rd3], %rd5;"
+                      "\tld.local.b64\t%rd6, [%rd3];"
+                      "\tst.local.b32\t[%rd2], %r2;"
+                      "\tadd.u64\t%rd7, %rd2, 4;"
+                      "\tld.local.b32\t%r3, [%rd2];"
+                      "\tst.local.b16\t[%rd4], %rs1;"
+                      "\tld.local.b32\t%r4, [%rd4];"
+                      "}" ])
+            let expected =
+                String.Join("\n",
+                    [ ".visible .entry K("; "\t.param .u64 _p"; ")"; "{"
+                      "\t.reg .b32 %lxl0;"
+                      "\t.local .align 4 .b8 __local_depot1[4];"
+                      "\t.reg .b64 %lxl1;"
+                      "\t.local .align 4 .b8 __local_depot3[4];"
+                      ""
+                      "\tmov.b64\t%rd2, __local_depot1;"
+                      ""
+                      "\tmov.b64\t%rd4, __local_depot3;"
+                      "\tmov.b32\t%lxl0, 0x3F800000;"
+                      "\t@!%p1 mov.b32\t%lxl0, %r1;"
+                      "\tmov.b32\t%f1, %lxl0;"
+                      "\tmov.b64\t%lxl1, %rd5;"
+                      "\tmov.b64\t%rd6, %lxl1;"
+                      "\tst.local.b32\t[%rd2], %r2;"
+                      "\tadd.u64\t%rd7, %rd2, 4;"
+                      "\tld.local.b32\t%r3, [%rd2];"
+                      "\tst.local.b16\t[%rd4], %rs1;"
+                      "\tld.local.b32\t%r4, [%rd4];"
+                      "}" ])
+            // depot 1's address is also added to, depot 3 is stored 16 bits of: both stay in memory
+            Expect.equal (PtxLocals.Promote ptx) expected "depots 0 and 2 in registers, their float literal as its bits"
+            Expect.equal (PtxLocals.Promote expected) expected "nothing left to promote"
+        }
+        test "every kernel with inline PTX, and every kernel of the backend, assembles for SM 9.0 with no stack frame or spills (where ptxas is)" {
+            // ptxas checks what ILGPU's PTX backend alone cannot: that a device's driver accepts the PTX (it refused an
+            // untyped mov once), and how the kernels use registers. LXT_PTXAS names it (.ci/run fetches one), else the PATH.
+            let assembler =
+                match Environment.GetEnvironmentVariable "LXT_PTXAS" with
+                | null | "" ->
+                    (Environment.GetEnvironmentVariable "PATH" |> Option.ofObj |> Option.defaultValue "").Split(IO.Path.PathSeparator)
+                    |> Array.map (fun d -> IO.Path.Combine(d, "ptxas"))
+                    |> Array.tryFind IO.File.Exists
+                | named ->
+                    Expect.isTrue (IO.File.Exists named) (sprintf "LXT_PTXAS names %s, which does not exist" named)
+                    Some named
+            match assembler with
+            | None -> skiptest "no ptxas here (set LXT_PTXAS)"
+            | Some ptxas ->
+                let generic =
+                    [ for d in [ 64; 128 ] do
+                        for matrix in [ false; true ] do
+                            yield sprintf "forward d %d%s" d (if matrix then " ldmatrix" else ""),
+                                  typeof<TensorCoreAttention>.GetMethod("Forward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.Columns matrix)
+                            yield sprintf "backward d %d%s" d (if matrix then " ldmatrix" else ""),
+                                  typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d, FragmentTypes.Columns matrix) ]
+                let plain =
+                    typeof<GpuBackend>.Assembly.GetType("Lxt.Backend.Gpu.Kernels").GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static)
+                    |> Array.filter (fun m -> m.ReturnType = typeof<Void> && not m.IsGenericMethodDefinition)
+                    |> Array.map (fun m -> m.Name, m)
+                    |> List.ofArray
+                let file = IO.Path.Combine(IO.Path.GetTempPath(), sprintf "lxt-ptxas-%d.ptx" Environment.ProcessId)
+                try
+                    for name, kernel in ("tensor-core product", typeof<TensorCores>.GetMethod "Product") :: generic @ plain do
+                        // PTX 7.8 holds every instruction the kernels use (mma.sync on bfloat16, ldmatrix and cvt to bfloat16
+                        // pairs came with 7.0 and earlier), and assemblers from CUDA 11.8 on read it
+                        let ptx = Text.RegularExpressions.Regex.Replace(GpuBackend.KernelPtx kernel, @"(?m)^\.version \d+\.\d+", ".version 7.8")
+                        IO.File.WriteAllText(file, ptx)
+                        let info = ProcessStartInfo(ptxas, sprintf "-arch=sm_90 -v \"%s\" -o /dev/null" file, RedirectStandardOutput = true, RedirectStandardError = true)
+                        use run = Process.Start info
+                        let output = run.StandardError.ReadToEndAsync()
+                        let printed = run.StandardOutput.ReadToEnd() + output.Result
+                        run.WaitForExit()
+                        Expect.equal run.ExitCode 0 (sprintf "%s: ptxas accepts it\n%s" name printed)
+                        let frames = Text.RegularExpressions.Regex.Matches(printed, @"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+                        Expect.isGreaterThan frames.Count 0 (sprintf "%s: ptxas reports its frame\n%s" name printed)
+                        for f in frames do
+                            Expect.equal f.Value "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" (sprintf "%s: registers only" name)
+                finally
+                    IO.File.Delete file
         }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
             llamaParity Device.IlgpuCpu
