@@ -179,17 +179,21 @@ public static class TensorCoreAttention
                 var keys = new RowWords(kTile, Stride(s.D), kc + g, t);
                 qa.MmaByRows(keys.Top, 0, ref s0, ref s1, ref s2, ref s3);
                 qa.MmaByRows(keys.Bottom, 0, ref s4, ref s5, ref s6, ref s7);
-                int key = c0 + kc + 2 * t;
-                // a step whose 16 keys the warp's 16 rows all keep (all but the mask's edges) tests no key
-                bool all = KeepsAll(s, r0 + warp * 16, c0 + kc), inA = rowA < s.T, inB = rowB < s.T;
-                s0 = Sel(s0 * scale2, all || inA && key >= firstA && key < stopA);
-                s1 = Sel(s1 * scale2, all || inA && key + 1 >= firstA && key + 1 < stopA);
-                s2 = Sel(s2 * scale2, all || inB && key >= firstB && key < stopB);
-                s3 = Sel(s3 * scale2, all || inB && key + 1 >= firstB && key + 1 < stopB);
-                s4 = Sel(s4 * scale2, all || inA && key + 8 >= firstA && key + 8 < stopA);
-                s5 = Sel(s5 * scale2, all || inA && key + 9 >= firstA && key + 9 < stopA);
-                s6 = Sel(s6 * scale2, all || inB && key + 8 >= firstB && key + 8 < stopB);
-                s7 = Sel(s7 * scale2, all || inB && key + 9 >= firstB && key + 9 < stopB);
+                s0 *= scale2; s1 *= scale2; s2 *= scale2; s3 *= scale2; s4 *= scale2; s5 *= scale2; s6 *= scale2; s7 *= scale2;
+                // a step whose 16 keys the warp's 16 rows all keep (all but the mask's edges) tests no key: one branch,
+                // the same for the whole warp, and at the edges each key's test without a branch of its own
+                if (!KeepsAll(s, r0 + warp * 16, c0 + kc))
+                {
+                    int key = c0 + kc + 2 * t;
+                    s0 = Sel(s0, Keeps(rowA, key, firstA, stopA, s.T));
+                    s1 = Sel(s1, Keeps(rowA, key + 1, firstA, stopA, s.T));
+                    s2 = Sel(s2, Keeps(rowB, key, firstB, stopB, s.T));
+                    s3 = Sel(s3, Keeps(rowB, key + 1, firstB, stopB, s.T));
+                    s4 = Sel(s4, Keeps(rowA, key + 8, firstA, stopA, s.T));
+                    s5 = Sel(s5, Keeps(rowA, key + 9, firstA, stopA, s.T));
+                    s6 = Sel(s6, Keeps(rowB, key + 8, firstB, stopB, s.T));
+                    s7 = Sel(s7, Keeps(rowB, key + 9, firstB, stopB, s.T));
+                }
                 float nA = MathF.Max(mA, QuadMax(MathF.Max(MathF.Max(s0, s1), MathF.Max(s4, s5))));
                 float nB = MathF.Max(mB, QuadMax(MathF.Max(MathF.Max(s2, s3), MathF.Max(s6, s7))));
                 // a row's running maximum m is raised only where a score passes it by more than Slack (a row's first
@@ -198,15 +202,17 @@ public static class TensorCoreAttention
                 bool raiseA = nA > mA + Slack, raiseB = nB > mB + Slack;
                 if (raiseA || raiseB)
                 {
-                    float fA = raiseA ? XMath.Exp2(mA - nA) : 1f, fB = raiseB ? XMath.Exp2(mB - nB) : 1f;
+                    float fA = raiseA ? Exp2(mA - nA) : 1f, fB = raiseB ? Exp2(mB - nB) : 1f;
                     if (raiseA) mA = nA;
                     if (raiseB) mB = nB;
                     o.Scale(fA, fB);
                     lA *= fA;
                     lB *= fB;
                 }
-                s0 = Exp2(s0, mA); s1 = Exp2(s1, mA); s4 = Exp2(s4, mA); s5 = Exp2(s5, mA);
-                s2 = Exp2(s2, mB); s3 = Exp2(s3, mB); s6 = Exp2(s6, mB); s7 = Exp2(s7, mB);
+                // 2^(s − m); a row with no key kept yet (m = −∞) has only dropped scores, −∞, whose 2^(−∞ − 0) is 0
+                float baseA = mA == float.NegativeInfinity ? 0f : mA, baseB = mB == float.NegativeInfinity ? 0f : mB;
+                s0 = Exp2(s0 - baseA); s1 = Exp2(s1 - baseA); s4 = Exp2(s4 - baseA); s5 = Exp2(s5 - baseA);
+                s2 = Exp2(s2 - baseB); s3 = Exp2(s3 - baseB); s6 = Exp2(s6 - baseB); s7 = Exp2(s7 - baseB);
                 lA += s0 + s1 + s4 + s5;
                 lB += s2 + s3 + s6 + s7;
                 // O += P·V, P from the scores' registers: the two 8-key tiles side by side are one 16-key step
@@ -230,9 +236,14 @@ public static class TensorCoreAttention
 
     const float Log2E = 1.44269504f, Ln2 = 0.693147181f;
 
-    /// <summary>2^(x − m) of a kept score in base-2 units, 0 for a dropped one (−∞, also when no key of the row is kept
-    /// yet).</summary>
-    static float Exp2(float x, float m) => x == float.NegativeInfinity ? 0f : XMath.Exp2(x - m);
+    /// <summary>2^x, 0 at −∞: on CUDA one <c>ex2.approx.ftz.f32</c> (a result below float32's normal range is 0, a
+    /// probability too small to count), elsewhere <see cref="XMath.Exp2(float)"/>.</summary>
+    static float Exp2(float x)
+    {
+        if (!CudaAsm.IsSupported) return XMath.Exp2(x);
+        CudaAsm.Emit("ex2.approx.ftz.f32 %0, %1;", out float y, x);
+        return y;
+    }
 
     /// <summary>Part 1 (part 2: dV alone): dK and dV for <see cref="Tile"/> keys and one query head per group (grid =
     /// Heads · ⌈Keys / Tile⌉, <see cref="Threads"/> a group), each warp 16 keys, over every query row of the head that
@@ -301,15 +312,27 @@ public static class TensorCoreAttention
                 float p0 = 0f, p1 = 0f, p2 = 0f, p3 = 0f, p4 = 0f, p5 = 0f, p6 = 0f, p7 = 0f;
                 MmaRowsByRows(keys, new RowWords(qTile, dStride, rc + g, t), D, ref p0, ref p1, ref p2, ref p3, ref p4, ref p5, ref p6, ref p7);
                 int col = rc + 2 * t, row = r0 + col;
-                bool all = KeepsAll(s, r0 + rc, c0 + warp * 16);
-                p0 = Probability(s, p0, row, keyA, rowL[col], all);
-                p1 = Probability(s, p1, row + 1, keyA, rowL[col + 1], all);
-                p2 = Probability(s, p2, row, keyB, rowL[col], all);
-                p3 = Probability(s, p3, row + 1, keyB, rowL[col + 1], all);
-                p4 = Probability(s, p4, row + 8, keyA, rowL[col + 8], all);
-                p5 = Probability(s, p5, row + 9, keyA, rowL[col + 9], all);
-                p6 = Probability(s, p6, row + 8, keyB, rowL[col + 8], all);
-                p7 = Probability(s, p7, row + 9, keyB, rowL[col + 9], all);
+                p0 = Probability(s, p0, rowL[col]);
+                p1 = Probability(s, p1, rowL[col + 1]);
+                p2 = Probability(s, p2, rowL[col]);
+                p3 = Probability(s, p3, rowL[col + 1]);
+                p4 = Probability(s, p4, rowL[col + 8]);
+                p5 = Probability(s, p5, rowL[col + 9]);
+                p6 = Probability(s, p6, rowL[col + 8]);
+                p7 = Probability(s, p7, rowL[col + 9]);
+                // 0 where the mask drops a key or a row or key is past its tokens: tested only where the step's rows do
+                // not keep all its keys (one branch, the same for the whole warp)
+                if (!KeepsAll(s, r0 + rc, c0 + warp * 16))
+                {
+                    p0 = Kept(s, row, keyA) ? p0 : 0f;
+                    p1 = Kept(s, row + 1, keyA) ? p1 : 0f;
+                    p2 = Kept(s, row, keyB) ? p2 : 0f;
+                    p3 = Kept(s, row + 1, keyB) ? p3 : 0f;
+                    p4 = Kept(s, row + 8, keyA) ? p4 : 0f;
+                    p5 = Kept(s, row + 9, keyA) ? p5 : 0f;
+                    p6 = Kept(s, row + 8, keyB) ? p6 : 0f;
+                    p7 = Kept(s, row + 9, keyB) ? p7 : 0f;
+                }
                 // dV += Pᵀ·dO, Pᵀ from its registers: the two 8-row tiles side by side are one 16-row step
                 var gradColumns = default(TB);
                 gradColumns.Start(oTile, dvStride, rc, g, t, oShared);
@@ -392,20 +415,21 @@ public static class TensorCoreAttention
         }
     }
 
-    /// <summary>P of query row <paramref name="row"/> and <paramref name="key"/> from the product of their vectors and
-    /// the row's log-sum-exp <paramref name="l"/> in base-2 units (one fused multiply-add and one ex2):
-    /// 0 where the mask drops the key or either is past its tokens, unless <paramref name="all"/> (the step's rows
-    /// keep all its keys).</summary>
-    static float Probability(in AttentionShape s, float product, int row, int key, float l, bool all)
+    /// <summary>P of a query row and a key from the product of their vectors and the row's log-sum-exp
+    /// <paramref name="l"/> in base-2 units (one fused multiply-add and one ex2), were the key kept.</summary>
+    static float Probability(in AttentionShape s, float product, float l) => Exp2(s.Scale * Log2E * product - l);
+
+    /// <summary>Whether query row <paramref name="row"/> keeps <paramref name="key"/>, both within their tokens: tests
+    /// without branches (&amp;, not &amp;&amp;).</summary>
+    static bool Kept(in AttentionShape s, int row, int key)
     {
-        if (!all)
-        {
-            if (row >= s.T || key >= s.Keys) return 0f;
-            AttentionKernels.Kept(s, row, out int first, out int stop);
-            if (key < first || key >= stop) return 0f;
-        }
-        return XMath.Exp2(s.Scale * Log2E * product - l);
+        AttentionKernels.Kept(s, row, out int first, out int stop);
+        return (row < s.T) & (key < s.Keys) & (key >= first) & (key < stop);
     }
+
+    /// <summary>Whether a row below <paramref name="rows"/> whose kept keys are <paramref name="first"/> …
+    /// <paramref name="stop"/> − 1 keeps <paramref name="key"/>: tests without branches.</summary>
+    static bool Keeps(int row, int key, int first, int stop, int rows) => (row < rows) & (key >= first) & (key < stop);
 
     /// <summary>Whether rows <paramref name="row"/> … + 15, all below T, keep every key of <paramref name="key"/> … + 15:
     /// a row's first kept key and its stop grow with the row, so the last row's first and the first row's stop bound
