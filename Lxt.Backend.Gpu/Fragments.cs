@@ -248,12 +248,14 @@ public struct MatrixColumns : IColumnLoads
     public void Start(ArrayView<ushort> tile, int stride, int k, int g, int t, long sharedBase)
     {
         int element = (k + ((4 * g + t) & 15)) * stride;
+        // set on every accelerator: a view left at its default on CUDA would merge with the tile into a generic
+        // pointer, and ILGPU would then read and write the tile through generic loads and stores everywhere
+        this.tile = tile;
         if (CudaAsm.IsSupported)
         {
             row = sharedBase + 2L * element;
             return;
         }
-        this.tile = tile;
         near = Warp.Shuffle(element, 2 * t) + g;
         nearNext = Warp.Shuffle(element, 2 * t + 1) + g;
         far = Warp.Shuffle(element, 8 + 2 * t) + g;

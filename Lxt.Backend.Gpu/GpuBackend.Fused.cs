@@ -286,13 +286,14 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         return Compile(context, backend, kernel).PTXAssembly;
     }
 
-    /// <summary>Whether a kernel's inline assembly has outputs (the tensor-core kernels: mma.sync, cvt, ldmatrix), which
-    /// ILGPU passes through local memory: such a kernel is loaded with those scalars in registers (<see cref="PtxLocals"/>).</summary>
-    static bool PromotesLocals(MethodInfo kernel) =>
+    /// <summary>Whether a kernel is loaded from rewritten PTX (<see cref="PtxRewrites"/>): the tensor-core kernels,
+    /// whose inline assembly has outputs (mma.sync, cvt, ldmatrix) that ILGPU passes through local memory, and whose
+    /// ldmatrix rows need shared tiles on 16 bytes.</summary>
+    static bool RewritesPtx(MethodInfo kernel) =>
         kernel.DeclaringType == typeof(TensorCoreAttention) || kernel.DeclaringType == typeof(TensorCores);
 
-    /// <summary>A kernel compiled by a PTX backend, with its local scalars in registers where
-    /// <see cref="PromotesLocals"/> says: a kernel whose first parameter is an index runs implicitly grouped, any other
+    /// <summary>A kernel compiled by a PTX backend, its PTX rewritten where <see cref="RewritesPtx"/> says (local
+    /// scalars in registers, shared allocations on 16 bytes): a kernel whose first parameter is an index runs implicitly grouped, any other
     /// explicitly.</summary>
     static PTXCompiledKernel Compile(Context context, PTXBackend backend, MethodInfo kernel)
     {
@@ -301,20 +302,23 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             ? EntryPointDescription.FromImplicitlyGroupedKernel(kernel)
             : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
         var compiled = (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
-        if (!PromotesLocals(kernel)) return compiled;
+        if (!RewritesPtx(kernel)) return compiled;
+        var ptx = PtxRewrites.AlignShared(PtxRewrites.PromoteLocals(compiled.PTXAssembly));
+        if (!PtxRewrites.SharedAligned(ptx))
+            throw new InvalidOperationException($"{kernel.Name}: a shared allocation of its PTX is not declared as ILGPU 1.5 declares them, so it cannot be aligned to 16 bytes for ldmatrix");
         // ILGPU 1.5 makes a compiled kernel from its entry point and PTX internally only
         var entryPoint = typeof(CompiledKernel).GetProperty("EntryPoint", BindingFlags.NonPublic | BindingFlags.Instance);
         var make = typeof(PTXCompiledKernel).GetConstructors(BindingFlags.NonPublic | BindingFlags.Instance).SingleOrDefault(c => c.GetParameters().Length == 4);
         if (entryPoint is null || make is null)
-            throw new InvalidOperationException($"{kernel.Name}: this ILGPU ({typeof(Context).Assembly.GetName().Version}) makes compiled kernels otherwise than 1.5 does; its PTX cannot be loaded with local scalars in registers");
-        return (PTXCompiledKernel)make.Invoke([context, entryPoint.GetValue(compiled), compiled.Info, PtxLocals.Promote(compiled.PTXAssembly)]);
+            throw new InvalidOperationException($"{kernel.Name}: this ILGPU ({typeof(Context).Assembly.GetName().Version}) makes compiled kernels otherwise than 1.5 does; its PTX cannot be loaded rewritten");
+        return (PTXCompiledKernel)make.Invoke([context, entryPoint.GetValue(compiled), compiled.Info, ptx]);
     }
 
     /// <summary>The launcher of an explicitly grouped kernel (its first argument the stream, then the launch's
-    /// configuration): on CUDA, a kernel <see cref="PromotesLocals"/> names is compiled here and loaded from the PTX
+    /// configuration): on CUDA, a kernel <see cref="RewritesPtx"/> names is compiled here and loaded from the PTX
     /// <see cref="Compile"/> makes; every other kernel, and every kernel elsewhere, as ILGPU loads it.</summary>
     TLauncher Grouped<TLauncher>(Delegate kernel) where TLauncher : Delegate =>
-        (accelerator is CudaAccelerator cuda && PromotesLocals(kernel.Method)
+        (accelerator is CudaAccelerator cuda && RewritesPtx(kernel.Method)
             ? accelerator.LoadKernel(Compile(context, cuda.Backend, kernel.Method))
             : accelerator.LoadKernel(kernel.Method)).CreateLauncherDelegate<TLauncher>();
 

@@ -41,16 +41,10 @@ public static class TensorCoreAttention
     /// <summary>The row stride of a shared tile of rows of <paramref name="width"/> values.</summary>
     internal static int Stride(int width) => width + Pad;
 
-    /// <summary>Values to skip from a shared allocation at <paramref name="address"/> (its shared-window address; 0 off
-    /// CUDA) for a tile read by columns through ldmatrix (<see cref="MatrixColumns"/>) to start on 16 bytes: tiles are
-    /// allocated with 8 values to spare. ILGPU's <c>AlignTo</c> would do it, but emits a <c>mov</c> without a type,
-    /// which ptxas refuses; and the kernels cut their tiles themselves, since a view passed to a helper is read through
-    /// generic pointers.</summary>
-    static long Skip(long address) => ((16 - (address & 15)) & 15) >> 1;
-
     // The shared-window address of a kernel's first, second and third shared allocation, for ldmatrix (ILGPU has no
     // device-side address of a view): ILGPU names a kernel's allocations __shared_alloca0, 1, … in the order the
-    // kernel makes them, which the PTX test checks by their sizes. 0 where the accelerator is not CUDA.
+    // kernel makes them, which the PTX test checks by their sizes. 0 where the accelerator is not CUDA. On CUDA every
+    // allocation starts on 16 bytes, as ldmatrix reads its rows (the kernels are loaded with PtxRewrites.AlignShared).
     static long SharedAddress0()
     {
         if (!CudaAsm.IsSupported) return 0;
@@ -147,9 +141,8 @@ public static class TensorCoreAttention
         where TQ : struct, IAFragments where TO : struct, IDFragments where TB : struct, IColumnLoads
     {
         var kTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
-        var vRaw = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad) + 8);
-        long vAddress = SharedAddress1(), vSkipped = Skip(vAddress), vShared = vAddress + 2 * vSkipped;
-        var vTile = vRaw.SubView(vSkipped, Tile * (MaxDim + Pad));
+        var vTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
+        long vShared = SharedAddress1();
         int tiles = Tiles(s.T);
         // the last query tiles first, of every head in turn: under a causal mask they keep the most keys, so the
         // longest groups start first and the shortest fill the last wave
@@ -259,15 +252,10 @@ public static class TensorCoreAttention
                                 ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
         where TV : struct, IAFragments where TDK : struct, IDFragments where TDV : struct, IDFragments where TB : struct, IColumnLoads
     {
-        var qRaw = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad) + 8);
-        var oRaw = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad) + 8);
-        var kRaw = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad) + 8);
-        long qAddress = SharedAddress0(), oAddress = SharedAddress1(), kAddress = SharedAddress2();
-        long qSkipped = Skip(qAddress), oSkipped = Skip(oAddress), kSkipped = Skip(kAddress);
-        long qShared = qAddress + 2 * qSkipped, oShared = oAddress + 2 * oSkipped, kShared = kAddress + 2 * kSkipped;
-        var qTile = qRaw.SubView(qSkipped, BackwardRows * (MaxDim + Pad));
-        var oTile = oRaw.SubView(oSkipped, BackwardRows * (MaxDim + Pad));
-        var kTile = kRaw.SubView(kSkipped, Tile * (MaxDim + Pad));
+        var qTile = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad));
+        var oTile = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad));
+        var kTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
+        long qShared = SharedAddress0(), oShared = SharedAddress1(), kShared = SharedAddress2();
         var dsTile = SharedMemory.Allocate<ushort>(BackwardRows * (Tile + Pad));
         var rowL = SharedMemory.Allocate<float>(BackwardRows);
         var rowD = SharedMemory.Allocate<float>(BackwardRows);

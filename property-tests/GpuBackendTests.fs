@@ -464,16 +464,19 @@ let tests =
                 | _ :: second :: _ -> divisions |> List.forall (fun i -> i < second)
                 | _ -> false
             // ldmatrix's row addresses: the shared allocation a kernel names (ILGPU's __shared_allocaN, N its order)
-            // is the tile read by columns, by its size (8 values to spare, to start it on 16 bytes)
+            // is the tile read by columns, by its size, and starts on 16 bytes as loaded
             let sharedTile (ptx: string) (n: int) (values: int) =
                 Text.RegularExpressions.Regex.IsMatch(ptx, sprintf @"mov\.u64\s+%%rd\d+, __shared_alloca%d;" n)
-                && Text.RegularExpressions.Regex.IsMatch(ptx, sprintf @"\.shared \.align \d+ \.b8 __shared_alloca%d\[%d\];" n (2 * (values + 8)))
+                && Text.RegularExpressions.Regex.IsMatch(ptx, sprintf @"\.shared \.align 16 \.b8 __shared_alloca%d\[%d\];" n (2 * values))
             // ptxas refuses a mov without a type (ILGPU's AlignTo emitted one, and the device loaded neither kernel)
             let typedMoves (ptx: string) = not (Text.RegularExpressions.Regex.IsMatch(ptx, @"(?m)^\s*(@!?%p\d+\s+)?mov\s"))
             let matrixLoads (ptx: string) = ptx.Split("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16").Length - 1
             // no local memory: ILGPU passes inline PTX's operands through local scalars, which ptxas kept in memory (some
             // twenty local loads and stores an mma.sync) until the kernels were loaded with them in registers
             let noLocals (ptx: string) = not (ptx.Contains ".local") && not (ptx.Contains "__local_depot")
+            // every shared tile read and written as shared: a view that ILGPU merges with a generic one (a struct's
+            // field left at its default on one path) turns every access to it generic
+            let sharedOnly (ptx: string) = not (ptx.Contains "cvta.shared")
             for d in [ 64; 128 ] do
               for matrix in [ false; true ] do
                 let how = sprintf "d %d, %s" d (if matrix then "ldmatrix" else "16-bit loads")
@@ -482,6 +485,7 @@ let tests =
                 let ptx = GpuBackend.KernelPtx forward
                 Expect.equal (mmaCount ptx) (2 * d / 16 + d / 8) (sprintf "forward, %s: Q·Kᵀ for two tiles of 8 keys, d / 16 steps each, and P·V, d / 8 tiles" how)
                 Expect.isTrue (noLocals ptx) (sprintf "forward, %s: no local memory" how)
+                Expect.isTrue (sharedOnly ptx) (sprintf "forward, %s: no generic pointer to a shared tile" how)
                 Expect.isTrue (divisionsFirst ptx) (sprintf "forward, %s: no division in a loop" how)
                 Expect.isTrue (typedMoves ptx) (sprintf "forward, %s: every mov typed" how)
                 Expect.equal (wordLoads ptx) (d / 4) (sprintf "forward, %s: each row pair of K one shared load" how)
@@ -494,13 +498,11 @@ let tests =
                 let ptx = GpuBackend.KernelPtx backward
                 Expect.equal (mmaCount ptx) (2 + 2 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, %s: K·Qᵀ in a loop and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" how)
                 Expect.isTrue (noLocals ptx) (sprintf "backward, %s: no local memory" how)
+                Expect.isTrue (sharedOnly ptx) (sprintf "backward, %s: no generic pointer to a shared tile" how)
                 Expect.isTrue (divisionsFirst ptx) (sprintf "backward, %s: no division in a loop" how)
                 Expect.isTrue (typedMoves ptx) (sprintf "backward, %s: every mov typed" how)
-                // K·Qᵀ's loop: four of K (from its shared tile, not registers) and two of each tile of Q a step; with
-                // ldmatrix ILGPU reads the tiles through generic pointers (cvta.shared), so only the 16-bit loads' kernel
-                // is held to shared loads
-                if not matrix then
-                    Expect.equal (wordLoads ptx) (8 + d / 4 + 4) (sprintf "backward, %s: each row pair of K, Q, dO and dS one shared load" how)
+                // K·Qᵀ's loop: four of K (from its shared tile, not registers) and two of each tile of Q a step
+                Expect.equal (wordLoads ptx) (8 + d / 4 + 4) (sprintf "backward, %s: each row pair of K, Q, dO and dS one shared load" how)
                 Expect.isTrue (wordAligned ptx) (sprintf "backward, %s: shared tiles aligned to words" how)
                 Expect.equal (pairRoundings ptx) (d / 4 + 3 + 4 + 4) (sprintf "backward, %s: V's fragments, the K, Q and dO tiles' loads, Pᵀ's and dSᵀ's four words (dS's tile stores dSᵀ's halves)" how)
                 Expect.equal (matrixLoads ptx) (if matrix then 2 * d / 8 + 1 else 0) (sprintf "backward, %s: one ldmatrix for each tile of dO in Pᵀ·dO and of Q in dSᵀ·Q, and for K in dS·K's loop" how)
@@ -510,7 +512,7 @@ let tests =
                     Expect.isTrue (sharedTile ptx 1 rows) "backward: dO's tile is allocation 1"
                     Expect.isTrue (sharedTile ptx 2 (TensorCoreAttention.Tile * (TensorCoreAttention.MaxDim + TensorCoreAttention.Pad))) "backward: K's tile is allocation 2"
         }
-        test "local scalars of inline PTX become registers: only those whose address nothing else uses, of the size accessed" {
+        test "PTX rewrites: local scalars of inline PTX become registers (only those whose address nothing else uses, of the size accessed), shared allocations start on 16 bytes" {
             let lines =
                 [ ".visible .entry K("; "\t.param .u64 _p"; ")"; "{"
                   "\t.local .align 4 .b8 __local_depot0[4];"
@@ -540,8 +542,13 @@ let tests =
                       15, "\tmov.b64\t%lxl1, %rd5;"; 16, "\tmov.b64\t%rd6, %lxl1;" ]
             let expected = lines |> List.mapi (fun i line -> changed |> Map.tryFind i |> Option.defaultValue line)
             let text (lines: string list) = String.Join("\n", lines)
-            Expect.equal (PtxLocals.Promote(text lines)) (text expected) "depots 0 and 2 in registers"
-            Expect.equal (PtxLocals.Promote(text expected)) (text expected) "nothing left to promote"
+            Expect.equal (PtxRewrites.PromoteLocals(text lines)) (text expected) "depots 0 and 2 in registers"
+            Expect.equal (PtxRewrites.PromoteLocals(text expected)) (text expected) "nothing left to promote"
+            // shared allocations on 16 bytes, for ldmatrix's rows
+            let shared = "\t.shared .align 8 .b8 __shared_alloca0[16];\n\t.shared .align 32 .b8 __shared_alloca1[64];\n\t.shared .align 2 .b8 __shared_alloca2[6];"
+            Expect.isFalse (PtxRewrites.SharedAligned shared) "ILGPU's alignments"
+            Expect.equal (PtxRewrites.AlignShared shared) "\t.shared .align 16 .b8 __shared_alloca0[16];\n\t.shared .align 32 .b8 __shared_alloca1[64];\n\t.shared .align 16 .b8 __shared_alloca2[6];" "raised to 16, never lowered"
+            Expect.isTrue (PtxRewrites.SharedAligned(PtxRewrites.AlignShared shared)) "every allocation on 16 bytes"
         }
         test "every kernel with inline PTX, and every kernel of the backend, assembles for SM 9.0 with no stack frame or spills (where ptxas is)" {
             // ptxas checks what ILGPU's PTX backend alone cannot: that a device's driver accepts the PTX (it refused an

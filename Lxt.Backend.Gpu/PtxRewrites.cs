@@ -1,16 +1,18 @@
-// Scalars that ILGPU keeps in local memory, moved to registers in a kernel's PTX. ILGPU passes every operand of inline
-// assembly with an output (CudaAsm.Emit with `out`, CudaAsm.EmitRef) through a local variable of its own: a scalar
-// declared `.local .b8 __local_depotN[4]` (or [8]), its address moved once into a register, stored before the
-// instruction and loaded after it. ptxas keeps most of them in memory, so that each mma.sync of the tensor-core kernels
-// came with some twenty local loads and stores. Here each such scalar whose address is used for nothing else becomes a
-// register, and each of its loads and stores a move.
+// Rewrites of a kernel's PTX that ILGPU gives no way to ask for, made before the kernel is loaded (GpuBackend.Compile):
+// - Scalars that ILGPU keeps in local memory, moved to registers. ILGPU passes every operand of inline assembly with an
+//   output (CudaAsm.Emit with `out`, CudaAsm.EmitRef) through a local variable of its own: a scalar declared
+//   `.local .b8 __local_depotN[4]` (or [8]), its address moved once into a register, stored before the instruction and
+//   loaded after it. ptxas keeps most of them in memory, so that each mma.sync of the tensor-core kernels came with
+//   some twenty local loads and stores. Each such scalar whose address is used for nothing else becomes a register,
+//   and each of its loads and stores a move.
+// - Shared allocations aligned to 16 bytes, as ldmatrix needs its rows: ILGPU aligns them to their element, or 8.
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
 
 namespace Lxt.Backend.Gpu;
 
-public static class PtxLocals
+public static class PtxRewrites
 {
     static readonly Regex Depot = new(@"^\s*\.local\s+\.align\s+\d+\s+\.b8\s+(__local_depot\d+)\[(4|8)\];\s*$", RegexOptions.CultureInvariant);
     static readonly Regex Address = new(@"^\s*mov\.b64\s+(%rd\d+),\s*(__local_depot\d+);\s*$", RegexOptions.CultureInvariant);
@@ -22,7 +24,7 @@ public static class PtxLocals
     /// <summary>The PTX with each promotable local scalar in a register (see the file's head); a scalar whose address
     /// register is written or read by anything but its one move, its loads and its stores, or whose accesses differ in
     /// size from it, stays as it was.</summary>
-    public static string Promote(string ptx)
+    public static string PromoteLocals(string ptx)
     {
         var lines = ptx.Split('\n');
         var size = new Dictionary<string, int>();          // depot → bits
@@ -101,6 +103,19 @@ public static class PtxLocals
         operand.Length > 2 && operand[0] == '0' && (operand[1] == 'f' || operand[1] == 'd' || operand[1] == 'F' || operand[1] == 'D')
             ? "0x" + operand[2..]
             : operand;
+
+    static readonly Regex SharedAllocation = new(@"^(\s*\.shared\s+\.align\s+)(\d+)(\s+\.b8\s+__shared_alloca\d+\[\d+\];)", RegexOptions.Multiline | RegexOptions.CultureInvariant);
+
+    /// <summary>The PTX with every shared allocation of the kernel aligned to at least 16 bytes.</summary>
+    public static string AlignShared(string ptx) =>
+        SharedAllocation.Replace(ptx, m => int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture) >= 16 ? m.Value : m.Groups[1].Value + "16" + m.Groups[3].Value);
+
+    /// <summary>Whether every shared allocation the PTX declares starts on 16 bytes.</summary>
+    public static bool SharedAligned(string ptx)
+    {
+        int declared = Regex.Matches(ptx, @"\.shared\s+\.align\s+\d+\s+\.b8\s+__shared_alloca\d+\[").Count;
+        return SharedAllocation.Matches(ptx).Count(m => int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture) >= 16) == declared;
+    }
 
     static List<int> At(Dictionary<string, List<int>> map, string key)
     {
