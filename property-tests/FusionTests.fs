@@ -481,7 +481,7 @@ let tests =
             Expect.equal exe.Plan.Prologues.Count 0 "no prologue above the limit"
             Expect.equal exe.Plan.Fusion.Count 1 "the pointwise chain is still one group"
         }
-        test "fused kernels compile to straight-line code: no local memory, each operand loaded once, no integer division, no program decoded" {
+        test "fused kernels compile to straight-line code: no local memory, each operand loaded once, no integer division, no program decoded, and assemble for SM 9.0 where ptxas is" {
             // a masked, scaled attention score (a [4, 6] mask broadcast over [3, 4, 6] scores) read by a softmax, a masked
             // row sum and a long chain on the same scores: the groups a relevance graph has, compiled to PTX here
             let scores = input "scores" [| 3; 4; 6 |] Float
@@ -529,6 +529,8 @@ let tests =
                 // (every group here has a constant or a strided operand)
                 if parameters then Expect.equal tableReads 0 (sprintf "%s loads no table entry from memory" what)
                 else Expect.isGreaterThan tableReads 0 (sprintf "%s reads its table from memory" what)
+                // where ptxas is (LXT_PTXAS; .ci/run fetches one): the driver accepts it, with no stack frame or spill
+                Ptxas.find () |> Option.iter (fun ptxas -> Ptxas.expectRegistersOnly ptxas what ptx)
         }
         test "a malformed fused group is rejected before any kernel runs" {
             let x = input "x" [| 3 |] Float

@@ -551,18 +551,7 @@ let tests =
             Expect.isTrue (PtxRewrites.SharedAligned(PtxRewrites.AlignShared shared)) "every allocation on 16 bytes"
         }
         test "every kernel with inline PTX, and every kernel of the backend, assembles for SM 9.0 with no stack frame or spills (where ptxas is)" {
-            // ptxas checks what ILGPU's PTX backend alone cannot: that a device's driver accepts the PTX (it refused an
-            // untyped mov once), and how the kernels use registers. LXT_PTXAS names it (.ci/run fetches one), else the PATH.
-            let assembler =
-                match Environment.GetEnvironmentVariable "LXT_PTXAS" with
-                | null | "" ->
-                    (Environment.GetEnvironmentVariable "PATH" |> Option.ofObj |> Option.defaultValue "").Split(IO.Path.PathSeparator)
-                    |> Array.map (fun d -> IO.Path.Combine(d, "ptxas"))
-                    |> Array.tryFind IO.File.Exists
-                | named ->
-                    Expect.isTrue (IO.File.Exists named) (sprintf "LXT_PTXAS names %s, which does not exist" named)
-                    Some named
-            match assembler with
+            match Ptxas.find () with
             | None -> skiptest "no ptxas here (set LXT_PTXAS)"
             | Some ptxas ->
                 let generic =
@@ -577,25 +566,8 @@ let tests =
                     |> Array.filter (fun m -> m.ReturnType = typeof<Void> && not m.IsGenericMethodDefinition)
                     |> Array.map (fun m -> m.Name, m)
                     |> List.ofArray
-                let file = IO.Path.Combine(IO.Path.GetTempPath(), sprintf "lxt-ptxas-%d.ptx" Environment.ProcessId)
-                try
-                    for name, kernel in ("tensor-core product", typeof<TensorCores>.GetMethod "Product") :: generic @ plain do
-                        // PTX 7.8 holds every instruction the kernels use (mma.sync on bfloat16, ldmatrix and cvt to bfloat16
-                        // pairs came with 7.0 and earlier), and assemblers from CUDA 11.8 on read it
-                        let ptx = Text.RegularExpressions.Regex.Replace(GpuBackend.KernelPtx kernel, @"(?m)^\.version \d+\.\d+", ".version 7.8")
-                        IO.File.WriteAllText(file, ptx)
-                        let info = ProcessStartInfo(ptxas, sprintf "-arch=sm_90 -v \"%s\" -o /dev/null" file, RedirectStandardOutput = true, RedirectStandardError = true)
-                        use run = Process.Start info
-                        let output = run.StandardError.ReadToEndAsync()
-                        let printed = run.StandardOutput.ReadToEnd() + output.Result
-                        run.WaitForExit()
-                        Expect.equal run.ExitCode 0 (sprintf "%s: ptxas accepts it\n%s" name printed)
-                        let frames = Text.RegularExpressions.Regex.Matches(printed, @"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
-                        Expect.isGreaterThan frames.Count 0 (sprintf "%s: ptxas reports its frame\n%s" name printed)
-                        for f in frames do
-                            Expect.equal f.Value "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" (sprintf "%s: registers only" name)
-                finally
-                    IO.File.Delete file
+                for name, kernel in ("tensor-core product", typeof<TensorCores>.GetMethod "Product") :: generic @ plain do
+                    Ptxas.expectRegistersOnly ptxas name (GpuBackend.KernelPtx kernel)
         }
         test "the llama fixture's AttnLRP relevance matches the reference on the ILGPU CPU accelerator" {
             llamaParity Device.IlgpuCpu
