@@ -293,8 +293,8 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
         kernel.DeclaringType == typeof(TensorCoreAttention) || kernel.DeclaringType == typeof(TensorCores);
 
     /// <summary>A kernel compiled by a PTX backend, its PTX rewritten where <see cref="RewritesPtx"/> says (local
-    /// scalars in registers, shared allocations on 16 bytes): a kernel whose first parameter is an index runs implicitly grouped, any other
-    /// explicitly.</summary>
+    /// scalars in registers, shared allocations on 16 bytes): a kernel whose first parameter is an index runs
+    /// implicitly grouped, any other explicitly.</summary>
     static PTXCompiledKernel Compile(Context context, PTXBackend backend, MethodInfo kernel)
     {
         var first = kernel.GetParameters()[0].ParameterType;
