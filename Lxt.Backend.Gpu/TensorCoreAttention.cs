@@ -407,16 +407,16 @@ public static class TensorCoreAttention
     /// <paramref name="l"/> in base-2 units (one fused multiply-add and one ex2), were the key kept.</summary>
     static float Probability(in AttentionShape s, float product, float l) => Exp2(s.Scale * Log2E * product - l);
 
-    /// <summary>Whether query row <paramref name="row"/> keeps <paramref name="key"/>, both within their tokens: tests
-    /// without branches (&amp;, not &amp;&amp;).</summary>
+    /// <summary>Whether query row <paramref name="row"/> keeps <paramref name="key"/>, both within their tokens (a
+    /// row's stop is at most Keys): tests without branches.</summary>
     static bool Kept(in AttentionShape s, int row, int key)
     {
         AttentionKernels.Kept(s, row, out int first, out int stop);
-        return (row < s.T) & (key < s.Keys) & (key >= first) & (key < stop);
+        return Keeps(row, key, first, stop, s.T);
     }
 
     /// <summary>Whether a row below <paramref name="rows"/> whose kept keys are <paramref name="first"/> …
-    /// <paramref name="stop"/> − 1 keeps <paramref name="key"/>: tests without branches.</summary>
+    /// <paramref name="stop"/> − 1 keeps <paramref name="key"/>: tests without branches (&amp;, not &amp;&amp;).</summary>
     static bool Keeps(int row, int key, int first, int stop, int rows) => (row < rows) & (key >= first) & (key < stop);
 
     /// <summary>Whether rows <paramref name="row"/> … + 15, all below T, keep every key of <paramref name="key"/> … + 15:
