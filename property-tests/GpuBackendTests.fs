@@ -26,6 +26,18 @@ let private tf32Shared = lazy (GpuBackend.Create(GpuKind.CpuAccelerator, GemmPre
 let private roundBf16 (v: float) = float (BFloat16Conversion.Round(float32 v))
 let private roundTf32 (v: float) = float (BFloat16Conversion.RoundTf32(float32 v))
 
+/// Every kernel of the backend's Kernels class (each op family's non-generic kernel).
+let private plainKernels () =
+    typeof<GpuBackend>.Assembly.GetType("Lxt.Backend.Gpu.Kernels").GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static)
+    |> Array.filter (fun m -> m.ReturnType = typeof<Void> && not m.IsGenericMethodDefinition)
+
+/// The tensor-core attention kernels for heads of d dimensions, as the backend specializes them, reading B by columns
+/// through ldmatrix or not.
+let private tensorCoreForward d matrix =
+    typeof<TensorCoreAttention>.GetMethod("Forward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.Columns matrix)
+let private tensorCoreBackward d matrix =
+    typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d, FragmentTypes.Columns matrix)
+
 /// Runs `outputs` on a GPU backend binding parameters as a Session does: those read only by products through
 /// AllocateMatrixWeight, the others as float32. Returns the outputs and the names of the parameters stored bfloat16.
 let private runWithMatrixWeights (backend: GpuBackend) (values: Map<string, float[]>) (outputs: Node list) =
@@ -129,9 +141,7 @@ let tests =
                 [ matmul a b1; matmul a b2; matmul a b3; matmul (transpose 0 1 a) b4; matmul (reshape [| 1; 6; m; k |] a) b3 ])
         test "every kernel of the backend compiles to PTX for an SM 9.0 device, with no local memory" {
             // CI has no GPU: ILGPU's PTX backend needs no driver, so code generation for CUDA is checked on every machine
-            let kernels =
-                typeof<GpuBackend>.Assembly.GetType("Lxt.Backend.Gpu.Kernels").GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static)
-                |> Array.filter (fun m -> m.ReturnType = typeof<Void> && not m.IsGenericMethodDefinition)
+            let kernels = plainKernels ()
             Expect.isGreaterThan kernels.Length 15 "every op family's kernel"
             for k in kernels do
                 let ptx = GpuBackend.KernelPtx k
@@ -481,7 +491,7 @@ let tests =
               for matrix in [ false; true ] do
                 let how = sprintf "d %d, %s" d (if matrix then "ldmatrix" else "16-bit loads")
                 // fragments of nested types: every product over a head's dimensions unrolled
-                let forward = typeof<TensorCoreAttention>.GetMethod("Forward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.Columns matrix)
+                let forward = tensorCoreForward d matrix
                 let ptx = GpuBackend.KernelPtx forward
                 Expect.equal (mmaCount ptx) (2 * d / 16 + d / 8) (sprintf "forward, %s: Q·Kᵀ for two tiles of 8 keys, d / 16 steps each, and P·V, d / 8 tiles" how)
                 Expect.isTrue (noLocals ptx) (sprintf "forward, %s: no local memory" how)
@@ -494,7 +504,7 @@ let tests =
                 Expect.equal (matrixLoads ptx) (if matrix then d / 8 else 0) (sprintf "forward, %s: one ldmatrix for each tile of V of P·V" how)
                 if matrix then
                     Expect.isTrue (sharedTile ptx 1 (TensorCoreAttention.Tile * (TensorCoreAttention.MaxDim + TensorCoreAttention.Pad))) "forward: V's tile is allocation 1"
-                let backward = typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d, FragmentTypes.Columns matrix)
+                let backward = tensorCoreBackward d matrix
                 let ptx = GpuBackend.KernelPtx backward
                 Expect.equal (mmaCount ptx) (2 + 2 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, %s: K·Qᵀ in a loop and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" how)
                 Expect.isTrue (noLocals ptx) (sprintf "backward, %s: no local memory" how)
@@ -557,15 +567,10 @@ let tests =
                 let generic =
                     [ for d in [ 64; 128 ] do
                         for matrix in [ false; true ] do
-                            yield sprintf "forward d %d%s" d (if matrix then " ldmatrix" else ""),
-                                  typeof<TensorCoreAttention>.GetMethod("Forward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.Columns matrix)
-                            yield sprintf "backward d %d%s" d (if matrix then " ldmatrix" else ""),
-                                  typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d, FragmentTypes.Columns matrix) ]
-                let plain =
-                    typeof<GpuBackend>.Assembly.GetType("Lxt.Backend.Gpu.Kernels").GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static)
-                    |> Array.filter (fun m -> m.ReturnType = typeof<Void> && not m.IsGenericMethodDefinition)
-                    |> Array.map (fun m -> m.Name, m)
-                    |> List.ofArray
+                            let how = sprintf "d %d%s" d (if matrix then " ldmatrix" else "")
+                            yield "forward " + how, tensorCoreForward d matrix
+                            yield "backward " + how, tensorCoreBackward d matrix ]
+                let plain = plainKernels () |> Array.map (fun m -> m.Name, m) |> List.ofArray
                 for name, kernel in ("tensor-core product", typeof<TensorCores>.GetMethod "Product") :: generic @ plain do
                     Ptxas.expectRegistersOnly ptxas name (GpuBackend.KernelPtx kernel)
         }
