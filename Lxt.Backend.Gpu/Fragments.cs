@@ -148,6 +148,36 @@ public struct DFragments<TRest> : IDFragments where TRest : struct, IDFragments
         Store(y, at, stride, row, count, c, t, 1f, 1f, add);
 }
 
+/// <summary>How an operand is stored, fixed per kernel: in bfloat16 or in float32 (<see cref="Pairs"/>).</summary>
+public interface IStorage
+{
+    bool Narrow { get; }
+}
+
+public struct BFloat16Storage : IStorage
+{
+    public readonly bool Narrow => true;
+}
+
+public struct Float32Storage : IStorage
+{
+    public readonly bool Narrow => false;
+}
+
+/// <summary>How the attention kernels' operands 0 to 2 (Q, K and V) are stored (<see cref="AttentionShape.Narrow"/>),
+/// as types, so that each kernel reads each operand with one kind of load and no test.</summary>
+public interface IOperandStorage
+{
+    bool Narrow(int operand);
+}
+
+public struct OperandStorage<TQ, TK, TV> : IOperandStorage where TQ : struct, IStorage where TK : struct, IStorage where TV : struct, IStorage
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly bool Narrow(int operand) =>
+        operand == 0 ? default(TQ).Narrow : operand == 1 ? default(TK).Narrow : default(TV).Narrow;
+}
+
 /// <summary>Values read a pair at a time as one word of two bfloat16 (the even element in the low half, as
 /// <see cref="TensorCores.Pack"/> packs them): float32 values rounded as they are read, or values stored in bfloat16
 /// read as they are stored, through the view of their pairs' words (<see cref="GpuBuffer.NarrowPairs"/>). Both give the
@@ -163,6 +193,10 @@ public readonly struct Pairs
         this.values = values;
         this.narrow = narrow;
     }
+
+    /// <summary>The values from <paramref name="i"/> (even) on.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Pairs From(int i) => new(narrow ? values.SubView(i >> 1) : values.SubView(i), narrow);
 
     /// <summary>Values <paramref name="i"/> (even) and <paramref name="i"/> + 1.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -279,6 +313,148 @@ public struct MatrixColumns : IColumnLoads
     }
 }
 
+/// <summary>How a group's threads share a shared tile of <c>rows</c> rows of bfloat16: the first <c>width</c> values
+/// (even) of rows from … of a [count, stride] slab at rowBase, a pair of values a word, zero past the slab. Thread i
+/// takes words i, i + Threads, … of the tile's rows · pairs (consecutive threads, consecutive words of a row, so that a
+/// warp reads 128 contiguous bytes of a bfloat16 slab). Its j-th word lies a fixed distance from its first: with the
+/// width and stride constants of a kernel (<see cref="IStagedWords.Words"/>), every load and store of a tile is one
+/// address plus a constant. Only a tile that runs past the slab's rows tests rows.</summary>
+public readonly struct TileWalk
+{
+    readonly Pairs slab, first;
+    readonly ArrayView<uint> tile;
+    readonly int rowBase, from, count, row, pair, stride, pairs, rowStep, pairStep, rowWords;
+
+    /// <summary>Whether every row of the tile lies within the slab.</summary>
+    public readonly bool Whole;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public TileWalk(in Pairs x, ArrayView<uint> tile, int rows, int rowBase, int from, int count, int stride, int width, int thread)
+    {
+        slab = x;
+        this.rowBase = rowBase;
+        this.from = from;
+        this.count = count;
+        this.stride = stride;
+        pairs = width / 2;
+        rowStep = TensorCoreAttention.Threads / pairs;
+        pairStep = TensorCoreAttention.Threads - rowStep * pairs;
+        rowWords = TensorCoreAttention.Stride(width) / 2;
+        row = thread / pairs;
+        pair = thread - row * pairs;
+        Whole = from + rows <= count;
+        first = x.From(Whole ? (rowBase + from + row) * stride + 2 * pair : 0);
+        this.tile = tile.SubView(row * rowWords + pair);
+    }
+
+    // the j-th word's rows and pairs past the thread's first (constants where pairs divide Threads)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void Offset(int j, out int rows, out int pairsOn)
+    {
+        if (pairStep == 0)
+        {
+            rows = j * rowStep;
+            pairsOn = 0;
+            return;
+        }
+        int q = pair + j * pairStep, wrap = q / pairs;
+        rows = j * rowStep + wrap;
+        pairsOn = j * pairStep - wrap * pairs;
+    }
+
+    /// <summary>The thread's j-th word of a tile within the slab.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint ReadWhole(int j)
+    {
+        Offset(j, out int rows, out int pairsOn);
+        return first.At(rows * stride + 2 * pairsOn);
+    }
+
+    /// <summary>The thread's j-th word of a tile that runs past the slab, 0 there. The load is made whatever the row
+    /// (from the slab's last row past it; a row from ≤ count − 1 holds), so that a thread's loads carry no branch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint ReadEdge(int j)
+    {
+        Offset(j, out int rows, out int pairsOn);
+        int r = from + row + rows;
+        uint w = slab.At((rowBase + Math.Min(r, count - 1)) * stride + 2 * (pair + pairsOn));
+        return r < count ? w : 0u;
+    }
+
+    /// <summary>Stores the thread's j-th word into the tile.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Write(int j, uint w)
+    {
+        Offset(j, out int rows, out int pairsOn);
+        tile[rows * rowWords + pairsOn] = w;
+    }
+}
+
+/// <summary>A thread's words of a shared tile (<see cref="TileWalk"/>) held in registers between device memory and the
+/// tile, two a level: every load of the tile goes out before the first store waits on one, and before the barrier
+/// that frees the tile, so that a tile costs one trip to memory, not one a word.</summary>
+public interface IStagedWords
+{
+    /// <summary>The words a thread holds: a tile's rows · width / 2 over the group's threads.</summary>
+    int Words { get; }
+
+    /// <summary>Reads this level's words, the thread's <paramref name="j"/>-th and the next, of a tile within the slab
+    /// (<see cref="TileWalk.Whole"/>): the walk's branch is taken once a tile, not once a level.</summary>
+    void ReadWhole(in TileWalk walk, int j);
+
+    /// <summary>As ReadWhole, of a tile that runs past the slab.</summary>
+    void ReadEdge(in TileWalk walk, int j);
+
+    /// <summary>Writes them into the tile.</summary>
+    void Write(in TileWalk walk, int j);
+}
+
+public struct NoStagedWords : IStagedWords
+{
+    public readonly int Words => 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void ReadWhole(in TileWalk walk, int j) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void ReadEdge(in TileWalk walk, int j) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Write(in TileWalk walk, int j) { }
+}
+
+public struct StagedWords<TRest> : IStagedWords where TRest : struct, IStagedWords
+{
+    uint w0, w1;
+    TRest rest;
+
+    public readonly int Words => 2 + default(TRest).Words;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ReadWhole(in TileWalk walk, int j)
+    {
+        w0 = walk.ReadWhole(j);
+        w1 = walk.ReadWhole(j + 1);
+        rest.ReadWhole(walk, j + 2);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ReadEdge(in TileWalk walk, int j)
+    {
+        w0 = walk.ReadEdge(j);
+        w1 = walk.ReadEdge(j + 1);
+        rest.ReadEdge(walk, j + 2);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Write(in TileWalk walk, int j)
+    {
+        walk.Write(j, w0);
+        walk.Write(j + 1, w1);
+        rest.Write(walk, j + 2);
+    }
+}
+
 /// <summary>The nested fragment types of a head size.</summary>
 public static class FragmentTypes
 {
@@ -288,9 +464,21 @@ public static class FragmentTypes
     /// <summary>D fragments of <paramref name="dim"/> columns (tiles of 8).</summary>
     public static Type D(int dim) => Nest(typeof(DFragments<>), typeof(NoDFragments), dim / 8);
 
+    /// <summary>A thread's words of a shared tile of <paramref name="rows"/> rows of <paramref name="width"/> values
+    /// (<see cref="TileWalk"/>): rows · width / 2 words over the group's threads, two a level.</summary>
+    public static Type Staged(int rows, int width) =>
+        Nest(typeof(StagedWords<>), typeof(NoStagedWords), rows * width / (4 * TensorCoreAttention.Threads));
+
     /// <summary>How B fragments are read by columns: through ldmatrix (<see cref="MatrixColumns"/>) or a 16-bit load
     /// a value (<see cref="ColumnHalves"/>).</summary>
     public static Type Columns(bool matrixLoads) => matrixLoads ? typeof(MatrixColumns) : typeof(ColumnHalves);
+
+    /// <summary>The storage of Q, K and V: bit i of <paramref name="narrow"/> set, operand i in bfloat16
+    /// (<see cref="AttentionShape.Narrow"/>).</summary>
+    public static Type Storage(int narrow) =>
+        typeof(OperandStorage<,,>).MakeGenericType(StorageOf(narrow, 0), StorageOf(narrow, 1), StorageOf(narrow, 2));
+
+    static Type StorageOf(int narrow, int operand) => (narrow >> operand & 1) != 0 ? typeof(BFloat16Storage) : typeof(Float32Storage);
 
     static Type Nest(Type level, Type none, int count)
     {

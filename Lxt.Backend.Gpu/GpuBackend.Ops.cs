@@ -23,9 +23,9 @@ public sealed partial class GpuBackend
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>?
         attentionQueryRows, attentionKeyRows;
     // the tensor-core attention kernels per head dimensions (D, Dv) and way of reading tiles by columns
-    readonly Dictionary<(int, int, bool), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreForward = [];
+    readonly Dictionary<(int, int, bool, int), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreForward = [];
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>? tensorCoreProduct;
-    readonly Dictionary<(int, int, bool), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreBackward = [];
+    readonly Dictionary<(int, int, bool, int), Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>> tensorCoreBackward = [];
 
     /// <summary>A launch of one warp per row, for the top-k rows.</summary>
     KernelConfig WarpPerRow(int rows) => new(new Index1D(rows), new Index1D(accelerator.WarpSize));
@@ -274,10 +274,10 @@ public sealed partial class GpuBackend
         {
             int tiles = TensorCoreAttention.Tiles(s.T);
             if (s.Heads * tiles == 0) return;
-            var forwardKey = (s.D, s.Dv, TensorCoreMatrixLoads);
+            var forwardKey = (s.D, s.Dv, TensorCoreMatrixLoads, s.Narrow);
             if (!tensorCoreForward.TryGetValue(forwardKey, out var forward))
-                tensorCoreForward[forwardKey] = forward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
-                    typeof(TensorCoreAttention), nameof(TensorCoreAttention.Forward), FragmentTypes.A(s.D), FragmentTypes.D(s.Dv), FragmentTypes.Columns(TensorCoreMatrixLoads)));
+                tensorCoreForward[forwardKey] = forward = LoadGrouped(TensorCoreAttention.ForwardKernel(s.D, s.Dv, TensorCoreMatrixLoads, s.Narrow)
+                    .CreateDelegate<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>());
             forward(launch(s.Heads * tiles), At(0), At(1), At(2), y.View, s);
             return;
         }
@@ -286,10 +286,10 @@ public sealed partial class GpuBackend
         if (s.Heads > s.KvHeads) y.View.MemSetToZero(stream);
         else if (nq > 0) y.View.SubView(0, nq).MemSetToZero(stream);
         if (s.Heads * keyTiles == 0) return;
-        var backwardKey = (s.D, s.Dv, TensorCoreMatrixLoads);
+        var backwardKey = (s.D, s.Dv, TensorCoreMatrixLoads, s.Narrow);
         if (!tensorCoreBackward.TryGetValue(backwardKey, out var backward))
-            tensorCoreBackward[backwardKey] = backward = LoadGrouped(Specialize<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>(
-                typeof(TensorCoreAttention), nameof(TensorCoreAttention.Backward), FragmentTypes.A(s.Dv), FragmentTypes.D(s.D), FragmentTypes.D(s.Dv), FragmentTypes.Columns(TensorCoreMatrixLoads)));
+            tensorCoreBackward[backwardKey] = backward = LoadGrouped(TensorCoreAttention.BackwardKernel(s.D, s.Dv, TensorCoreMatrixLoads, s.Narrow)
+                .CreateDelegate<Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>>());
         backward(launch(s.Heads * keyTiles), At(0), At(1), At(2), At(3), At(4), At(5), y.View.SubView(0, Math.Max(1, nq)), y.View.SubView(nq), s);
     }
 

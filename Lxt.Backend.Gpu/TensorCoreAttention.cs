@@ -2,6 +2,7 @@
 // and in the backward pass K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q, dS·K) is a bfloat16 mma.sync over one warp (TensorCores), with
 // float32 accumulators; fragments and probabilities live in registers (Fragments.cs), a tile at a time. Heads of up
 // to MaxDim dimensions, a multiple of 16, each size compiled on its own.
+using System.Reflection;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -23,6 +24,9 @@ public static class TensorCoreAttention
     /// <summary>Query rows of a tile in the backward pass (its shared tiles fit 48 KiB at MaxDim).</summary>
     public const int BackwardRows = 32;
 
+    /// <summary>The most words a thread holds between device memory and the shared tiles at once.</summary>
+    const int MaxStagedWords = 32;
+
     /// <summary>Largest head dimension (of queries and keys, and of values).</summary>
     public const int MaxDim = 128;
 
@@ -30,9 +34,9 @@ public static class TensorCoreAttention
     /// operands 0 to 2 of every part, which they round to bfloat16 as they load them anyway.</summary>
     public const int NarrowOperands = 3;
 
-    /// <summary>Operand <paramref name="i"/> (Q, K or V) read in pairs, stored as <see cref="AttentionShape.Narrow"/>
-    /// says.</summary>
-    static Pairs Operand(ArrayView<float> x, in AttentionShape s, int i) => new(x, (s.Narrow >> i & 1) != 0);
+    /// <summary>Operand <paramref name="i"/> (Q, K or V) read in pairs, stored as <typeparamref name="TS"/> says
+    /// (<see cref="FragmentTypes.Storage"/> of <see cref="AttentionShape.Narrow"/>).</summary>
+    static Pairs Operand<TS>(ArrayView<float> x, int i) where TS : struct, IOperandStorage => new(x, default(TS).Narrow(i));
 
     /// <summary>bfloat16 values after each row of a shared tile: a row of a stride of 4 words past a multiple of 32 puts
     /// the 8 rows a warp's quads read in turn (A fragments by rows, B by columns two rows apart) on distinct banks.</summary>
@@ -66,6 +70,22 @@ public static class TensorCoreAttention
         return a;
     }
 
+    /// <summary><see cref="Forward"/> for heads of <paramref name="d"/> dimensions (queries and keys) and
+    /// <paramref name="dv"/> (values), reading B fragments by columns through ldmatrix where
+    /// <paramref name="matrixLoads"/>, with Q, K and V stored as <paramref name="narrow"/> says
+    /// (<see cref="AttentionShape.Narrow"/>).</summary>
+    public static MethodInfo ForwardKernel(int d, int dv, bool matrixLoads, int narrow) =>
+        typeof(TensorCoreAttention).GetMethod(nameof(Forward))!.MakeGenericMethod(
+            FragmentTypes.A(d), FragmentTypes.D(dv), FragmentTypes.Columns(matrixLoads),
+            FragmentTypes.Staged(Tile, d), FragmentTypes.Staged(Tile, dv), FragmentTypes.Storage(narrow));
+
+    /// <summary><see cref="Backward"/> for these sizes, as <see cref="ForwardKernel"/>.</summary>
+    public static MethodInfo BackwardKernel(int d, int dv, bool matrixLoads, int narrow) =>
+        typeof(TensorCoreAttention).GetMethod(nameof(Backward))!.MakeGenericMethod(
+            FragmentTypes.A(dv), FragmentTypes.D(d), FragmentTypes.D(dv), FragmentTypes.Columns(matrixLoads),
+            FragmentTypes.Staged(Tile, d), FragmentTypes.Staged(BackwardRows, d), FragmentTypes.Staged(BackwardRows, dv),
+            FragmentTypes.Storage(narrow));
+
     /// <summary>Tiles of <see cref="Tile"/> that cover <paramref name="n"/> rows or keys.</summary>
     public static int Tiles(int n) => (n + Tile - 1) / Tile;
 
@@ -81,35 +101,18 @@ public static class TensorCoreAttention
     internal static uint PairAt(in Pairs x, int rowBase, int row, int rows, int width, int c) =>
         row < rows ? x.At((rowBase + row) * width + c) : 0u;
 
-    /// <summary>The first <paramref name="width"/> values (even) of rows <paramref name="from"/> … + <paramref name="rows"/>
-    /// − 1 of a [count, stride] slab at <paramref name="rowBase"/> into a shared tile of <paramref name="rows"/> rows of
-    /// <see cref="Stride"/>(<paramref name="width"/>) bfloat16, a pair of values a word, zero past the slab, by all the
-    /// group's threads.</summary>
-    static void LoadTile(in Pairs x, int rowBase, int from, int count, int stride, int width, int rows, ArrayView<ushort> tile)
+    /// <summary>Reads this thread's words of a shared tile of <paramref name="rows"/> rows into
+    /// <paramref name="staged"/> (<see cref="TileWalk"/>: the first values of rows <paramref name="from"/> … of a
+    /// [count, stride] slab at <paramref name="rowBase"/>), to write once the tile is free. The tile's width is the
+    /// staged words' (a constant of the kernel), its stride the width plus <paramref name="strideMore"/>.</summary>
+    static TileWalk Stage<TS>(ref TS staged, in Pairs x, ArrayView<ushort> tile, int rows, int rowBase, int from, int count, int strideMore = 0)
+        where TS : struct, IStagedWords
     {
-        var words = tile.Cast<uint>();
-        int pairs = width / 2, rowWords = Stride(width) / 2;
-        // thread i takes pair i of the tile's rows · pairs, then every Threads-th: its row and pair are divided out
-        // once and then stepped, as are its source index and target word, so that a pair costs no division (a
-        // division by a value known only at run time is a long sequence of instructions on the device)
-        int r = Group.IdxX / pairs, p = Group.IdxX - r * pairs, rowStep = Threads / pairs, pairStep = Threads - rowStep * pairs;
-        int at = (rowBase + from + r) * stride + 2 * p, word = r * rowWords + p;
-        int atStep = rowStep * stride + 2 * pairStep, wordStep = rowStep * rowWords + pairStep;
-        while (r < rows)
-        {
-            words[word] = from + r < count ? x.At(at) : 0u;
-            r += rowStep;
-            p += pairStep;
-            at += atStep;
-            word += wordStep;
-            if (p >= pairs)
-            {
-                p -= pairs;
-                r++;
-                at += stride - 2 * pairs;
-                word += rowWords - pairs;
-            }
-        }
+        int width = default(TS).Words * 2 * Threads / rows;
+        var walk = new TileWalk(x, tile.Cast<uint>(), rows, rowBase, from, count, width + strideMore, width, Group.IdxX);
+        if (walk.Whole) staged.ReadWhole(walk, 0);
+        else staged.ReadEdge(walk, 0);
+        return walk;
     }
 
     /// <summary>y[i] = v, or y[i] += v atomically where <paramref name="add"/>.</summary>
@@ -137,8 +140,9 @@ public static class TensorCoreAttention
     /// <see cref="FragmentTypes.D"/> of Dv) in registers, and walks the kept keys a shared tile of K and V at a time,
     /// 16 keys a step of its online softmax, reading V by columns as <typeparamref name="TB"/> does
     /// (<see cref="FragmentTypes.Columns"/>).</summary>
-    public static void Forward<TQ, TO, TB>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> y, AttentionShape s)
+    public static void Forward<TQ, TO, TB, TSK, TSV, TS>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> y, AttentionShape s)
         where TQ : struct, IAFragments where TO : struct, IDFragments where TB : struct, IColumnLoads
+        where TSK : struct, IStagedWords where TSV : struct, IStagedWords where TS : struct, IOperandStorage
     {
         var kTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
         var vTile = SharedMemory.Allocate<ushort>(Tile * (MaxDim + Pad));
@@ -150,7 +154,7 @@ public static class TensorCoreAttention
         int warp = Group.IdxX / TensorCores.Lanes, lane = Group.IdxX % TensorCores.Lanes, g = lane >> 2, t = lane & 3;
         int rowA = r0 + warp * 16 + g, rowB = rowA + 8, qBase = h * s.T, kvBase = kh * s.Keys;
         var qa = default(TQ);
-        qa.Load(Operand(q, s, 0), qBase, rowA, s.T, s.D, 0, t);
+        qa.Load(Operand<TS>(q, 0), qBase, rowA, s.T, s.D, 0, t);
         var o = default(TO);
         o.Clear();
         AttentionKernels.Kept(s, rowA, out int firstA, out int stopA);
@@ -160,9 +164,18 @@ public static class TensorCoreAttention
         float mA = float.NegativeInfinity, mB = float.NegativeInfinity, lA = 0f, lB = 0f, scale2 = s.Scale * Log2E;
         for (int c0 = first; c0 < stop; c0 += Tile)
         {
+            // this tile's keys and values read while the other warps may still be on the last tile, then stored;
+            // where a thread's words of both would crowd out the fragments (d = 128), the values once the keys are
+            // stored (a constant test, folded as the kernel is compiled)
+            var stagedKeys = default(TSK);
+            var keysWalk = Stage(ref stagedKeys, Operand<TS>(k, 1), kTile, Tile, kvBase, c0, stop);
+            var stagedValues = default(TSV);
+            bool together = default(TSK).Words + default(TSV).Words <= MaxStagedWords;
+            var valuesWalk = together ? Stage(ref stagedValues, Operand<TS>(v, 2), vTile, Tile, kvBase, c0, stop) : default;
             Group.Barrier();
-            LoadTile(Operand(k, s, 1), kvBase, c0, stop, s.D, s.D, Tile, kTile);
-            LoadTile(Operand(v, s, 2), kvBase, c0, stop, s.Dv, s.Dv, Tile, vTile);
+            stagedKeys.Write(keysWalk, 0);
+            if (!together) valuesWalk = Stage(ref stagedValues, Operand<TS>(v, 2), vTile, Tile, kvBase, c0, stop);
+            stagedValues.Write(valuesWalk, 0);
             Group.Barrier();
             for (int kc = 0; kc < Tile; kc += 16)
             {
@@ -248,9 +261,11 @@ public static class TensorCoreAttention
     /// <paramref name="dkv"/> holds dK [KvHeads, Keys, D] then dV [KvHeads, Keys, Dv]; the heads sharing a key/value
     /// head add into it atomically (it must then be zero before). The tiles of dO, Q and K are read by columns as
     /// <typeparamref name="TB"/> does (<see cref="FragmentTypes.Columns"/>).</summary>
-    public static void Backward<TV, TDK, TDV, TB>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> grad,
+    public static void Backward<TV, TDK, TDV, TB, TSK, TSQ, TSO, TS>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> grad,
                                 ArrayView<float> yIn, ArrayView<float> delta, ArrayView<float> dq, ArrayView<float> dkv, AttentionShape s)
         where TV : struct, IAFragments where TDK : struct, IDFragments where TDV : struct, IDFragments where TB : struct, IColumnLoads
+        where TSK : struct, IStagedWords where TSQ : struct, IStagedWords where TSO : struct, IStagedWords
+        where TS : struct, IOperandStorage
     {
         var qTile = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad));
         var oTile = SharedMemory.Allocate<ushort>(BackwardRows * (MaxDim + Pad));
@@ -268,13 +283,13 @@ public static class TensorCoreAttention
         bool keysToo = s.Part == 1; // part 2: dV alone, no dP, dS, dK or dQ
         // this warp's 16 values as the left operand of V·dOᵀ
         var va = default(TV);
-        if (keysToo) va.Load(Operand(v, s, 2), kvBase, keyA, s.Keys, Dv, 0, t);
+        if (keysToo) va.Load(Operand<TS>(v, 2), kvBase, keyA, s.Keys, Dv, 0, t);
         var dk = default(TDK);
         dk.Clear();
         var dv = default(TDV);
         dv.Clear();
-        Group.Barrier();
-        LoadTile(Operand(k, s, 1), kvBase, c0, s.Keys, D, D, Tile, kTile);
+        var stagedKeys = default(TSK);
+        stagedKeys.Write(Stage(ref stagedKeys, Operand<TS>(k, 1), kTile, Tile, kvBase, c0, s.Keys), 0);
         int c1 = Math.Min(s.Keys, c0 + Tile), qBase = h * s.T;
         // this warp's 16 keys, the left operand of K·Qᵀ, read from the shared tile
         var keys = new RowWords(kTile, dStride, warp * 16 + g, t);
@@ -284,14 +299,22 @@ public static class TensorCoreAttention
             AttentionKernels.Kept(s, r0, out int first, out _);
             AttentionKernels.Kept(s, last, out _, out int stop);
             if (stop <= c0 || first >= c1) continue;
+            // the rows' queries, output gradients, L and Δ read while the other warps may still be on the last rows,
+            // then stored (a thread below BackwardRows takes one row's L and Δ)
+            var stagedQueries = default(TSQ);
+            var queriesWalk = Stage(ref stagedQueries, Operand<TS>(q, 0), qTile, BackwardRows, qBase, r0, s.T);
+            var stagedGrads = default(TSO);
+            var gradsWalk = Stage(ref stagedGrads, new Pairs(grad, false), oTile, BackwardRows, qBase, r0, s.T, strideMore: 1); // rows of O and L
+            int i = Group.IdxX, ri = Math.Min(r0 + (i & (BackwardRows - 1)), s.T - 1);
+            float li = yIn[(qBase + ri) * s.Row + Dv] * Log2E, di = keysToo ? delta[qBase + ri] : 0f; // L in base-2 units
             Group.Barrier();
-            LoadTile(Operand(q, s, 0), qBase, r0, s.T, D, D, BackwardRows, qTile);
-            LoadTile(new Pairs(grad, false), qBase, r0, s.T, s.Row, Dv, BackwardRows, oTile);
-            for (int i = Group.IdxX; i < BackwardRows; i += Group.DimX)
+            stagedQueries.Write(queriesWalk, 0);
+            stagedGrads.Write(gradsWalk, 0);
+            if (i < BackwardRows)
             {
                 bool inside = r0 + i < s.T;
-                rowL[i] = inside ? yIn[(qBase + r0 + i) * s.Row + Dv] * Log2E : 0f; // L in base-2 units
-                rowD[i] = inside && keysToo ? delta[qBase + r0 + i] : 0f;
+                rowL[i] = inside ? li : 0f;
+                rowD[i] = inside ? di : 0f;
             }
             Group.Barrier();
             for (int rc = 0; rc < BackwardRows; rc += 16)

@@ -362,8 +362,9 @@ static (Node O, Node Y, Node[] Grads) CausalAttention(int d, int heads, int kvHe
     return (o, y, grads);
 }
 
-// Attention alone, its output (O and L) and its output with the gradients of Q, K and V, on tensor cores and on CUDA
-// cores, inputs resident on the device, median of 5 runs after one (one on the CPU accelerator); TFLOP/s counts the
+// Attention alone, its output (O and L) and its output with the gradients of Q, K and V, on tensor cores (Q, K and V
+// stored in bfloat16, as a model's products leave them in bfloat16 mode) and on CUDA cores (float32), inputs resident
+// on the device, median of 5 runs after one (one on the CPU accelerator); TFLOP/s counts the
 // products a causal attention needs (Q·Kᵀ and P·V forward; K·Qᵀ, V·dOᵀ, Pᵀ·dO, dSᵀ·Q and dS·K backward), half of each
 // square.
 void TimeAttention(GpuBackend backend, int d, int heads, int kvHeads, int tokens)
@@ -371,11 +372,14 @@ void TimeAttention(GpuBackend backend, int d, int heads, int kvHeads, int tokens
     var (_, y, grads) = CausalAttention(d, heads, kvHeads, tokens);
     var rng = new Random(4);
     var feeds = new Dictionary<string, IBuffer>();
+    var narrowFeeds = new Dictionary<string, IBuffer>();
     foreach (var (name, n) in new[] { ("q", heads), ("k", kvHeads), ("v", kvHeads), ("w", heads) })
     {
         var values = Enumerable.Range(0, n * tokens * d).Select(_ => (float)rng.NextDouble() * 2 - 1).ToArray();
         feeds[name] = backend.Allocate(values.Length);
         backend.Upload(values, feeds[name]);
+        narrowFeeds[name] = name == "w" ? feeds[name] : backend.AllocateBFloat16(values.Length);
+        if (name != "w") backend.Upload(values, narrowFeeds[name]);
     }
     double squares = (double)heads * d * tokens * tokens; // 2·d·T² flops a product, half of them kept
     int runs = options.Device == "ilgpu-cpu" ? 1 : 5; // the CPU accelerator only tries it
@@ -389,7 +393,7 @@ void TimeAttention(GpuBackend backend, int d, int heads, int kvHeads, int tokens
             var plan = PlanModule.compile(Microsoft.FSharp.Collections.ListModule.OfArray(outputs));
             using var exe = new Executable(plan, backend);
             var needed = PlanModule.inputs(plan).Select(n => ((Op.Input)n.Op).name).ToHashSet();
-            var used = feeds.Where(f => needed.Contains(f.Key)).ToDictionary(f => f.Key, f => f.Value);
+            var used = (cores ? narrowFeeds : feeds).Where(f => needed.Contains(f.Key)).ToDictionary(f => f.Key, f => f.Value);
             exe.Recycle(exe.Run(used));
             var times = new List<double>();
             for (int i = 0; i < runs; i++)
@@ -405,7 +409,7 @@ void TimeAttention(GpuBackend backend, int d, int heads, int kvHeads, int tokens
         }
     }
     backend.AttentionOnTensorCores = onCores;
-    foreach (var f in feeds.Values) f.Dispose();
+    foreach (var f in feeds.Values.Concat(narrowFeeds.Values).Distinct()) f.Dispose();
     Say(line.ToString().TrimEnd(';'));
 }
 
@@ -602,12 +606,17 @@ void TimeModel(string size, List<string> rows, List<string> best)
                 var (midMs, ph) = timed[timed.Count / 2];
                 double up = ph.Upload.TotalMilliseconds, sub = ph.Submit.TotalMilliseconds, down = ph.Download.TotalMilliseconds;
                 Say($"llama-{size} {tokens} tokens, checkpointing {ModeName(checkpointing)}: median run {midMs:F1} ms = upload {up:F2} + submit {sub:F2} + device and download {down:F2} + the rest of Explain {midMs - up - sub - down:F2} ms");
+                // runs repeat exactly, except that attention's backward pass on tensor cores adds each key tile's share
+                // of dQ atomically, in whatever order the tiles finish: float32 sums then differ in their last bits,
+                // which a deep random model magnifies (up to 1.8e-3 seen at the 8B shape)
                 double drift = Relative(last.PerPosition, first.PerPosition);
-                if (drift > 1e-5)
+                double driftAllowed = options.FusedAttention && backend.AttentionOnTensorCores ? 1e-2 : 1e-5;
+                if (drift > driftAllowed)
                 {
                     failures++;
-                    Say($"llama-{size} {tokens} tokens: the last run's relevance differs from the first's by {drift:E2}");
+                    Say($"llama-{size} {tokens} tokens: the last run's relevance differs from the first's by {drift:E2} (allowed {driftAllowed:E0}) FAIL");
                 }
+                else if (drift > 0) Say($"llama-{size} {tokens} tokens: the last run's relevance differs from the first's by {drift:E2} (allowed {driftAllowed:E0}: dQ summed atomically)");
                 double median = times[times.Count / 2];
                 double peak = backend.PeakAllocatedBytes / (double)(1L << 30);
                 Say($"llama-{size} {tokens} tokens, checkpointing {mode}: first run {warm:F2} s, median {median:F1} ms over {times.Count}, peak {peak:F2} GiB, relevance finite: {finite}");

@@ -33,10 +33,8 @@ let private plainKernels () =
 
 /// The tensor-core attention kernels for heads of d dimensions, as the backend specializes them, reading B by columns
 /// through ldmatrix or not.
-let private tensorCoreForward d matrix =
-    typeof<TensorCoreAttention>.GetMethod("Forward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.Columns matrix)
-let private tensorCoreBackward d matrix =
-    typeof<TensorCoreAttention>.GetMethod("Backward").MakeGenericMethod(FragmentTypes.A d, FragmentTypes.D d, FragmentTypes.D d, FragmentTypes.Columns matrix)
+let private tensorCoreForward d matrix narrow = TensorCoreAttention.ForwardKernel(d, d, matrix, narrow)
+let private tensorCoreBackward d matrix narrow = TensorCoreAttention.BackwardKernel(d, d, matrix, narrow)
 
 /// Runs `outputs` on a GPU backend binding parameters as a Session does: those read only by products through
 /// AllocateMatrixWeight, the others as float32. Returns the outputs and the names of the parameters stored bfloat16.
@@ -487,11 +485,23 @@ let tests =
             // every shared tile read and written as shared: a view that ILGPU merges with a generic one (a struct's
             // field left at its default on one path) turns every access to it generic
             let sharedOnly (ptx: string) = not (ptx.Contains "cvta.shared")
+            // the longest run of loads from device memory with no shared store, branch, barrier or label between them:
+            // a tile's words all go out before the first is waited on (one load a word was once a trip to memory each)
+            let loadRun (ptx: string) =
+                let load = Text.RegularExpressions.Regex(@"^(@!?%p\d+\s+)?ld\.(f32|b32|u32)\s")
+                let stop = Text.RegularExpressions.Regex(@"^(st\.shared|bar\.sync|(@!?%p\d+\s+)?bra(\.uni)?\s)|:$")
+                ptx.Split('\n')
+                |> Array.fold (fun (run, best) line ->
+                    let l = line.Trim()
+                    if load.IsMatch l then run + 1, max best (run + 1)
+                    elif stop.IsMatch l then 0, best
+                    else run, best) (0, 0)
+                |> snd
             for d in [ 64; 128 ] do
-              for matrix in [ false; true ] do
-                let how = sprintf "d %d, %s" d (if matrix then "ldmatrix" else "16-bit loads")
+              for matrix, narrow in [ false, 0; true, 0; false, 7; true, 7 ] do
+                let how = sprintf "d %d, %s, Q, K and V in %s" d (if matrix then "ldmatrix" else "16-bit loads") (if narrow = 0 then "float32" else "bfloat16")
                 // fragments of nested types: every product over a head's dimensions unrolled
-                let forward = tensorCoreForward d matrix
+                let forward = tensorCoreForward d matrix narrow
                 let ptx = GpuBackend.KernelPtx forward
                 Expect.equal (mmaCount ptx) (2 * d / 16 + d / 8) (sprintf "forward, %s: Q·Kᵀ for two tiles of 8 keys, d / 16 steps each, and P·V, d / 8 tiles" how)
                 Expect.isTrue (noLocals ptx) (sprintf "forward, %s: no local memory" how)
@@ -500,11 +510,14 @@ let tests =
                 Expect.isTrue (typedMoves ptx) (sprintf "forward, %s: every mov typed" how)
                 Expect.equal (wordLoads ptx) (d / 4) (sprintf "forward, %s: each row pair of K one shared load" how)
                 Expect.isTrue (wordAligned ptx) (sprintf "forward, %s: shared tiles aligned to words" how)
-                Expect.equal (pairRoundings ptx) (d / 4 + 2 + 4) (sprintf "forward, %s: Q's fragments, the K and V tiles' loads, P's four words" how)
+                // a thread's words of a tile: d / 4 of K and of V, each read as a whole tile or at the slab's end
+                let wide = if narrow = 0 then d / 4 + 2 * (d / 4) + 2 * (d / 4) else 0
+                Expect.equal (pairRoundings ptx) (wide + 4) (sprintf "forward, %s: Q's fragments and the K and V tiles' words where float32, P's four words" how)
+                if narrow <> 0 then Expect.equal (loadRun ptx) (d / 4) (sprintf "forward, %s: a thread's words of a tile of K one run of loads" how)
                 Expect.equal (matrixLoads ptx) (if matrix then d / 8 else 0) (sprintf "forward, %s: one ldmatrix for each tile of V of P·V" how)
                 if matrix then
                     Expect.isTrue (sharedTile ptx 1 (TensorCoreAttention.Tile * (TensorCoreAttention.MaxDim + TensorCoreAttention.Pad))) "forward: V's tile is allocation 1"
-                let backward = tensorCoreBackward d matrix
+                let backward = tensorCoreBackward d matrix narrow
                 let ptx = GpuBackend.KernelPtx backward
                 Expect.equal (mmaCount ptx) (2 + 2 * d / 16 + 2 * d / 8 + 1) (sprintf "backward, %s: K·Qᵀ in a loop and V·dOᵀ for two tiles of 8 rows, Pᵀ·dO and dSᵀ·Q, and dS·K in a loop" how)
                 Expect.isTrue (noLocals ptx) (sprintf "backward, %s: no local memory" how)
@@ -514,7 +527,11 @@ let tests =
                 // K·Qᵀ's loop: four of K (from its shared tile, not registers) and two of each tile of Q a step
                 Expect.equal (wordLoads ptx) (8 + d / 4 + 4) (sprintf "backward, %s: each row pair of K, Q, dO and dS one shared load" how)
                 Expect.isTrue (wordAligned ptx) (sprintf "backward, %s: shared tiles aligned to words" how)
-                Expect.equal (pairRoundings ptx) (d / 4 + 3 + 4 + 4) (sprintf "backward, %s: V's fragments, the K, Q and dO tiles' loads, Pᵀ's and dSᵀ's four words (dS's tile stores dSᵀ's halves)" how)
+                // a thread's words of a tile: d / 4 of K's, d / 8 of Q's and of dO's (always float32), each read as a
+                // whole tile or at the slab's end
+                let wide = if narrow = 0 then d / 4 + 2 * (d / 4) + 2 * (d / 8) else 0
+                Expect.equal (pairRoundings ptx) (wide + 2 * (d / 8) + 4 + 4) (sprintf "backward, %s: V's fragments and the K and Q tiles' words where float32, dO's words, Pᵀ's and dSᵀ's four words (dS's tile stores dSᵀ's halves)" how)
+                if narrow <> 0 then Expect.equal (loadRun ptx) (d / 4) (sprintf "backward, %s: a thread's words of K's tile one run of loads" how)
                 Expect.equal (matrixLoads ptx) (if matrix then 2 * d / 8 + 1 else 0) (sprintf "backward, %s: one ldmatrix for each tile of dO in Pᵀ·dO and of Q in dSᵀ·Q, and for K in dS·K's loop" how)
                 if matrix then
                     let rows = TensorCoreAttention.BackwardRows * (TensorCoreAttention.MaxDim + TensorCoreAttention.Pad)
@@ -567,9 +584,10 @@ let tests =
                 let generic =
                     [ for d in [ 64; 128 ] do
                         for matrix in [ false; true ] do
-                            let how = sprintf "d %d%s" d (if matrix then " ldmatrix" else "")
-                            yield "forward " + how, tensorCoreForward d matrix
-                            yield "backward " + how, tensorCoreBackward d matrix ]
+                          for narrow in [ 0; 7 ] do
+                            let how = sprintf "d %d%s%s" d (if matrix then " ldmatrix" else "") (if narrow = 0 then "" else " bfloat16")
+                            yield "forward " + how, tensorCoreForward d matrix narrow
+                            yield "backward " + how, tensorCoreBackward d matrix narrow ]
                 let plain = plainKernels () |> Array.map (fun m -> m.Name, m) |> List.ofArray
                 for name, kernel in ("tensor-core product", typeof<TensorCores>.GetMethod "Product") :: generic @ plain do
                     Ptxas.expectRegistersOnly ptxas name (GpuBackend.KernelPtx kernel)
