@@ -585,24 +585,39 @@ type Executable(compiled: Plan, backend: IBackend) =
         for o in Array.distinct plan.Outputs do release o
         results
 
-    // The caller's inputs copied into the executable's own buffers, which a recording reads; None when an input is
-    // missing or of the wrong length (the plain run then reports it).
+    // The caller's inputs copied into the executable's own buffers, which a recording reads, each stored as the
+    // caller's is (narrow or not); None when an input is missing, of the wrong length, or stored otherwise than at the
+    // first staging (the plain run then reports it, or runs it as given).
     member private this.Stage(inputs: IReadOnlyDictionary<string, IBuffer>) : IReadOnlyDictionary<string, IBuffer> option =
         let nodes = Plan.inputs plan
+        let narrow (b: IBuffer) = match backend with :? INarrowValues as v -> v.IsNarrow b | _ -> false
         let fits (n: Node) =
             match n.Op with
-            | Input name -> (match inputs.TryGetValue name with | true, b -> b.Length = Shape.numel n.Shape | _ -> false)
+            | Input name ->
+                match inputs.TryGetValue name with
+                | true, b ->
+                    b.Length = Shape.numel n.Shape
+                    && (match stableInputs.TryGetValue name with | true, s -> narrow s = narrow b | _ -> true)
+                | _ -> false
             | _ -> false
         if not (nodes |> Array.forall fits) then None
         else
             for n in nodes do
                 match n.Op with
                 | Input name ->
+                    let given = inputs.[name]
                     let stable =
                         match stableInputs.TryGetValue name with
                         | true, b -> b
-                        | _ -> let b = allocate (Shape.numel n.Shape) in stableInputs.[name] <- b; b
-                    backend.Copy(inputs.[name], stable)
+                        | _ ->
+                            let length = Shape.numel n.Shape
+                            let b =
+                                match backend with
+                                | :? INarrowValues as v when v.IsNarrow given -> v.AllocateNarrow length
+                                | _ -> allocate length
+                            stableInputs.[name] <- b
+                            b
+                    backend.Copy(given, stable)
                 | _ -> ()
             Some(stableInputs :> IReadOnlyDictionary<string, IBuffer>)
 
