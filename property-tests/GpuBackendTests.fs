@@ -37,14 +37,15 @@ let private tensorCoreForward d matrix narrow = TensorCoreAttention.ForwardKerne
 let private tensorCoreBackward d matrix narrow = TensorCoreAttention.BackwardKernel(d, d, matrix, narrow)
 
 /// Runs `outputs` on a GPU backend binding parameters as a Session does: those read only by products through
-/// AllocateMatrixWeight, the others as float32. Returns the outputs and the names of the parameters stored bfloat16.
-let private runWithMatrixWeights (backend: GpuBackend) (values: Map<string, float[]>) (outputs: Node list) =
+/// AllocateMatrixWeight, the others as float32; the inputs named in `narrowInputs` are given in bfloat16 buffers.
+/// Returns the outputs and the names of the parameters stored bfloat16.
+let private runWith (backend: GpuBackend) (narrowInputs: Set<string>) (values: Map<string, float[]>) (outputs: Node list) =
     let plan = Plan.compile outputs
     let matrixOnly = Plan.matMulOnlyParameters true plan
     use exe = new Executable(plan, backend)
     let upload (name: string) =
         let v = values.[name] |> Array.map float32
-        let b = backend.Allocate v.Length
+        let b = if narrowInputs.Contains name then backend.AllocateBFloat16 v.Length else backend.Allocate v.Length
         backend.Upload(ReadOnlySpan v, b)
         b
     let narrow = ResizeArray()
@@ -65,6 +66,8 @@ let private runWithMatrixWeights (backend: GpuBackend) (values: Map<string, floa
     exe.Recycle outs
     for b in feeds.Values do b.Dispose()
     host, Set.ofSeq narrow
+
+let private runWithMatrixWeights backend values outputs = runWith backend Set.empty values outputs
 
 /// Products over random sizes: batched, broadcast, each operand plain or stored transposed, and two weights, one
 /// stored [k, n] and one [n, k] read through a transpose (a linear layer).
@@ -385,6 +388,14 @@ let tests =
                     Expect.isGreaterThan (relativeError onCores.[i] onWarps.[i]) 1e-6 (sprintf "%s: %s on tensor cores" what (Node.Describe node))
                     // the same words, so the same sums in the same order
                     Expect.equal throughMatrices.[i] onCores.[i] (sprintf "%s: %s with ldmatrix" what (Node.Describe node)))
+                // Q, K and V given in bfloat16, as a model's products leave them: the kernels compiled for that storage
+                // read the words the float32 kernels round them to (dQ's atomic sums may meet in another order)
+                let rounded = values |> Map.map (fun _ a -> a |> Array.map roundBf16)
+                let uncut = outputs |> List.take (outputs.Length - 1) // a stopped gradient is no attention op
+                let fromWords, _ = runWith tc (set [ "q"; "k"; "v" ]) values uncut
+                let fromRounded = Evaluate.onBackend tc rounded uncut
+                uncut |> List.iteri (fun i node ->
+                    Expect.isLessThan (relativeError fromWords.[i] fromRounded.[i]) 1e-6 (sprintf "%s: %s from bfloat16 Q, K and V" what (Node.Describe node)))
         }
         test "atomic adds of NaN end on ILGPU's CPU accelerator: a scatter-add and an attention's gradients come out NaN where it reaches, not hung" {
             // a run that hangs fails after two minutes instead of holding the suite (its accelerator is then left
