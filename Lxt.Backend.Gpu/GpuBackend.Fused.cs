@@ -287,13 +287,13 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
     }
 
     /// <summary>Whether a kernel is loaded from rewritten PTX (<see cref="PtxRewrites"/>): the tensor-core kernels,
-    /// whose inline assembly has outputs (mma.sync, cvt, ldmatrix) that ILGPU passes through local memory, and whose
-    /// ldmatrix rows need shared tiles on 16 bytes.</summary>
+    /// whose inline assembly has outputs (mma.sync, cvt, ldmatrix) that ILGPU passes through local memory, whose
+    /// ldmatrix rows need shared tiles on 16 bytes, and whose atomic adds all go into device memory.</summary>
     static bool RewritesPtx(MethodInfo kernel) =>
         kernel.DeclaringType == typeof(TensorCoreAttention) || kernel.DeclaringType == typeof(TensorCores);
 
     /// <summary>A kernel compiled by a PTX backend, its PTX rewritten where <see cref="RewritesPtx"/> says (local
-    /// scalars in registers, shared allocations on 16 bytes): a kernel whose first parameter is an index runs
+    /// scalars in registers, shared allocations on 16 bytes, atomic adds into device memory as such): a kernel whose first parameter is an index runs
     /// implicitly grouped, any other explicitly.</summary>
     static PTXCompiledKernel Compile(Context context, PTXBackend backend, MethodInfo kernel)
     {
@@ -303,7 +303,7 @@ public sealed partial class GpuBackend : IFusedPointwise, IFusedPrologue, IInPla
             : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
         var compiled = (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
         if (!RewritesPtx(kernel)) return compiled;
-        var ptx = PtxRewrites.AlignShared(PtxRewrites.PromoteLocals(compiled.PTXAssembly));
+        var ptx = PtxRewrites.GlobalReductions(PtxRewrites.AlignShared(PtxRewrites.PromoteLocals(compiled.PTXAssembly)));
         if (!PtxRewrites.SharedAligned(ptx))
             throw new InvalidOperationException($"{kernel.Name}: a shared allocation of its PTX is not declared as ILGPU 1.5 declares them, so it cannot be aligned to 16 bytes for ldmatrix");
         // ILGPU 1.5 makes a compiled kernel from its entry point and PTX internally only

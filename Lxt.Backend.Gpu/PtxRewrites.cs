@@ -6,6 +6,10 @@
 //   some twenty local loads and stores. Each such scalar whose address is used for nothing else becomes a register,
 //   and each of its loads and stores a move.
 // - Shared allocations aligned to 16 bytes, as ldmatrix needs its rows: ILGPU aligns them to their element, or 8.
+// - Atomic adds into device memory as such. ILGPU reduces through generic addresses (`red.add.f32 [%rd]`), and ptxas
+//   then tests each address's space and keeps a compare-exchange loop for shared memory beside the global add. The
+//   rewritten kernels add atomically into device memory only (dQ, and dK and dV of grouped heads), so each becomes
+//   `cvta.to.global` and `red.global.add.f32`.
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
@@ -115,6 +119,32 @@ public static class PtxRewrites
     {
         int declared = Regex.Matches(ptx, @"\.shared\s+\.align\s+\d+\s+\.b8\s+__shared_alloca\d+\[").Count;
         return SharedAllocation.Matches(ptx).Count(m => int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture) >= 16) == declared;
+    }
+
+    static readonly Regex GenericReduction = new(@"^(\s*)((?:@!?%p\d+\s+)?)red\.add\.f32\s+\[(%rd\d+)\],\s*(%f\d+);\s*$", RegexOptions.CultureInvariant);
+    static readonly Regex AddressRegisters = new(@"^\s*\.reg\s+\.b64\s+%rd<\d+>;\s*$", RegexOptions.CultureInvariant);
+
+    /// <summary>The PTX with each float32 atomic add through a generic address made an add into device memory
+    /// (`cvta.to.global.u64` into a register of its own, then `red.global.add.f32`). Only for kernels that add
+    /// atomically into device memory alone.</summary>
+    public static string GlobalReductions(string ptx)
+    {
+        var lines = ptx.Split('\n');
+        bool any = false;
+        for (int i = 0; i < lines.Length; i++)
+        {
+            var m = GenericReduction.Match(lines[i]);
+            if (!m.Success) continue;
+            string indent = m.Groups[1].Value, guard = m.Groups[2].Value;
+            lines[i] = $"{indent}{guard}cvta.to.global.u64\t%lxg, {m.Groups[3].Value};\n{indent}{guard}red.global.add.f32\t[%lxg], {m.Groups[4].Value};";
+            any = true;
+        }
+        if (!any) return ptx;
+        int declarations = Array.FindIndex(lines, l => AddressRegisters.IsMatch(l));
+        if (declarations < 0)
+            throw new InvalidOperationException("the PTX declares no 64-bit registers (%rd) before its atomic adds, as ILGPU 1.5 does");
+        lines[declarations] += "\n\t.reg .b64\t%lxg;";
+        return string.Join('\n', lines);
     }
 
     static List<int> At(Dictionary<string, List<int>> map, string key)

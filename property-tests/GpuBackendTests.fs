@@ -543,6 +543,10 @@ let tests =
                 let wide = if narrow = 0 then d / 4 + 2 * (d / 4) + 2 * (d / 8) else 0
                 Expect.equal (pairRoundings ptx) (wide + 2 * (d / 8) + 4 + 4) (sprintf "backward, %s: V's fragments and the K and Q tiles' words where float32, dO's words, Pᵀ's and dSᵀ's four words (dS's tile stores dSᵀ's halves)" how)
                 if narrow <> 0 then Expect.equal (loadRun ptx) (d / 4) (sprintf "backward, %s: a thread's words of K's tile one run of loads" how)
+                // dQ's adds (and dK's and dV's under grouped heads) go into device memory as such: a generic one makes
+                // ptxas test the address's space and keep a shared-memory loop beside each
+                Expect.isGreaterThan (ptx.Split("red.global.add.f32").Length - 1) 0 (sprintf "backward, %s: atomic adds into device memory" how)
+                Expect.isFalse (Text.RegularExpressions.Regex.IsMatch(ptx, @"\bred\.add\.")) (sprintf "backward, %s: no atomic add through a generic address" how)
                 Expect.equal (matrixLoads ptx) (if matrix then 2 * d / 8 + 1 else 0) (sprintf "backward, %s: one ldmatrix for each tile of dO in Pᵀ·dO and of Q in dSᵀ·Q, and for K in dS·K's loop" how)
                 if matrix then
                     let rows = TensorCoreAttention.BackwardRows * (TensorCoreAttention.MaxDim + TensorCoreAttention.Pad)
@@ -550,7 +554,7 @@ let tests =
                     Expect.isTrue (sharedTile ptx 1 rows) "backward: dO's tile is allocation 1"
                     Expect.isTrue (sharedTile ptx 2 (TensorCoreAttention.Tile * (TensorCoreAttention.MaxDim + TensorCoreAttention.Pad))) "backward: K's tile is allocation 2"
         }
-        test "PTX rewrites: local scalars of inline PTX become registers (only those whose address nothing else uses, of the size accessed), shared allocations start on 16 bytes" {
+        test "PTX rewrites: local scalars of inline PTX become registers (only those whose address nothing else uses, of the size accessed), shared allocations start on 16 bytes, atomic adds go into device memory" {
             let lines =
                 [ ".visible .entry K("; "\t.param .u64 _p"; ")"; "{"
                   "\t.local .align 4 .b8 __local_depot0[4];"
@@ -587,6 +591,14 @@ let tests =
             Expect.isFalse (PtxRewrites.SharedAligned shared) "ILGPU's alignments"
             Expect.equal (PtxRewrites.AlignShared shared) "\t.shared .align 16 .b8 __shared_alloca0[16];\n\t.shared .align 32 .b8 __shared_alloca1[64];\n\t.shared .align 16 .b8 __shared_alloca2[6];" "raised to 16, never lowered"
             Expect.isTrue (PtxRewrites.SharedAligned(PtxRewrites.AlignShared shared)) "every allocation on 16 bytes"
+            // atomic adds through generic addresses into device memory, one of them guarded
+            let reductions =
+                "\t.reg .b64\t%rd<9>;\n\tred.add.f32\t[%rd3], %f1;\n\t@!%p2 red.add.f32\t[%rd4], %f2;\n\tst.global.f32\t[%rd5], %f3;"
+            Expect.equal (PtxRewrites.GlobalReductions reductions)
+                ("\t.reg .b64\t%rd<9>;\n\t.reg .b64\t%lxg;\n\tcvta.to.global.u64\t%lxg, %rd3;\n\tred.global.add.f32\t[%lxg], %f1;\n"
+                 + "\t@!%p2 cvta.to.global.u64\t%lxg, %rd4;\n\t@!%p2 red.global.add.f32\t[%lxg], %f2;\n\tst.global.f32\t[%rd5], %f3;")
+                "each add converts its address and adds into device memory; the register declared once"
+            Expect.equal (PtxRewrites.GlobalReductions "\t.reg .b64\t%rd<9>;\n\tst.global.f32\t[%rd5], %f3;") "\t.reg .b64\t%rd<9>;\n\tst.global.f32\t[%rd5], %f3;" "no add, no change"
         }
         test "every kernel with inline PTX, and every kernel of the backend, assembles for SM 9.0 with no stack frame or spills (where ptxas is)" {
             match Ptxas.find () with
