@@ -613,7 +613,7 @@ type Executable(compiled: Plan, backend: IBackend) =
                             let length = Shape.numel n.Shape
                             let b =
                                 match backend with
-                                | :? INarrowValues as v when v.IsNarrow given -> v.AllocateNarrow length
+                                | :? INarrowValues as v when narrow given -> v.AllocateNarrow length
                                 | _ -> allocate length
                             stableInputs.[name] <- b
                             b

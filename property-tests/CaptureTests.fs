@@ -79,12 +79,15 @@ let private network () =
     let y = add (mul h h) (reduceSum [ 1 ] true h)
     [ y; reduceSum [ 0; 1 ] false y; h ]
 
-let private values (backend: IBackend) (exe: Executable) (x: float32[]) =
-    let b = backend.Allocate x.Length
+/// The outputs of a run of `exe` on input `x`, given in a buffer `allocate` makes.
+let private valuesIn (allocate: int -> IBuffer) (backend: IBackend) (exe: Executable) (x: float32[]) =
+    let b = allocate x.Length
     backend.Upload(ReadOnlySpan x, b)
     let outs = exe.Run(readOnlyDict [ "x", b ])
     b.Dispose()
     outs
+
+let private values (backend: IBackend) exe x = valuesIn backend.Allocate backend exe x
 
 let private host (backend: IBackend) (buffers: IBuffer[]) =
     buffers |> Array.map (fun b -> let a = Array.zeroCreate<float32> b.Length in backend.Download(b, Span a); a)
@@ -138,10 +141,7 @@ let tests =
             let backend = recorder :> IBackend
             for run in 1 .. 4 do
                 let x = randomArray rng 30
-                let b = (recorder :> INarrowValues).AllocateNarrow x.Length
-                backend.Upload(ReadOnlySpan x, b)
-                let ours = exe.Run(readOnlyDict [ "x", b ])
-                b.Dispose()
+                let ours = valuesIn (recorder :> INarrowValues).AllocateNarrow backend exe x
                 let expected = values plainBackend plain x |> host plainBackend
                 Expect.equal (host backend ours) expected (sprintf "run %d equals a plain run" run)
             Expect.equal recorder.Captures 1 "one recording"
