@@ -32,9 +32,16 @@ let private plainKernels () =
     |> Array.filter (fun m -> m.ReturnType = typeof<Void> && not m.IsGenericMethodDefinition)
 
 /// The tensor-core attention kernels for heads of d dimensions, as the backend specializes them, reading B by columns
-/// through ldmatrix or not.
+/// through ldmatrix or not, with Q, K and V stored as `narrow` says (AttentionShape.Narrow).
 let private tensorCoreForward d matrix narrow = TensorCoreAttention.ForwardKernel(d, d, matrix, narrow)
 let private tensorCoreBackward d matrix narrow = TensorCoreAttention.BackwardKernel(d, d, matrix, narrow)
+
+/// The specializations the PTX tests compile: heads of 64 and 128 dimensions, B by columns through ldmatrix or not,
+/// Q, K and V in float32 (0) or bfloat16 (7).
+let private tensorCoreVariants =
+    [ for d in [ 64; 128 ] do
+        for matrix in [ false; true ] do
+          for narrow in [ 0; 7 ] -> d, matrix, narrow ]
 
 /// Runs `outputs` on a GPU backend binding parameters as a Session does: those read only by products through
 /// AllocateMatrixWeight, the others as float32; the inputs named in `narrowInputs` are given in bfloat16 buffers.
@@ -508,8 +515,7 @@ let tests =
                     elif stop.IsMatch l then 0, best
                     else run, best) (0, 0)
                 |> snd
-            for d in [ 64; 128 ] do
-              for matrix, narrow in [ false, 0; true, 0; false, 7; true, 7 ] do
+            for d, matrix, narrow in tensorCoreVariants do
                 let how = sprintf "d %d, %s, Q, K and V in %s" d (if matrix then "ldmatrix" else "16-bit loads") (if narrow = 0 then "float32" else "bfloat16")
                 // fragments of nested types: every product over a head's dimensions unrolled
                 let forward = tensorCoreForward d matrix narrow
@@ -605,12 +611,10 @@ let tests =
             | None -> skiptest "no ptxas here (set LXT_PTXAS)"
             | Some ptxas ->
                 let generic =
-                    [ for d in [ 64; 128 ] do
-                        for matrix in [ false; true ] do
-                          for narrow in [ 0; 7 ] do
-                            let how = sprintf "d %d%s%s" d (if matrix then " ldmatrix" else "") (if narrow = 0 then "" else " bfloat16")
-                            yield "forward " + how, tensorCoreForward d matrix narrow
-                            yield "backward " + how, tensorCoreBackward d matrix narrow ]
+                    [ for d, matrix, narrow in tensorCoreVariants do
+                        let how = sprintf "d %d%s%s" d (if matrix then " ldmatrix" else "") (if narrow = 0 then "" else " bfloat16")
+                        yield "forward " + how, tensorCoreForward d matrix narrow
+                        yield "backward " + how, tensorCoreBackward d matrix narrow ]
                 let plain = plainKernels () |> Array.map (fun m -> m.Name, m) |> List.ofArray
                 for name, kernel in ("tensor-core product", typeof<TensorCores>.GetMethod "Product") :: generic @ plain do
                     Ptxas.expectRegistersOnly ptxas name (GpuBackend.KernelPtx kernel)
